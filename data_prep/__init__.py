@@ -1,0 +1,1 @@
+"""Corpus preparation: each corpus into the one CSV manifest schema."""

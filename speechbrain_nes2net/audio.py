@@ -1,0 +1,145 @@
+"""The one audio loading path of the toolkit.
+
+Data preparation, training, evaluation and inference all read audio through
+:func:`load_audio` (and :func:`audio_info` for header-only metadata), so that a
+file is judged the same way everywhere: resampled to the model rate, downmixed
+to mono, and rejected with an :class:`AudioError` naming the file and the reason
+when it cannot be used.
+
+Example
+-------
+>>> import numpy as np, soundfile as sf, tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "tone.flac")
+>>> sf.write(path, np.zeros((8000, 2), dtype="float32") + 0.1, 8000)
+>>> audio_info(path).duration
+1.0
+>>> load_audio(path, sample_rate=16000).shape
+torch.Size([16000])
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+DEFAULT_SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used, with the file and the reason.
+
+    Arguments
+    ---------
+    path : str or Path
+        The offending file.
+    reason : str
+        What is wrong with it, in words a user can act on.
+    """
+
+    def __init__(self, path, reason):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts of an audio file (no samples are decoded)."""
+
+    duration: float
+    sample_rate: int
+    channels: int
+    frames: int
+
+
+def audio_info(path):
+    """Reads duration, sample rate and channel count from the file header.
+
+    Arguments
+    ---------
+    path : str or Path
+        An audio file soundfile can read (FLAC, WAV, OGG, ...).
+
+    Returns
+    -------
+    AudioInfo
+
+    Raises
+    ------
+    AudioError
+        If the file is missing or not a readable audio file.
+    """
+    try:
+        info = soundfile.info(str(path))
+    except FileNotFoundError:
+        raise AudioError(path, "file not found") from None
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise AudioError(path, f"not a readable audio file ({err})") from None
+    if info.samplerate <= 0:
+        raise AudioError(path, f"invalid sample rate {info.samplerate}")
+    return AudioInfo(
+        duration=info.frames / info.samplerate,
+        sample_rate=info.samplerate,
+        channels=info.channels,
+        frames=info.frames,
+    )
+
+
+def load_audio(path, sample_rate=DEFAULT_SAMPLE_RATE, max_seconds=None):
+    """Loads an audio file as a mono float32 waveform at ``sample_rate``.
+
+    Multi-channel audio is averaged to mono; other rates are resampled.
+    Integer PCM of any width and float files are scaled to [-1, 1] by soundfile.
+
+    Arguments
+    ---------
+    path : str or Path
+        The audio file.
+    sample_rate : int
+        The rate the caller wants (16 kHz for the SSL models).
+    max_seconds : float, optional
+        Only decode the first ``max_seconds`` seconds (the "first 4 s"
+        evaluation protocols); the whole file when ``None``.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (samples,), dtype float32.
+
+    Raises
+    ------
+    AudioError
+        Missing, unreadable, truncated or empty files, and samples that are
+        NaN or infinite.
+    """
+    info = audio_info(path)
+    frames = -1
+    if max_seconds is not None:
+        frames = min(info.frames, int(round(max_seconds * info.sample_rate)))
+    try:
+        data, file_rate = soundfile.read(
+            str(path), frames=frames, dtype="float32", always_2d=True
+        )
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise AudioError(path, f"could not decode audio ({err})") from None
+    if data.shape[0] == 0:
+        raise AudioError(path, "contains no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "contains NaN or infinite samples")
+    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+    if file_rate != sample_rate:
+        wav = torchaudio.functional.resample(wav, file_rate, sample_rate)
+    return wav.contiguous()
+
+
+def is_audio_path(path):
+    """True for file names with an extension soundfile reads."""
+    return Path(path).suffix.lower().lstrip(".") in _AUDIO_EXTENSIONS
+
+
+_AUDIO_EXTENSIONS = {
+    ext.lower() for ext in soundfile.available_formats()
+} | {"wav", "flac", "ogg", "mp3"}
