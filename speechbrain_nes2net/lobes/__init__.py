@@ -1,0 +1,1 @@
+"""Neural building blocks: Nes2Net back-ends, SSL layer aggregation, baselines."""
