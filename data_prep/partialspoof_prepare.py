@@ -1,0 +1,226 @@
+"""PartialSpoof (v1.2, zenodo record 5766198): partially spoofed utterances.
+
+Layout of ``data_folder`` (the ``database/`` folder of the release)::
+
+    protocols/PartialSpoof_LA_cm_protocols/PartialSpoof.LA.cm.{train,dev,eval}.trl.txt
+    train/con_wav/<id>.wav   dev/con_wav/<id>.wav   eval/con_wav/<id>.wav
+    segment_labels/{train,dev,eval}_seglab_{0.01,0.02,0.04,0.08,0.16,0.32,0.64}.npy
+
+Protocols have the ASVspoof 2019 layout ``speaker utt - system key``, system
+``CON`` for the concatenated (spoof) utterances, which becomes ``attack``.
+
+Frame-level truth: each row's ``segment_labels`` column holds the absolute path
+template of its split's segment label files, with a ``{shift}`` placeholder for
+the resolution in seconds, e.g. ``/data/database/segment_labels/train_seglab_{shift}.npy``.
+:func:`load_segment_labels` reads one utterance at any published shift.
+
+Command line::
+
+    python -m data_prep.partialspoof_prepare /data/PartialSpoof/database manifests/partialspoof
+
+Example
+-------
+>>> import tempfile, numpy as np, soundfile as sf
+>>> from pathlib import Path
+>>> root = Path(tempfile.mkdtemp())
+>>> (root / "protocols" / "PartialSpoof_LA_cm_protocols").mkdir(parents=True)
+>>> (root / "dev" / "con_wav").mkdir(parents=True)
+>>> sf.write(root / "dev" / "con_wav" / "CON_D_0000000.wav", np.zeros(5120), 16000)
+>>> _ = (root / "protocols" / "PartialSpoof_LA_cm_protocols" / PROTOCOLS["dev"]).write_text(
+...     "LA_0069 CON_D_0000000 - CON spoof\\n")
+>>> (root / "segment_labels").mkdir()
+>>> np.save(root / "segment_labels" / "dev_seglab_0.16.npy",
+...         {"CON_D_0000000": np.array(["1", "0"])}, allow_pickle=True)
+>>> paths = prepare_partialspoof(root, root / "manifests")
+>>> import pandas as pd
+>>> template = pd.read_csv(paths["dev"])["segment_labels"][0]
+>>> template.endswith("segment_labels/dev_seglab_{shift}.npy")
+True
+>>> load_segment_labels(template, "CON_D_0000000", 0.16)
+array([1, 0])
+"""
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.common import (
+    SplitSource,
+    build_parser,
+    check_choices,
+    data_folder_path,
+    make_utterance,
+    prepare_splits,
+    read_protocol,
+    run_cli,
+)
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "eval")
+PROTOCOLS = {split: f"PartialSpoof.LA.cm.{split}.trl.txt" for split in SPLITS}
+COLUMNS = ("speaker", "utt", "unused", "system", "key")
+#: The published segment label resolutions (frame shifts) in seconds.
+SEGMENT_SHIFTS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
+DATA_FOLDER_HELP = (
+    "the PartialSpoof database/ folder holding protocols/PartialSpoof_LA_cm_protocols/, "
+    "{train,dev,eval}/con_wav/ and segment_labels/"
+)
+
+
+def prepare_partialspoof(
+    data_folder, save_folder, splits=SPLITS, skip_missing=False, num_workers=None
+):
+    """Writes PartialSpoof manifests ``partialspoof_<split>.csv``.
+
+    Arguments
+    ---------
+    data_folder : str or Path
+        The ``database/`` folder.
+    save_folder : str or Path
+        Where the manifests go.
+    splits : sequence of str
+        Any of ``train``, ``dev``, ``eval``; splits without a protocol file
+        are skipped with a log line.
+    skip_missing : bool
+        Leave out rows whose audio is missing (listed in
+        ``partialspoof_<split>_skipped.csv``) instead of raising.
+    num_workers : int, optional
+        Threads reading audio headers.
+
+    Returns
+    -------
+    dict
+        Split name -> manifest path.
+    """
+    folder = data_folder_path(data_folder, DATA_FOLDER_HELP)
+    splits = check_choices("splits", splits, SPLITS)
+    sources = {}
+    for split in splits:
+        protocol = folder / "protocols" / "PartialSpoof_LA_cm_protocols" / PROTOCOLS[split]
+        audio_dir = folder / split / "con_wav"
+        template = str(folder / "segment_labels" / f"{split}_seglab_{{shift}}.npy")
+
+        def read(protocol=protocol, audio_dir=audio_dir, template=template, split=split):
+            if not any(Path(segment_label_path(template, s)).is_file() for s in SEGMENT_SHIFTS):
+                logger.warning(
+                    "PartialSpoof %s: no segment label file %s; the manifest references "
+                    "it anyway (utterance-level use does not need it)",
+                    split,
+                    template,
+                )
+            for line in read_protocol(protocol, COLUMNS):
+                yield make_utterance(
+                    line,
+                    line["utt"],
+                    audio_dir / f"{line['utt']}.wav",
+                    line["key"],
+                    line["system"],
+                    speaker=line["speaker"],
+                    segment_labels=template,
+                )
+
+        sources[split] = SplitSource(protocol, read, (audio_dir,))
+    return prepare_splits(
+        "partialspoof",
+        save_folder,
+        sources,
+        options={"data_folder": str(folder)},
+        skip_missing=skip_missing,
+        num_workers=num_workers,
+        expected=DATA_FOLDER_HELP,
+        log=logger,
+    )
+
+
+def segment_label_path(template, shift):
+    """The segment label file of ``template`` at ``shift`` seconds.
+
+    Arguments
+    ---------
+    template : str
+        A manifest's ``segment_labels`` value (with ``{shift}``).
+    shift : float or str
+        One of :data:`SEGMENT_SHIFTS`.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> segment_label_path("/db/segment_labels/dev_seglab_{shift}.npy", 0.02)
+    '/db/segment_labels/dev_seglab_0.02.npy'
+    """
+    value = float(shift)
+    if not any(abs(value - s) < 1e-9 for s in SEGMENT_SHIFTS):
+        shifts = ", ".join(f"{s:.2f}" for s in SEGMENT_SHIFTS)
+        raise ValueError(f"segment shift {shift!r} is not published; choose from {shifts}")
+    return template.format(shift=f"{value:.2f}")
+
+
+def load_segment_labels(template, utt_id, shift):
+    """Frame-level truth of one PartialSpoof utterance at a given resolution.
+
+    Polarity: **1 = bona fide, 0 = spoof**, exactly as stored. The database
+    README says "'0' for spoof, and '1' for bona fide", and the official
+    PartialSpoof code agrees (its label reader maps 1 to bona fide and pools
+    segments with ``min`` so that any spoofed frame makes a segment spoof).
+    This matches the toolkit's score convention (higher = more bona fide).
+
+    Each label file is loaded once and kept (the two most recent stay cached):
+    the 10 ms files hold several hundred MB of strings.
+
+    Arguments
+    ---------
+    template : str
+        A manifest's ``segment_labels`` value, e.g.
+        ``/data/database/segment_labels/train_seglab_{shift}.npy``.
+    utt_id : str
+        Utterance ID.
+    shift : float or str
+        Resolution in seconds, one of :data:`SEGMENT_SHIFTS`.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64, one value per segment.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the label file does not exist.
+    KeyError
+        If the file has no entry for ``utt_id``.
+    ValueError
+        For an unpublished shift or values other than 0/1.
+    """
+    path = segment_label_path(template, shift)
+    table = _label_table(path)
+    if utt_id not in table:
+        raise KeyError(f"{path}: no segment labels for utterance {utt_id!r}")
+    labels = np.asarray(table[utt_id]).astype(np.int64)
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"{path}: labels of {utt_id!r} are not all 0/1: {np.unique(labels)}")
+    return labels
+
+
+@functools.lru_cache(maxsize=2)
+def _label_table(path):
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"{path}: segment label file not found (database/segment_labels/ of PartialSpoof)"
+        )
+    return np.load(path, allow_pickle=True).item()
+
+
+def main(argv=None):
+    """Command line entry point (``python -m data_prep.partialspoof_prepare --help``)."""
+    parser = build_parser(prepare_partialspoof, DATA_FOLDER_HELP, SPLITS)
+    run_cli(prepare_partialspoof, parser, argv)
+
+
+if __name__ == "__main__":
+    main()

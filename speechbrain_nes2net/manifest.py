@@ -1,0 +1,363 @@
+"""The one manifest schema shared by every corpus.
+
+Every data preparation script writes, and every training or evaluation pipeline
+reads, a CSV file with a header whose first columns are, in this order:
+
+``ID``
+    Utterance id, unique within the file.
+``duration``
+    Seconds, read from the audio file header.
+``wav``
+    Absolute path of the audio file.
+``label``
+    Exactly ``bonafide`` or ``spoof``.
+``attack``
+    System / attack id of a spoofed utterance, ``-`` for bona fide.
+
+followed by corpus metadata columns, named as in :data:`METADATA_COLUMNS`,
+where the corpus protocol has them.
+
+Example
+-------
+>>> import os, tempfile
+>>> path = os.path.join(tempfile.mkdtemp(), "demo.csv")
+>>> rows = [
+...     {"ID": "u1", "duration": 1.5, "wav": "/data/u1.flac",
+...      "label": normalize_label("bona-fide"), "attack": "-", "speaker": "s1"},
+...     {"ID": "u2", "duration": 2.0, "wav": "/data/u2.flac",
+...      "label": normalize_label("deepfake"), "attack": "A01", "speaker": "s1"},
+... ]
+>>> _ = write_manifest(rows, path)
+>>> frame = read_manifest(path)
+>>> list(frame.columns)
+['ID', 'duration', 'wav', 'label', 'attack', 'speaker']
+>>> frame["label"].tolist(), float(frame["duration"].sum())
+(['bonafide', 'spoof'], 3.5)
+"""
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+#: Bump when the meaning or layout of the columns changes: prepared manifests
+#: record it, so data preparation redoes manifests written under another version.
+SCHEMA_VERSION = 1
+
+ID = "ID"
+DURATION = "duration"
+WAV = "wav"
+LABEL = "label"
+ATTACK = "attack"
+
+#: The columns every manifest starts with, in this order.
+REQUIRED_COLUMNS = (ID, DURATION, WAV, LABEL, ATTACK)
+
+#: Corpus metadata columns, in the order they follow the required ones.
+#: ``source`` is the source corpus (m4singer, kising, asvspoof, vcc2020, ...);
+#: ``segment_labels`` is the PartialSpoof segment label path template.
+METADATA_COLUMNS = (
+    "speaker",
+    "source",
+    "gender",
+    "codec",
+    "codec_q",
+    "codec_seed",
+    "transmission",
+    "attack_tag",
+    "vocoder",
+    "trim",
+    "subset",
+    "segment_labels",
+)
+
+BONAFIDE = "bonafide"
+SPOOF = "spoof"
+LABELS = (BONAFIDE, SPOOF)
+
+#: The attack of every bona fide row.
+NO_ATTACK = "-"
+
+# Spellings found in the corpora (CtrSVDD "deepfake", In-the-Wild "bona-fide")
+# and the obvious variants; anything else is an error, never a guess.
+_LABEL_ALIASES = {
+    "bonafide": BONAFIDE,
+    "bona-fide": BONAFIDE,
+    "bona_fide": BONAFIDE,
+    "bona fide": BONAFIDE,
+    "genuine": BONAFIDE,
+    "spoof": SPOOF,
+    "spoofed": SPOOF,
+    "deepfake": SPOOF,
+    "fake": SPOOF,
+}
+
+
+class ManifestError(ValueError):
+    """A manifest that breaks the schema, naming the file, the line and the problem.
+
+    Arguments
+    ---------
+    path : str or Path
+        The manifest file.
+    reason : str
+        What is wrong and what was expected.
+    line : int, optional
+        1-based line of the CSV file (the header is line 1).
+    """
+
+    def __init__(self, path, reason, line=None):
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        where = self.path if line is None else f"{self.path}, line {line}"
+        super().__init__(f"{where}: {reason}")
+
+
+def normalize_label(raw):
+    """Maps a corpus label spelling onto ``bonafide`` or ``spoof``.
+
+    Arguments
+    ---------
+    raw : str
+        A label as written in a protocol (case and surrounding spaces ignored).
+
+    Returns
+    -------
+    str
+        :data:`BONAFIDE` or :data:`SPOOF`.
+
+    Raises
+    ------
+    ValueError
+        If the spelling is not a known bona fide or spoof label.
+
+    Example
+    -------
+    >>> normalize_label("Bona-Fide"), normalize_label("deepfake")
+    ('bonafide', 'spoof')
+    """
+    label = _LABEL_ALIASES.get(str(raw).strip().lower())
+    if label is None:
+        known = ", ".join(sorted(_LABEL_ALIASES))
+        raise ValueError(f"unknown label {raw!r}; expected one of: {known}")
+    return label
+
+
+def order_columns(columns):
+    """Orders column names as the schema wants them.
+
+    The required columns first, then the known metadata columns in
+    :data:`METADATA_COLUMNS` order, then any other column in its given order.
+
+    Arguments
+    ---------
+    columns : iterable of str
+
+    Returns
+    -------
+    list of str
+
+    Example
+    -------
+    >>> order_columns(["subset", "wav", "note", "ID", "speaker"])
+    ['ID', 'wav', 'speaker', 'subset', 'note']
+    """
+    columns = list(columns)
+    known = [c for c in REQUIRED_COLUMNS + METADATA_COLUMNS if c in columns]
+    return known + [c for c in columns if c not in known]
+
+
+def validate_manifest(frame, path):
+    """Checks a manifest table against the schema.
+
+    Arguments
+    ---------
+    frame : pandas.DataFrame
+        The table, one row per utterance (row ``i`` is line ``i + 2`` of the file).
+    path : str or Path
+        The file it was read from or is written to, for the error message.
+
+    Raises
+    ------
+    ManifestError
+        Naming the file, the first offending line and what was expected:
+        missing required columns, empty IDs or paths, duplicate IDs, labels
+        other than ``bonafide``/``spoof``, durations that are not non-negative
+        numbers, and attacks that break the ``-`` for bona fide rule.
+
+    Example
+    -------
+    >>> frame = pd.DataFrame({"ID": ["a", "a"], "duration": [1.0, 2.0],
+    ...     "wav": ["/a.wav", "/b.wav"], "label": ["spoof", "spoof"],
+    ...     "attack": ["A01", "A02"]})
+    >>> validate_manifest(frame, "x.csv")
+    Traceback (most recent call last):
+    ...
+    speechbrain_nes2net.manifest.ManifestError: x.csv, line 3: duplicate ID 'a' (first on line 2)
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ManifestError(
+            path,
+            f"missing required column(s) {', '.join(missing)}; a manifest starts "
+            f"with {', '.join(REQUIRED_COLUMNS)} (found: {', '.join(map(str, frame.columns))})",
+            line=1,
+        )
+
+    def fail(mask, reason):
+        """Raises for the first row where ``mask`` holds."""
+        hits = mask.to_numpy().nonzero()[0]
+        if len(hits):
+            i = int(hits[0])
+            raise ManifestError(path, reason(i), line=i + 2)
+
+    ids = frame[ID].astype(str)
+    fail(ids.str.strip() == "", lambda i: "empty ID")
+    duplicated = ids.duplicated(keep="first")
+    if duplicated.any():
+        i = int(duplicated.to_numpy().nonzero()[0][0])
+        first = int((ids == ids.iloc[i]).to_numpy().nonzero()[0][0])
+        raise ManifestError(
+            path, f"duplicate ID {ids.iloc[i]!r} (first on line {first + 2})", line=i + 2
+        )
+
+    labels = frame[LABEL].astype(str)
+    fail(
+        ~labels.isin(LABELS),
+        lambda i: f"label {labels.iloc[i]!r} for ID {ids.iloc[i]!r}; expected exactly "
+        f"'{BONAFIDE}' or '{SPOOF}' (map corpus spellings with normalize_label)",
+    )
+
+    durations = pd.to_numeric(frame[DURATION], errors="coerce")
+    bad = durations.isna() | (durations < 0) | durations.isin([math.inf])
+    fail(
+        bad,
+        lambda i: f"duration {frame[DURATION].iloc[i]!r} for ID {ids.iloc[i]!r}; "
+        "expected a non-negative number of seconds",
+    )
+
+    wavs = frame[WAV].astype(str)
+    fail(wavs.str.strip() == "", lambda i: f"empty wav path for ID {ids.iloc[i]!r}")
+
+    attacks = frame[ATTACK].astype(str)
+    fail(attacks.str.strip() == "", lambda i: f"empty attack for ID {ids.iloc[i]!r}")
+    fail(
+        (labels == BONAFIDE) & (attacks != NO_ATTACK),
+        lambda i: f"bona fide ID {ids.iloc[i]!r} has attack {attacks.iloc[i]!r}; "
+        f"expected '{NO_ATTACK}'",
+    )
+    fail(
+        (labels == SPOOF) & (attacks == NO_ATTACK),
+        lambda i: f"spoof ID {ids.iloc[i]!r} has no attack id ('{NO_ATTACK}' is for "
+        "bona fide rows)",
+    )
+
+
+def write_manifest(rows, path):
+    """Writes a manifest CSV in schema column order, atomically.
+
+    The file appears complete or not at all (written beside, then renamed), so
+    an interrupted preparation never leaves a half manifest that looks finished.
+
+    Arguments
+    ---------
+    rows : iterable of dict, or pandas.DataFrame
+        One mapping per utterance with at least the required columns.
+    path : str or Path
+        Destination; its folder must exist.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ManifestError
+        If the rows break the schema (see :func:`validate_manifest`).
+    """
+    path = Path(path)
+    if isinstance(rows, pd.DataFrame):
+        frame = rows
+    else:
+        rows = [dict(r) for r in rows]
+        frame = pd.DataFrame(rows, columns=_columns_of(rows))
+    validate_manifest(frame, path)
+    tmp = path.with_name(path.name + ".tmp")
+    frame[order_columns(frame.columns)].to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(path):
+    """Reads and validates a manifest CSV.
+
+    Every column is read as text (IDs such as ``0`` or ``NA`` stay as written)
+    except ``duration``, which becomes float seconds.
+
+    Arguments
+    ---------
+    path : str or Path
+        A manifest written by any ``data_prep`` script.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per utterance, columns as in the file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ManifestError
+        If it is not a CSV file or breaks the schema (see :func:`validate_manifest`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: manifest not found; create it with the data_prep script of its corpus"
+        )
+    _check_field_counts(path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ManifestError(path, f"not a readable CSV file ({err})") from None
+    validate_manifest(frame, path)
+    frame[DURATION] = pd.to_numeric(frame[DURATION]).astype("float64")
+    return frame
+
+
+def _check_field_counts(path):
+    """Every line has as many fields as the header.
+
+    pandas would instead take surplus fields of the first rows as an index,
+    or pad short rows with empty values, and the schema check would then
+    complain about the wrong thing.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if not header:
+                raise ManifestError(path, "empty file; expected a CSV header", line=1)
+            for fields in reader:
+                if fields and len(fields) != len(header):
+                    raise ManifestError(
+                        path,
+                        f"{len(fields)} fields, the header has {len(header)} "
+                        f"({','.join(header)})",
+                        line=reader.line_num,
+                    )
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ManifestError(path, f"not a readable CSV file ({err})") from None
+
+
+def _columns_of(rows):
+    """Union of the keys of all rows, in first-seen order."""
+    columns = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns) or list(REQUIRED_COLUMNS)
