@@ -6,7 +6,9 @@ full-model checkpoints whose back-end lives under ``Nested_Res2Net_TDNN.`` and
 whose SSL front-end and layer aggregation live under ``ssl_model.``. The
 functions here rebuild our lobes from an official model name, the official
 constructor arguments and such a state dict. Keys of other parts of the
-checkpoint are ignored; within the part being imported every key must map onto
+checkpoint are ignored (the SSL front-end has its own entry point,
+:func:`frontend_from_official`, re-exported here from
+:mod:`speechbrain_nes2net.official_frontend`); within the part being imported every key must map onto
 our module and every parameter and buffer of our module must be filled, or a
 :class:`OfficialWeightsError` lists what is missing, unexpected or misshapen.
 
@@ -30,6 +32,15 @@ import torch
 
 from speechbrain_nes2net.lobes.aggregation import SEA, AttM, WeightedSum
 from speechbrain_nes2net.lobes.nes2net import Nes2Net, Nes2NetX
+from speechbrain_nes2net.official_frontend import frontend_from_official
+
+__all__ = [
+    "backend_from_official",
+    "aggregator_from_official",
+    "frontend_from_official",
+    "official_backend_state_dict",
+    "OfficialWeightsError",
+]
 
 BACKEND_PREFIX = "Nested_Res2Net_TDNN."
 AGGREGATOR_PREFIX = "ssl_model."

@@ -1,0 +1,182 @@
+"""SSL front-ends: SpeechBrain's HF lobes with the official Nes2Net state layout.
+
+:class:`SSLFrontend` wraps SpeechBrain's ``WavLM`` / ``Wav2Vec2`` lobe and
+returns the stacked hidden states (layers + 1, batch, frames, dim) that the
+aggregation lobes take, exactly as the official Nes2Net front-ends hand them
+over (s3prl WavLM, fairseq XLS-R): the input of every transformer layer, then
+the encoder output *after* its final LayerNorm.
+
+Authors
+ * speechbrain-nes2net contributors
+"""
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import transformers
+from speechbrain.dataio.dataio import length_to_mask
+from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+from speechbrain.integrations.huggingface.wavlm import WavLM
+
+
+def normalize_waveforms(wavs, wav_lens=None, eps=1e-5):
+    """Layer-normalises each waveform over its own samples, as s3prl does.
+
+    SpeechBrain's lobes normalise a padded row including its padding; the
+    official front-end normalises every waveform before padding. Padding is
+    set to zero afterwards.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        (batch, samples) waveforms.
+    wav_lens : torch.Tensor, optional
+        Relative lengths (SpeechBrain convention); None means no padding.
+    eps : float
+        Added to the variance, as in ``F.layer_norm``.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, samples), zero mean and unit variance over each valid part.
+
+    Example
+    -------
+    >>> wavs = torch.tensor([[1.0, 3.0, 0.0, 0.0], [1.0, 2.0, 3.0, 6.0]])
+    >>> normalize_waveforms(wavs, torch.tensor([0.5, 1.0])).round(decimals=3)
+    tensor([[-1.0000,  1.0000,  0.0000,  0.0000],
+            [-1.0690, -0.5350,  0.0000,  1.6040]])
+    """
+    if wav_lens is None:
+        return F.layer_norm(wavs, wavs.shape[1:], eps=eps)
+    # Same rounding as speechbrain.integrations.huggingface.make_padding_masks.
+    lengths = torch.round(wav_lens * wavs.shape[1])
+    mask = length_to_mask(lengths, max_len=wavs.shape[1], dtype=wavs.dtype, device=wavs.device)
+    count = mask.sum(dim=1, keepdim=True)
+    mean = (wavs * mask).sum(dim=1, keepdim=True) / count
+    var = ((wavs - mean) ** 2 * mask).sum(dim=1, keepdim=True) / count
+    return torch.where(mask.bool(), (wavs - mean) * torch.rsqrt(var + eps), 0.0)
+
+
+def _model_type(source):
+    """The transformers ``model_type`` of a folder or hub id, or a clear error."""
+    looks_local = source.startswith((".", "/", "~")) or Path(source).exists()
+    if looks_local and not (Path(source).expanduser() / "config.json").is_file():
+        raise FileNotFoundError(
+            f"SSL model folder {source} has no config.json; set ssl_source to a "
+            "transformers model folder (config.json, weights, preprocessor_config.json) "
+            "or to a hub id such as microsoft/wavlm-large"
+        )
+    try:
+        return transformers.AutoConfig.from_pretrained(source).model_type
+    except OSError as err:
+        raise FileNotFoundError(
+            f"cannot load the SSL model {source!r} ({err.__class__.__name__}); without "
+            "network access, download it elsewhere and set ssl_source to its local folder"
+        ) from None
+
+
+#: SpeechBrain lobe for each transformers ``model_type``.
+_LOBES = {"wavlm": WavLM, "wav2vec2": Wav2Vec2}
+
+
+class SSLFrontend(nn.Module):
+    """An SSL front-end that returns its states as the official Nes2Net code does.
+
+    Wraps SpeechBrain's ``WavLM`` / ``Wav2Vec2`` lobe (chosen from the folder's
+    ``model_type``) with ``output_all_hiddens=True`` and returns L + 1 states:
+    the input of every transformer layer, then the encoder output. transformers
+    records the last layer's output *before* the encoder's final LayerNorm of a
+    pre-LN (``do_stable_layer_norm``) model, while the official front-ends (s3prl
+    hidden states, fairseq ``features_only`` ``x``) hand over the output *after*
+    it, so that LayerNorm is applied to the last state here.
+
+    Padding: the waveform normalisation (when the folder's preprocessor says
+    ``do_normalize``) is done per waveform over its valid samples, as s3prl
+    does, instead of by the lobe over the padded row. With a ``layer`` feature
+    encoder, the valid frames of a padded batch then equal those of each
+    waveform alone; a ``group`` (GroupNorm) feature encoder normalises over the
+    whole padded row, so there they differ. Padded frames hold no meaningful
+    values.
+
+    Arguments
+    ---------
+    source : str or Path
+        A transformers model folder (see :func:`write_hf_folder`) or hub name.
+    save_path : str or Path, optional
+        Cache folder for the lobe (defaults to ``source``).
+    freeze : bool
+        Freeze the SSL model (no gradients), as SpeechBrain's lobes do.
+    normalize : bool, optional
+        Normalise each waveform to zero mean and unit variance first. ``None``
+        follows the folder's ``preprocessor_config.json`` (``do_normalize``);
+        set it to match how the checkpoint was trained, not the hub default
+        (the official XLS-R recipes feed raw waveforms: ``False``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> config = transformers.WavLMConfig(
+    ...     hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+    ...     conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=4,
+    ...     num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
+    ...     layerdrop=0.0)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     transformers.WavLMModel(config).save_pretrained(folder)
+    ...     _ = transformers.Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(folder)
+    ...     frontend = SSLFrontend(folder).eval()
+    >>> frontend(torch.randn(2, 1600)).shape
+    torch.Size([3, 2, 159, 16])
+    """
+
+    def __init__(self, source, save_path=None, freeze=False, normalize=None):
+        super().__init__()
+        source = str(source)
+        model_type = _model_type(source)
+        if model_type not in _LOBES:
+            raise ValueError(f"{source}: model_type {model_type!r} is not one of {sorted(_LOBES)}")
+        self.ssl = _LOBES[model_type](
+            source,
+            save_path=str(save_path if save_path is not None else source),
+            output_norm=False,
+            freeze=freeze,
+            output_all_hiddens=True,
+        )
+        # The lobe would normalise over padding too; normalise per waveform here.
+        self.normalize = bool(self.ssl.normalize_wav if normalize is None else normalize)
+        self.ssl.normalize_wav = False
+        # The masked-frame embedding only serves pre-training masking, which the
+        # lobe turns off; left trainable, DDP would wait for its gradient forever.
+        masked = getattr(self.ssl.model, "masked_spec_embed", None)
+        if masked is not None:
+            masked.requires_grad_(False)
+        # With transformers 5 a dropped layer also vanishes from the hidden
+        # states, so training would hand the aggregation fewer of them.
+        self.ssl.model.config.layerdrop = 0.0
+
+    def forward(self, wavs, wav_lens=None):
+        """Computes the hidden states of a batch of 16 kHz waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (batch, samples) raw waveforms.
+        wav_lens : torch.Tensor, optional
+            Relative lengths (SpeechBrain convention).
+
+        Returns
+        -------
+        torch.Tensor
+            (layers + 1, batch, frames, dim).
+        """
+        if wavs.dim() != 2:
+            raise ValueError(f"expected (batch, samples) waveforms, got shape {tuple(wavs.shape)}")
+        if self.normalize:
+            wavs = normalize_waveforms(wavs, wav_lens)
+        states = self.ssl(wavs, wav_lens)
+        if self.ssl.model.config.do_stable_layer_norm:
+            final = self.ssl.model.encoder.layer_norm(states[-1])
+            states = torch.cat([states[:-1], final.unsqueeze(0)], dim=0)
+        return states
