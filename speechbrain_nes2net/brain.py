@@ -1,0 +1,295 @@
+"""The SpeechBrain ``Brain`` that trains and evaluates SSL + Nes2Net models.
+
+Modules (all from the YAML):
+
+- ``ssl``: SSL front-end returning stacked hidden states (layers, batch,
+  time, dim), built on SpeechBrain's HF ``WavLM`` / ``Wav2Vec2`` lobe;
+- ``aggregator``: hidden states -> (batch, time, dim) features
+  (:mod:`speechbrain_nes2net.lobes.aggregation`);
+- ``backend``: features -> logits (Nes2Net, Nes2Net-X, AASIST).
+
+The SSL model and the rest have their own optimisers (``ssl_opt_class``,
+``backend_opt_class``) and share a learning-rate schedule type
+(``lr_scheduler``, stepped per ``lr_schedule_interval``). The SSL model can
+be frozen for good (``freeze_ssl``) or for the first ``ssl_frozen_epochs``
+epochs. Validation computes the EER every epoch and the checkpointer keeps the
+best checkpoints by it. Under DDP, validation and test sets are sharded over
+the processes and the scores gathered, so nothing is scored twice.
+
+Authors
+ * speechbrain-nes2net contributors
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from speechbrain_nes2net.losses import bonafide_scores
+from speechbrain_nes2net.metrics import compute_eer
+
+logger = logging.getLogger(__name__)
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every ``world_size``-th index from ``rank``: a disjoint shard per process.
+
+    Unlike :class:`DistributedSampler` it never repeats items to even out the
+    shards, so every utterance is scored exactly once.
+
+    Example
+    -------
+    >>> list(ShardSampler(range(5), rank=1, world_size=2))
+    [1, 3]
+    """
+
+    def __init__(self, data, rank, world_size):
+        self.indices = list(range(rank, len(data), world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def _unwrap(module):
+    """The module inside a DDP wrapper (evaluation must not trigger collectives)."""
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def _world():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class AntiSpoofBrain(sb.Brain):
+    """SSL front-end -> layer aggregation -> back-end, for anti-spoofing.
+
+    Hyperparameters read (besides SpeechBrain's run options): ``loss``,
+    ``backend_opt_class``, ``ssl_opt_class``, optional ``lr_scheduler`` and
+    ``lr_schedule_interval`` ('epoch' or 'step'), ``freeze_ssl``,
+    ``ssl_frozen_epochs``, optional ``batch_augment`` (a SpeechBrain augmenter
+    called on (wavs, lengths) in training), ``train_logger``,
+    ``keep_checkpoints``, ``output_folder``.
+    """
+
+    # ------------------------------------------------------------ forward pass
+
+    def compute_forward(self, batch, stage):
+        """Scores a batch: returns (logits, labels) of the possibly augmented batch."""
+        batch = batch.to(self.device)
+        wavs, lengths = batch.sig
+        labels = batch.label_id.data[:, 0]
+        augment = getattr(self.hparams, "batch_augment", None)
+        if stage == sb.Stage.TRAIN and augment is not None:
+            wavs, lengths = augment(wavs, lengths)
+            labels = augment.replicate_labels(labels)
+        training = stage == sb.Stage.TRAIN
+        modules = {
+            name: self.modules[name] if training else _unwrap(self.modules[name])
+            for name in ("ssl", "aggregator", "backend")
+        }
+        if training and not self.ssl_frozen:
+            states = modules["ssl"](wavs, lengths)
+        else:
+            # A frozen SSL model runs in eval mode (no dropout) and without a graph.
+            modules["ssl"].eval()
+            with torch.no_grad():
+                states = modules["ssl"](wavs, lengths)
+        features = modules["aggregator"](states, lengths)
+        return modules["backend"](features, lengths), labels
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Computes the loss and, outside training, records the scores."""
+        logits, labels = predictions
+        loss = self.hparams.loss(logits, labels)
+        if stage != sb.Stage.TRAIN:
+            self.score_records.extend(
+                zip(
+                    batch.id,
+                    bonafide_scores(logits).float().cpu().tolist(),
+                    labels.cpu().tolist(),
+                )
+            )
+        return loss
+
+    @property
+    def ssl_frozen(self):
+        """Whether the SSL model is frozen in the current epoch."""
+        if getattr(self.hparams, "freeze_ssl", False):
+            return True
+        return self.hparams.epoch_counter.current <= getattr(self.hparams, "ssl_frozen_epochs", 0)
+
+    # -------------------------------------------------------------- optimisers
+
+    def init_optimizers(self):
+        """One optimiser (and scheduler) for the SSL model, one for the rest."""
+        groups = {
+            "backend": [
+                p
+                for name in ("aggregator", "backend")
+                for p in self.modules[name].parameters()
+                if p.requires_grad
+            ],
+            "ssl": [p for p in self.modules["ssl"].parameters() if p.requires_grad],
+        }
+        factories = {"backend": self.hparams.backend_opt_class, "ssl": self.hparams.ssl_opt_class}
+        self.optimizers_dict = {}
+        self.schedulers = {}
+        for name, params in groups.items():
+            if not params:
+                continue
+            optimizer = factories[name](params)
+            self.optimizers_dict[name] = optimizer
+            if self.checkpointer is not None:
+                self.checkpointer.add_recoverable(f"{name}_optimizer", optimizer)
+            scheduler_factory = getattr(self.hparams, "lr_scheduler", None)
+            if scheduler_factory is not None:
+                scheduler = scheduler_factory(optimizer)
+                self.schedulers[name] = scheduler
+                if self.checkpointer is not None:
+                    self.checkpointer.add_recoverable(f"{name}_scheduler", scheduler)
+        self.optimizer = self.optimizers_dict["backend"]
+
+    def freeze_optimizers(self, optimizers):
+        """Leaves the SSL optimiser out while the SSL model is frozen."""
+        if self.ssl_frozen:
+            return {k: v for k, v in optimizers.items() if k != "ssl"}
+        return optimizers
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Steps per-step schedulers."""
+        if should_step and getattr(self.hparams, "lr_schedule_interval", "epoch") == "step":
+            self._step_schedulers()
+
+    def _step_schedulers(self):
+        for name, scheduler in self.schedulers.items():
+            if name in self.freeze_optimizers(self.optimizers_dict):
+                scheduler.step()
+
+    def _learning_rates(self):
+        return {
+            f"lr_{name}": optimizer.param_groups[0]["lr"]
+            for name, optimizer in self.optimizers_dict.items()
+        }
+
+    # ------------------------------------------------------------ DDP handling
+
+    def _wrap_distributed(self):
+        """DDP without SyncBatchNorm on CPU (gloo cannot run it).
+
+        On CUDA, SpeechBrain's default conversion to SyncBatchNorm is kept when
+        ``sync_batchnorm`` is true (the default), so BN statistics cover the
+        global batch; on CPU each process normalises with its own statistics.
+        """
+        if not self.distributed_launch:
+            return super()._wrap_distributed()
+        sync = getattr(self.hparams, "sync_batchnorm", True) and self.device_type == "cuda"
+        for name, module in self.modules.items():
+            if not any(p.requires_grad for p in module.parameters()):
+                continue
+            if sync:
+                module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            device_ids = [self.device] if self.device_type == "cuda" else None
+            self.modules[name] = DistributedDataParallel(
+                module,
+                device_ids=device_ids,
+                find_unused_parameters=self.find_unused_parameters,
+            )
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """Shards validation and test sets over the DDP processes."""
+        if stage != sb.Stage.TRAIN and self.distributed_launch and "sampler" not in loader_kwargs:
+            rank, world = _world()
+            loader_kwargs = dict(loader_kwargs, sampler=ShardSampler(dataset, rank, world))
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+
+    # ------------------------------------------------------------------ stages
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the score records of an evaluation stage."""
+        self.score_records = []
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs, checkpoints by dev EER, and writes test scores and metrics."""
+        if stage == sb.Stage.TRAIN:
+            self.train_loss = stage_loss
+            if getattr(self.hparams, "lr_schedule_interval", "epoch") == "epoch":
+                self._step_schedulers()
+            return
+        records, stage_loss = self._gather(self.score_records, stage_loss)
+        summary = score_summary(records)
+        stats = {"loss": stage_loss, "EER": 100 * summary["eer"]}
+        if stage == sb.Stage.VALID:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, **self._learning_rates()},
+                train_stats={"loss": self.train_loss},
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"EER": stats["EER"], "epoch": epoch},
+                min_keys=["EER"],
+                num_to_keep=getattr(self.hparams, "keep_checkpoints", 3),
+            )
+        else:
+            name = getattr(self, "test_set_name", "test")
+            self.hparams.train_logger.log_stats(
+                stats_meta={"test set": name, "epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stats,
+            )
+            if sb.utils.distributed.if_main_process():
+                write_test_outputs(
+                    Path(self.hparams.output_folder) / "scores", name, records, summary
+                )
+
+    def _gather(self, records, stage_loss):
+        """Collects score records (and averages the loss) across processes."""
+        rank, world = _world()
+        if world == 1:
+            return records, float(stage_loss)
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, (records, float(stage_loss), len(records)))
+        merged = [record for part, _, _ in gathered for record in part]
+        total = sum(count for _, _, count in gathered)
+        loss = sum(loss * count for _, loss, count in gathered) / max(total, 1)
+        return merged, loss
+
+
+def score_summary(records):
+    """EER and class counts of (id, score, label) records."""
+    bonafide = [score for _, score, label in records if label == 1]
+    spoof = [score for _, score, label in records if label == 0]
+    if not bonafide or not spoof:
+        raise ValueError(
+            f"cannot compute an EER from {len(bonafide)} bona fide and {len(spoof)} "
+            "spoof scores: the evaluated set needs both classes"
+        )
+    eer, threshold = compute_eer(bonafide, spoof)
+    return {
+        "eer": float(eer),
+        "threshold": float(threshold),
+        "n_bonafide": len(bonafide),
+        "n_spoof": len(spoof),
+    }
+
+
+def write_test_outputs(folder, name, records, summary):
+    """Writes ``<name>_scores.txt`` (``ID score``) and ``<name>_metrics.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scores_path = folder / f"{name}_scores.txt"
+    tmp = scores_path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for utt_id, score, _ in sorted(records):
+            handle.write(f"{utt_id} {score:.6f}\n")
+    os.replace(tmp, scores_path)
+    metrics_path = folder / f"{name}_metrics.json"
+    metrics_path.write_text(json.dumps({"test_set": name, **summary}, indent=2) + "\n")
+    logger.info("Test set %s: EER %.2f%% -> %s", name, 100 * summary["eer"], metrics_path)
+    return scores_path, metrics_path

@@ -1,0 +1,145 @@
+"""Data pipelines: manifests into SpeechBrain datasets of waveforms and labels.
+
+Training crops (or repeat-pads) every utterance to a fixed number of samples,
+optionally at a random offset, and may augment it per utterance (RawBoost);
+evaluation reads the full utterance, or a fixed length taken from its start
+(the "first 4 s" protocols), and batches utterances sorted by duration so that
+padding stays small. Audio is read through :func:`speechbrain_nes2net.audio.load_audio`.
+
+Authors
+ * speechbrain-nes2net contributors
+"""
+
+import logging
+
+import speechbrain as sb
+import torch
+from speechbrain.dataio.dataset import DynamicItemDataset
+
+from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, load_audio
+from speechbrain_nes2net.manifest import read_manifest
+
+logger = logging.getLogger(__name__)
+
+#: Label encoding used by every loss and metric: 1 = bona fide.
+LABEL_IDS = {"spoof": 0, "bonafide": 1}
+
+
+def fixed_length(wav, num_samples, random_offset=False, generator=None):
+    """Repeat-pads a short waveform or crops a long one to ``num_samples``.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        (samples,) waveform, at least one sample.
+    num_samples : int
+        Output length.
+    random_offset : bool
+        Crop at a uniformly random offset (training) instead of the start.
+    generator : torch.Generator, optional
+        Random source of the offset.
+
+    Returns
+    -------
+    torch.Tensor
+        (num_samples,) waveform.
+
+    Example
+    -------
+    >>> fixed_length(torch.tensor([1.0, 2.0, 3.0]), 7)
+    tensor([1., 2., 3., 1., 2., 3., 1.])
+    >>> fixed_length(torch.arange(10.0), 4)
+    tensor([0., 1., 2., 3.])
+    """
+    length = wav.shape[0]
+    if length < num_samples:
+        return wav.repeat(-(-num_samples // length))[:num_samples]
+    offset = 0
+    if random_offset and length > num_samples:
+        offset = int(torch.randint(0, length - num_samples + 1, (1,), generator=generator))
+    return wav[offset : offset + num_samples]
+
+
+def audio_pipeline(
+    num_samples=None,
+    random_crop=False,
+    min_samples=0,
+    augment=None,
+    sample_rate=DEFAULT_SAMPLE_RATE,
+):
+    """Builds the dynamic item that turns a manifest ``wav`` path into ``sig``.
+
+    Arguments
+    ---------
+    num_samples : int, optional
+        Fixed output length (crop / repeat-pad); the full utterance when None.
+    random_crop : bool
+        Crop at a random offset (training) instead of from the start.
+    min_samples : int
+        Full utterances shorter than this are repeat-padded to it, so that
+        even a very short file yields a few SSL frames.
+    augment : callable, optional
+        Per-utterance augmentation of the (samples,) waveform, e.g.
+        :class:`speechbrain_nes2net.rawboost.RawBoost`, applied after cropping.
+    sample_rate : int
+        Rate the model expects; other rates are resampled.
+
+    Returns
+    -------
+    function
+        A SpeechBrain dynamic item taking ``wav`` and providing ``sig``.
+    """
+    # Only decode what the fixed-length evaluation protocol keeps.
+    max_seconds = None
+    if num_samples is not None and not random_crop:
+        max_seconds = num_samples / sample_rate
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def pipeline(wav):
+        sig = load_audio(wav, sample_rate=sample_rate, max_seconds=max_seconds)
+        if num_samples is not None:
+            sig = fixed_length(sig, num_samples, random_offset=random_crop)
+        elif sig.shape[0] < min_samples:
+            sig = fixed_length(sig, min_samples)
+        if augment is not None:
+            sig = augment(sig)
+        return sig
+
+    return pipeline
+
+
+@sb.utils.data_pipeline.takes("label")
+@sb.utils.data_pipeline.provides("label_id")
+def label_pipeline(label):
+    """Encodes ``bonafide`` / ``spoof`` as a one-element 1 / 0 tensor."""
+    return torch.tensor([LABEL_IDS[label]])
+
+
+def manifest_dataset(path, pipeline, sort_by_duration=False):
+    """Reads a manifest into a :class:`DynamicItemDataset` with our pipelines.
+
+    Arguments
+    ---------
+    path : str or Path
+        Manifest CSV (validated by :func:`speechbrain_nes2net.manifest.read_manifest`).
+    pipeline : function
+        The audio dynamic item from :func:`audio_pipeline`.
+    sort_by_duration : bool
+        Order the utterances longest first, for evaluation batches with little
+        padding.
+
+    Returns
+    -------
+    DynamicItemDataset
+        Items with ``id``, ``sig``, ``label_id``, ``label``, ``attack``.
+    """
+    frame = read_manifest(path)
+    records = frame.set_index("ID").to_dict(orient="index")
+    dataset = DynamicItemDataset(records)
+    dataset.add_dynamic_item(pipeline)
+    dataset.add_dynamic_item(label_pipeline)
+    dataset.set_output_keys(["id", "sig", "label_id", "label", "attack"])
+    if sort_by_duration:
+        dataset = dataset.filtered_sorted(sort_key="duration", reverse=True)
+    return dataset

@@ -1,0 +1,158 @@
+"""Training objectives of the Nes2Net recipes and the score convention.
+
+Label convention everywhere in the toolkit: 1 = bona fide, 0 = spoof, and a
+score is higher for more bona fide input.
+
+- One-logit models (CtrSVDD releases): the logit is the bona fide log-odds,
+  trained with a binary focal loss on soft labels.
+- Two-logit models (ASVspoof releases): index 1 is bona fide, trained with a
+  class-weighted cross-entropy.
+
+Authors
+ * speechbrain-nes2net contributors
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def bonafide_scores(logits):
+    """Turns back-end logits into one bona fide score per utterance.
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        (batch, 1) bona fide log-odds or (batch, 2) logits with bona fide at
+        index 1.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch,) scores, higher = more bona fide. For two logits this is the
+        raw bona fide logit, as the official ASVspoof scoring uses.
+
+    Example
+    -------
+    >>> bonafide_scores(torch.tensor([[0.5], [-2.0]]))
+    tensor([ 0.5000, -2.0000])
+    >>> bonafide_scores(torch.tensor([[3.0, -1.0]]))
+    tensor([-1.])
+    """
+    if logits.dim() != 2 or logits.shape[1] not in (1, 2):
+        raise ValueError(f"expected logits of shape (batch, 1|2), got {tuple(logits.shape)}")
+    return logits[:, -1]
+
+
+def class_log_probabilities(logits):
+    """Log-posteriors in label-encoder order (index 0 spoof, 1 bona fide).
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        (batch, 1) or (batch, 2) back-end logits.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, 2) log-probabilities.
+
+    Example
+    -------
+    >>> class_log_probabilities(torch.tensor([[0.0]])).exp()
+    tensor([[0.5000, 0.5000]])
+    """
+    if logits.shape[1] == 1:
+        return torch.cat([F.logsigmoid(-logits), F.logsigmoid(logits)], dim=1)
+    return F.log_softmax(logits, dim=1)
+
+
+class BinaryFocalLoss(nn.Module):
+    """Focal loss on a bona fide logit with soft targets (CtrSVDD recipe).
+
+    ``loss = alpha * (1 - p_t) ** gamma * BCE``, with ``p_t = exp(-BCE)``,
+    averaged over the batch. Hard labels {0, 1} become ``spoof_target`` and
+    ``bonafide_target`` (0.05 / 0.95 in the Nes2Net release) before the loss.
+
+    Arguments
+    ---------
+    alpha : float
+        Constant weight of the loss.
+    gamma : float
+        Focusing exponent.
+    spoof_target : float
+        Soft target of spoof utterances.
+    bonafide_target : float
+        Soft target of bona fide utterances.
+
+    Example
+    -------
+    >>> loss = BinaryFocalLoss()
+    >>> value = loss(torch.tensor([[2.0], [-2.0]]), torch.tensor([1, 0]))
+    >>> round(value.item(), 5)
+    0.00234
+    """
+
+    def __init__(self, alpha=0.25, gamma=2.0, spoof_target=0.05, bonafide_target=0.95):
+        super().__init__()
+        if not 0 <= spoof_target < bonafide_target <= 1:
+            raise ValueError(
+                f"need 0 <= spoof_target < bonafide_target <= 1, got "
+                f"{spoof_target} and {bonafide_target}"
+            )
+        self.alpha = alpha
+        self.gamma = gamma
+        self.spoof_target = spoof_target
+        self.bonafide_target = bonafide_target
+
+    def forward(self, logits, labels):
+        """Computes the loss of (batch, 1) logits against (batch,) 0/1 labels."""
+        if logits.dim() != 2 or logits.shape[1] != 1:
+            raise ValueError(
+                "BinaryFocalLoss needs one logit per utterance (n_out: 1), got "
+                f"logits of shape {tuple(logits.shape)}"
+            )
+        labels = labels.to(logits.dtype).view(-1, 1)
+        targets = self.spoof_target + labels * (self.bonafide_target - self.spoof_target)
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        p_t = torch.exp(-bce)
+        return (self.alpha * (1 - p_t) ** self.gamma * bce).mean()
+
+
+class WeightedCrossEntropy(nn.Module):
+    """Class-weighted cross-entropy on two logits (ASVspoof recipes).
+
+    The weights are a registered buffer, so they follow the module to the
+    training device (a ``CrossEntropyLoss(weight=...)`` built in YAML would not).
+
+    Arguments
+    ---------
+    spoof_weight : float
+        Weight of the spoof class (index 0); 0.1 in the releases.
+    bonafide_weight : float
+        Weight of the bona fide class (index 1); 0.9 in the releases.
+
+    Example
+    -------
+    >>> loss = WeightedCrossEntropy()
+    >>> loss(torch.tensor([[0.0, 0.0]]), torch.tensor([1])).item() == torch.log(torch.tensor(2.0)).item()
+    True
+    """
+
+    def __init__(self, spoof_weight=0.1, bonafide_weight=0.9):
+        super().__init__()
+        if spoof_weight <= 0 or bonafide_weight <= 0:
+            raise ValueError(
+                f"class weights must be positive, got {spoof_weight}, {bonafide_weight}"
+            )
+        self.register_buffer("weight", torch.tensor([spoof_weight, bonafide_weight]))
+
+    def forward(self, logits, labels):
+        """Computes the loss of (batch, 2) logits against (batch,) 0/1 labels."""
+        if logits.dim() != 2 or logits.shape[1] != 2:
+            raise ValueError(
+                "WeightedCrossEntropy needs two logits per utterance (n_out: 2), got "
+                f"logits of shape {tuple(logits.shape)}"
+            )
+        weight = self.weight.to(device=logits.device, dtype=logits.dtype)
+        return F.cross_entropy(logits, labels.long().view(-1), weight=weight)
