@@ -27,7 +27,7 @@ from speechbrain_nes2net.brain import AntiSpoofBrain
 from speechbrain_nes2net.recipe import (
     check_recipe_config,
     prepare_corpora,
-    test_datasets,
+    test_sets,
     train_valid_datasets,
 )
 
@@ -46,7 +46,7 @@ def main(argv):
 
     manifests = prepare_corpora(hparams)
     train_set, valid_set = train_valid_datasets(hparams, manifests)
-    tests = test_datasets(hparams, manifests)
+    tests = test_sets(hparams, manifests)
 
     brain = AntiSpoofBrain(
         modules=hparams["modules"],
@@ -61,11 +61,11 @@ def main(argv):
         train_loader_kwargs=hparams["train_dataloader_options"],
         valid_loader_kwargs=hparams["eval_dataloader_options"],
     )
-    for name, dataset in tests.items():
-        brain.test_set_name = name
+    for test_set in tests:
+        brain.test_set = test_set
         brain.evaluate(
-            dataset,
-            min_key="EER",
+            test_set.dataset,
+            min_key=brain.selection_metric,
             test_loader_kwargs=dict(hparams["eval_dataloader_options"]),
         )
 

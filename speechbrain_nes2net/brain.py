@@ -22,6 +22,7 @@ Authors
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -30,7 +31,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from speechbrain_nes2net.losses import bonafide_scores
-from speechbrain_nes2net.metrics import compute_eer
+from speechbrain_nes2net.metrics import compute_eer, compute_min_dcf
+from speechbrain_nes2net.reports import build_report, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +77,9 @@ class AntiSpoofBrain(sb.Brain):
     ``backend_opt_class``, ``ssl_opt_class``, optional ``lr_scheduler`` and
     ``lr_schedule_interval`` ('epoch' or 'step'), ``freeze_ssl``,
     ``ssl_frozen_epochs``, optional ``batch_augment`` (a SpeechBrain augmenter
-    called on (wavs, lengths) in training), ``train_logger``,
+    called on (wavs, lengths) in training), ``selection_metric`` ('EER',
+    'minDCF' or 'loss', lower is better; also drives an
+    ``EpochCounterWithStopper`` for early stopping), ``train_logger``,
     ``keep_checkpoints``, ``output_folder``.
     """
 
@@ -118,6 +122,11 @@ class AntiSpoofBrain(sb.Brain):
                 )
             )
         return loss
+
+    @property
+    def selection_metric(self):
+        """Validation statistic (lower is better) that picks checkpoints."""
+        return getattr(self.hparams, "selection_metric", "EER")
 
     @property
     def ssl_frozen(self):
@@ -225,28 +234,33 @@ class AntiSpoofBrain(sb.Brain):
             return
         records, stage_loss = self._gather(self.score_records, stage_loss)
         summary = score_summary(records)
-        stats = {"loss": stage_loss, "EER": 100 * summary["eer"]}
+        stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
         if stage == sb.Stage.VALID:
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, **self._learning_rates()},
                 train_stats={"loss": self.train_loss},
                 valid_stats=stats,
             )
+            key = self.selection_metric
             self.checkpointer.save_and_keep_only(
-                meta={"EER": stats["EER"], "epoch": epoch},
-                min_keys=["EER"],
+                meta={**stats, "epoch": epoch},
+                min_keys=[key],
                 num_to_keep=getattr(self.hparams, "keep_checkpoints", 3),
             )
+            if hasattr(self.hparams.epoch_counter, "update_metric"):
+                self.hparams.epoch_counter.update_metric(stats[key])
         else:
-            name = getattr(self, "test_set_name", "test")
+            test_set = getattr(self, "test_set", None)
+            name = test_set.name if test_set is not None else "test"
             self.hparams.train_logger.log_stats(
                 stats_meta={"test set": name, "epoch loaded": self.hparams.epoch_counter.current},
                 test_stats=stats,
             )
             if sb.utils.distributed.if_main_process():
-                write_test_outputs(
-                    Path(self.hparams.output_folder) / "scores", name, records, summary
-                )
+                folder = Path(self.hparams.output_folder) / "scores"
+                scores_path, _ = write_test_outputs(folder, name, records, summary)
+                if test_set is not None and test_set.report:
+                    write_corpus_report(folder, name, scores_path, test_set)
 
     def _gather(self, records, stage_loss):
         """Collects score records (and averages the loss) across processes."""
@@ -262,20 +276,27 @@ class AntiSpoofBrain(sb.Brain):
 
 
 def score_summary(records):
-    """EER and class counts of (id, score, label) records."""
+    """EER, minDCF and class counts of (id, score, label) records.
+
+    With one class missing (a debug run on a few batches, or a test set of
+    one class) the error rates are NaN and a warning says why.
+    """
     bonafide = [score for _, score, label in records if label == 1]
     spoof = [score for _, score, label in records if label == 0]
+    summary = {"n_bonafide": len(bonafide), "n_spoof": len(spoof)}
     if not bonafide or not spoof:
-        raise ValueError(
-            f"cannot compute an EER from {len(bonafide)} bona fide and {len(spoof)} "
-            "spoof scores: the evaluated set needs both classes"
+        logger.warning(
+            "No EER: %d bona fide and %d spoof scores; both classes are needed",
+            len(bonafide), len(spoof),
         )
+        nan = float("nan")
+        return {"eer": nan, "threshold": nan, "min_dcf": nan, **summary}
     eer, threshold = compute_eer(bonafide, spoof)
     return {
         "eer": float(eer),
         "threshold": float(threshold),
-        "n_bonafide": len(bonafide),
-        "n_spoof": len(spoof),
+        "min_dcf": float(compute_min_dcf(bonafide, spoof)),
+        **summary,
     }
 
 
@@ -290,6 +311,26 @@ def write_test_outputs(folder, name, records, summary):
             handle.write(f"{utt_id} {score:.6f}\n")
     os.replace(tmp, scores_path)
     metrics_path = folder / f"{name}_metrics.json"
-    metrics_path.write_text(json.dumps({"test_set": name, **summary}, indent=2) + "\n")
+    # JSON has no NaN: a rate that cannot be computed is null.
+    ready = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
+    metrics_path.write_text(json.dumps({"test_set": name, **ready}, indent=2) + "\n")
     logger.info("Test set %s: EER %.2f%% -> %s", name, 100 * summary["eer"], metrics_path)
     return scores_path, metrics_path
+
+
+def write_corpus_report(folder, name, scores_path, test_set):
+    """Writes the corpus report of a test set; a failure is logged, not raised.
+
+    The score file is already written, so a report problem (e.g. missing ASV
+    keys) costs no scoring: fix it and rerun ``recipes/evaluate.py``.
+    """
+    options = dict(test_set.report)
+    corpus = options.pop("corpus")
+    try:
+        report = build_report(corpus, scores_path, test_set.manifest, **options)
+        written = write_report(report, folder, name)
+    except (ValueError, OSError) as err:
+        logger.error("Report %s (%s) not written: %s", name, corpus, err)
+        return None
+    logger.info("Test set %s: %s report -> %s", name, corpus, written["markdown"])
+    return written

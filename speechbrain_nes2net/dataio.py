@@ -80,7 +80,9 @@ def audio_pipeline(
         even a very short file yields a few SSL frames.
     augment : callable, optional
         Per-utterance augmentation of the (samples,) waveform, e.g.
-        :class:`speechbrain_nes2net.rawboost.RawBoost`, applied after cropping.
+        :class:`speechbrain_nes2net.rawboost.RawBoost`, applied to the whole
+        utterance before cropping, as the Nes2Net releases do (its noise level
+        and normalisation then refer to the utterance, not the crop).
     sample_rate : int
         Rate the model expects; other rates are resampled.
 
@@ -98,12 +100,12 @@ def audio_pipeline(
     @sb.utils.data_pipeline.provides("sig")
     def pipeline(wav):
         sig = load_audio(wav, sample_rate=sample_rate, max_seconds=max_seconds)
+        if augment is not None:
+            sig = augment(sig)
         if num_samples is not None:
             sig = fixed_length(sig, num_samples, random_offset=random_crop)
         elif sig.shape[0] < min_samples:
             sig = fixed_length(sig, min_samples)
-        if augment is not None:
-            sig = augment(sig)
         return sig
 
     return pipeline

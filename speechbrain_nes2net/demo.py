@@ -30,6 +30,7 @@ Example
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +220,8 @@ def make_tiny_ssl_model(
     ``preprocessor_config.json`` whose ``do_normalize`` tells SpeechBrain's
     lobe (and our front-end) whether to normalise waveforms, like the real
     hub folders. Layer drop is off (transformers 5 would drop hidden states).
-    An existing folder with the same settings is reused.
+    An existing folder with the same settings is reused. Under DDP the main
+    process writes it while the others wait (every process loads the YAML).
 
     Arguments
     ---------
@@ -241,24 +243,32 @@ def make_tiny_ssl_model(
     str
         The folder path.
     """
-    import torch
-    import transformers
+    from speechbrain.utils.distributed import run_on_main
 
-    folder = Path(folder)
+    if model_type not in ("wavlm", "wav2vec2"):
+        raise ValueError(f"model_type={model_type!r} must be 'wavlm' or 'wav2vec2'")
     settings = dict(
         model_type=model_type, hidden_size=hidden_size, num_layers=num_layers,
         num_heads=num_heads, intermediate_size=intermediate_size,
         conv_channels=conv_channels, normalize_waveform=normalize_waveform, seed=seed,
     )
+    run_on_main(_write_tiny_ssl_model, args=[Path(folder), settings])
+    return str(folder)
+
+
+def _write_tiny_ssl_model(folder, settings):
+    import torch
+    import transformers
+
     stamp = folder / "tiny_ssl_settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == settings:
-        return str(folder)
+        return
     common = dict(
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        intermediate_size=intermediate_size,
-        conv_dim=(conv_channels,) * 7,
+        hidden_size=settings["hidden_size"],
+        num_hidden_layers=settings["num_layers"],
+        num_attention_heads=settings["num_heads"],
+        intermediate_size=settings["intermediate_size"],
+        conv_dim=(settings["conv_channels"],) * 7,
         num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=4,
         feat_extract_norm="layer",
@@ -270,20 +280,18 @@ def make_tiny_ssl_model(
         feat_proj_dropout=0.0,
         mask_time_prob=0.0,
     )
-    torch.manual_seed(seed)
-    if model_type == "wavlm":
-        model = transformers.WavLMModel(
-            transformers.WavLMConfig(num_buckets=32, max_bucket_distance=80, **common)
-        )
-    elif model_type == "wav2vec2":
-        model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**common))
+    torch.manual_seed(settings["seed"])
+    if settings["model_type"] == "wavlm":
+        config = transformers.WavLMConfig(num_buckets=32, max_bucket_distance=80, **common)
+        model = transformers.WavLMModel(config)
     else:
-        raise ValueError(f"model_type={model_type!r} must be 'wavlm' or 'wav2vec2'")
-    folder.mkdir(parents=True, exist_ok=True)
+        model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**common))
+    if folder.exists():
+        shutil.rmtree(folder)  # a model with other settings
+    folder.mkdir(parents=True)
     model.save_pretrained(folder)
     transformers.Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
-        do_normalize=normalize_waveform, return_attention_mask=True,
+        do_normalize=settings["normalize_waveform"], return_attention_mask=True,
     ).save_pretrained(folder)
     stamp.write_text(json.dumps(settings))
-    return str(folder)

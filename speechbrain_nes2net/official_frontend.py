@@ -35,7 +35,7 @@ import re
 import tempfile
 from pathlib import Path
 
-import torch
+import torch  # noqa: F401  (used by the doctests)
 import transformers
 
 from speechbrain_nes2net.lobes.ssl import SSLFrontend

@@ -9,8 +9,12 @@ training and validation manifests as ``<corpus>/<split>`` (``train_data``,
         asvspoof2021_la_eval:
             data: asvspoof2021_la/eval
             eval_samples: 64600      # first 64,600 samples, repeat-padded
+            report:                  # optional corpus report (speechbrain_nes2net.reports)
+                corpus: asvspoof2021_la
+                keys_dir: !ref <asvspoof2021_folder>/keys
         in_the_wild:
             data: in_the_wild/eval   # full utterances
+            report: {corpus: in_the_wild}
 
 A corpus whose ``data_folder`` is null is skipped with a log line, and so are
 the test sets that use it.
@@ -20,6 +24,7 @@ Authors
 """
 
 import logging
+from dataclasses import dataclass, field
 
 from speechbrain.utils.distributed import run_on_main
 
@@ -28,6 +33,16 @@ from speechbrain_nes2net.dataio import audio_pipeline, manifest_dataset
 logger = logging.getLogger(__name__)
 
 TEST_SET_KEYS = {"data", "eval_samples", "report"}
+
+
+@dataclass
+class TestSet:
+    """A test set of the recipe: its dataset, manifest and report settings."""
+
+    name: str
+    dataset: object
+    manifest: str
+    report: dict = field(default_factory=dict)
 
 
 class RecipeConfigError(ValueError):
@@ -66,6 +81,12 @@ def check_recipe_config(hparams):
                 f"allowed: {sorted(TEST_SET_KEYS)}"
             )
         _check_reference(hparams, f"test_sets.{name}.data", spec["data"], preparation)
+        report = spec.get("report")
+        if report is not None and not (isinstance(report, dict) and "corpus" in report):
+            raise RecipeConfigError(
+                f"test_sets.{name}.report must be a mapping with a 'corpus' entry "
+                "(and that corpus' report options)"
+            )
 
 
 def _check_reference(hparams, key, value, preparation):
@@ -135,12 +156,15 @@ def eval_dataset(hparams, manifests, reference, eval_samples=None):
     )
 
 
-def test_datasets(hparams, manifests):
-    """``{name: dataset}`` of the YAML's test sets whose corpus is prepared."""
-    datasets = {}
+def test_sets(hparams, manifests):
+    """The YAML's test sets whose corpus is prepared, as :class:`TestSet` s."""
+    prepared = {key.split("/")[0] for key in manifests}
+    sets = []
     for name, spec in (hparams.get("test_sets") or {}).items():
-        if spec["data"].split("/")[0] not in {key.split("/")[0] for key in manifests}:
+        if spec["data"].split("/")[0] not in prepared:
             logger.info("Test set %s skipped: corpus %s is not set", name, spec["data"])
             continue
-        datasets[name] = eval_dataset(hparams, manifests, spec["data"], spec.get("eval_samples"))
-    return datasets
+        manifest = manifest_for(manifests, spec["data"], f"test_sets.{name}.data")
+        dataset = eval_dataset(hparams, manifests, spec["data"], spec.get("eval_samples"))
+        sets.append(TestSet(name, dataset, manifest, dict(spec.get("report") or {})))
+    return sets

@@ -1,0 +1,179 @@
+"""Training recipe end to end: the demo, DDP, resume, every corpus YAML, config errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from corpora import BUILDERS, add_training_split
+from speechbrain_nes2net.demo import make_tiny_ssl_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = [sys.executable, str(ROOT / "recipes" / "train.py")]
+QUICK_DEMO = ["--number_of_epochs=2", "--n_train=24", "--n_dev=8", "--n_test=8"]
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+def run(args, cwd=ROOT, check=True, timeout=600):
+    result = subprocess.run(
+        args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def read_scores(path):
+    return dict(line.split() for line in Path(path).read_text().splitlines())
+
+
+def logged_epochs(train_log):
+    return [
+        int(line.split("epoch: ")[1].split(",")[0])
+        for line in Path(train_log).read_text().splitlines()
+        if line.startswith("epoch: ")
+    ]
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_writes_scores_metrics_and_report(tmp_path):
+    out = tmp_path / "demo"
+    run(TRAIN + ["hparams/demo.yaml", f"--output_folder={out}"] + QUICK_DEMO)
+    metrics = json.loads((out / "scores" / "demo_test_metrics.json").read_text())
+    assert metrics["n_bonafide"] == 8 and metrics["n_spoof"] == 8
+    assert 0.0 <= metrics["eer"] <= 1.0
+    scores = read_scores(out / "scores" / "demo_test_scores.txt")
+    assert len(scores) == 16 and all(k.startswith("demo_test_") for k in scores)
+    report = json.loads((out / "scores" / "demo_test_report.json").read_text())
+    assert set(report["breakdowns"]["attack"]) == {"A01", "A02"}
+    assert logged_epochs(out / "train_log.txt") == [1, 2]
+
+
+@pytest.mark.slow
+def test_ddp_gloo_two_processes_score_every_utterance_once(tmp_path):
+    out = tmp_path / "ddp"
+    run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        + TRAIN[1:]
+        + ["hparams/demo.yaml", "--distributed_backend=gloo", f"--output_folder={out}"]
+        + QUICK_DEMO
+    )
+    lines = (out / "scores" / "demo_test_scores.txt").read_text().splitlines()
+    assert len(lines) == 16 and len({line.split()[0] for line in lines}) == 16
+    metrics = json.loads((out / "scores" / "demo_test_metrics.json").read_text())
+    assert metrics["n_bonafide"] + metrics["n_spoof"] == 16
+    # One train log line per epoch: only the main process logs and checkpoints.
+    assert logged_epochs(out / "train_log.txt") == [1, 2]
+    checkpoints = sorted((out / "save").glob("CKPT+*"))
+    assert 1 <= len(checkpoints) <= 2
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    out = tmp_path / "resume"
+    args = TRAIN + [
+        "hparams/demo.yaml", f"--output_folder={out}",
+        "--number_of_epochs=4", "--n_train=24", "--n_dev=8", "--n_test=8",
+    ]
+    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while not list((out / "save").glob("CKPT+*/CKPT.yaml")):
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.time() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.2)
+        time.sleep(0.5)  # let the checkpoint's files land
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    first = logged_epochs(out / "train_log.txt")
+    assert first and first[-1] < 4, "the run must be killed before it finished"
+    run(args)
+    epochs = logged_epochs(out / "train_log.txt")
+    # Every epoch once: the rerun continued after the checkpointed epochs.
+    assert sorted(set(epochs)) == [1, 2, 3, 4] and len(epochs) == len(set(epochs))
+    assert "Loading a checkpoint" in (out / "log.txt").read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_wavlm(tmp_path_factory):
+    return make_tiny_ssl_model(tmp_path_factory.mktemp("ssl") / "tiny_wavlm")
+
+
+YAML_CORPORA = {
+    "nes2net_ctrsvdd.yaml": "ctrsvdd",
+    "nes2net_x_ctrsvdd.yaml": "ctrsvdd",
+    "nes2net_x_selu_ctrsvdd.yaml": "ctrsvdd",
+    "aasist_ctrsvdd.yaml": "ctrsvdd",
+    "nes2net_x_asvspoof2019.yaml": "asvspoof2019",
+    "nes2net_x_asvspoof5.yaml": "asvspoof5",
+    "nes2net_x_partialspoof.yaml": "partialspoof",
+}
+
+
+def test_every_recipe_yaml_is_covered():
+    shipped = {p.name for p in (ROOT / "hparams").glob("*.yaml")} - {"demo.yaml"}
+    assert shipped == set(YAML_CORPORA)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("yaml_name", sorted(YAML_CORPORA))
+def test_corpus_recipe_runs_one_epoch_on_a_small_corpus(yaml_name, tmp_path, tiny_wavlm):
+    corpus = BUILDERS[YAML_CORPORA[yaml_name]](tmp_path / "corpus")
+    if corpus.name == "ctrsvdd":
+        add_training_split(corpus, "dev", "train")
+    if corpus.name == "partialspoof":
+        add_training_split(corpus, "train", "dev")
+        add_training_split(corpus, "train", "eval")
+    extra = []
+    if yaml_name == "nes2net_x_asvspoof2019.yaml":  # also the cross-corpus test sets
+        extra = [
+            f"--asvspoof2021_la_folder={BUILDERS['asvspoof2021_LA'](tmp_path / 'la2021').root}",
+            f"--in_the_wild_folder={BUILDERS['in_the_wild'](tmp_path / 'itw').root}",
+        ]
+    out = tmp_path / "run"
+    run(TRAIN + [
+        f"hparams/{yaml_name}", f"--data_folder={corpus.root}", f"--output_folder={out}",
+        f"--ssl_source={tiny_wavlm}", "--ssl_dim=64", "--ssl_layers=3",
+        "--number_of_epochs=1", "--batch_size=4", "--num_workers=0",
+    ] + extra)
+    assert logged_epochs(out / "train_log.txt") == [1]
+    metrics = sorted(p.name for p in (out / "scores").glob("*_metrics.json"))
+    assert metrics, "no test set was scored"
+    if extra:
+        assert {"asvspoof2021_la_eval_metrics.json", "in_the_wild_metrics.json"} <= set(metrics)
+
+
+def test_wrong_data_folder_says_what_to_fix(tmp_path, tiny_wavlm):
+    result = run(TRAIN + [
+        "hparams/nes2net_x_ctrsvdd.yaml", f"--data_folder={tmp_path / 'nowhere'}",
+        f"--output_folder={tmp_path / 'out'}", f"--ssl_source={tiny_wavlm}",
+        "--ssl_dim=64", "--ssl_layers=3",
+    ], check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "nowhere is not a folder" in output and "expected" in output
+
+
+def test_missing_ssl_model_says_what_to_fix(tmp_path):
+    result = run(TRAIN + [
+        "hparams/demo.yaml", f"--output_folder={tmp_path / 'out'}",
+        f"--ssl_source={tmp_path / 'no_model'}",
+    ], check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "no_model has no config.json" in output and "set ssl_source" in output
+
+
+def test_unknown_aggregation_says_what_to_fix(tmp_path):
+    result = run(TRAIN + [
+        "hparams/demo.yaml", f"--output_folder={tmp_path / 'out'}", "--aggregation=SAE",
+    ], check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "unknown aggregation 'SAE'" in output and "'SEA'" in output
