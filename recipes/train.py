@@ -17,7 +17,9 @@ Authors
  * speechbrain-nes2net contributors
 """
 
+import json
 import sys
+from pathlib import Path
 
 import speechbrain as sb
 import torch
@@ -69,8 +71,22 @@ def main(argv):
             test_loader_kwargs=dict(hparams["eval_dataloader_options"]),
         )
 
+    if sb.utils.distributed.if_main_process():
+        print_test_summary(hparams["output_folder"], tests)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def print_test_summary(output_folder, tests):
+    """Prints one line per scored test set: EER and class counts."""
+    for test_set in tests:
+        path = Path(output_folder) / "scores" / f"{test_set.name}_metrics.json"
+        metrics = json.loads(path.read_text())
+        eer = "n/a" if metrics["eer"] is None else f"{100 * metrics['eer']:.2f}%"
+        print(
+            f"{test_set.name}: EER {eer} "
+            f"({metrics['n_bonafide']} bona fide, {metrics['n_spoof']} spoof) -> {path.parent}"
+        )
 
 
 if __name__ == "__main__":
