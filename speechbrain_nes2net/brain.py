@@ -79,8 +79,9 @@ class AntiSpoofBrain(sb.Brain):
     ``ssl_frozen_epochs``, optional ``batch_augment`` (a SpeechBrain augmenter
     called on (wavs, lengths) in training), ``selection_metric`` ('EER',
     'minDCF' or 'loss', lower is better; also drives an
-    ``EpochCounterWithStopper`` for early stopping), ``train_logger``,
-    ``keep_checkpoints``, ``output_folder``.
+    ``EpochCounterWithStopper`` for early stopping), ``average_checkpoints``
+    (evaluate the parameter average of the best N checkpoints),
+    ``train_logger``, ``keep_checkpoints``, ``output_folder``.
     """
 
     # ------------------------------------------------------------ forward pass
@@ -218,6 +219,32 @@ class AntiSpoofBrain(sb.Brain):
             rank, world = _world()
             loader_kwargs = dict(loader_kwargs, sampler=ShardSampler(dataset, rank, world))
         return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+
+    # -------------------------------------------------------------- evaluation
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Loads the best checkpoint, or the average of the best ``average_checkpoints``."""
+        count = int(getattr(self.hparams, "average_checkpoints", 1) or 1)
+        if count <= 1 or self.checkpointer is None:
+            return super().on_evaluate_start(max_key=max_key, min_key=min_key)
+        checkpoints = self.checkpointer.find_checkpoints(
+            min_key=min_key, max_key=max_key, max_num_checkpoints=count
+        )
+        if not checkpoints:
+            raise RuntimeError(
+                f"no checkpoint with {min_key or max_key} in {self.checkpointer.checkpoints_dir} "
+                "to average; train first"
+            )
+        if len(checkpoints) < count:
+            logger.warning(
+                "Averaging %d checkpoints instead of %d: keep_checkpoints is smaller, "
+                "or training saved fewer", len(checkpoints), count,
+            )
+        for name in ("ssl", "aggregator", "backend"):
+            state = sb.utils.checkpoints.average_checkpoints(checkpoints, name)
+            _unwrap(self.modules[name]).load_state_dict(state)
+        self.averaged_checkpoints = [ckpt.path.name for ckpt in checkpoints]
+        logger.info("Evaluating the average of %s", ", ".join(self.averaged_checkpoints))
 
     # ------------------------------------------------------------------ stages
 

@@ -40,10 +40,18 @@ def logged_epochs(train_log):
     ]
 
 
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """A short demo training run (prepare -> train -> test), shared by the tests below."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = run(TRAIN + ["hparams/demo.yaml", f"--output_folder={out}"] + QUICK_DEMO)
+    return out, result.stdout
+
+
 @pytest.mark.slow
-def test_demo_end_to_end_writes_scores_metrics_and_report(tmp_path):
-    out = tmp_path / "demo"
-    run(TRAIN + ["hparams/demo.yaml", f"--output_folder={out}"] + QUICK_DEMO)
+def test_demo_end_to_end_writes_scores_metrics_and_report(demo_run):
+    out, stdout = demo_run
+    assert "demo_test: EER" in stdout  # the summary line the README promises
     metrics = json.loads((out / "scores" / "demo_test_metrics.json").read_text())
     assert metrics["n_bonafide"] == 8 and metrics["n_spoof"] == 8
     assert 0.0 <= metrics["eer"] <= 1.0
@@ -52,6 +60,24 @@ def test_demo_end_to_end_writes_scores_metrics_and_report(tmp_path):
     report = json.loads((out / "scores" / "demo_test_report.json").read_text())
     assert set(report["breakdowns"]["attack"]) == {"A01", "A02"}
     assert logged_epochs(out / "train_log.txt") == [1, 2]
+
+
+EVALUATE = [sys.executable, str(ROOT / "recipes" / "evaluate.py")]
+
+
+@pytest.mark.slow
+def test_evaluate_rescores_the_best_checkpoint_and_averages(demo_run):
+    out, _ = demo_run
+    manifest = out / "save" / "manifests" / "test.csv"
+    base = EVALUATE + [str(out / "hyperparams.yaml"), f"--test_manifest={manifest}"]
+    run(base + ["--test_name=again", "--report=eer"])
+    trained = read_scores(out / "scores" / "demo_test_scores.txt")
+    assert read_scores(out / "scores" / "again_scores.txt") == trained
+    assert (out / "scores" / "again_report.md").is_file()
+    run(base + ["--test_name=avg", "--average_checkpoints=2", "--eval_samples=8000"])
+    averaged = read_scores(out / "scores" / "avg_scores.txt")
+    assert averaged.keys() == trained.keys() and averaged != trained
+    assert "Evaluating the average of CKPT+" in (out / "log.txt").read_text()
 
 
 @pytest.mark.slow
