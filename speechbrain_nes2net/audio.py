@@ -72,10 +72,10 @@ def audio_info(path):
     AudioError
         If the file is missing or not a readable audio file.
     """
+    if not Path(path).is_file():
+        raise AudioError(path, "file not found")
     try:
         info = soundfile.info(str(path))
-    except FileNotFoundError:
-        raise AudioError(path, "file not found") from None
     except (RuntimeError, soundfile.LibsndfileError) as err:
         raise AudioError(path, f"not a readable audio file ({err})") from None
     if info.samplerate <= 0:

@@ -20,6 +20,7 @@ Authors
  * speechbrain-nes2net contributors
 """
 
+import csv
 import json
 import logging
 import math
@@ -59,6 +60,12 @@ class ShardSampler(torch.utils.data.Sampler):
         return len(self.indices)
 
 
+#: Unusable files named one by one in the log before they are only counted.
+MAX_LOGGED_FAILURES = 20
+#: Training utterances seen before the failure rate can stop an epoch early.
+MIN_SEEN_FOR_EARLY_STOP = 200
+
+
 def _unwrap(module):
     """The module inside a DDP wrapper (evaluation must not trigger collectives)."""
     return module.module if isinstance(module, DistributedDataParallel) else module
@@ -87,15 +94,41 @@ class AntiSpoofBrain(sb.Brain):
     # ------------------------------------------------------------ forward pass
 
     def compute_forward(self, batch, stage):
-        """Scores a batch: returns (logits, labels) of the possibly augmented batch."""
+        """Scores a batch.
+
+        Returns
+        -------
+        (logits, labels, usable)
+            ``usable`` marks the utterances whose audio loaded; the others
+            went through the model as silence (so that every DDP process runs
+            the same batches) and are left out of the loss and the scores.
+        """
         batch = batch.to(self.device)
         wavs, lengths = batch.sig
         labels = batch.label_id.data[:, 0]
+        usable = torch.tensor([not error for error in batch.audio_error], device=self.device)
+        self._record_failures(batch, usable, stage)
         augment = getattr(self.hparams, "batch_augment", None)
         if stage == sb.Stage.TRAIN and augment is not None:
             wavs, lengths = augment(wavs, lengths)
             labels = augment.replicate_labels(labels)
-        training = stage == sb.Stage.TRAIN
+            usable = augment.replicate_labels(usable)
+        if stage == sb.Stage.TRAIN:
+            return self._model_forward(wavs, lengths, training=True), labels, usable
+        window = getattr(self.hparams, "eval_window_seconds", None)
+        if window:
+            logits = self._windowed_forward(wavs, lengths, int(window * self.sample_rate))
+        else:
+            logits = self._model_forward(wavs, lengths, training=False)
+        return logits, labels, usable
+
+    @property
+    def sample_rate(self):
+        """Sampling rate of the waveforms the model takes."""
+        return getattr(self.hparams, "sample_rate", 16000)
+
+    def _model_forward(self, wavs, lengths, training):
+        """SSL front-end -> aggregation -> back-end on a padded batch."""
         modules = {
             name: self.modules[name] if training else _unwrap(self.modules[name])
             for name in ("ssl", "aggregator", "backend")
@@ -108,21 +141,95 @@ class AntiSpoofBrain(sb.Brain):
             with torch.no_grad():
                 states = modules["ssl"](wavs, lengths)
         features = modules["aggregator"](states, lengths)
-        return modules["backend"](features, lengths), labels
+        return modules["backend"](features, lengths)
+
+    def _windowed_forward(self, wavs, lengths, window):
+        """Scores utterances longer than ``window`` samples by windows.
+
+        Attention cost grows with the square of the length, so a 30-minute
+        recording would exhaust memory in one pass. It is cut into consecutive
+        windows of ``window`` samples (a last window shorter than a quarter of
+        it joins the one before), the windows are scored in batches of the
+        evaluation batch size, and the utterance gets the mean of their
+        logits. Shorter utterances are scored whole, as usual.
+        """
+        samples = torch.round(lengths * wavs.shape[1]).long().tolist()
+        long = [i for i, n in enumerate(samples) if n > window]
+        if not long:
+            return self._model_forward(wavs, lengths, training=False)
+        short = [i for i, n in enumerate(samples) if n <= window]
+        outputs = {}
+        if short:
+            top = max(samples[i] for i in short)
+            sub = wavs[short, :top]
+            sub_lengths = torch.tensor([samples[i] / top for i in short], device=wavs.device)
+            for i, logit in zip(short, self._model_forward(sub, sub_lengths, training=False)):
+                outputs[i] = logit
+        batch_size = max(1, wavs.shape[0])
+        for i in long:
+            pieces = list(wavs[i, : samples[i]].split(window))
+            if len(pieces) > 1 and pieces[-1].shape[0] < window // 4:
+                pieces[-2] = torch.cat(pieces[-2:])
+                pieces.pop()
+            logits = []
+            for start in range(0, len(pieces), batch_size):
+                group = pieces[start : start + batch_size]
+                padded = torch.nn.utils.rnn.pad_sequence(group, batch_first=True)
+                rel = torch.tensor([p.shape[0] / padded.shape[1] for p in group], device=wavs.device)
+                logits.append(self._model_forward(padded, rel, training=False))
+            outputs[i] = torch.cat(logits).mean(dim=0)
+        return torch.stack([outputs[i] for i in range(wavs.shape[0])])
 
     def compute_objectives(self, predictions, batch, stage):
-        """Computes the loss and, outside training, records the scores."""
-        logits, labels = predictions
-        loss = self.hparams.loss(logits, labels)
+        """Computes the loss on usable utterances; outside training, records the scores."""
+        logits, labels, usable = predictions
+        if usable.any():
+            loss = self.hparams.loss(logits[usable], labels[usable])
+        else:
+            # Nothing to learn from, but every parameter stays in the graph (DDP).
+            loss = logits.sum() * 0.0
         if stage != sb.Stage.TRAIN:
+            keep = usable.cpu().tolist()
             self.score_records.extend(
-                zip(
-                    batch.id,
-                    bonafide_scores(logits).float().cpu().tolist(),
-                    labels.cpu().tolist(),
+                record
+                for record, ok in zip(
+                    zip(batch.id, bonafide_scores(logits).float().cpu().tolist(), labels.cpu().tolist()),
+                    keep,
                 )
+                if ok
             )
         return loss
+
+    def _record_failures(self, batch, usable, stage):
+        """Counts utterances and keeps (ID, reason) of the unusable ones."""
+        self.utterances_seen += len(batch.id)
+        for utt_id, error, ok in zip(batch.id, batch.audio_error, usable.tolist()):
+            if ok:
+                continue
+            self.failures.append((utt_id, error))
+            if len(self.failures) <= MAX_LOGGED_FAILURES:
+                logger.warning("Skipping %s: %s", utt_id, error)
+            elif len(self.failures) == MAX_LOGGED_FAILURES + 1:
+                logger.warning("More unusable files; the rest are only counted")
+        if stage == sb.Stage.TRAIN:
+            self._check_failure_rate(final=False)
+
+    def _check_failure_rate(self, final):
+        """Stops training when too many files fail (a wrong folder, a broken disk).
+
+        Checked at the end of each epoch, and early once a few hundred
+        utterances were seen, against ``max_failed_fraction`` (default 1%).
+        """
+        limit = getattr(self.hparams, "max_failed_fraction", 0.01)
+        if not final and self.utterances_seen < MIN_SEEN_FOR_EARLY_STOP:
+            return
+        if len(self.failures) > limit * self.utterances_seen:
+            examples = "; ".join(error for _, error in self.failures[:3])
+            raise RuntimeError(
+                f"{len(self.failures)} of {self.utterances_seen} training files could not be "
+                f"used, more than max_failed_fraction={limit}; fix or remove them (or raise "
+                f"max_failed_fraction) and rerun. Examples: {examples}"
+            )
 
     @property
     def selection_metric(self):
@@ -249,18 +356,27 @@ class AntiSpoofBrain(sb.Brain):
     # ------------------------------------------------------------------ stages
 
     def on_stage_start(self, stage, epoch=None):
-        """Resets the score records of an evaluation stage."""
+        """Resets the score records and failure counts of a stage."""
         self.score_records = []
+        self.failures = []
+        self.utterances_seen = 0
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs, checkpoints by dev EER, and writes test scores and metrics."""
         if stage == sb.Stage.TRAIN:
             self.train_loss = stage_loss
+            if self.failures:
+                logger.warning(
+                    "Epoch %s: %d of %d training files skipped as unusable",
+                    epoch, len(self.failures), self.utterances_seen,
+                )
+            self._check_failure_rate(final=True)
             if getattr(self.hparams, "lr_schedule_interval", "epoch") == "epoch":
                 self._step_schedulers()
             return
-        records, stage_loss = self._gather(self.score_records, stage_loss)
+        records, failures, stage_loss = self._gather(self.score_records, self.failures, stage_loss)
         summary = score_summary(records)
+        summary["n_failed"] = len(failures)
         stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
         if stage == sb.Stage.VALID:
             self.hparams.train_logger.log_stats(
@@ -285,21 +401,24 @@ class AntiSpoofBrain(sb.Brain):
             )
             if sb.utils.distributed.if_main_process():
                 folder = Path(self.hparams.output_folder) / "scores"
-                scores_path, _ = write_test_outputs(folder, name, records, summary)
+                scores_path, _ = write_test_outputs(folder, name, records, summary, failures)
                 if test_set is not None and test_set.report:
-                    write_corpus_report(folder, name, scores_path, test_set)
+                    write_corpus_report(folder, name, scores_path, test_set, bool(failures))
 
-    def _gather(self, records, stage_loss):
-        """Collects score records (and averages the loss) across processes."""
+    def _gather(self, records, failures, stage_loss):
+        """Collects score records and failures (and averages the loss) across processes."""
         rank, world = _world()
         if world == 1:
-            return records, float(stage_loss)
+            return records, failures, float(stage_loss)
         gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, (records, float(stage_loss), len(records)))
-        merged = [record for part, _, _ in gathered for record in part]
-        total = sum(count for _, _, count in gathered)
-        loss = sum(loss * count for _, loss, count in gathered) / max(total, 1)
-        return merged, loss
+        torch.distributed.all_gather_object(
+            gathered, (records, failures, float(stage_loss), len(records))
+        )
+        merged = [record for part, _, _, _ in gathered for record in part]
+        failed = [failure for _, part, _, _ in gathered for failure in part]
+        total = sum(count for _, _, _, count in gathered)
+        loss = sum(loss * count for _, _, loss, count in gathered) / max(total, 1)
+        return merged, failed, loss
 
 
 def score_summary(records):
@@ -327,8 +446,12 @@ def score_summary(records):
     }
 
 
-def write_test_outputs(folder, name, records, summary):
-    """Writes ``<name>_scores.txt`` (``ID score``) and ``<name>_metrics.json``."""
+def write_test_outputs(folder, name, records, summary, failures=()):
+    """Writes ``<name>_scores.txt`` (``ID score``) and ``<name>_metrics.json``.
+
+    Unusable files are listed with their reason in ``<name>_failed.csv``
+    (``ID,reason``); they have no score and are counted as ``n_failed``.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     scores_path = folder / f"{name}_scores.txt"
@@ -337,6 +460,15 @@ def write_test_outputs(folder, name, records, summary):
         for utt_id, score, _ in sorted(records):
             handle.write(f"{utt_id} {score:.6f}\n")
     os.replace(tmp, scores_path)
+    failed_path = folder / f"{name}_failed.csv"
+    if failures:
+        with open(failed_path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["ID", "reason"])
+            writer.writerows(sorted(failures))
+        logger.warning("Test set %s: %d unusable files listed in %s", name, len(failures), failed_path)
+    elif failed_path.exists():
+        failed_path.unlink()  # from an earlier evaluation of the same name
     metrics_path = folder / f"{name}_metrics.json"
     # JSON has no NaN: a rate that cannot be computed is null.
     ready = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
@@ -345,16 +477,20 @@ def write_test_outputs(folder, name, records, summary):
     return scores_path, metrics_path
 
 
-def write_corpus_report(folder, name, scores_path, test_set):
+def write_corpus_report(folder, name, scores_path, test_set, allow_missing=False):
     """Writes the corpus report of a test set; a failure is logged, not raised.
 
     The score file is already written, so a report problem (e.g. missing ASV
-    keys) costs no scoring: fix it and rerun ``recipes/evaluate.py``.
+    keys) costs no scoring: fix it and rerun ``recipes/evaluate.py``. When
+    files were unusable (``allow_missing``), the report leaves them out and
+    counts them in its ``missing`` section.
     """
     options = dict(test_set.report)
     corpus = options.pop("corpus")
     try:
-        report = build_report(corpus, scores_path, test_set.manifest, **options)
+        report = build_report(
+            corpus, scores_path, test_set.manifest, allow_missing=allow_missing, **options
+        )
         written = write_report(report, folder, name)
     except (ValueError, OSError) as err:
         logger.error("Report %s (%s) not written: %s", name, corpus, err)

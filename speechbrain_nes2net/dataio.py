@@ -16,7 +16,7 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, load_audio
+from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, AudioError, load_audio
 from speechbrain_nes2net.manifest import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,10 @@ def fixed_length(wav, num_samples, random_offset=False, generator=None):
     return wav[offset : offset + num_samples]
 
 
+#: Length of the silent stand-in for an unusable file (see :func:`audio_pipeline`).
+PLACEHOLDER_SAMPLES = 16000
+
+
 def audio_pipeline(
     num_samples=None,
     random_crop=False,
@@ -68,6 +72,13 @@ def audio_pipeline(
     sample_rate=DEFAULT_SAMPLE_RATE,
 ):
     """Builds the dynamic item that turns a manifest ``wav`` path into ``sig``.
+
+    A file that cannot be used (missing, corrupt, empty, NaN samples: see
+    :func:`speechbrain_nes2net.audio.load_audio`) does not stop the data
+    loader: its ``sig`` is silence and ``audio_error`` says what is wrong (the
+    empty string for a good file), so the ``Brain`` can leave it out of the
+    loss and the scores and report it, while every process still runs the same
+    batches (DDP).
 
     Arguments
     ---------
@@ -89,7 +100,8 @@ def audio_pipeline(
     Returns
     -------
     function
-        A SpeechBrain dynamic item taking ``wav`` and providing ``sig``.
+        A SpeechBrain dynamic item taking ``wav`` and providing ``sig`` and
+        ``audio_error``.
     """
     # Only decode what the fixed-length evaluation protocol keeps.
     max_seconds = None
@@ -97,16 +109,21 @@ def audio_pipeline(
         max_seconds = num_samples / sample_rate
 
     @sb.utils.data_pipeline.takes("wav")
-    @sb.utils.data_pipeline.provides("sig")
+    @sb.utils.data_pipeline.provides("sig", "audio_error")
     def pipeline(wav):
-        sig = load_audio(wav, sample_rate=sample_rate, max_seconds=max_seconds)
-        if augment is not None:
+        try:
+            sig = load_audio(wav, sample_rate=sample_rate, max_seconds=max_seconds)
+            error = ""
+        except AudioError as err:
+            sig, error = torch.zeros(num_samples or PLACEHOLDER_SAMPLES), str(err)
+        if augment is not None and not error:
             sig = augment(sig)
         if num_samples is not None:
             sig = fixed_length(sig, num_samples, random_offset=random_crop)
         elif sig.shape[0] < min_samples:
             sig = fixed_length(sig, min_samples)
-        return sig
+        yield sig
+        yield error
 
     return pipeline
 
@@ -134,14 +151,15 @@ def manifest_dataset(path, pipeline, sort_by_duration=False):
     Returns
     -------
     DynamicItemDataset
-        Items with ``id``, ``sig``, ``label_id``, ``label``, ``attack``.
+        Items with ``id``, ``sig``, ``audio_error``, ``label_id``, ``label``,
+        ``attack``.
     """
     frame = read_manifest(path)
     records = frame.set_index("ID").to_dict(orient="index")
     dataset = DynamicItemDataset(records)
     dataset.add_dynamic_item(pipeline)
     dataset.add_dynamic_item(label_pipeline)
-    dataset.set_output_keys(["id", "sig", "label_id", "label", "attack"])
+    dataset.set_output_keys(["id", "sig", "audio_error", "label_id", "label", "attack"])
     if sort_by_duration:
         dataset = dataset.filtered_sorted(sort_key="duration", reverse=True)
     return dataset
