@@ -139,9 +139,45 @@ class AntiSpoofBrain(sb.Brain):
             # A frozen SSL model runs in eval mode (no dropout) and without a graph.
             modules["ssl"].eval()
             with torch.no_grad():
-                states = modules["ssl"](wavs, lengths)
+                if self._use_feature_cache(training):
+                    states, lengths = self.hparams.feature_cache.states(
+                        wavs, lengths, modules["ssl"]
+                    )
+                else:
+                    states = modules["ssl"](wavs, lengths)
         features = modules["aggregator"](states, lengths)
         return modules["backend"](features, lengths)
+
+    def _use_feature_cache(self, training):
+        """Cached states serve a frozen SSL model on inputs that repeat.
+
+        Training batches repeat only without random crops and augmentation;
+        validation and test inputs always do.
+        """
+        if getattr(self.hparams, "feature_cache", None) is None:
+            return False
+        if not training:
+            return True
+        return not (
+            getattr(self.hparams, "train_random_crop", False)
+            or getattr(self.hparams, "waveform_augment", None) is not None
+            or getattr(self.hparams, "batch_augment", None) is not None
+        )
+
+    def check_feature_cache(self):
+        """A cache is only correct for an SSL model frozen for the whole run."""
+        if getattr(self.hparams, "feature_cache", None) is None:
+            return
+        if not getattr(self.hparams, "freeze_ssl", False):
+            raise ValueError(
+                "feature_cache needs freeze_ssl: True (cached states of a fine-tuned, or "
+                "later unfrozen, SSL model would be stale); set feature_cache: null"
+            )
+        if not self._use_feature_cache(training=True):
+            logger.info(
+                "Feature cache: training inputs vary (random crops or augmentation), so only "
+                "validation and test use %s", self.hparams.feature_cache.folder,
+            )
 
     def _windowed_forward(self, wavs, lengths, window):
         """Scores utterances longer than ``window`` samples by windows.
@@ -244,6 +280,11 @@ class AntiSpoofBrain(sb.Brain):
         return self.hparams.epoch_counter.current <= getattr(self.hparams, "ssl_frozen_epochs", 0)
 
     # -------------------------------------------------------------- optimisers
+
+    def on_fit_start(self):
+        """Checks the feature cache settings before the first batch."""
+        self.check_feature_cache()
+        super().on_fit_start()
 
     def init_optimizers(self):
         """One optimiser (and scheduler) for the SSL model, one for the rest."""
@@ -360,9 +401,17 @@ class AntiSpoofBrain(sb.Brain):
         self.score_records = []
         self.failures = []
         self.utterances_seen = 0
+        cache = getattr(self.hparams, "feature_cache", None)
+        self._cache_counts = (cache.hits, cache.misses) if cache is not None else None
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs, checkpoints by dev EER, and writes test scores and metrics."""
+        if self._cache_counts is not None:
+            cache = self.hparams.feature_cache
+            logger.info(
+                "Feature cache, %s stage: %d hits, %d misses", stage.name.lower(),
+                cache.hits - self._cache_counts[0], cache.misses - self._cache_counts[1],
+            )
         if stage == sb.Stage.TRAIN:
             self.train_loss = stage_loss
             if self.failures:
