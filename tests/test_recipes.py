@@ -203,3 +203,35 @@ def test_unknown_aggregation_says_what_to_fix(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "unknown aggregation 'SAE'" in output and "'SEA'" in output
+
+
+#: Documented bf16 tolerance: |score(bf16) - score(fp32)| <= 0.02 * max|score| + 0.01.
+#: (bf16 keeps 8 mantissa bits, ~3 significant digits; measured here: 1.7e-3 on scores of ~0.1.)
+def within_bf16_tolerance(a, b):
+    scale = max(abs(float(v)) for v in b.values())
+    return max(abs(float(a[k]) - float(b[k])) for k in b) <= 0.02 * scale + 0.01
+
+
+@pytest.mark.slow
+def test_bf16_evaluation_stays_within_the_documented_tolerance(demo_run):
+    out, _ = demo_run
+    manifest = out / "save" / "manifests" / "test.csv"
+    run(EVALUATE + [
+        str(out / "hyperparams.yaml"), f"--test_manifest={manifest}", "--test_name=bf16",
+        "--eval_precision=bf16",
+    ])
+    bf16 = read_scores(out / "scores" / "bf16_scores.txt")
+    fp32 = read_scores(out / "scores" / "demo_test_scores.txt")
+    assert bf16.keys() == fp32.keys() and bf16 != fp32  # really computed in bf16
+    assert within_bf16_tolerance(bf16, fp32)
+
+
+@pytest.mark.slow
+def test_bf16_training_runs_on_cpu(tmp_path):
+    out = tmp_path / "bf16"
+    run(TRAIN + [
+        "hparams/demo.yaml", f"--output_folder={out}", "--precision=bf16",
+        "--number_of_epochs=1", "--n_train=12", "--n_dev=4", "--n_test=4",
+    ])
+    scores = read_scores(out / "scores" / "demo_test_scores.txt")
+    assert len(scores) == 8 and all(abs(float(v)) < 1e6 for v in scores.values())
