@@ -40,6 +40,7 @@ setup(
     entry_points={
         "console_scripts": [
             "nes2net-cost=speechbrain_nes2net.cost:main",
+            "nes2net-score=speechbrain_nes2net.score_cli:main",
         ]
     },
 )

@@ -11,7 +11,9 @@ Usage::
 Every choice lives in the YAML; override any key on the command line
 (``--lr_backend=1e-5``). Outputs, under ``output_folder``: the train log,
 checkpoints (best by dev EER, resumable), ``scores/<test set>_scores.txt``
-(``ID score``, higher = more bona fide) and ``scores/<test set>_metrics.json``.
+(``ID score``, higher = more bona fide), ``scores/<test set>_metrics.json``,
+the corpus reports, and, when the YAML sets ``export_folder``, the trained
+model exported for ``EncoderClassifier.from_hparams``.
 
 Authors
  * speechbrain-nes2net contributors
@@ -26,6 +28,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_nes2net.brain import AntiSpoofBrain
+from speechbrain_nes2net.export import export_run
 from speechbrain_nes2net.recipe import (
     check_recipe_config,
     prepare_corpora,
@@ -73,6 +76,9 @@ def main(argv):
 
     if sb.utils.distributed.if_main_process():
         print_test_summary(hparams["output_folder"], tests)
+        if hparams.get("export_folder"):
+            export_run(hparams["output_folder"], hparams["export_folder"], overwrite=True)
+            print(f"Exported the model to {hparams['export_folder']}")
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

@@ -31,6 +31,7 @@ import speechbrain as sb
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
 from speechbrain_nes2net.losses import bonafide_scores
 from speechbrain_nes2net.metrics import compute_eer, compute_min_dcf
 from speechbrain_nes2net.reports import build_report, write_report
@@ -69,6 +70,17 @@ MIN_SEEN_FOR_EARLY_STOP = 200
 def _unwrap(module):
     """The module inside a DDP wrapper (evaluation must not trigger collectives)."""
     return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def ssl_states(ssl, wavs, lengths):
+    """Hidden states and their exact relative frame lengths.
+
+    Rounding ``lengths * frames`` can be one frame off the feature encoder's
+    true output length, which would make a score depend on the other
+    utterances of its batch; :func:`ssl_frame_lengths` computes it exactly.
+    """
+    states = ssl(wavs, lengths)
+    return states, ssl_frame_lengths(_unwrap(ssl), lengths, wavs.shape[1], states.shape[2])
 
 
 def _world():
@@ -134,7 +146,7 @@ class AntiSpoofBrain(sb.Brain):
             for name in ("ssl", "aggregator", "backend")
         }
         if training and not self.ssl_frozen:
-            states = modules["ssl"](wavs, lengths)
+            states, lengths = ssl_states(modules["ssl"], wavs, lengths)
         else:
             # A frozen SSL model runs in eval mode (no dropout) and without a graph.
             modules["ssl"].eval()
@@ -144,7 +156,7 @@ class AntiSpoofBrain(sb.Brain):
                         wavs, lengths, modules["ssl"]
                     )
                 else:
-                    states = modules["ssl"](wavs, lengths)
+                    states, lengths = ssl_states(modules["ssl"], wavs, lengths)
         features = modules["aggregator"](states, lengths)
         return modules["backend"](features, lengths)
 

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
+
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
@@ -126,7 +128,8 @@ class FeatureCache:
             top = max(samples[i] for i in missing)
             sub_lengths = torch.tensor([samples[i] / top for i in missing], device=wavs.device)
             computed = compute(wavs[missing, :top], sub_lengths)
-            frames = torch.round(sub_lengths * computed.shape[2]).long().tolist()
+            exact = ssl_frame_lengths(compute, sub_lengths, top, computed.shape[2])
+            frames = torch.round(exact * computed.shape[2]).long().tolist()
             for j, i in enumerate(missing):
                 states = computed[:, j, : max(frames[j], 1)]
                 found[i] = states

@@ -39,6 +39,7 @@ __all__ = [
     "aggregator_from_official",
     "frontend_from_official",
     "official_backend_state_dict",
+    "official_backend_kwargs",
     "OfficialWeightsError",
 ]
 
@@ -123,35 +124,8 @@ def backend_from_official(model_name, config, state_dict):
         A :class:`Nes2Net` or :class:`Nes2NetX` in eval mode, taking
         (batch, time, channels) and returning logits (batch, n_out).
     """
-    if model_name not in BACKENDS:
-        raise ValueError(
-            f"unknown official back-end {model_name!r}; known: {sorted(BACKENDS)}"
-        )
-    cls, activation, se_min_channels, default_n_out = BACKENDS[model_name]
-    unknown = set(config) - BACKEND_CONFIG_KEYS
-    if unknown:
-        raise ValueError(
-            f"unknown official back-end config keys {sorted(unknown)}; "
-            f"expected a subset of {sorted(BACKEND_CONFIG_KEYS)}"
-        )
-    cfg = {**BACKEND_DEFAULTS, **config}
-    ratios = list(cfg["Nes_ratio"])
-    if len(ratios) < 2:
-        raise ValueError(f"Nes_ratio must give [outer, inner], got {cfg['Nes_ratio']}")
-    se_ratio = cfg["SE_ratio"]
-    se_ratio = se_ratio[0] if isinstance(se_ratio, (list, tuple)) else se_ratio
-    model = cls(
-        input_size=int(cfg["input_channel"]),
-        outer_ratio=int(ratios[0]),
-        inner_ratio=int(ratios[1]),
-        kernel_size=3,
-        dilation=int(cfg["dilation"]),
-        se_ratio=int(se_ratio),
-        se_min_channels=se_min_channels,
-        activation=activation,
-        pooling=cfg["pool_func"],
-        n_out=int(cfg.get("n_output_logits", default_n_out)),
-    )
+    cls, kwargs = official_backend_kwargs(model_name, config)
+    model = cls(**kwargs)
     part = _strip_prefix(state_dict, BACKEND_PREFIX)
     mapped = _map_keys(part, BACKEND_KEY_RULES, f"{model_name} back-end")
     _load_exactly(model, mapped, f"{model_name} back-end")
@@ -312,3 +286,60 @@ def _load_exactly(model, mapped, what):
 def _preview(keys, limit=8):
     shown = ", ".join(keys[:limit])
     return f"[{shown}{', ...' if len(keys) > limit else ''}] ({len(keys)} in all)"
+
+
+def official_backend_kwargs(model_name, config):
+    """Our back-end class and constructor arguments for an official configuration.
+
+    The same translation :func:`backend_from_official` makes, returned as data
+    so that an exported ``hyperparams.yaml`` can rebuild the back-end.
+
+    Arguments
+    ---------
+    model_name : str
+        Official model name (see :data:`BACKENDS`).
+    config : dict
+        Official ``Nested_Res2Net_TDNN`` constructor arguments.
+
+    Returns
+    -------
+    (type, dict)
+        The class (:class:`Nes2Net` or :class:`Nes2NetX`) and its keyword
+        arguments.
+
+    Example
+    -------
+    >>> cls, kwargs = official_backend_kwargs("WavLM_Nes2Net_X_SeLU", {"input_channel": 64,
+    ...     "Nes_ratio": [4, 4]})
+    >>> cls.__name__, kwargs["activation"], kwargs["se_min_channels"], kwargs["n_out"]
+    ('Nes2NetX', 'selu', 2, 1)
+    """
+    if model_name not in BACKENDS:
+        raise ValueError(
+            f"unknown official back-end {model_name!r}; known: {sorted(BACKENDS)}"
+        )
+    cls, activation, se_min_channels, default_n_out = BACKENDS[model_name]
+    unknown = set(config) - BACKEND_CONFIG_KEYS
+    if unknown:
+        raise ValueError(
+            f"unknown official back-end config keys {sorted(unknown)}; "
+            f"expected a subset of {sorted(BACKEND_CONFIG_KEYS)}"
+        )
+    cfg = {**BACKEND_DEFAULTS, **config}
+    ratios = list(cfg["Nes_ratio"])
+    if len(ratios) < 2:
+        raise ValueError(f"Nes_ratio must give [outer, inner], got {cfg['Nes_ratio']}")
+    se_ratio = cfg["SE_ratio"]
+    se_ratio = se_ratio[0] if isinstance(se_ratio, (list, tuple)) else se_ratio
+    return cls, dict(
+        input_size=int(cfg["input_channel"]),
+        outer_ratio=int(ratios[0]),
+        inner_ratio=int(ratios[1]),
+        kernel_size=3,
+        dilation=int(cfg["dilation"]),
+        se_ratio=int(se_ratio),
+        se_min_channels=se_min_channels,
+        activation=activation,
+        pooling=cfg["pool_func"],
+        n_out=int(cfg.get("n_output_logits", default_n_out)),
+    )

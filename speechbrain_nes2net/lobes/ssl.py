@@ -180,3 +180,53 @@ class SSLFrontend(nn.Module):
             final = self.ssl.model.encoder.layer_norm(states[-1])
             states = torch.cat([states[:-1], final.unsqueeze(0)], dim=0)
         return states
+
+
+def ssl_frame_lengths(ssl, wav_lens, num_samples, num_frames):
+    """Relative lengths of the SSL frames, exact for every waveform of a padded batch.
+
+    SpeechBrain's relative lengths refer to the padded waveform; turned into
+    frame counts by rounding ``wav_lens * num_frames`` they can be one frame
+    off the convolutional feature encoder's true output length (a valid frame
+    dropped, or a padded one kept), which makes a score depend on the other
+    waveforms in its batch. The true count follows from the encoder's kernel
+    sizes and strides; the returned relative lengths round back to it.
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        An :class:`~speechbrain_nes2net.lobes.ssl.SSLFrontend` (any module with
+        a transformers model at ``ssl.ssl.model``); other modules keep
+        ``wav_lens``.
+    wav_lens : torch.Tensor
+        Relative waveform lengths (batch,).
+    num_samples : int
+        Padded waveform length.
+    num_frames : int
+        Padded number of SSL frames.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch,) relative frame lengths: valid frames / ``num_frames``.
+
+    Example
+    -------
+    >>> import transformers
+    >>> config = transformers.WavLMConfig(conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2))
+    >>> class Frontend(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.ssl = torch.nn.Module()
+    ...         self.ssl.model = transformers.WavLMModel(config)
+    >>> lengths = ssl_frame_lengths(Frontend(), torch.tensor([1.0, 0.9]), 1000, 99)
+    >>> (lengths * 99).round().tolist()  # 1000 and 900 samples give 99 and 89 frames
+    [99.0, 89.0]
+    """
+    model = getattr(getattr(ssl, "ssl", None), "model", None)
+    output_lengths = getattr(model, "_get_feat_extract_output_lengths", None)
+    if output_lengths is None:
+        return wav_lens
+    counts = torch.round(wav_lens.to(torch.float64) * num_samples).long()
+    frames = output_lengths(counts).clamp(min=1, max=num_frames)
+    return frames.to(wav_lens.dtype) / num_frames

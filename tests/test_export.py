@@ -1,0 +1,448 @@
+"""Export of training runs and official checkpoints as SpeechBrain model folders."""
+
+import json
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import ruamel.yaml
+import torch
+import transformers
+
+from speechbrain_nes2net.export import (
+    WAVLM_LARGE_CONFIG,
+    XLSR_300M_CONFIG,
+    ExportError,
+    ModuleSpec,
+    convert_official_checkpoint,
+    export_run,
+    load_official_checkpoint,
+)
+from speechbrain_nes2net.inference import AntiSpoofModel
+from speechbrain_nes2net.lobes.nes2net import Nes2NetX
+from speechbrain_nes2net.manifest import read_manifest
+from speechbrain_nes2net.official import (
+    OfficialWeightsError,
+    aggregator_from_official,
+    backend_from_official,
+    official_backend_state_dict,
+)
+from speechbrain_nes2net.official_frontend import (
+    OfficialCheckpointError,
+    hf_config_from_official,
+    official_state_dict_from_hf,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures" / "official_nes2net"
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+QUICK_DEMO = ["--number_of_epochs=1", "--n_train=20", "--n_dev=6", "--n_test=6"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: tiny models on a shared 2-core runner are much faster that way."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def run(args, cwd=ROOT):
+    result = subprocess.run(
+        args, check=False, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def read_scores(path):
+    return {
+        key: float(value) for key, value in (l.split() for l in Path(path).read_text().splitlines())
+    }
+
+
+# ------------------------------------------------------------ training run
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    run(
+        [sys.executable, "recipes/train.py", "hparams/demo.yaml", f"--output_folder={out}"]
+        + QUICK_DEMO
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_export(demo_run, tmp_path_factory):
+    return export_run(demo_run, tmp_path_factory.mktemp("export") / "demo_model")
+
+
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    from speechbrain.inference.classifiers import EncoderClassifier
+    from speechbrain_nes2net.inference import AntiSpoofModel
+    source, savedir, files = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    clf = EncoderClassifier.from_hparams(source=source, savedir=savedir)
+    ours = AntiSpoofModel.from_hparams(source=source)
+    out = {}
+    for utt_id, path in files.items():
+        out_prob, score, index, label = clf.classify_file(path)
+        out[utt_id] = {
+            "log_odds": float(out_prob[0, 1] - out_prob[0, 0]),
+            "max_log_prob": float(score[0]), "index": int(index[0]), "label": label[0],
+            "score": ours.score_file(path),
+        }
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.slow
+def test_exported_demo_scores_like_the_training_run_in_a_fresh_process(
+    demo_run, demo_export, tmp_path
+):
+    # Relocated and loaded from another working directory: nothing may point
+    # back to the run or to the place the export was written.
+    hub_ready = tmp_path / "upload" / "model"
+    shutil.copytree(demo_export, hub_ready)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    manifest = read_manifest(demo_run / "save" / "manifests" / "test.csv")
+    files = dict(zip(manifest["ID"], manifest["wav"]))
+    result = run(
+        [
+            sys.executable,
+            "-c",
+            FRESH_PROCESS,
+            "../upload/model",
+            str(tmp_path / "savedir"),
+            json.dumps(files),
+        ],
+        cwd=elsewhere,
+    )
+    scored = json.loads(result.stdout.strip().splitlines()[-1])
+    training = read_scores(demo_run / "scores" / "demo_test_scores.txt")
+    assert set(scored) == set(training) and len(training) == 12
+    for utt_id, expected in training.items():
+        got = scored[utt_id]
+        # A one-logit model: the bona fide log-odds is the training score.
+        assert got["log_odds"] == pytest.approx(expected, abs=1e-5), utt_id
+        assert got["score"] == pytest.approx(expected, abs=1e-5), utt_id
+        assert got["label"] == ("bonafide" if got["index"] == 1 else "spoof")
+        assert got["index"] == int(got["log_odds"] > 0)
+        assert got["max_log_prob"] <= 0
+
+
+def test_export_folder_is_self_contained_and_documented(demo_run, demo_export):
+    names = sorted(path.name for path in demo_export.iterdir())
+    assert names == [
+        "README.md",
+        "aggregator.ckpt",
+        "backend.ckpt",
+        "custom_interface.py",
+        "hyperparams.yaml",
+        "label_encoder.ckpt",
+        "ssl.ckpt",
+    ]
+    for path in demo_export.iterdir():
+        assert not path.is_symlink()
+        if path.suffix in (".yaml", ".md", ".py", ".ckpt") and path.name != "ssl.ckpt":
+            text = path.read_bytes().decode("utf-8", errors="ignore")
+            assert str(demo_run) not in text and "/tmp" not in text, path.name
+    hparams = ruamel.yaml.YAML(typ="rt").load((demo_export / "hyperparams.yaml").read_text())
+    # The demo fine-tunes its SSL model: stored here, rebuilt from the inline config.
+    assert hparams["ssl"].tag.value.endswith("SSLFrontendFromConfig")
+    assert hparams["ssl"]["config"]["hidden_size"] == 64
+    assert hparams["eval_min_samples"] == 8000 and hparams["eval_samples"] is None
+    assert "paths" not in hparams["pretrainer"]
+    labels = (demo_export / "label_encoder.ckpt").read_text()
+    assert "'spoof' => 0" in labels and "'bonafide' => 1" in labels
+    card = (demo_export / "README.md").read_text()
+    metrics = json.loads((demo_run / "scores" / "demo_test_metrics.json").read_text())
+    assert f"{100 * metrics['eer']:.2f}" in card
+    assert "## Licence" in card and "library_name: speechbrain" in card
+    assert "Higher = more bona fide" in card
+
+
+def test_export_options_and_refusals(demo_run, demo_export, tmp_path):
+    with pytest.raises(ExportError, match="exists and is not empty"):
+        export_run(demo_run, demo_export)
+    with pytest.raises(ExportError, match="average 2 checkpoints"):
+        export_run(demo_run, tmp_path / "avg", average=2)
+    with pytest.raises(ExportError, match="not a training run folder"):
+        export_run(tmp_path, tmp_path / "nothing")
+    other = export_run(
+        demo_run,
+        tmp_path / "last",
+        checkpoint="last",
+        eval_samples=12000,
+        calibration={"scale": 2.0, "offset": -1.0},
+        verify=False,
+    )
+    text = (other / "hyperparams.yaml").read_text()
+    assert "eval_samples: 12000" in text
+    assert "calibration: {scale: 2.0, offset: -1.0, prior: 0.5}" in text
+    # One checkpoint in this run: 'last' is the best one, so the weights agree.
+    for name in ("ssl", "aggregator", "backend"):
+        best = torch.load(demo_export / f"{name}.ckpt")
+        last = torch.load(other / f"{name}.ckpt")
+        assert best.keys() == last.keys()
+        assert all(torch.equal(best[key], last[key]) for key in best)
+
+
+def test_module_spec_refuses_objects_as_arguments():
+    node = ruamel.yaml.YAML(typ="rt").load(
+        "x: !new:speechbrain_nes2net.lobes.aggregation.SEA\n    num_layers: !new:torch.nn.ReLU\n"
+    )["x"]
+    with pytest.raises(ExportError, match="plain values"):
+        ModuleSpec.from_yaml_node(node, "modules.aggregator")
+    spec = ModuleSpec(
+        "speechbrain_nes2net.lobes.nes2net.Nes2NetX",
+        {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4, "activation": "selu"},
+    )
+    reread = ruamel.yaml.YAML(typ="rt").load(spec.to_yaml("backend"))["backend"]
+    assert ModuleSpec.from_yaml_node(reread, "backend") == spec
+
+
+# ------------------------------------------------------ official checkpoints
+
+
+def fixture(name):
+    return torch.load(FIXTURES / name, weights_only=True)
+
+
+def randomised(module, seed):
+    """The module with random weights and batch-norm statistics (eval outputs then vary)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point():
+                values = torch.rand(tensor.shape, generator=generator)
+                tensor.copy_(0.5 + values if "var" in name else values - 0.5)
+    return module.eval()
+
+
+@pytest.fixture(scope="module")
+def wavlm_checkpoint():
+    """Official CtrSVDD layout: tiny s3prl WavLM + SEA over its 4 states + Nes2Net-X."""
+    front = fixture("ctrsvdd_s3prl_wavlm_frontend_tiny.pt")
+    backend = randomised(Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4), 1)
+    state = dict(front["state_dict"])
+    state.update(official_backend_state_dict(backend))
+    generator = torch.Generator().manual_seed(2)
+    state["ssl_model.fc_att_merge.0.weight"] = torch.randn(1, 4, generator=generator)
+    state["ssl_model.fc_att_merge.2.weight"] = torch.randn(4, 1, generator=generator)
+    config = {"Nes_ratio": [4, 4], "input_channel": 64, "dilation": 1, "SE_ratio": [1]}
+    return front, state, config
+
+
+def test_official_wavlm_checkpoint_converts_end_to_end(wavlm_checkpoint, tmp_path):
+    front, state, config = wavlm_checkpoint
+    export = convert_official_checkpoint(
+        state,
+        tmp_path / "ctrsvdd",
+        "WavLM_Nes2Net_X",
+        config,
+        ssl_config=front["config"],
+        verify=False,  # checked below, against the official modules
+    )
+    model = AntiSpoofModel.from_hparams(source=str(export), savedir=str(tmp_path / "sd"))
+    aggregator = aggregator_from_official("WavLM_SEA", {"n_layers": 4, "dim": 64}, state)
+    backend = backend_from_official("WavLM_Nes2Net_X", config, state)
+    for wav, official_states in zip(front["input"], front["output"]):
+        with torch.no_grad():
+            # The exported front-end reproduces the official s3prl states ...
+            states = model.encoder.ssl(wav.unsqueeze(0))
+            torch.testing.assert_close(states[:, 0], official_states, atol=1e-4, rtol=0)
+            # ... and the whole export the official aggregation + back-end on them.
+            expected = backend(aggregator(official_states.unsqueeze(1)))[:, -1]
+        assert model.score_batch(wav.unsqueeze(0)) == pytest.approx(expected.tolist(), abs=1e-4)
+    assert "WavLM_SEA" in (export / "README.md").read_text()
+
+
+def test_official_xlsr_checkpoint_converts_end_to_end(tmp_path):
+    front = fixture("asvspoof_fairseq_xlsr_frontend_tiny.pt")
+    backend = randomised(
+        Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4, dilation=2, n_out=2), 3
+    )
+    # Saved from a DataParallel model, as a .pth file.
+    official = {**front["state_dict"], **official_backend_state_dict(backend)}
+    path = tmp_path / "asvspoof.pth"
+    torch.save({"module." + key: value for key, value in official.items()}, path)
+    config = {"Nes_ratio": [4, 4], "dilation": 2, "SE_ratio": [1]}
+    full = convert_official_checkpoint(
+        path,
+        tmp_path / "full",
+        "wav2vec2_Nes2Net_X",
+        config,
+        ssl_config=front["config"],
+        verify=False,  # checked below, against the official modules
+    )
+    model = AntiSpoofModel.from_hparams(source=str(full))
+    for wav, last_layer in zip(front["input"], front["output"]):
+        with torch.no_grad():
+            states = model.encoder.ssl(wav.unsqueeze(0))
+            torch.testing.assert_close(states[-1, 0], last_layer, atol=1e-4, rtol=0)
+            # Two logits: the bona fide score is logit index 1.
+            expected = backend(last_layer.unsqueeze(0))[:, 1]
+        assert model.score_batch(wav.unsqueeze(0)) == pytest.approx(expected.tolist(), abs=1e-4)
+    # The release's fixed-length mode: first N samples, repeat-padded.
+    cropped = convert_official_checkpoint(
+        path,
+        tmp_path / "cropped",
+        "wav2vec2_Nes2Net_X",
+        config,
+        ssl_config=front["config"],
+        eval_samples=12000,
+        verify=False,
+    )
+    crop_model = AntiSpoofModel.from_hparams(source=str(cropped))
+    long_wav, short_wav = front["input"]
+    assert (len(long_wav), len(short_wav)) == (16000, 11200)
+    assert crop_model.score_batch(long_wav[None]) == pytest.approx(
+        model.score_batch(long_wav[None, :12000]).tolist(), abs=1e-5
+    )
+    padded = torch.cat([short_wav, short_wav[:800]])
+    assert crop_model.score_batch(short_wav[None]) == pytest.approx(
+        model.score_batch(padded[None]).tolist(), abs=1e-5
+    )
+
+
+def tiny_1024_frontend(model_name):
+    """An official-layout front-end as wide as the released ones (1024), two layers."""
+    config = dict(
+        extractor_mode="layer_norm",
+        layer_norm_first=True,
+        encoder_layers=2,
+        encoder_embed_dim=1024,
+        encoder_ffn_embed_dim=32,
+        encoder_attention_heads=2,
+        conv_feature_layers="[(16,10,5)] + [(16,3,2)] * 4 + [(16,2,2)] * 2",
+        conv_pos=4,
+        conv_pos_groups=2,
+        conv_bias=True,
+        relative_position_embedding=True,
+        gru_rel_pos=True,
+        num_buckets=8,
+        max_distance=16,
+        normalize=True,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+    hf_class = (
+        transformers.WavLMModel if model_name == "s3prl_wavlm" else transformers.Wav2Vec2Model
+    )
+    torch.manual_seed(4)
+    hf_model = hf_class(hf_config_from_official(model_name, config))
+    return config, official_state_dict_from_hf(model_name, hf_model)
+
+
+@pytest.mark.parametrize(
+    "name, ssl_name",
+    [("ctrsvdd_nes2net.pt", "s3prl_wavlm"), ("asvspoof_nes2net_x_2logits.pt", "fairseq_wav2vec2")],
+)
+def test_converted_backend_reproduces_official_backend_fixture(name, ssl_name, tmp_path):
+    ref = fixture(name)
+    ssl_config, ssl_state = tiny_1024_frontend(ssl_name)
+    state = {**ssl_state, **ref["state_dict"]}
+    if ssl_name == "s3prl_wavlm":
+        state["ssl_model.fc_att_merge.0.weight"] = torch.randn(1, 3)
+        state["ssl_model.fc_att_merge.2.weight"] = torch.randn(3, 1)
+    export = convert_official_checkpoint(
+        state,
+        tmp_path / "model",
+        ref["model_name"],
+        ref["config"],
+        ssl_config=ssl_config,
+        verify=False,  # checked below, against the official fixture
+    )
+    model = AntiSpoofModel.from_hparams(source=str(export))
+    with torch.no_grad():
+        logits = model.mods.classifier.logits(
+            model.encoder.backend.embed(ref["input"].transpose(1, 2))
+        )
+    torch.testing.assert_close(logits, ref["output"], atol=1e-5, rtol=0)
+
+
+def test_official_conversion_lists_unmapped_and_missing_keys(wavlm_checkpoint, tmp_path):
+    front, state, config = wavlm_checkpoint
+    convert = lambda s: convert_official_checkpoint(
+        s, tmp_path / "x", "WavLM_Nes2Net_X", config, ssl_config=front["config"], verify=False
+    )
+    with pytest.raises(
+        OfficialCheckpointError, match=r"(?s)belong to no part.*LL\.weight.*first_bn"
+    ):
+        convert({**state, "LL.weight": torch.zeros(1), "first_bn.bias": torch.zeros(1)})
+    extra_ssl = {**state, "ssl_model.model.model.encoder.extra_head.weight": torch.zeros(1)}
+    with pytest.raises(OfficialCheckpointError, match="extra_head"):
+        convert(extra_ssl)
+    missing_ssl = {k: v for k, v in state.items() if not k.endswith("encoder.layers.1.fc2.weight")}
+    with pytest.raises(
+        OfficialCheckpointError, match=r"layers\.1\.feed_forward\.output_dense\.weight"
+    ):
+        convert(missing_ssl)
+    missing_backend = {
+        k: v for k, v in state.items() if not k.endswith("Build_in_Res2Nets.0.bn1.weight")
+    }
+    with pytest.raises(OfficialWeightsError, match=r"blocks\.0\.bn_in\.weight"):
+        convert(missing_backend)
+    with pytest.raises(OfficialWeightsError, match="unexpected"):
+        convert({**state, "ssl_model.fc_att_merge.4.weight": torch.zeros(1)})
+    assert not (tmp_path / "x").exists()
+
+
+def test_released_ssl_presets_describe_the_released_models():
+    wavlm = hf_config_from_official("s3prl_wavlm", WAVLM_LARGE_CONFIG)
+    xlsr = hf_config_from_official("fairseq_wav2vec2", XLSR_300M_CONFIG)
+    for config in (wavlm, xlsr):
+        assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (
+            24,
+            1024,
+            4096,
+        )
+        assert config.do_stable_layer_norm and config.feat_extract_norm == "layer"
+        assert config.conv_stride == [5, 2, 2, 2, 2, 2, 2]
+    assert (wavlm.num_buckets, wavlm.max_bucket_distance, wavlm.conv_bias) == (320, 800, False)
+    assert xlsr.conv_bias is True
+
+
+def test_load_official_checkpoint_unwraps_and_refuses(tmp_path):
+    assert list(load_official_checkpoint({"state_dict": {"module.a": torch.zeros(1)}})) == ["a"]
+    with pytest.raises(OfficialCheckpointError, match="not a state dict"):
+        load_official_checkpoint({"epoch": 3})
+
+
+def test_export_recipe_converts_an_official_file(wavlm_checkpoint, tmp_path):
+    front, state, _ = wavlm_checkpoint
+    (tmp_path / "ssl.json").write_text(json.dumps(front["config"]))
+    torch.save(state, tmp_path / "official.pt")
+    recipe = runpy.run_path(str(ROOT / "recipes" / "export.py"))
+    status = recipe["main"](
+        [
+            "official",
+            str(tmp_path / "official.pt"),
+            str(tmp_path / "out"),
+            "--backend",
+            "WavLM_Nes2Net_X",
+            "--Nes_ratio",
+            "4",
+            "4",
+            "--ssl-config",
+            str(tmp_path / "ssl.json"),
+            "--no-verify",
+        ]
+    )
+    assert status == 0
+    text = (tmp_path / "out" / "hyperparams.yaml").read_text()
+    assert "dilation: 1" in text and "outer_ratio: 4" in text and 'name: "SEA"' in text
