@@ -75,10 +75,10 @@ def main(argv):
         )
 
     if sb.utils.distributed.if_main_process():
-        print_test_summary(hparams["output_folder"], tests)
         if hparams.get("export_folder"):
             export_run(hparams["output_folder"], hparams["export_folder"], overwrite=True)
             print(f"Exported the model to {hparams['export_folder']}")
+        print_test_summary(hparams["output_folder"], tests)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
