@@ -35,6 +35,7 @@ setup(
     extras_require={
         "test": ["pytest", "pytest-xdist", "hypothesis"],
         "plots": ["matplotlib"],
+        "tensorboard": ["tensorboard"],
         "dev": ["pytest", "pytest-xdist", "hypothesis", "matplotlib", "ruff"],
     },
     entry_points={

@@ -100,7 +100,8 @@ class AntiSpoofBrain(sb.Brain):
     'minDCF' or 'loss', lower is better; also drives an
     ``EpochCounterWithStopper`` for early stopping), ``average_checkpoints``
     (evaluate the parameter average of the best N checkpoints),
-    ``train_logger``, ``keep_checkpoints``, ``output_folder``.
+    ``train_logger`` and optional ``tensorboard_train_logger``,
+    ``keep_checkpoints``, ``output_folder``.
     """
 
     # ------------------------------------------------------------ forward pass
@@ -440,7 +441,7 @@ class AntiSpoofBrain(sb.Brain):
         summary["n_failed"] = len(failures)
         stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
         if stage == sb.Stage.VALID:
-            self.hparams.train_logger.log_stats(
+            self._log_stats(
                 stats_meta={"epoch": epoch, **self._learning_rates()},
                 train_stats={"loss": self.train_loss},
                 valid_stats=stats,
@@ -456,7 +457,7 @@ class AntiSpoofBrain(sb.Brain):
         else:
             test_set = getattr(self, "test_set", None)
             name = test_set.name if test_set is not None else "test"
-            self.hparams.train_logger.log_stats(
+            self._log_stats(
                 stats_meta={"test set": name, "epoch loaded": self.hparams.epoch_counter.current},
                 test_stats=stats,
             )
@@ -465,6 +466,13 @@ class AntiSpoofBrain(sb.Brain):
                 scores_path, _ = write_test_outputs(folder, name, records, summary, failures)
                 if test_set is not None and test_set.report:
                     write_corpus_report(folder, name, scores_path, test_set, bool(failures))
+
+    def _log_stats(self, **stats):
+        """Logs to the train log and, when configured, to TensorBoard."""
+        self.hparams.train_logger.log_stats(**stats)
+        tensorboard = getattr(self.hparams, "tensorboard_train_logger", None)
+        if tensorboard is not None:
+            tensorboard.log_stats(**stats)
 
     def _gather(self, records, failures, stage_loss):
         """Collects score records and failures (and averages the loss) across processes."""
