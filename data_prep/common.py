@@ -170,8 +170,9 @@ class SplitSource:
 def read_protocol(path, columns):
     """Parses a whitespace-separated protocol file without header.
 
-    Blank lines are ignored; every other line must have exactly one field per
-    column.
+    Fields are separated by any run of spaces or tabs. Blank lines, leading
+    and trailing whitespace, CRLF line ends and a UTF-8 byte order mark are
+    ignored; every other line must have exactly one field per column.
 
     Arguments
     ---------
@@ -233,6 +234,10 @@ def _text_lines(path):
 def read_csv_protocol(path, columns):
     """Parses a comma-separated protocol file whose header names the columns.
 
+    Fields may be quoted (``"Last, First"``); header names and values are
+    stripped of surrounding whitespace; blank lines, CRLF line ends and a
+    UTF-8 byte order mark are ignored.
+
     Arguments
     ---------
     path : str or Path
@@ -248,7 +253,8 @@ def read_csv_protocol(path, columns):
     Raises
     ------
     ProtocolError
-        If the header lacks a column or a row has another number of fields.
+        If the header is not comma-separated or lacks a column, or a row has
+        another number of fields.
 
     Example
     -------
@@ -264,6 +270,15 @@ def read_csv_protocol(path, columns):
     if header is None:
         raise ProtocolError(path, 1, f"empty file; expected a header with {', '.join(columns)}")
     header = [name.strip() for name in header]
+    if len(header) == 1 and len(columns) > 1:
+        for delimiter, name in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
+            if delimiter in header[0]:
+                raise ProtocolError(
+                    path,
+                    1,
+                    f"fields are separated by {name}; expected a comma-separated header "
+                    f"with {','.join(columns)}",
+                )
     missing = [c for c in columns if c not in header]
     if missing:
         raise ProtocolError(
@@ -311,7 +326,8 @@ def make_utterance(line, utt_id, wav, label, attack, **metadata):
     Raises
     ------
     ProtocolError
-        For an unknown label, or a spoof row without an attack id.
+        For an empty ID or one with whitespace, an unknown label, or a spoof
+        row without an attack id.
 
     Example
     -------
@@ -325,6 +341,11 @@ def make_utterance(line, utt_id, wav, label, attack, **metadata):
     """
     if not utt_id:
         raise line.error("empty utterance ID")
+    if any(character.isspace() for character in utt_id):
+        raise line.error(
+            f"utterance ID {utt_id!r} contains whitespace; IDs are single tokens "
+            "(score files are 'ID score' lines)"
+        )
     try:
         label = normalize_label(label)
     except ValueError as err:

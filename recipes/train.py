@@ -74,13 +74,15 @@ def main(argv):
             test_loader_kwargs=dict(hparams["eval_dataloader_options"]),
         )
 
-    if sb.utils.distributed.if_main_process():
+    main_process = sb.utils.distributed.if_main_process()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    # After the process group is gone: the export reloads the YAML on its own.
+    if main_process:
         if hparams.get("export_folder"):
             export_run(hparams["output_folder"], hparams["export_folder"], overwrite=True)
             print(f"Exported the model to {hparams['export_folder']}")
         print_test_summary(hparams["output_folder"], tests)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 def print_test_summary(output_folder, tests):

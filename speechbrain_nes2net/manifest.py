@@ -4,11 +4,13 @@ Every data preparation script writes, and every training or evaluation pipeline
 reads, a CSV file with a header whose first columns are, in this order:
 
 ``ID``
-    Utterance id, unique within the file.
+    Utterance id, unique within the file, without whitespace (score files
+    are ``ID score`` lines).
 ``duration``
     Seconds, read from the audio file header.
 ``wav``
-    Absolute path of the audio file.
+    Absolute path of the audio file. A relative path in a file is taken
+    relative to the manifest's folder (:func:`read_manifest`).
 ``label``
     Exactly ``bonafide`` or ``spoof``.
 ``attack``
@@ -184,7 +186,8 @@ def validate_manifest(frame, path):
     ------
     ManifestError
         Naming the file, the first offending line and what was expected:
-        missing required columns, empty IDs or paths, duplicate IDs, labels
+        missing required columns, empty IDs or paths, IDs with whitespace,
+        duplicate IDs, labels
         other than ``bonafide``/``spoof``, durations that are not non-negative
         numbers, and attacks that break the ``-`` for bona fide rule.
 
@@ -203,7 +206,7 @@ def validate_manifest(frame, path):
         raise ManifestError(
             path,
             f"missing required column(s) {', '.join(missing)}; a manifest starts "
-            f"with {', '.join(REQUIRED_COLUMNS)} (found: {', '.join(map(str, frame.columns))})",
+            f"with {', '.join(REQUIRED_COLUMNS)} (found: {', '.join(map(repr, frame.columns))})",
             line=1,
         )
 
@@ -216,6 +219,11 @@ def validate_manifest(frame, path):
 
     ids = frame[ID].astype(str)
     fail(ids.str.strip() == "", lambda i: "empty ID")
+    fail(
+        ids.str.contains(r"\s", regex=True),
+        lambda i: f"ID {ids.iloc[i]!r} contains whitespace; IDs are single tokens "
+        "(score files are 'ID score' lines)",
+    )
     duplicated = ids.duplicated(keep="first")
     if duplicated.any():
         i = int(duplicated.to_numpy().nonzero()[0][0])
@@ -261,6 +269,8 @@ def write_manifest(rows, path):
 
     The file appears complete or not at all (written beside, then renamed), so
     an interrupted preparation never leaves a half manifest that looks finished.
+    A relative ``wav`` path is made absolute against the current directory,
+    like any path argument (``~`` is expanded); absolute ones are kept as given.
 
     Arguments
     ---------
@@ -281,13 +291,14 @@ def write_manifest(rows, path):
     """
     path = Path(path)
     if isinstance(rows, pd.DataFrame):
-        frame = rows
+        frame = rows.copy()
     else:
         rows = [dict(r) for r in rows]
         frame = pd.DataFrame(rows, columns=_columns_of(rows))
     validate_manifest(frame, path)
+    frame[WAV] = [_absolute(str(wav), os.curdir) for wav in frame[WAV]]
     tmp = path.with_name(path.name + ".tmp")
-    frame[order_columns(frame.columns)].to_csv(tmp, index=False)
+    frame[order_columns(frame.columns)].to_csv(tmp, index=False, encoding="utf-8")
     os.replace(tmp, path)
     return path
 
@@ -296,7 +307,10 @@ def read_manifest(path):
     """Reads and validates a manifest CSV.
 
     Every column is read as text (IDs such as ``0`` or ``NA`` stay as written)
-    except ``duration``, which becomes float seconds.
+    except ``duration``, which becomes float seconds. Normalised on reading:
+    a UTF-8 byte order mark and CRLF line ends; a relative ``wav`` path
+    becomes absolute against the manifest's folder (``~`` is expanded), so
+    every reader gets the same file whatever the current directory.
 
     Arguments
     ---------
@@ -313,7 +327,22 @@ def read_manifest(path):
     FileNotFoundError
         If the file does not exist.
     ManifestError
-        If it is not a CSV file or breaks the schema (see :func:`validate_manifest`).
+        If it is not a comma-separated UTF-8 file with one field per header
+        column on every line, or breaks the schema (see :func:`validate_manifest`).
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> path = os.path.join(folder, "m.csv")
+    >>> _ = open(path, "w").write("ID;duration;wav;label;attack\\nu1;1.0;a.wav;spoof;A01\\n")
+    >>> read_manifest(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    speechbrain_nes2net.manifest.ManifestError: ...m.csv, line 1: fields are separated by ';'; a manifest is comma-separated, ...
+    >>> _ = open(path, "w").write("ID,duration,wav,label,attack\\nu1,1.0,audio/a.wav,spoof,A01\\n")
+    >>> read_manifest(path)["wav"][0] == os.path.join(folder, "audio", "a.wav")
+    True
     """
     path = Path(path)
     if not path.is_file():
@@ -322,33 +351,73 @@ def read_manifest(path):
         )
     _check_field_counts(path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        frame = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig"
+        )
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ManifestError(path, f"not a readable CSV file ({err})") from None
     validate_manifest(frame, path)
     frame[DURATION] = pd.to_numeric(frame[DURATION]).astype("float64")
+    folder = os.path.dirname(os.path.abspath(path))
+    frame[WAV] = [_absolute(wav, folder) for wav in frame[WAV]]
     return frame
 
 
+def _absolute(wav, folder):
+    """``wav`` as written if absolute (after ``~``), else joined to ``folder``."""
+    wav = os.path.expanduser(wav)
+    if os.path.isabs(wav):
+        return wav
+    return os.path.normpath(os.path.join(os.path.abspath(folder), wav))
+
+
+#: Separators people write CSV-like files with, for the wrong-delimiter error.
+_OTHER_DELIMITERS = {";": "';'", "\t": "tabs", "|": "'|'"}
+
+
+def _wrong_delimiter(fields):
+    """The name of the separator a one-field line seems to use, or None."""
+    if len(fields) != 1:
+        return None
+    for delimiter, name in _OTHER_DELIMITERS.items():
+        if len(fields[0].split(delimiter)) > 1:
+            return name
+    return None
+
+
 def _check_field_counts(path):
-    """Every line has as many fields as the header.
+    """Every line has as many fields as the header, and the header uses commas.
 
     pandas would instead take surplus fields of the first rows as an index,
     or pad short rows with empty values, and the schema check would then
-    complain about the wrong thing.
+    complain about the wrong thing (a ``;``-separated file would be "missing
+    columns").
     """
+    expected = ",".join(REQUIRED_COLUMNS)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte order mark left by a spreadsheet is not part of "ID".
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if not header:
                 raise ManifestError(path, "empty file; expected a CSV header", line=1)
+            delimiter = _wrong_delimiter(header)
+            if delimiter:
+                raise ManifestError(
+                    path,
+                    f"fields are separated by {delimiter}; a manifest is comma-separated, "
+                    f"with the header {expected},... (write it with write_manifest)",
+                    line=1,
+                )
             for fields in reader:
                 if fields and len(fields) != len(header):
+                    hint = ""
+                    if _wrong_delimiter(fields):
+                        hint = f"; fields separated by {_wrong_delimiter(fields)}, not commas?"
                     raise ManifestError(
                         path,
                         f"{len(fields)} fields, the header has {len(header)} "
-                        f"({','.join(header)})",
+                        f"({','.join(header)}){hint}",
                         line=reader.line_num,
                     )
     except (UnicodeDecodeError, csv.Error) as err:

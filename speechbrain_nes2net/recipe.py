@@ -49,6 +49,19 @@ class RecipeConfigError(ValueError):
     """A recipe YAML that cannot work, with what to fix."""
 
 
+#: Keys with a fixed set of values.
+CHOICES = {"selection_metric": ("EER", "minDCF", "loss"), "lr_schedule_interval": ("epoch", "step")}
+#: Keys that must be true or false.
+BOOLEANS = ("freeze_ssl", "train_random_crop")
+#: Keys that must be whole numbers >= 0 (null allowed where the key is optional).
+COUNTS = (
+    "number_of_epochs", "ssl_frozen_epochs", "train_samples", "valid_samples",
+    "eval_min_samples", "keep_checkpoints", "average_checkpoints", "ssl_dim", "ssl_layers",
+)
+#: Keys that must be positive numbers (null allowed where the key is optional).
+POSITIVE_NUMBERS = ("lr_backend", "lr_ssl", "eval_window_seconds")
+
+
 def check_recipe_config(hparams):
     """Catches configuration mistakes before any data or model work.
 
@@ -62,6 +75,8 @@ def check_recipe_config(hparams):
     RecipeConfigError
         Naming the key and what is expected.
     """
+    _check_values(hparams)
+    _check_ssl_shape(hparams)
     preparation = hparams.get("data_preparation")
     if not isinstance(preparation, dict) or not preparation:
         raise RecipeConfigError(
@@ -81,12 +96,63 @@ def check_recipe_config(hparams):
                 f"allowed: {sorted(TEST_SET_KEYS)}"
             )
         _check_reference(hparams, f"test_sets.{name}.data", spec["data"], preparation)
+        if spec.get("eval_samples") is not None:
+            _check_count(f"test_sets.{name}.eval_samples", spec["eval_samples"])
         report = spec.get("report")
         if report is not None and not (isinstance(report, dict) and "corpus" in report):
             raise RecipeConfigError(
                 f"test_sets.{name}.report must be a mapping with a 'corpus' entry "
                 "(and that corpus' report options)"
             )
+
+
+def _check_values(hparams):
+    """Types and ranges of the scalar settings, named key by key."""
+    for key, allowed in CHOICES.items():
+        if key in hparams and hparams[key] not in allowed:
+            raise RecipeConfigError(f"{key}={hparams[key]!r} must be one of {list(allowed)}")
+    for key in BOOLEANS:
+        if key in hparams and not isinstance(hparams[key], bool):
+            raise RecipeConfigError(f"{key}={hparams[key]!r} must be True or False")
+    for key in COUNTS:
+        if hparams.get(key) is not None:
+            _check_count(key, hparams[key])
+    for key in POSITIVE_NUMBERS:
+        value = hparams.get(key)
+        if value is not None and not (_is_number(value) and value > 0):
+            raise RecipeConfigError(f"{key}={value!r} must be a positive number")
+    fraction = hparams.get("max_failed_fraction")
+    if fraction is not None and not (_is_number(fraction) and 0 <= fraction <= 1):
+        raise RecipeConfigError(f"max_failed_fraction={fraction!r} must be a number in [0, 1]")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_count(key, value):
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        raise RecipeConfigError(f"{key}={value!r} must be a whole number >= 0")
+
+
+def _check_ssl_shape(hparams):
+    """ssl_dim and ssl_layers must describe the SSL model the YAML loaded."""
+    model = getattr(getattr(hparams.get("ssl"), "ssl", None), "model", None)
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    if "ssl_dim" in hparams and hparams["ssl_dim"] != config.hidden_size:
+        raise RecipeConfigError(
+            f"ssl_dim={hparams['ssl_dim']} but the SSL model {hparams.get('ssl_source')} has "
+            f"hidden size {config.hidden_size}; set --ssl_dim={config.hidden_size}"
+        )
+    layers = config.num_hidden_layers + 1
+    if "ssl_layers" in hparams and hparams["ssl_layers"] != layers:
+        raise RecipeConfigError(
+            f"ssl_layers={hparams['ssl_layers']} but the SSL model {hparams.get('ssl_source')} "
+            f"returns {layers} hidden states ({config.num_hidden_layers} layers + their input); "
+            f"set --ssl_layers={layers}"
+        )
 
 
 def _check_reference(hparams, key, value, preparation):

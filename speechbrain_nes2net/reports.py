@@ -70,7 +70,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from speechbrain_nes2net import metrics
+from speechbrain_nes2net import manifest, metrics
 from speechbrain_nes2net.calibration import ScoreCalibration
 
 logger = logging.getLogger(__name__)
@@ -171,39 +171,13 @@ def read_scores(path):
 
 
 def read_manifest(path):
-    """Reads a manifest CSV as strings and checks ``ID`` and ``label``.
+    """Reads a manifest with the one schema's reader (:func:`speechbrain_nes2net.manifest.read_manifest`).
 
-    Arguments
-    ---------
-    path : str or Path
-        A manifest with a header; ``ID`` unique and ``label`` in
-        ``{bonafide, spoof}``. Other columns are kept as text.
-
-    Returns
-    -------
-    pandas.DataFrame
-
-    Raises
-    ------
-    ValueError
-        For missing columns, duplicate IDs or unknown labels (with rows).
+    Errors (missing columns, duplicate IDs, unknown labels, a wrong
+    delimiter) name the file and line; the ``duration`` column is not needed
+    here, so it stays as read.
     """
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [col for col in ("ID", "label") if col not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: manifest lacks column(s) {missing}; found {list(frame.columns)}")
-    duplicated = frame["ID"].duplicated(keep=False)
-    if duplicated.any():
-        raise ValueError(
-            f"{path}: duplicate IDs in the manifest: "
-            f"{_examples(frame.loc[duplicated, 'ID'].unique())}"
-        )
-    bad = ~frame["label"].isin([BONAFIDE, SPOOF])
-    if bad.any():
-        # +2: one for the header, one for 1-based line numbers.
-        rows = [f"line {i + 2} ({frame['label'].iat[i]!r})" for i in np.flatnonzero(bad)]
-        raise ValueError(f"{path}: label must be 'bonafide' or 'spoof': {_examples(rows)}")
-    return frame
+    return manifest.read_manifest(path)
 
 
 def _require_columns(frame, columns, corpus, manifest_path):

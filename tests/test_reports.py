@@ -494,12 +494,12 @@ def test_manifest_checks(tmp_path):
     rows = simple_rows()
     rows[1]["label"] = "bona-fide"
     scores, manifest = write_set(tmp_path, rows)
-    with pytest.raises(ValueError, match=r"line 3 \('bona-fide'\)"):
+    with pytest.raises(ValueError, match=r"set.csv, line 3: label 'bona-fide'"):
         read_manifest(manifest)
     rows = simple_rows()
     rows[1]["ID"] = "utt0000"
     scores, manifest = write_set(tmp_path / "dup", rows, scores="utt0000 1.0\n")
-    with pytest.raises(ValueError, match="duplicate IDs in the manifest: utt0000"):
+    with pytest.raises(ValueError, match="utt0000"):
         build_report("eer", scores, manifest)
 
 

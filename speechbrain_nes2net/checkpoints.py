@@ -1,0 +1,318 @@
+"""Checkpoints that a killed run can always resume from, exactly.
+
+SpeechBrain's :class:`~speechbrain.utils.checkpoints.Checkpointer` writes a
+checkpoint's ``CKPT.yaml`` first and its parameter files after it. A
+checkpoint is listed (and loaded on restart) as soon as ``CKPT.yaml`` exists,
+so a run killed while saving leaves a newest checkpoint with missing or
+truncated files, and the restart fails or loads a half-written model.
+:class:`AtomicCheckpointer` writes every file first, flushes them to disk, and
+only then renames ``CKPT.yaml`` into place: a checkpoint is complete or
+invisible. Folders left by an interrupted save are deleted by the next save.
+
+A resumed run must also continue the random streams of the run it resumes
+(random crops, dropout, augmentation, the order DataLoader workers draw);
+otherwise it trains on other crops than an uninterrupted run would.
+:class:`RandomState` saves and restores the Python, NumPy and torch (CPU and
+CUDA) generators of every process, and :class:`AtomicCheckpointer` registers
+one by default.
+
+Example
+-------
+>>> import torch
+>>> folder = getfixture("tmpdir")
+>>> model = torch.nn.Linear(2, 1)
+>>> checkpointer = AtomicCheckpointer(folder, recoverables={"model": model})
+>>> saved = checkpointer.save_checkpoint(meta={"EER": 3.0})
+>>> sorted(p.name for p in saved.path.iterdir())
+['CKPT.yaml', 'model.ckpt', 'random_state.ckpt']
+>>> before = torch.rand(3)
+>>> _ = checkpointer.recover_if_possible()
+>>> torch.equal(torch.rand(3), before)  # the random stream continues from the checkpoint
+True
+"""
+
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from speechbrain.utils.checkpoints import (
+    CKPT_PREFIX,
+    METAFNAME,
+    Checkpointer,
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
+
+logger = logging.getLogger(__name__)
+
+#: Name of the :class:`RandomState` recoverable that :class:`AtomicCheckpointer` adds.
+RANDOM_STATE = "random_state"
+
+
+def _rank():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return 0
+
+
+def _fsync(path, directory=False):
+    """Flushes a file (or a folder's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RandomState:
+    """The global random generators of this process, as a checkpoint recoverable.
+
+    Saves and restores Python's :mod:`random`, NumPy's legacy global generator
+    and torch's CPU generator, plus the CUDA generators when CUDA is in use.
+    Under DDP every process saves its own state (``random_state.ckpt`` for
+    rank 0, ``random_state.ckpt.rank<N>`` beside it for the others) and loads
+    its own, falling back to rank 0's when resumed with more processes.
+
+    Generators a component owns (e.g. a ``RawBoost(seed=...)``) are not
+    global and are not covered.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "random_state.ckpt")
+    >>> state = RandomState()
+    >>> state.save(path)
+    >>> expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    >>> state.load(path)
+    >>> (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+    True
+    """
+
+    @staticmethod
+    def capture():
+        """The current generator states, as a dict ``torch.load(weights_only=True)`` reads."""
+        numpy_state = np.random.get_state(legacy=False)
+        state = {
+            "python": random.getstate(),
+            "numpy": {
+                "bit_generator": numpy_state["bit_generator"],
+                "key": numpy_state["state"]["key"].tolist(),
+                "pos": int(numpy_state["state"]["pos"]),
+                "has_gauss": int(numpy_state["has_gauss"]),
+                "gauss": float(numpy_state["gauss"]),
+            },
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    @staticmethod
+    def restore(state):
+        """Sets the generators to a state returned by :meth:`capture`."""
+        random.setstate(_as_tuples(state["python"]))
+        numpy_state = state["numpy"]
+        np.random.set_state(
+            {
+                "bit_generator": numpy_state["bit_generator"],
+                "state": {
+                    "key": np.asarray(numpy_state["key"], dtype=np.uint32),
+                    "pos": numpy_state["pos"],
+                },
+                "has_gauss": numpy_state["has_gauss"],
+                "gauss": numpy_state["gauss"],
+            }
+        )
+        torch.set_rng_state(state["torch"])
+        cuda = state.get("cuda")
+        if cuda is not None and torch.cuda.is_available():
+            if len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
+            else:
+                logger.warning(
+                    "Checkpoint has CUDA random states of %d devices, this machine %d: "
+                    "CUDA generators not restored",
+                    len(cuda),
+                    torch.cuda.device_count(),
+                )
+
+    @mark_as_saver
+    def save(self, path):
+        """Writes this process' generator states (rank 0 to ``path``)."""
+        rank = _rank()
+        target = Path(path) if rank == 0 else Path(f"{path}.rank{rank}")
+        torch.save(self.capture(), target)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=True):
+        """Restores this process' generator states (rank 0's if it has none)."""
+        del end_of_epoch  # the random stream continues either way
+        rank = _rank()
+        own = Path(path) if rank == 0 else Path(f"{path}.rank{rank}")
+        source = own if own.exists() else Path(path)
+        if source != own:
+            logger.warning(
+                "%s: no random state for process %d; using process 0's", source.parent, rank
+            )
+        self.restore(torch.load(source, map_location="cpu", weights_only=True))
+
+
+# Every process saves its own state, so the saver must run on all of them.
+register_checkpoint_hooks(RandomState, save_on_main_only=False)
+
+
+def _as_tuples(value):
+    """``random.setstate`` needs tuples where serialisation may give lists."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
+class AtomicCheckpointer(Checkpointer):
+    """A SpeechBrain ``Checkpointer`` whose checkpoints are complete or invisible.
+
+    A drop-in replacement (same arguments and methods): in a recipe YAML,
+    ``checkpointer: !new:speechbrain_nes2net.checkpoints.AtomicCheckpointer``.
+
+    - Saving writes every recoverable's file, flushes them to the disk, then
+      writes ``CKPT.yaml`` beside under a temporary name and renames it into
+      place. SpeechBrain lists a folder as a checkpoint only when its
+      ``CKPT.yaml`` exists, so a save killed at any point leaves a folder that
+      no restart, ``find_checkpoint`` or evaluation ever loads.
+    - ``save_and_keep_only`` (what training calls) then deletes such leftover
+      folders, with a warning naming them.
+    - Unless ``random_state=False``, a :class:`RandomState` recoverable named
+      ``random_state`` is added (optional on load, so checkpoints written
+      without it still load): a resumed run continues the random streams.
+
+    Arguments
+    ---------
+    checkpoints_dir : str or Path
+        Folder of the checkpoints.
+    recoverables : mapping, optional
+        Name -> object to save and recover.
+    custom_load_hooks, custom_save_hooks : mapping, optional
+        As for SpeechBrain's ``Checkpointer``.
+    allow_partial_load : bool
+        As for SpeechBrain's ``Checkpointer``.
+    random_state : bool
+        Checkpoint the global random generators (default True).
+
+    Example
+    -------
+    >>> folder = getfixture("tmpdir")
+    >>> checkpointer = AtomicCheckpointer(folder, recoverables={"model": torch.nn.Linear(2, 1)})
+    >>> _ = checkpointer.save_checkpoint(meta={"EER": 2.0})
+    >>> leftover = Path(folder) / "CKPT+killed-while-saving"
+    >>> leftover.mkdir(); _ = (leftover / "model.ckpt").write_bytes(b"trunc")
+    >>> [c.meta["EER"] for c in checkpointer.list_checkpoints()]
+    [2.0]
+    >>> checkpointer.save_and_keep_only(meta={"EER": 1.0}, min_keys=["EER"])
+    >>> leftover.exists(), [c.meta["EER"] for c in checkpointer.list_checkpoints()]
+    (False, [1.0])
+    """
+
+    def __init__(
+        self,
+        checkpoints_dir,
+        recoverables=None,
+        custom_load_hooks=None,
+        custom_save_hooks=None,
+        allow_partial_load=False,
+        random_state=True,
+    ):
+        super().__init__(
+            checkpoints_dir,
+            recoverables=recoverables,
+            custom_load_hooks=custom_load_hooks,
+            custom_save_hooks=custom_save_hooks,
+            allow_partial_load=allow_partial_load,
+        )
+        # SpeechBrain's add_recoverables leaves these unset, and its loader
+        # looks them up when a file is missing.
+        for name in self.recoverables:
+            self.optional_recoverables.setdefault(name, False)
+        if random_state and RANDOM_STATE not in self.recoverables:
+            self.add_recoverable(RANDOM_STATE, RandomState(), optional_load=True)
+        self._pending_meta = None
+
+    def _save_checkpoint_metafile(self, fpath, meta_to_include=None, end_of_epoch=True):
+        """Prepares the meta data; :meth:`save_checkpoint` writes it last."""
+        meta = {"unixtime": time.time(), "end-of-epoch": end_of_epoch}
+        meta.update(meta_to_include or {})
+        self._pending_meta = (Path(fpath), meta)
+        return meta
+
+    def save_checkpoint(self, meta=None, end_of_epoch=True, name=None, verbosity=logging.INFO):
+        """Saves a checkpoint; it becomes visible only once complete.
+
+        Arguments and return value as for SpeechBrain's ``Checkpointer``.
+        """
+        self._pending_meta = None
+        checkpoint = super().save_checkpoint(
+            meta=meta or {}, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity
+        )
+        # Every process has written its files before the checkpoint is published.
+        ddp_barrier()
+        if self._pending_meta is not None:
+            path, saved_meta = self._pending_meta
+            self._pending_meta = None
+            _publish(path, saved_meta)
+        ddp_barrier()
+        return checkpoint
+
+    def save_and_keep_only(self, *args, **kwargs):
+        """Saves, deletes the checkpoints not to keep, then any interrupted save's folder.
+
+        Arguments as for SpeechBrain's ``Checkpointer.save_and_keep_only``.
+        """
+        super().save_and_keep_only(*args, **kwargs)
+        if if_main_process():
+            self.remove_incomplete()
+        ddp_barrier()
+
+    def incomplete_dirs(self):
+        """Checkpoint folders without ``CKPT.yaml``: left by an interrupted save."""
+        return sorted(
+            path
+            for path in self.checkpoints_dir.iterdir()
+            if path.is_dir()
+            and path.name.startswith(f"{CKPT_PREFIX}+")
+            and not (path / METAFNAME).exists()
+        )
+
+    def remove_incomplete(self):
+        """Deletes the folders of interrupted saves; returns them.
+
+        Only the process that saves checkpoints may call this: a folder being
+        written right now has no ``CKPT.yaml`` yet either.
+        """
+        removed = self.incomplete_dirs()
+        for path in removed:
+            logger.warning("Deleting %s: an interrupted save left it incomplete", path)
+            shutil.rmtree(path, ignore_errors=True)
+        return removed
+
+
+def _publish(path, meta):
+    """Flushes a checkpoint folder's files, then renames its ``CKPT.yaml`` into place."""
+    folder = path.parent
+    for item in folder.iterdir():
+        if item.is_file():
+            _fsync(item)
+    tmp = folder / f".{METAFNAME}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("# yamllint disable\n")
+        handle.write(yaml.dump(meta))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync(folder, directory=True)

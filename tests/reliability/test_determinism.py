@@ -1,0 +1,64 @@
+"""Determinism: same seed, same data, same machine -> the same scores (CPU).
+
+The output folder records what is needed to redo a run: the seed and every
+resolved hyperparameter (``hyperparams.yaml``) and the package versions
+(``env.log``).
+"""
+
+import sys
+from importlib.metadata import version
+
+import pytest
+from recipe_runs import QUICK_DEMO, SEED, TRAIN, epoch_lines, run
+
+
+@pytest.mark.slow
+def test_same_seed_same_data_same_machine_gives_identical_outputs(tmp_path, reference_run):
+    again = tmp_path / "again"
+    run(TRAIN + ["hparams/demo.yaml", f"--output_folder={again}"] + QUICK_DEMO)
+    for name in ("demo_test_scores.txt", "demo_test_metrics.json"):
+        assert (again / "scores" / name).read_text() == (
+            reference_run / "scores" / name
+        ).read_text()
+    assert epoch_lines(again) == epoch_lines(reference_run)
+    # The demo corpus is generated from the seed too: the same audio, byte for byte.
+    for wav in sorted((reference_run / "corpus").rglob("*.flac"))[:5]:
+        assert (again / wav.relative_to(reference_run)).read_bytes() == wav.read_bytes()
+
+
+@pytest.mark.slow
+def test_output_folder_records_seed_resolved_hyperparameters_and_versions(reference_run):
+    # Top-level lines, comments dropped.
+    hparams = [
+        line.split(" #")[0].rstrip()
+        for line in (reference_run / "hyperparams.yaml").read_text().splitlines()
+        if line and not line[0].isspace() and not line.startswith("#")
+    ]
+    assert f"seed: {SEED}" in hparams
+    assert f"__set_seed: !apply:speechbrain.utils.seed.seed_everything [{SEED}]" in hparams
+    # Command-line overrides and references are resolved in the copy.
+    for line in (
+        "number_of_epochs: 3",
+        "n_train: 16",
+        f"output_folder: {reference_run}",
+        f"train_log: {reference_run}/train_log.txt",
+    ):
+        assert line in hparams, line
+    assert not any("<" in line and "!ref" in line for line in hparams)
+
+    env = (reference_run / "env.log").read_text()
+    assert sys.version.split()[0] in env
+    # pip freeze spells project names its own way (HyperPyYAML): compare lower-case.
+    packages = set(env.split("Installed Python packages:")[1].split("=====")[0].lower().split())
+    for name in (
+        "torch",
+        "torchaudio",
+        "speechbrain",
+        "transformers",
+        "numpy",
+        "hyperpyyaml",
+        "soundfile",
+        "pandas",
+    ):
+        assert f"{name}=={version(name)}" in packages, name
+    assert any("nes2net" in entry for entry in packages)  # this project, as installed
