@@ -1,0 +1,125 @@
+"""Runs every benchmark of this folder in one process and prints the ratios.
+
+- batched variable-length scoring vs batch-1 scoring (``bench_batched.py``):
+  the Nes2Net-X back-end (target >= 3x on CPU) and the whole model with a
+  tiny SSL model;
+- the library's Nes2Net-X vs the straightforward port
+  (``bench_nes2net_x.py``): forward and forward+backward, train and eval
+  mode, batch 34 x 200 frames (target >= 1.5x for train-mode
+  forward+backward on CPU);
+- the sort-based metrics vs SpeechBrain's (``bench_metrics.py``).
+
+Every comparison first checks that both sides compute the same scores, then
+times them in interleaved rounds and takes the best call of each (medians are
+printed too; see ``timing.py``). The last line is::
+
+    summary: batched_backend_speedup=<ratio> nes2net_x_speedup=<ratio>
+
+Usage::
+
+    python benchmarks/run.py            # full run, about 3-5 minutes on 2 cores
+    python benchmarks/run.py --quick    # smoke run of every benchmark (small sizes)
+"""
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# Benchmark the checkout this file belongs to, whatever is installed.
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import bench_batched
+import bench_metrics
+import bench_nes2net_x
+from timing import load_average
+
+#: (full, quick) sizes of every benchmark.
+SIZES = {
+    "backend": (dict(utterances=64, batch_size=16, rounds=5), dict(utterances=6, batch_size=4, rounds=1, input_size=128, max_frames=120)),
+    "model": (dict(utterances=32, batch_size=16, rounds=3), dict(utterances=4, batch_size=2, rounds=1, max_seconds=1.5)),
+    "nes2net_x": (dict(batch=34, frames=200, rounds=7), dict(batch=4, frames=40, input_size=128, rounds=1)),
+    "metrics": (dict(n_trials=1_000_000, n_small=4000, repeats=3), dict(n_trials=20_000, n_small=500, repeats=1)),
+}
+
+
+def machine():
+    """One line naming the machine and the torch build."""
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, Python {platform.python_version()}"
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the script runs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    which = 1 if args.quick else 0
+    sizes = {name: pair[which] for name, pair in SIZES.items()}
+    started = time.perf_counter()
+    print(f"machine: {machine()}; load average {load_average():.2f}")
+    print()
+
+    backend = bench_batched.run_backend(**sizes["backend"])
+    print(bench_batched.format_result("Batched scoring, back-end (Nes2Net-X)", backend))
+    print()
+    model = bench_batched.run_model(**sizes["model"])
+    print(bench_batched.format_result("Batched scoring, whole model (tiny WavLM + SEA + Nes2Net-X)", model))
+    print()
+    nes2net_x = bench_nes2net_x.run(**sizes["nes2net_x"])
+    print(bench_nes2net_x.format_result(nes2net_x, sizes["nes2net_x"]["batch"], sizes["nes2net_x"]["frames"]))
+    print()
+    metrics = bench_metrics.run(**sizes["metrics"])
+    print(
+        f"Metrics: compute_eer on {metrics['n_trials']:,} trials {metrics['eer_1m_s']:.3f} s; "
+        f"{metrics['n_small']:,} trials: SpeechBrain EER {metrics['speechbrain_small_s']:.3f} s, "
+        f"ours {1e3 * metrics['ours_small_s']:.2f} ms"
+    )
+    print()
+
+    rows = [
+        ("batched back-end scoring vs batch 1 (target >= 3x)", backend["speedup"], backend["speedup_median"]),
+        ("batched back-end vs the port at batch 1", backend["speedup_vs_baseline"], backend["speedup_vs_baseline_median"]),
+        ("batched whole-model scoring vs batch 1", model["speedup"], model["speedup_median"]),
+        ("Nes2Net-X train forward", nes2net_x["train_forward"]["speedup"], nes2net_x["train_forward"]["speedup_median"]),
+        ("Nes2Net-X train forward+backward (target >= 1.5x)", nes2net_x["train_forward_backward"]["speedup"], nes2net_x["train_forward_backward"]["speedup_median"]),
+        ("Nes2Net-X eval forward", nes2net_x["eval_forward"]["speedup"], nes2net_x["eval_forward"]["speedup_median"]),
+        ("Nes2Net-X eval forward+backward", nes2net_x["eval_forward_backward"]["speedup"], nes2net_x["eval_forward_backward"]["speedup_median"]),
+        ("EER: SpeechBrain / ours, same trials", metrics["speedup_same_size"], float("nan")),
+    ]
+    print("| ratio | best call | median call |")
+    print("|---|---:|---:|")
+    for label, best, median in rows:
+        median_text = "-" if math.isnan(median) else f"{median:.2f}x"
+        print(f"| {label} | {best:.2f}x | {median_text} |")
+    print()
+    load = load_average()
+    print(
+        f"{'quick' if args.quick else 'full'} run: {time.perf_counter() - started:.0f} s; "
+        f"load average {load:.2f}"
+    )
+    cores = os.cpu_count() or 1
+    if load > cores:
+        print(
+            f"warning: the load average ({load:.1f}) exceeded the {cores} cores: other "
+            "processes competed for the CPUs, so the timings (batch-1 scoring and the "
+            "baseline most) are unreliable; run again on a quieter machine"
+        )
+    print(
+        f"summary: batched_backend_speedup={backend['speedup']:.2f} "
+        f"nes2net_x_speedup={nes2net_x['train_forward_backward']['speedup']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
