@@ -25,6 +25,7 @@ from speechbrain_nes2net.lobes.nes2net import (
     StackConv2d,
     TemporalConv1d,
 )
+from speechbrain_nes2net.lobes.pooling import frame_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -213,6 +214,89 @@ def test_scoring_paths_equal_module_path_and_port(cls, config, positive_scales):
         # batch-1 equals batched on the same paths
         alone = torch.cat([model(x[i : i + 1, : round(29 * float(lengths[i]))]) for i in range(4)])
         assert (fast - alone).abs().max().item() <= 1e-10
+
+
+@pytest.mark.parametrize("cls", [Nes2Net, Nes2NetX])
+def test_folded_scoring_weights_follow_every_change_of_the_parameters(cls):
+    # Scoring reuses batch norms folded into the weights until a parameter or
+    # running statistic changes: a training step (optimiser and running
+    # averages), load_state_dict, an in-place edit and a dtype change must
+    # all be seen, and each score must equal the module path's.
+    torch.manual_seed(0)
+    model = _randomise(cls(input_size=64, outer_ratio=4, inner_ratio=4))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.weight.abs_().add_(0.1)  # positive scales: the folded path
+    x = torch.randn(3, 27, 64)
+    lengths = torch.tensor([1.0, 0.7, 0.4])
+
+    def check():
+        with torch.no_grad():
+            fast = model.eval()(x, lengths)
+            assert (fast - _hooked(model).eval()(x, lengths)).abs().max().item() <= 1e-5
+        return fast
+
+    before = check()
+    assert check().equal(before)  # cached: the same numbers again
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    model.train()(torch.randn(4, 31, x.shape[2])).sum().backward()
+    optimizer.step()
+    after_step = check()
+    assert (after_step - before).abs().max().item() > 1e-4
+
+    other = _randomise(cls(input_size=64, outer_ratio=4, inner_ratio=4), seed=3)
+    model.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert (check() - other.eval()(x, lengths)).abs().max().item() <= 1e-5
+        model.blocks[0].bns[0].running_var.mul_(2.0)
+    check()
+    model.double()
+    with torch.no_grad():
+        fast = model(x.double(), lengths)
+        assert fast.dtype == torch.float64
+        assert (fast - _hooked(model)(x.double(), lengths)).abs().max().item() <= 1e-10
+    assert "_scoring_cache" not in str(list(model.state_dict()))
+
+
+@pytest.mark.parametrize(
+    "cls,config",
+    [
+        (Nes2NetX, {}),
+        (Nes2NetX, {"kernel_size": 5, "dilation": 3}),
+        (Nes2NetX, {"activation": "selu", "se_min_channels": 2, "dilation": 2}),
+        (Nes2Net, {"kernel_size": 5, "dilation": 2}),
+    ],
+    ids=["x", "x_k5_d3", "x_selu_d2", "nes2net_k5_d2"],
+)
+def test_packed_scoring_equals_the_padded_batch(cls, config):
+    # Scoring lays the utterances of a padded batch end to end with zero gaps
+    # as wide as the widest convolution padding; the padded path (taken when
+    # an autograd graph is built) is the reference, with garbage in the padding.
+    torch.manual_seed(1)
+    model = _randomise(cls(input_size=64, outer_ratio=4, inner_ratio=4, **config).double())
+    x = torch.randn(5, 37, 64, dtype=torch.float64)
+    lengths = torch.tensor([1.0, 0.9, 0.5, 0.1, 1 / 37], dtype=torch.float64)
+    x[frame_mask(lengths, 37).logical_not()] = 1e3
+    with torch.no_grad():
+        assert model._packs() and model._temporal_padding() == (config.get("kernel_size", 3) // 2) * config.get("dilation", 1)
+        packed = model(x, lengths)
+    with torch.enable_grad():
+        assert not model._packs()
+        padded = model(x, lengths).detach()
+    assert (packed - padded).abs().max().item() <= 1e-10
+    alone = torch.cat([model(x[i : i + 1, : round(37 * float(lengths[i]))]) for i in range(5)])
+    assert (packed - alone).abs().max().item() <= 1e-10
+
+
+def test_packing_only_when_scoring_with_plain_modules():
+    model = Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4).eval()
+    with torch.no_grad():
+        assert model._packs()
+        assert not _hooked(model)._packs()  # hooks see the ordinary padded calls
+        assert not Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4, pooling="ASTP").eval()._packs()
+        model.blocks[1].train()
+        assert not model._packs()  # a module in training mode: batch statistics
 
 
 def test_port_check_in_the_benchmark_accepts_the_lobe():

@@ -266,11 +266,19 @@ def batch_norm_frames_(norm, x):
         or not _plain_modules(norm)
     ):
         return batch_norm_frames(norm, x)
-    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-    shift = norm.bias - norm.running_mean * scale
+    scale, shift = cached_on(
+        norm, "affine", [norm.weight, norm.bias, norm.running_mean, norm.running_var],
+        lambda: _eval_affine(norm),
+    )  # fmt: skip
     frames = time_major(x).view(-1, x.shape[1])
     torch.addcmul(shift, frames, scale, out=frames)
     return x
+
+
+def _eval_affine(norm):
+    """(scale, shift) of an eval-mode affine batch norm."""
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    return scale, norm.bias - norm.running_mean * scale
 
 
 def batch_norm_frames(norm, x):
@@ -577,6 +585,90 @@ def _positive_affine(gamma, beta, running_mean, running_var, eps):
     return scale, shift
 
 
+def cached_on(owner, slot, tensors, compute):
+    """``compute()``, remembered on ``owner`` until one of ``tensors`` changes.
+
+    Scoring folds batch norms into the weights before them; the folded
+    weights depend on the parameters and running statistics only, so they are
+    computed once and reused by every call until a tensor is replaced,
+    moved, or modified in place (its version counter: optimiser steps,
+    ``load_state_dict`` and in-place updates all increase it). Tensors without
+    a version counter (created under ``torch.inference_mode``) disable the
+    cache. The cache is a plain attribute: it is not part of the state dict.
+
+    Example
+    -------
+    >>> owner, weight = nn.Module(), torch.ones(2)
+    >>> cached_on(owner, "double", [weight], lambda: weight * 2)
+    tensor([2., 2.])
+    >>> with torch.no_grad():
+    ...     _ = weight.add_(1)
+    >>> cached_on(owner, "double", [weight], lambda: weight * 2)
+    tensor([4., 4.])
+    """
+    try:
+        key = tuple(
+            None if t is None else (t._version, t.data_ptr(), t.dtype, t.device, t.shape)
+            for t in tensors
+        )
+    except RuntimeError:  # inference tensors have no version counter
+        return compute()
+    cache = owner.__dict__.setdefault("_scoring_cache", {})
+    hit = cache.get(slot)
+    if hit is not None and hit[1] == key and all(a is b for a, b in zip(hit[0], tensors)):
+        return hit[2]
+    value = compute()
+    cache[slot] = (tuple(tensors), key, value)
+    return value
+
+
+def _folded_stack_conv(conv, norm):
+    """Scoring parameters of a stack step: ReLU + eval batch norm folded into the conv.
+
+    Returns (kernel as (out, in, 1, k) for :func:`_entries_as_images`, bias,
+    clamp threshold), or None when a batch-norm scale is not positive.
+    """
+    folded = _positive_affine(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
+    if folded is None:
+        return None
+    scale, shift = folded
+    bias = shift if conv.bias is None else torch.addcmul(shift, conv.bias, scale)
+    weight = (conv.weight * scale[:, None, None, None]).transpose(2, 3).contiguous()
+    return weight, bias, shift
+
+
+def score_stack_step(stored, next_group, rows, folded, readout, padding, dilation):
+    """:class:`StackStep`'s scoring path (eval, no autograd) with folded parameters.
+
+    ``folded`` comes from :func:`_folded_stack_conv`; the result is the same
+    (next stack, read-out) pair, computed without the autograd function's
+    per-call cost.
+    """
+    weight, bias, shift = folded
+    entries, batch, time, width = stored.shape
+    extra = 0 if next_group is None else 1
+    out = stored.new_empty((entries + extra, batch, time, width))
+    z = F.conv2d(_entries_as_images(stored), weight, bias, 1, (0, padding), (1, dilation))
+    y = out[:entries].view(-1, width)
+    torch.clamp_min(z.permute(0, 2, 3, 1).reshape(-1, width), shift, out=y)
+    read = torch.matmul(readout, y.view(entries, -1)).view(batch, time, width)
+    if next_group is not None:
+        out[entries].copy_(next_group)
+        zero_rows_(out, rows)
+    return out, read
+
+
+def _folded_pointwise(conv, norm):
+    """(weight, bias, clamp threshold) of a 1x1 conv, ReLU and eval batch norm, or None."""
+    folded = _positive_affine(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
+    if folded is None:
+        return None
+    scale, shift = folded
+    weight = conv.weight.squeeze(-1) * scale[:, None]
+    bias = shift if conv.bias is None else torch.addcmul(shift, conv.bias, scale)
+    return weight, bias, shift
+
+
 class StackStep(torch.autograd.Function):
     """One Nes2Net-X stack step, fused: conv, activation, batch norm, read-out, append.
 
@@ -703,8 +795,10 @@ class GroupNormActPool(torch.autograd.Function):
     (batch, D) result is new. The backward pass calls ATen's batch-norm and
     activation backward kernels per group. Not twice differentiable.
 
-    ``weights`` is None (plain mean over time) or (batch, time, 1) frame
-    weights summing to one per utterance; the remaining arguments are the
+    ``weights`` is None (plain mean over time) or (batch, time, K) frame
+    weights, each column summing to one: K means per batch item, returned as
+    (batch * K, D) (K > 1 only for a packed batch, see
+    :class:`PackedUtterances`, and without a backward pass); the remaining arguments are the
     norm's parameters and state (see :func:`batch_norm_state`), whether the
     activation is SELU (else ReLU), and the (batch, time, C) time-major groups.
     """
@@ -727,13 +821,13 @@ class GroupNormActPool(torch.autograd.Function):
             y = F.selu(y, inplace=True) if selu else torch.relu_(y)
             y = y.view(batch, time, size)
             if weights is None:
-                pooled.append(y.sum(dim=1) / time)
+                pooled.append(y.sum(dim=1, keepdim=True) / time)
             else:
-                pooled.append(torch.matmul(weights.transpose(1, 2), y).squeeze(1))
+                pooled.append(torch.matmul(weights.transpose(1, 2), y))
             saved += [y, mean, invstd]
         ctx.save_for_backward(weights, gamma, running_mean, running_var, *groups, *saved)
         ctx.config = (batch_statistics, eps, selu, len(groups))
-        return torch.cat(pooled, dim=1)
+        return torch.cat(pooled, dim=2).flatten(0, 1)
 
     @staticmethod
     def backward(ctx, grad_pooled):
@@ -782,6 +876,69 @@ def _plain_modules(*modules):
     return not torch.is_autocast_enabled(device)
 
 
+class PackedUtterances:
+    """The utterances of a padded batch laid end to end in one sequence, for scoring.
+
+    A padded batch computes its padded frames like real ones; sorted batches
+    of In-the-Wild-like durations are ~25% padding. Scoring (eval mode, no
+    autograd) instead lays the valid frames of every utterance end to end,
+    each followed by ``gap`` zero frames, in a batch of one: the temporal
+    convolutions see the zeros they would see at the utterance's edges (the
+    gap frames are re-zeroed before every convolution, as padded frames
+    are), and every frame-wise layer sees exactly the frames it would see
+    alone. Only the averages over time (squeeze-excitation, pooling) need to
+    know where an utterance starts and ends: :meth:`means` and :meth:`spread`.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        Padded features (batch, time, channels).
+    mask : torch.Tensor
+        Boolean (batch, time) mask of the valid frames (a prefix of each row,
+        see :func:`~speechbrain_nes2net.lobes.pooling.frame_mask`).
+    gap : int
+        Zero frames after each utterance: at least the largest temporal
+        padding of the convolutions.
+
+    Example
+    -------
+    >>> x = torch.arange(1.0, 7.0).view(2, 3, 1)
+    >>> packed = PackedUtterances(x, torch.tensor([[True, True, True], [True, False, False]]), gap=1)
+    >>> packed.frames.flatten().tolist()
+    [1.0, 2.0, 3.0, 0.0, 4.0, 0.0]
+    >>> packed.mask.tolist()
+    [[True, True, True, False, True, False]]
+    >>> packed.means(as_time_major(packed.frames.transpose(1, 2))).flatten().tolist()
+    [2.0, 4.0]
+    """
+
+    def __init__(self, x, mask, gap):
+        batch, _, channels = x.shape
+        counts = mask.sum(dim=1)
+        spans = counts + gap
+        starts = (spans.cumsum(0) - spans).tolist()
+        total = int(spans.sum())
+        self.frames = x.new_zeros((1, total, channels))
+        for utterance, (start, count) in enumerate(zip(starts, counts.tolist())):
+            self.frames[0, start : start + count] = x[utterance, :count]
+        #: The utterance every packed frame belongs to (gap frames: the one before).
+        self.index = torch.repeat_interleave(torch.arange(batch, device=x.device), spans)
+        offsets = torch.arange(total, device=x.device) - spans.cumsum(0)[self.index] + spans[self.index]
+        #: (1, total) valid frames: False on the gaps.
+        self.mask = (offsets < counts[self.index]).unsqueeze(0)
+        #: (batch, total) frame weights of each utterance's mean over time.
+        member = self.index.unsqueeze(0) == torch.arange(batch, device=x.device).unsqueeze(1)
+        self.weights = (member & self.mask).to(x.dtype) / counts.clamp(min=1).unsqueeze(1).to(x.dtype)
+
+    def means(self, x):
+        """(batch, channels) mean over time of each utterance of packed (1, channels, total) ``x``."""
+        return torch.matmul(self.weights, time_major(x)[0])
+
+    def spread(self, values):
+        """(1, channels, total) time-major view of per-utterance ``values`` (batch, channels)."""
+        return values.index_select(0, self.index).t().unsqueeze(0)
+
+
 # ------------------------------------------------------------------------ blocks
 
 
@@ -817,8 +974,11 @@ class SqueezeExcitation(SEBlock):
 
     def scales(self, x, mask=None):
         """The (batch, channels, 1) channel weights of ``x``."""
-        s = time_mean(x, mask).unsqueeze(-1)
-        return self.sigmoid(self.conv2(self.relu(self.conv1(s))))
+        return self.excite(time_mean(x, mask))
+
+    def excite(self, means):
+        """The (batch, channels, 1) channel weights of (batch, channels) averages over time."""
+        return self.sigmoid(self.conv2(self.relu(self.conv1(means.unsqueeze(-1)))))
 
 
 class Res2NetInnerBlock(nn.Module):
@@ -889,15 +1049,23 @@ class Res2NetInnerBlock(nn.Module):
     def _norm(self):
         return nn.BatchNorm1d(self.width)
 
-    def forward(self, x, mask=None):
-        """Processes (batch, channels, time) ``x``; ``mask`` marks valid frames."""
+    def forward(self, x, mask=None, utterances=None):
+        """Processes (batch, channels, time) ``x``; ``mask`` marks valid frames.
+
+        ``utterances`` (a :class:`PackedUtterances`) says where the utterances
+        of a packed batch start and end, for the squeeze-excitation averages.
+        """
         out = self._pointwise_act_norm(self.conv_in, self.bn_in, x)
         groups = split_channels(out, self.width)
         outputs = self._group_chain(groups, mask)
         outputs.append(groups[-1])
         out = self._pointwise_act_norm(self.conv_out, self.bn_out, cat_channels(outputs))
+        if utterances is None:
+            scales = self.se.scales(out, mask)
+        else:
+            scales = utterances.spread(self.se.excite(utterances.means(out)).squeeze(-1))
         # x + se(out): one pass instead of a product and a sum.
-        return torch.addcmul(x, out, self.se.scales(out, mask))
+        return torch.addcmul(x, out, scales)
 
     def _pointwise_act_norm(self, conv, norm, x):
         """norm(activation(conv(x))) for a 1x1 convolution and a 1-D batch norm.
@@ -917,12 +1085,14 @@ class Res2NetInnerBlock(nn.Module):
             and is_time_major(x)
             and _plain_modules(conv, norm)
         ):
-            folded = _positive_affine(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
+            folded = cached_on(
+                norm, "folded_pointwise",
+                [conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var],
+                lambda: _folded_pointwise(conv, norm),
+            )  # fmt: skip
         if folded is None:
             return batch_norm_frames_(norm, activate(self.activation, conv(x)))
-        scale, shift = folded
-        weight = conv.weight.squeeze(-1) * scale[:, None]
-        bias = shift if conv.bias is None else torch.addcmul(shift, conv.bias, scale)
+        weight, bias, shift = folded
         out = F.linear(time_major(x), weight, bias)
         return torch.clamp_min_(out, shift).transpose(1, 2)
 
@@ -1021,8 +1191,23 @@ class StackedRes2NetInnerBlock(Res2NetInnerBlock):
         outputs = []
         selu = isinstance(self.activation, nn.SELU)
         last = len(self.convs) - 1
+        scoring = not (torch.is_grad_enabled() or selu or self.training)
         for i, (conv, norm) in enumerate(zip(self.convs, self.bns)):
             next_group = None if i == last else time_major(groups[i + 1])
+            folded = None
+            if scoring and not norm.training and norm.running_mean is not None:
+                folded = cached_on(
+                    norm, "folded_stack_conv",
+                    [conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var],
+                    lambda conv=conv, norm=norm: _folded_stack_conv(conv, norm),
+                )  # fmt: skip
+            if folded is not None:
+                stored, read = score_stack_step(
+                    stored, next_group, rows, folded, self.stack_weights[i],
+                    conv.padding[0], conv.dilation[0],
+                )  # fmt: skip
+                outputs.append(read.transpose(1, 2))
+                continue
             running_mean, running_var, batch_statistics, factor = batch_norm_state(norm)
             stored, read = StackStep.apply(
                 stored, next_group, rows, conv.weight, conv.bias, norm.weight, norm.bias,
@@ -1177,6 +1362,11 @@ class Nes2Net(nn.Module):
         mask = None if lengths is None else frame_mask(lengths, time, x.device)
         if mask is not None and bool(mask.all()):
             mask = None  # e.g. fixed-length training crops: nothing to mask
+        utterances = None
+        if mask is not None and batch > 1 and self._packs():
+            utterances = PackedUtterances(x, mask, self._temporal_padding())
+            x, mask = utterances.frames, utterances.mask
+            batch, time = x.shape[:2]
         # Channels-first views of time-major memory (see the module docstring).
         groups = split_channels(x.contiguous().transpose(1, 2), self.group_size)
         outputs = []
@@ -1184,12 +1374,15 @@ class Nes2Net(nn.Module):
         for i, (block, norm) in enumerate(zip(self.blocks, self.block_norms)):
             if i > 0:
                 carry = carry + groups[i]
-            carry = batch_norm_frames_(norm, activate(self.activation, block(carry, mask)))
+            carry = batch_norm_frames_(norm, activate(self.activation, block(carry, mask, utterances)))
             outputs.append(carry)
         outputs.append(groups[-1])
         if self.pooling is None and self._fused_tail():
             weights = None
-            if mask is not None:
+            if utterances is not None:
+                # (1, time, utterances): one mean over time per utterance.
+                weights = utterances.weights.t().unsqueeze(0)
+            elif mask is not None:
                 weights = mask.unsqueeze(-1).to(x.dtype)
                 weights = weights / weights.sum(dim=1, keepdim=True)
             running_mean, running_var, batch_statistics, factor = batch_norm_state(self.norm)
@@ -1211,6 +1404,25 @@ class Nes2Net(nn.Module):
         weights = mask.unsqueeze(-1).to(out.dtype)
         return (out * weights).sum(dim=1) / weights.sum(dim=1)
 
+
+    def _packs(self):
+        """Whether a padded batch is scored packed (see :class:`PackedUtterances`).
+
+        Only for scoring (eval mode everywhere, no autograd graph), with the
+        fused mean-pooling tail, and when no hooks watch any module (they see
+        the ordinary padded calls).
+        """
+        return (
+            not torch.is_grad_enabled()
+            and self.pooling is None
+            and self._fused_tail()
+            and not any(module.training for module in self.modules())
+            and _plain_modules(*self.modules())
+        )
+
+    def _temporal_padding(self):
+        """The largest zero padding of the temporal convolutions (frames)."""
+        return max(conv.padding[0] for block in self.blocks for conv in block.convs)
 
     def _fused_tail(self):
         """Whether the final norm, activation and mean run as :class:`GroupNormActPool`."""
