@@ -38,7 +38,10 @@ differs, about 1e-7 relative):
 - Scoring (eval mode under ``torch.no_grad``): activations and batch norms run
   in place, and a ReLU followed by a batch norm with positive scales is folded
   into the preceding matrix product or convolution (the affine map, then a
-  clamp at its shift).
+  clamp at its shift); the folded weights are cached until a parameter or
+  running statistic changes (:func:`cached_on`). A padded batch is scored
+  packed: the utterances end to end with zero gaps, so the padded frames cost
+  nothing (:class:`PackedUtterances`).
 - Fixed-length batches (every relative length 1) skip the masking.
 
 The fused paths are taken only where they compute exactly the modules'
@@ -1389,7 +1392,9 @@ class Nes2Net(nn.Module):
             return GroupNormActPool.apply(
                 weights, self.norm.weight, self.norm.bias, running_mean, running_var,
                 batch_statistics, factor, self.norm.eps, isinstance(self.activation, nn.SELU),
-                *[time_major(t) for t in outputs],
+                # The last group is a slice of the input, rows 1024 apart: batch
+                # norm on strided rows is ~15x slower than on a contiguous copy.
+                *[time_major(t).contiguous() for t in outputs],
             )  # fmt: skip
         features = torch.cat([time_major(t) for t in outputs], dim=2)
         out = self.norm(features.view(batch * time, self.input_size))
