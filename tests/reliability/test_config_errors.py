@@ -86,6 +86,11 @@ CAUGHT = [
         ["test_sets.t has unknown keys ['eval_sample']", "eval_samples"],
         id="test-set-key-typo",
     ),
+    pytest.param(
+        ["--precision=fp16"],
+        ["set to fp16", "not yet supported on CPU", "--precision=bf16"],
+        id="fp16-on-cpu",
+    ),
     pytest.param(["--numer_of_epochs=3"], ["Override 'numer_of_epochs' not found"], id="key-typo"),
     pytest.param(
         ["--number_of_epochs=two"], ["invalid literal for int()", "'two'"], id="epochs-not-a-number"
