@@ -29,11 +29,14 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
+from speechbrain.dataio.dataloader import LoopedLoader
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
 from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
 from speechbrain_nes2net.losses import bonafide_scores
 from speechbrain_nes2net.metrics import compute_eer, compute_min_dcf
+from speechbrain_nes2net.recipe import RecipeConfigError
 from speechbrain_nes2net.reports import build_report, write_report
 
 logger = logging.getLogger(__name__)
@@ -322,11 +325,47 @@ class AntiSpoofBrain(sb.Brain):
                 self.checkpointer.add_recoverable(f"{name}_optimizer", optimizer)
             scheduler_factory = getattr(self.hparams, "lr_scheduler", None)
             if scheduler_factory is not None:
-                scheduler = scheduler_factory(optimizer)
+                scheduler = scheduler_factory(optimizer, **self._schedule_length(scheduler_factory))
                 self.schedulers[name] = scheduler
                 if self.checkpointer is not None:
                     self.checkpointer.add_recoverable(f"{name}_scheduler", scheduler)
         self.optimizer = self.optimizers_dict["backend"]
+
+    def fit(self, epoch_counter, train_set, valid_set=None, progressbar=None,
+            train_loader_kwargs={}, valid_loader_kwargs={}):  # noqa: B006 (SpeechBrain's signature)
+        """SpeechBrain's ``fit``, remembering how many optimiser steps an epoch has.
+
+        A per-step schedule over the whole run (``T_max: null``, see
+        :meth:`_schedule_length`) needs that number when the optimisers are
+        built, which happens inside ``fit``.
+        """
+        if not isinstance(train_set, (DataLoader, LoopedLoader)) and not self.test_only:
+            train_set = self.make_dataloader(train_set, stage=sb.Stage.TRAIN, **train_loader_kwargs)
+        if isinstance(train_set, DataLoader):
+            self.optimizer_steps_per_epoch = math.ceil(len(train_set) / self.grad_accumulation_factor)
+        super().fit(epoch_counter, train_set, valid_set, progressbar, train_loader_kwargs,
+                    valid_loader_kwargs)  # fmt: skip
+
+    def _schedule_length(self, scheduler_factory):
+        """``T_max`` for a scheduler factory whose ``T_max`` is null: the whole run.
+
+        With ``lr_schedule_interval: step``, ``T_max: null`` (e.g. for
+        ``CosineAnnealingLR``) means every optimiser step of the run:
+        ``number_of_epochs`` x the optimiser steps per epoch (batches /
+        ``grad_accumulation_factor``, per process under DDP), as the ASVspoof 5
+        release anneals its cosine per batch over all epochs. Other factories
+        are called as they are.
+        """
+        if getattr(scheduler_factory, "keywords", {}).get("T_max", 0) is not None:
+            return {}
+        steps = getattr(self, "optimizer_steps_per_epoch", None)
+        if getattr(self.hparams, "lr_schedule_interval", "epoch") != "step" or steps is None:
+            raise RecipeConfigError(
+                "lr_scheduler has T_max: null, which means the whole run in optimiser "
+                "steps: it needs lr_schedule_interval: step and a training run; set "
+                "T_max to a number otherwise"
+            )
+        return {"T_max": self.hparams.number_of_epochs * steps}
 
     def freeze_optimizers(self, optimizers):
         """Leaves the SSL optimiser out while the SSL model is frozen."""

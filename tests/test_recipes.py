@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from corpora import BUILDERS, add_training_split
 from speechbrain_nes2net.demo import make_tiny_ssl_model
@@ -168,11 +169,21 @@ def test_corpus_recipe_runs_one_epoch_on_a_small_corpus(yaml_name, tmp_path, tin
     run(TRAIN + [
         f"hparams/{yaml_name}", f"--data_folder={corpus.root}", f"--output_folder={out}",
         f"--ssl_source={tiny_wavlm}", "--ssl_dim=64", "--ssl_layers=3",
-        "--number_of_epochs=1", "--batch_size=4", "--num_workers=0",
+        "--number_of_epochs=1", "--num_workers=0",
+        # ASVspoof 5: its 2 training files in 2 steps, for the per-step schedule (below)
+        "--batch_size=1" if yaml_name == "nes2net_x_asvspoof5.yaml" else "--batch_size=4",
     ] + extra)
     assert logged_epochs(out / "train_log.txt") == [1]
     metrics = sorted(p.name for p in (out / "scores").glob("*_metrics.json"))
     assert metrics, "no test set was scored"
+    if yaml_name == "nes2net_x_asvspoof5.yaml":
+        # The release anneals its cosine per batch over the whole run (T_max: null):
+        # after the only epoch, every step is done and the rate is at its floor.
+        (checkpoint,) = (out / "save").glob("CKPT+*")
+        for part in ("backend", "ssl"):
+            state = torch.load(checkpoint / f"{part}_scheduler.ckpt", weights_only=False)
+            assert state["T_max"] == state["last_epoch"] > 1
+            assert state["_last_lr"][0] == pytest.approx(1e-7)
     if extra:
         assert {"asvspoof2021_la_eval_metrics.json", "in_the_wild_metrics.json"} <= set(metrics)
 

@@ -91,6 +91,11 @@ CAUGHT = [
         ["set to fp16", "not yet supported on CPU", "--precision=bf16"],
         id="fp16-on-cpu",
     ),
+    pytest.param(
+        ["--lr_scheduler=!name:torch.optim.lr_scheduler.CosineAnnealingLR {T_max: null}"],
+        ["T_max: null", "needs lr_schedule_interval: step, not 'epoch'"],
+        id="whole-run-schedule-per-epoch",
+    ),
     pytest.param(["--numer_of_epochs=3"], ["Override 'numer_of_epochs' not found"], id="key-typo"),
     pytest.param(
         ["--number_of_epochs=two"], ["invalid literal for int()", "'two'"], id="epochs-not-a-number"
