@@ -918,17 +918,17 @@ class PackedUtterances:
     def __init__(self, x, mask, gap):
         batch, _, channels = x.shape
         counts = mask.sum(dim=1)
-        spans = counts + gap
-        starts = (spans.cumsum(0) - spans).tolist()
+        spans = counts + gap  # each utterance and the gap after it
+        starts = spans.cumsum(0) - spans
         total = int(spans.sum())
         self.frames = x.new_zeros((1, total, channels))
-        for utterance, (start, count) in enumerate(zip(starts, counts.tolist())):
+        for utterance, (start, count) in enumerate(zip(starts.tolist(), counts.tolist())):
             self.frames[0, start : start + count] = x[utterance, :count]
         #: The utterance every packed frame belongs to (gap frames: the one before).
         self.index = torch.repeat_interleave(torch.arange(batch, device=x.device), spans)
-        offsets = torch.arange(total, device=x.device) - spans.cumsum(0)[self.index] + spans[self.index]
+        position = torch.arange(total, device=x.device) - starts[self.index]
         #: (1, total) valid frames: False on the gaps.
-        self.mask = (offsets < counts[self.index]).unsqueeze(0)
+        self.mask = (position < counts[self.index]).unsqueeze(0)
         #: (batch, total) frame weights of each utterance's mean over time.
         member = self.index.unsqueeze(0) == torch.arange(batch, device=x.device).unsqueeze(1)
         self.weights = (member & self.mask).to(x.dtype) / counts.clamp(min=1).unsqueeze(1).to(x.dtype)
