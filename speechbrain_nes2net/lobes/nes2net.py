@@ -279,9 +279,14 @@ def batch_norm_frames_(norm, x):
 
 
 def _eval_affine(norm):
-    """(scale, shift) of an eval-mode affine batch norm."""
-    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-    return scale, norm.bias - norm.running_mean * scale
+    """(scale, shift): the per-channel affine map of an eval-mode batch norm."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = norm.weight * scale
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = norm.bias + shift
+    return scale, shift
 
 
 def batch_norm_frames(norm, x):
@@ -573,19 +578,31 @@ def _batch_norm_into(out, x, gamma, beta, running_mean, running_var, batch_stati
     return x.new_empty(0), x.new_empty(0)
 
 
-def _positive_affine(gamma, beta, running_mean, running_var, eps):
-    """(scale, shift) of an eval-mode batch norm when every scale is positive, else None."""
-    if running_mean is None:
+def fold_relu_norm(conv, norm):
+    """``conv`` -> ReLU -> eval-mode ``norm`` as one affine map and a clamp, for scoring.
+
+    ReLU followed by a per-channel affine map with positive scale is the map
+    followed by a clamp at its shift: the map is folded into the convolution's
+    weight (its own layout) and bias. Returns (weight, bias, clamp threshold),
+    or None when the norm has no running statistics or a scale is not positive.
+
+    Example
+    -------
+    >>> conv, norm = nn.Conv1d(2, 3, 1), nn.BatchNorm1d(3).eval()
+    >>> weight, bias, shift = fold_relu_norm(conv, norm)
+    >>> x = torch.randn(4, 2, 5)
+    >>> folded = torch.clamp_min(F.conv1d(x, weight, bias), shift[:, None])
+    >>> torch.allclose(folded, norm(torch.relu(conv(x))), atol=1e-6)
+    True
+    """
+    if norm.running_mean is None:
         return None
-    scale = torch.rsqrt(running_var + eps)
-    if gamma is not None:
-        scale = scale * gamma
+    scale, shift = _eval_affine(norm)
     if not bool((scale > 0).all()):
         return None
-    shift = -running_mean * scale
-    if beta is not None:
-        shift = shift + beta
-    return scale, shift
+    bias = shift if conv.bias is None else torch.addcmul(shift, conv.bias, scale)
+    weight = conv.weight * scale.view((-1,) + (1,) * (conv.weight.dim() - 1))
+    return weight, bias, shift
 
 
 def cached_on(owner, slot, tensors, compute):
@@ -625,51 +642,26 @@ def cached_on(owner, slot, tensors, compute):
     return value
 
 
-def _folded_stack_conv(conv, norm):
-    """Scoring parameters of a stack step: ReLU + eval batch norm folded into the conv.
-
-    Returns (kernel as (out, in, 1, k) for :func:`_entries_as_images`, bias,
-    clamp threshold), or None when a batch-norm scale is not positive.
-    """
-    folded = _positive_affine(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
-    if folded is None:
-        return None
-    scale, shift = folded
-    bias = shift if conv.bias is None else torch.addcmul(shift, conv.bias, scale)
-    weight = (conv.weight * scale[:, None, None, None]).transpose(2, 3).contiguous()
-    return weight, bias, shift
-
-
 def score_stack_step(stored, next_group, rows, folded, readout, padding, dilation):
-    """:class:`StackStep`'s scoring path (eval, no autograd) with folded parameters.
+    """:class:`StackStep`'s function when scoring (eval, no autograd).
 
-    ``folded`` comes from :func:`_folded_stack_conv`; the result is the same
-    (next stack, read-out) pair, computed without the autograd function's
-    per-call cost.
+    ``folded`` is the step's convolution, ReLU and batch norm as one map and a
+    clamp (:func:`fold_relu_norm`); the result is the same (next stack,
+    read-out) pair, computed without the autograd function's per-call cost,
+    the clamp writing straight into the next stack.
     """
     weight, bias, shift = folded
     entries, batch, time, width = stored.shape
     extra = 0 if next_group is None else 1
     out = stored.new_empty((entries + extra, batch, time, width))
-    z = F.conv2d(_entries_as_images(stored), weight, bias, 1, (0, padding), (1, dilation))
+    z = _convolve_entries(stored, weight, bias, padding, dilation)
     y = out[:entries].view(-1, width)
-    torch.clamp_min(z.permute(0, 2, 3, 1).reshape(-1, width), shift, out=y)
+    torch.clamp_min(z.view(-1, width), shift, out=y)
     read = torch.matmul(readout, y.view(entries, -1)).view(batch, time, width)
     if next_group is not None:
         out[entries].copy_(next_group)
         zero_rows_(out, rows)
     return out, read
-
-
-def _folded_pointwise(conv, norm):
-    """(weight, bias, clamp threshold) of a 1x1 conv, ReLU and eval batch norm, or None."""
-    folded = _positive_affine(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
-    if folded is None:
-        return None
-    scale, shift = folded
-    weight = conv.weight.squeeze(-1) * scale[:, None]
-    bias = shift if conv.bias is None else torch.addcmul(shift, conv.bias, scale)
-    return weight, bias, shift
 
 
 class StackStep(torch.autograd.Function):
@@ -711,25 +703,11 @@ class StackStep(torch.autograd.Function):
         # masked in place, unless the backward pass will need y unmasked.
         separate = masked and for_backward
         y = stored.new_empty((entries * batch * time, width)) if separate else out[:entries].view(-1, width)
-        folded = None
-        if not (for_backward or batch_statistics or selu):
-            folded = _positive_affine(gamma, beta, running_mean, running_var, eps)
-        if folded is not None:
-            # Scoring: ReLU then a per-channel affine map with positive scale
-            # is the affine map then a clamp at the shift. The map is folded
-            # into the convolution, and the clamp writes y in one pass.
-            scale, shift = folded
-            bias = shift if bias is None else torch.addcmul(shift, bias, scale)
-            z = _convolve_entries(stored, weight * scale[:, None, None, None], bias, padding, dilation)
-            z = z.view(-1, width)
-            torch.clamp_min(z, shift, out=y)
-            mean, invstd = z.new_empty(0), z.new_empty(0)
-        else:
-            z = _convolve_entries(stored, weight, bias, padding, dilation).view(-1, width)
-            z = F.selu(z, inplace=True) if selu else torch.relu_(z)
-            mean, invstd = _batch_norm_into(
-                y, z, gamma, beta, running_mean, running_var, batch_statistics, momentum, eps
-            )
+        z = _convolve_entries(stored, weight, bias, padding, dilation).view(-1, width)
+        z = F.selu(z, inplace=True) if selu else torch.relu_(z)
+        mean, invstd = _batch_norm_into(
+            y, z, gamma, beta, running_mean, running_var, batch_statistics, momentum, eps
+        )
         read = torch.matmul(readout, y.view(entries, -1)).view(batch, time, width)
         if separate:
             out[:entries].copy_(y.view(entries, batch, time, width))
@@ -1091,12 +1069,12 @@ class Res2NetInnerBlock(nn.Module):
             folded = cached_on(
                 norm, "folded_pointwise",
                 [conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var],
-                lambda: _folded_pointwise(conv, norm),
+                lambda: fold_relu_norm(conv, norm),
             )  # fmt: skip
         if folded is None:
             return batch_norm_frames_(norm, activate(self.activation, conv(x)))
         weight, bias, shift = folded
-        out = F.linear(time_major(x), weight, bias)
+        out = F.linear(time_major(x), weight.squeeze(-1), bias)
         return torch.clamp_min_(out, shift).transpose(1, 2)
 
     def _group_chain(self, groups, mask):
@@ -1202,7 +1180,7 @@ class StackedRes2NetInnerBlock(Res2NetInnerBlock):
                 folded = cached_on(
                     norm, "folded_stack_conv",
                     [conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var],
-                    lambda conv=conv, norm=norm: _folded_stack_conv(conv, norm),
+                    lambda conv=conv, norm=norm: fold_relu_norm(conv, norm),
                 )  # fmt: skip
             if folded is not None:
                 stored, read = score_stack_step(
