@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
 from speechbrain_nes2net.losses import bonafide_scores
 from speechbrain_nes2net.metrics import compute_eer, compute_min_dcf
-from speechbrain_nes2net.recipe import RecipeConfigError
+from speechbrain_nes2net.recipe import RecipeConfigError, schedules_whole_run
 from speechbrain_nes2net.reports import build_report, write_report
 
 logger = logging.getLogger(__name__)
@@ -356,14 +356,14 @@ class AntiSpoofBrain(sb.Brain):
         release anneals its cosine per batch over all epochs. Other factories
         are called as they are.
         """
-        if getattr(scheduler_factory, "keywords", {}).get("T_max", 0) is not None:
+        interval = getattr(self.hparams, "lr_schedule_interval", "epoch")
+        if not schedules_whole_run(scheduler_factory, interval):
             return {}
         steps = getattr(self, "optimizer_steps_per_epoch", None)
-        if getattr(self.hparams, "lr_schedule_interval", "epoch") != "step" or steps is None:
+        if steps is None:
             raise RecipeConfigError(
-                "lr_scheduler has T_max: null, which means the whole run in optimiser "
-                "steps: it needs lr_schedule_interval: step and a training run; set "
-                "T_max to a number otherwise"
+                "lr_scheduler has T_max: null (the whole run in optimiser steps), which is "
+                "known only in fit(); set T_max to a number to build the optimisers otherwise"
             )
         return {"T_max": self.hparams.number_of_epochs * steps}
 

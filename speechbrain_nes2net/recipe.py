@@ -121,18 +121,32 @@ def _check_values(hparams):
         value = hparams.get(key)
         if value is not None and not (_is_number(value) and value > 0):
             raise RecipeConfigError(f"{key}={value!r} must be a positive number")
-    scheduler = hparams.get("lr_scheduler")
-    if (
-        getattr(scheduler, "keywords", {}).get("T_max", 0) is None
-        and hparams.get("lr_schedule_interval", "epoch") != "step"
-    ):
-        raise RecipeConfigError(
-            "lr_scheduler has T_max: null (the whole run in optimiser steps), which needs "
-            f"lr_schedule_interval: step, not {hparams.get('lr_schedule_interval', 'epoch')!r}"
-        )
+    schedules_whole_run(hparams.get("lr_scheduler"), hparams.get("lr_schedule_interval", "epoch"))
     fraction = hparams.get("max_failed_fraction")
     if fraction is not None and not (_is_number(fraction) and 0 <= fraction <= 1):
         raise RecipeConfigError(f"max_failed_fraction={fraction!r} must be a number in [0, 1]")
+
+
+def schedules_whole_run(scheduler_factory, interval):
+    """Whether ``lr_scheduler`` has ``T_max: null``: annealing over the whole run.
+
+    ``T_max: null`` counts the run's optimiser steps (number_of_epochs x
+    steps per epoch, known once the training loader exists), so it needs
+    ``lr_schedule_interval: step``.
+
+    Raises
+    ------
+    RecipeConfigError
+        ``T_max: null`` with another interval.
+    """
+    if getattr(scheduler_factory, "keywords", {}).get("T_max", 0) is not None:
+        return False
+    if interval != "step":
+        raise RecipeConfigError(
+            "lr_scheduler has T_max: null (the whole run in optimiser steps), which needs "
+            f"lr_schedule_interval: step, not {interval!r}"
+        )
+    return True
 
 
 def _is_number(value):
