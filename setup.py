@@ -21,7 +21,7 @@ setup(
     package_data={"speechbrain_nes2net": ["py.typed"]},
     install_requires=[
         "speechbrain>=1.1.2",
-        # Unpinned above on purpose: see DESIGN.md section 7 (torch 2.14 + torchaudio 2.11).
+        # Unpinned above on purpose: docs/DESIGN.md, pitfalls (torch 2.14 + torchaudio 2.11).
         "torch>=2.7",
         "torchaudio>=2.7",
         "transformers",

@@ -1,6 +1,6 @@
 """A straightforward Nes2Net-X: the baseline the fast lobe is timed against.
 
-This is a plain port of the structure described in DESIGN.md section 2,
+This is a plain port of the structure described in docs/DESIGN.md (architecture),
 written the way the reference code is organised: channels-first tensors, the
 inner stack grown by ``torch.cat`` along a trailing axis, one ``(k x 1)``
 Conv2d + activation + BatchNorm2d over the whole stack per step, the stack

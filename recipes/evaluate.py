@@ -37,6 +37,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_nes2net.brain import AntiSpoofBrain
 from speechbrain_nes2net.dataio import audio_pipeline, manifest_dataset
 from speechbrain_nes2net.recipe import TestSet
+from speechbrain_nes2net.reports import plots_extra_note
 
 
 def parse(argv):
@@ -104,8 +105,11 @@ def main(argv):
         min_key=brain.selection_metric,
         test_loader_kwargs=dict(hparams["eval_dataloader_options"]),
     )
+    main_process = sb.utils.distributed.if_main_process()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    if main_process and brain.test_set.report and plots_extra_note():
+        print(plots_extra_note())
 
 
 if __name__ == "__main__":

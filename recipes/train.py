@@ -35,6 +35,7 @@ from speechbrain_nes2net.recipe import (
     test_sets,
     train_valid_datasets,
 )
+from speechbrain_nes2net.reports import plots_extra_note
 
 
 def main(argv):
@@ -86,7 +87,10 @@ def main(argv):
 
 
 def print_test_summary(output_folder, tests):
-    """Prints one line per scored test set: EER and class counts."""
+    """Prints what an optional extra would add, then one line per test set: EER and counts."""
+    note = plots_extra_note()
+    if note and any(test_set.report for test_set in tests):
+        print(note)
     for test_set in tests:
         path = Path(output_folder) / "scores" / f"{test_set.name}_metrics.json"
         metrics = json.loads(path.read_text())

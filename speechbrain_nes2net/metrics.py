@@ -3,7 +3,7 @@
 Every function takes two array-likes of scores, ``bonafide`` and ``spoof``, with
 the convention of the whole toolkit: **higher = more bona fide**. The values equal
 the official scorers to floating-point precision (tests check
-``shared/fixtures/metrics_reference.json`` to 1e-9):
+``tests/data/metrics_reference.json`` to 1e-9):
 
 - :func:`compute_eer`, :func:`compute_min_dcf`, :func:`compute_act_dcf` and
   :func:`compute_cllr`: ASVspoof 5 evaluation package definitions.

@@ -62,6 +62,7 @@ Example
 ('demo_report.json', 'demo_report.md')
 """
 
+import importlib.util
 import json
 import logging
 import math
@@ -966,11 +967,8 @@ def write_report(report, out_dir, name):
     data = getattr(report, "plot_data", None)
     if data is None:
         return written
-    try:
-        import matplotlib  # noqa: F401  (only to know whether plots are possible)
-    except ImportError:
-        logger.info("matplotlib is not installed: no plots for %s", name)
-        return written
+    if plots_extra_note() is not None:
+        return written  # said once, at the end of a run (see plots_extra_note)
     from speechbrain_nes2net import plots
 
     title = f"{_TITLES.get(report['corpus'], report['corpus'])}: {report['condition']}"
@@ -989,3 +987,29 @@ def write_report(report, out_dir, name):
             title=f"{title} (per attack)",
         )
     return written
+
+
+def plots_extra_note():
+    """What the optional ``plots`` extra would add, or None when it is installed.
+
+    Reports are written without their DET curve and histograms when matplotlib
+    is missing; a run says so once, at its end, with this sentence, rather than
+    once per report.
+
+    Returns
+    -------
+    str or None
+
+    Example
+    -------
+    >>> note = plots_extra_note()
+    >>> note is None or "speechbrain-nes2net[plots]" in note
+    True
+    """
+    if importlib.util.find_spec("matplotlib") is not None:
+        return None
+    return (
+        "Reports were written without DET curves and score histograms; "
+        "pip install 'speechbrain-nes2net[plots]' (matplotlib) adds them."
+    )
+

@@ -2,15 +2,11 @@
 
 import os
 import sys
-from pathlib import Path
 
 import speechbrain  # noqa: F401  (registers SpeechBrain's lazy modules first)
 from speechbrain.utils.importutils import LazyModule
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-#: The shared test data beside the checkout (fixtures/, protocols/).
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 # Hypothesis scans sys.modules for constants and reads each module's __file__;
 # SpeechBrain's lazy modules for optional integrations (k2, ...) then try to

@@ -1,6 +1,6 @@
 """Small corpora on disk in each corpus' real layout, for data-prep and recipe tests.
 
-Protocol lines come from ``../shared/protocols/`` (real lines of the published
+Protocol lines come from ``tests/data/protocols/`` (real lines of the published
 protocols); the audio is short noise written with soundfile (FLAC or WAV as the
 corpus uses).
 """
@@ -23,11 +23,10 @@ from data_prep import (
     partialspoof_prepare,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-PROTOCOLS = SHARED / "protocols"
+PROTOCOLS = Path(__file__).resolve().parent / "data" / "protocols"
 RATE = 16000
 
-# Bona fide key lines: the shared LA/DF key excerpts hold spoof rows only.
+# Bona fide key lines: the LA/DF key excerpts hold spoof rows only.
 # LA: quoted verbatim in the official 2021 t-DCF/t-EER READMEs as a CM key line.
 LA_BONAFIDE_KEY = "LA_0020 LA_E_7294490 g722 loc_tx bonafide bonafide notrim eval"
 # DF: built by the documented 13-column layout (no real bona fide line is quoted).
@@ -36,8 +35,8 @@ DF_BONAFIDE_KEY = (
 )
 
 
-def shared_lines(name, n_fields):
-    """Non-comment lines of a shared protocol excerpt with ``n_fields`` fields."""
+def protocol_lines(name, n_fields):
+    """Non-comment lines of a protocol excerpt with ``n_fields`` fields."""
     lines = []
     for text in (PROTOCOLS / name).read_text().splitlines():
         if text.strip() and not text.startswith("#") and len(text.split()) == n_fields:
@@ -77,7 +76,7 @@ def _add_audio(corpus, utt_id, path, kept=True):
 
 
 def build_ctrsvdd(root):
-    dev = shared_lines("ctrsvdd.txt", 6)
+    dev = protocol_lines("ctrsvdd.txt", 6)
     # test.txt: the line a third party quotes from the labelled test protocol.
     quoted = (PROTOCOLS / "ctrsvdd.txt").read_text()
     test = re.findall(r"'(kising CtrSVDD_\S+ \S+ - A\d+ deepfake)'", quoted)
@@ -132,9 +131,9 @@ def build_asvspoof2019(root):
 
 def build_asvspoof2021(root, track):
     if track == "LA":
-        lines = shared_lines("asvspoof2021_la_keys.txt", 8) + [LA_BONAFIDE_KEY]
+        lines = protocol_lines("asvspoof2021_la_keys.txt", 8) + [LA_BONAFIDE_KEY]
     else:
-        lines = shared_lines("asvspoof2021_df_keys.txt", 13) + [DF_BONAFIDE_KEY]
+        lines = protocol_lines("asvspoof2021_df_keys.txt", 13) + [DF_BONAFIDE_KEY]
     keys = root / "keys" / track / "CM" / "trial_metadata.txt"
     keys.parent.mkdir(parents=True)
     keys.write_text("\n".join(lines) + "\n")
@@ -154,7 +153,7 @@ def build_asvspoof2021(root, track):
 
 
 def build_asvspoof5(root):
-    lines = shared_lines("asvspoof5.txt", 10)
+    lines = protocol_lines("asvspoof5.txt", 10)
     by_split = {
         split: [line for line in lines if line.split()[1].startswith(prefix)]
         for split, prefix in (("train", "T_"), ("dev", "D_"), ("eval", "E_"))
@@ -182,7 +181,7 @@ def build_asvspoof5(root):
 
 
 def build_partialspoof(root):
-    lines = shared_lines("partialspoof.txt", 5)
+    lines = protocol_lines("partialspoof.txt", 5)
     assert len(lines) == 5
     folder = root / "protocols" / "PartialSpoof_LA_cm_protocols"
     folder.mkdir(parents=True)
@@ -249,7 +248,7 @@ BUILDERS = {
 def add_training_split(corpus, source_split, new_split):
     """Copies a split's protocol and audio under another split name.
 
-    The shared protocol excerpts of CtrSVDD (dev) and PartialSpoof (train)
+    The protocol excerpts of CtrSVDD (dev) and PartialSpoof (train)
     cover one split; a recipe needs a training and a validation split.
     """
     root = corpus.root

@@ -1,6 +1,6 @@
 """Data preparation: every corpus built small on disk in its real layout.
 
-Protocol lines come from ``../shared/protocols/`` (real lines of the published
+Protocol lines come from ``tests/data/protocols/`` (real lines of the published
 protocols); the audio is short noise written with soundfile (FLAC or WAV as the
 corpus uses). Each prepare function is run and its manifests checked; then the
 same bad inputs are fed to every corpus.
@@ -35,13 +35,12 @@ from data_prep.common import (
 )
 from speechbrain_nes2net.manifest import read_manifest
 
-from corpora import (  # noqa: F401  (shared corpus builders)
+from corpora import (  # noqa: F401  (corpus builders)
     BUILDERS,
     DF_BONAFIDE_KEY,
     LA_BONAFIDE_KEY,
     PROTOCOLS,
     RATE,
-    SHARED,
     Corpus,
     asvspoof2019_sections,
     build_asvspoof5,
@@ -50,7 +49,7 @@ from corpora import (  # noqa: F401  (shared corpus builders)
     build_ctrsvdd,
     build_in_the_wild,
     build_partialspoof,
-    shared_lines,
+    protocol_lines,
     write_audio,
 )
 

@@ -39,8 +39,7 @@ from speechbrain_nes2net.official_frontend import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures" / "official_nes2net"
+FIXTURES = ROOT / "tests" / "data" / "official_nes2net"
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 QUICK_DEMO = ["--number_of_epochs=1", "--n_train=20", "--n_dev=6", "--n_test=6"]
 

@@ -1,6 +1,6 @@
 """Tests of speechbrain_nes2net.metrics and speechbrain_nes2net.calibration.
 
-Official parity: every case of shared/fixtures/metrics_reference.json (values
+Official parity: every case of tests/data/metrics_reference.json (values
 computed by the official ASVspoof 5, ASVspoof 2021 and Nes2Net CtrSVDD scorers)
 to 1e-9. Ties: property tests against direct transcriptions of the official
 definitions (the DET curve from a stable sort of the concatenated scores; the
@@ -26,8 +26,7 @@ from speechbrain_nes2net.calibration import (
     fit_calibration,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REFERENCE = json.loads((SHARED / "fixtures" / "metrics_reference.json").read_text())
+REFERENCE = json.loads((Path(__file__).resolve().parent / "data" / "metrics_reference.json").read_text())
 CASES = REFERENCE["cases"]
 
 

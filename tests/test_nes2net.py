@@ -20,7 +20,7 @@ from speechbrain_nes2net.official import (
     official_backend_state_dict,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "official_nes2net"
+FIXTURES = Path(__file__).resolve().parent / "data" / "official_nes2net"
 BACKEND_FIXTURES = ["ctrsvdd_nes2net.pt", "ctrsvdd_nes2net_x.pt", "asvspoof_nes2net_x_2logits.pt"]
 
 

@@ -20,8 +20,7 @@ from speechbrain_nes2net.official_frontend import (
     parse_conv_feature_layers,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures" / "official_nes2net"
+FIXTURES = Path(__file__).resolve().parent / "data" / "official_nes2net"
 WAVLM = "ctrsvdd_s3prl_wavlm_frontend_tiny.pt"
 XLSR = "asvspoof_fairseq_xlsr_frontend_tiny.pt"
 TOL = 1e-4

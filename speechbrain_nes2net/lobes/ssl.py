@@ -10,6 +10,8 @@ Authors
  * speechbrain-nes2net contributors
 """
 
+import contextlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -78,6 +80,31 @@ def _model_type(source):
         ) from None
 
 
+#: Warnings of the HF lobes that a user cannot act on, as (category, message
+#: regex): SpeechBrain's lobe calls transformers' deprecated
+#: ``gradient_checkpointing_disable``, and transformers' WavLM attention hands
+#: torch a boolean padding mask beside its float position bias.
+_LOBE_WARNINGS = (
+    (FutureWarning, r"`gradient_checkpointing_disable` is deprecated"),
+    (UserWarning, r"Support for mismatched key_padding_mask and attn_mask is deprecated"),
+)
+
+
+@contextlib.contextmanager
+def lobe_warnings_silenced():
+    """Silences exactly the harmless warnings of :data:`_LOBE_WARNINGS`, nothing else.
+
+    Example
+    -------
+    >>> with lobe_warnings_silenced():
+    ...     warnings.warn("`gradient_checkpointing_disable` is deprecated", FutureWarning)
+    """
+    with warnings.catch_warnings():
+        for category, message in _LOBE_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
+
+
 #: SpeechBrain lobe for each transformers ``model_type``.
 _LOBES = {"wavlm": WavLM, "wav2vec2": Wav2Vec2}
 
@@ -137,13 +164,14 @@ class SSLFrontend(nn.Module):
         model_type = _model_type(source)
         if model_type not in _LOBES:
             raise ValueError(f"{source}: model_type {model_type!r} is not one of {sorted(_LOBES)}")
-        self.ssl = _LOBES[model_type](
-            source,
-            save_path=str(save_path if save_path is not None else source),
-            output_norm=False,
-            freeze=freeze,
-            output_all_hiddens=True,
-        )
+        with lobe_warnings_silenced():
+            self.ssl = _LOBES[model_type](
+                source,
+                save_path=str(save_path if save_path is not None else source),
+                output_norm=False,
+                freeze=freeze,
+                output_all_hiddens=True,
+            )
         # The lobe would normalise over padding too; normalise per waveform here.
         self.normalize = bool(self.ssl.normalize_wav if normalize is None else normalize)
         self.ssl.normalize_wav = False
@@ -175,7 +203,8 @@ class SSLFrontend(nn.Module):
             raise ValueError(f"expected (batch, samples) waveforms, got shape {tuple(wavs.shape)}")
         if self.normalize:
             wavs = normalize_waveforms(wavs, wav_lens)
-        states = self.ssl(wavs, wav_lens)
+        with lobe_warnings_silenced():
+            states = self.ssl(wavs, wav_lens)
         if self.ssl.model.config.do_stable_layer_norm:
             final = self.ssl.model.encoder.layer_norm(states[-1])
             states = torch.cat([states[:-1], final.unsqueeze(0)], dim=0)
