@@ -19,7 +19,7 @@ SIBLING = "shared"
 FORBIDDEN = [
     # a relative path that climbs out of the checkout into the sibling folder
     re.compile(r"\.\./+" + SIBLING + r"\b"),
-    # pathlib reaching for it: parent / "shared", parents[1] / 'shared', ...
+    # pathlib reaching for it: a parent folder joined with the sibling's name
     re.compile(r"parents?(\[\s*\d+\s*\])?\s*/\s*['\"]" + SIBLING + r"['\"]"),
     # citations of its files
     re.compile(SIBLING + r"/(fixtures|protocols|hooks|DESIGN\.md|STYLE\.md)\b"),
