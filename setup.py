@@ -40,8 +40,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "nes2net-cost=speechbrain_nes2net.cost:main",
-            "nes2net-score=speechbrain_nes2net.score_cli:main",
+            "nes2net-cost=speechbrain_nes2net.cost.backends:main",
+            "nes2net-score=speechbrain_nes2net.pretrained.score_cli:main",
         ]
     },
 )

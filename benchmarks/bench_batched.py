@@ -9,7 +9,7 @@ relative lengths, and every score equals the utterance's batch-size-1 score
   features of random lengths, in two mixes (:data:`DURATION_MIXES`):
   ``in_the_wild``, durations like a full-utterance evaluation set (log-normal
   with In-the-Wild's mean of 4.3 s), and ``long``, 2-16 s uniform;
-- whole model: a tiny WavLM (:func:`speechbrain_nes2net.demo.make_tiny_ssl_model`,
+- whole model: a tiny WavLM (:func:`speechbrain_nes2net.lobes.ssl.make_tiny_ssl_model`,
   the demo's SSL model, random weights) through
   :class:`~speechbrain_nes2net.lobes.ssl.SSLFrontend`, SEA aggregation and a
   Nes2Net-X on its 64-dim states (the demo's back-end), on random waveforms
@@ -271,7 +271,7 @@ def build_tiny_model(folder, seed=0):
 
     Returns (score function of (wavs, wav_lens), frontend, aggregator, back-end).
     """
-    from speechbrain_nes2net.demo import make_tiny_ssl_model
+    from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
     from speechbrain_nes2net.lobes.ssl import SSLFrontend, ssl_frame_lengths
 
     torch.manual_seed(seed)

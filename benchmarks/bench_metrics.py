@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from speechbrain.utils.metric_stats import EER as speechbrain_eer
 
-from speechbrain_nes2net.metrics import (
+from speechbrain_nes2net.evaluation.metrics import (
     compute_ctrsvdd_eer,
     compute_eer,
     compute_min_dcf,

@@ -34,7 +34,10 @@ import logging
 import sys
 from pathlib import Path
 
-from speechbrain_nes2net.export import convert_official_checkpoint, export_run
+from speechbrain_nes2net.pretrained.export import (
+    convert_official_checkpoint,
+    export_run,
+)
 
 # Defaults of the official inference scripts (easy_inference_demo.py) of each release.
 RELEASE_DEFAULTS = {

@@ -27,15 +27,15 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_nes2net.brain import AntiSpoofBrain
-from speechbrain_nes2net.export import export_run
-from speechbrain_nes2net.recipe import (
+from speechbrain_nes2net.evaluation.reports import plots_extra_note
+from speechbrain_nes2net.pretrained.export import export_run
+from speechbrain_nes2net.training.brain import AntiSpoofBrain
+from speechbrain_nes2net.training.recipe import (
     check_recipe_config,
     prepare_corpora,
     test_sets,
     train_valid_datasets,
 )
-from speechbrain_nes2net.reports import plots_extra_note
 
 
 def main(argv):

@@ -143,3 +143,38 @@ def is_audio_path(path):
 _AUDIO_EXTENSIONS = {
     ext.lower() for ext in soundfile.available_formats()
 } | {"wav", "flac", "ogg", "mp3"}
+
+
+def fixed_length(wav, num_samples, random_offset=False, generator=None):
+    """Repeat-pads a short waveform or crops a long one to ``num_samples``.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        (samples,) waveform, at least one sample.
+    num_samples : int
+        Output length.
+    random_offset : bool
+        Crop at a uniformly random offset (training) instead of the start.
+    generator : torch.Generator, optional
+        Random source of the offset.
+
+    Returns
+    -------
+    torch.Tensor
+        (num_samples,) waveform.
+
+    Example
+    -------
+    >>> fixed_length(torch.tensor([1.0, 2.0, 3.0]), 7)
+    tensor([1., 2., 3., 1., 2., 3., 1.])
+    >>> fixed_length(torch.arange(10.0), 4)
+    tensor([0., 1., 2., 3.])
+    """
+    length = wav.shape[0]
+    if length < num_samples:
+        return wav.repeat(-(-num_samples // length))[:num_samples]
+    offset = 0
+    if random_offset and length > num_samples:
+        offset = int(torch.randint(0, length - num_samples + 1, (1,), generator=generator))
+    return wav[offset : offset + num_samples]

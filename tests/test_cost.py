@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from speechbrain_nes2net.cost import cost_table
+from speechbrain_nes2net.cost.backends import cost_table
 
 
 def test_cost_table_reproduces_published_numbers():
@@ -20,7 +20,7 @@ def test_cost_table_reproduces_published_numbers():
 
 def test_cost_command_line_prints_every_backend():
     out = subprocess.run(
-        [sys.executable, "-m", "speechbrain_nes2net.cost", "--frames", "50"],
+        [sys.executable, "-m", "speechbrain_nes2net.cost.backends", "--frames", "50"],
         capture_output=True, text=True, check=True,
     ).stdout
     for name in ("AASIST+DR", "Nes2Net", "Nes2Net-X", "Nes2Net-X-SeLU", "Nes2Net-X+ASTP"):

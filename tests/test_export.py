@@ -14,7 +14,7 @@ import ruamel.yaml
 import torch
 import transformers
 
-from speechbrain_nes2net.export import (
+from speechbrain_nes2net.pretrained.export import (
     WAVLM_LARGE_CONFIG,
     XLSR_300M_CONFIG,
     ExportError,
@@ -23,16 +23,16 @@ from speechbrain_nes2net.export import (
     export_run,
     load_official_checkpoint,
 )
-from speechbrain_nes2net.inference import AntiSpoofModel
+from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.lobes.nes2net import Nes2NetX
 from speechbrain_nes2net.manifest import read_manifest
-from speechbrain_nes2net.official import (
+from speechbrain_nes2net.official.backend import (
     OfficialWeightsError,
     aggregator_from_official,
     backend_from_official,
     official_backend_state_dict,
 )
-from speechbrain_nes2net.official_frontend import (
+from speechbrain_nes2net.official.frontend import (
     OfficialCheckpointError,
     hf_config_from_official,
     official_state_dict_from_hf,
@@ -90,7 +90,7 @@ FRESH_PROCESS = textwrap.dedent(
     """
     import json, sys
     from speechbrain.inference.classifiers import EncoderClassifier
-    from speechbrain_nes2net.inference import AntiSpoofModel
+    from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
     source, savedir, files = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     clf = EncoderClassifier.from_hparams(source=source, savedir=savedir)
     ours = AntiSpoofModel.from_hparams(source=source)

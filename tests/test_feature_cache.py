@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechbrain_nes2net.demo import make_tiny_ssl_model
-from speechbrain_nes2net.feature_cache import FeatureCache, model_fingerprint
+from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
+from speechbrain_nes2net.training.feature_cache import FeatureCache, model_fingerprint
 from speechbrain_nes2net.lobes.ssl import SSLFrontend, ssl_frame_lengths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,9 +98,9 @@ def test_frozen_ssl_training_reads_the_cache_from_its_second_epoch(tmp_path):
     yaml = yaml.replace("train_random_crop: True", "train_random_crop: False")
     yaml = re.sub(
         r"\nfeature_cache: null\n",
-        "\nfeature_cache: !new:speechbrain_nes2net.feature_cache.FeatureCache\n"
+        "\nfeature_cache: !new:speechbrain_nes2net.training.feature_cache.FeatureCache\n"
         "    folder: !ref <save_folder>/ssl_states\n"
-        "    fingerprint: !apply:speechbrain_nes2net.feature_cache.model_fingerprint "
+        "    fingerprint: !apply:speechbrain_nes2net.training.feature_cache.model_fingerprint "
         "[!ref <ssl_source>, !ref <ssl_normalize>, float32]\n"
         "    dtype: float32\n",
         yaml,

@@ -15,10 +15,11 @@ from speechbrain.inference.classifiers import EncoderClassifier
 from speechbrain.inference.interfaces import foreign_class
 
 from speechbrain_nes2net.audio import load_audio
-from speechbrain_nes2net.dataio import audio_pipeline
-from speechbrain_nes2net.demo import make_tiny_ssl_model, speech_like
-from speechbrain_nes2net.export import EvalSettings, ModuleSpec, write_export
-from speechbrain_nes2net.inference import (
+from speechbrain_nes2net.training.dataio import audio_pipeline
+from data_prep.demo_prepare import speech_like
+from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
+from speechbrain_nes2net.pretrained.export import EvalSettings, ModuleSpec, write_export
+from speechbrain_nes2net.pretrained.interface import (
     AntiSpoofEncoder,
     AntiSpoofHead,
     AntiSpoofModel,
@@ -325,7 +326,7 @@ FROZEN = textwrap.dedent(
     """
     import sys
     from speechbrain.inference.classifiers import EncoderClassifier
-    from speechbrain_nes2net.inference import AntiSpoofModel
+    from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
     model = AntiSpoofModel.from_hparams(source=sys.argv[1], savedir=sys.argv[2])
     clf = EncoderClassifier.from_hparams(source=sys.argv[1], savedir=sys.argv[2])
     out_prob = clf.classify_file(sys.argv[3])[0]

@@ -1,4 +1,4 @@
-"""Tests of speechbrain_nes2net.metrics and speechbrain_nes2net.calibration.
+"""Tests of speechbrain_nes2net.evaluation.metrics and speechbrain_nes2net.evaluation.calibration.
 
 Official parity: every case of tests/data/metrics_reference.json (values
 computed by the official ASVspoof 5, ASVspoof 2021 and Nes2Net CtrSVDD scorers)
@@ -18,8 +18,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speechbrain_nes2net import metrics
-from speechbrain_nes2net.calibration import (
+from speechbrain_nes2net.evaluation import metrics
+from speechbrain_nes2net.evaluation.calibration import (
     ScoreCalibration,
     _objective,
     effective_prior,

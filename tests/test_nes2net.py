@@ -13,7 +13,7 @@ from speechbrain_nes2net.lobes.aggregation import (
     build_aggregator,
 )
 from speechbrain_nes2net.lobes.nes2net import Nes2Net, Nes2NetX
-from speechbrain_nes2net.official import (
+from speechbrain_nes2net.official.backend import (
     OfficialWeightsError,
     aggregator_from_official,
     backend_from_official,
@@ -100,7 +100,7 @@ def _official_weights(model_name, config, seed=0):
 
 
 def _zero_state(model_name, config):
-    from speechbrain_nes2net.official import BACKENDS
+    from speechbrain_nes2net.official.backend import BACKENDS
 
     cls, activation, se_min, n_out = BACKENDS[model_name]
     se_ratio = config["SE_ratio"][0] if isinstance(config["SE_ratio"], list) else config["SE_ratio"]

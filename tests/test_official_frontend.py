@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import transformers
 from speechbrain.integrations.huggingface.wavlm import WavLM
 
-from speechbrain_nes2net.official_frontend import (
+from speechbrain_nes2net.official.frontend import (
     MODEL_NAMES,
     OFFICIAL_PREFIXES,
     OfficialCheckpointError,

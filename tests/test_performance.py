@@ -332,7 +332,7 @@ def test_momentum_none_cumulative_average_matches_the_module_path():
 
 
 def test_mac_counter_hooks_see_every_module_call():
-    from speechbrain_nes2net.cost import count_macs
+    from speechbrain_nes2net.cost.backends import count_macs
 
     model = Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4).eval()
     macs = count_macs(model, torch.randn(1, 10, 64))
@@ -393,7 +393,7 @@ def test_benchmark_runner_quick_run_prints_the_summary_line():
 def test_full_model_breakdown_counts_every_part(monkeypatch):
     import transformers
 
-    from speechbrain_nes2net import ssl_cost
+    from speechbrain_nes2net.cost import ssl as ssl_cost
 
     tiny = dict(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,

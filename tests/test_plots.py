@@ -1,11 +1,11 @@
-"""Tests of speechbrain_nes2net.plots (skipped where matplotlib is not installed)."""
+"""Tests of speechbrain_nes2net.evaluation.plots (skipped where matplotlib is not installed)."""
 
 import sys
 
 import numpy as np
 import pytest
 
-from speechbrain_nes2net import plots
+from speechbrain_nes2net.evaluation import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_nes2net.rawboost import (
+from speechbrain_nes2net.training.rawboost import (
     ALGORITHMS,
     RawBoost,
     fir_filter_sum,
@@ -316,7 +316,7 @@ def test_hyperpyyaml_construction():
 
     hparams = load_hyperpyyaml("""
         sample_rate: 16000
-        augment: !new:speechbrain_nes2net.rawboost.RawBoost
+        augment: !new:speechbrain_nes2net.training.rawboost.RawBoost
             algo: 8
             sample_rate: !ref <sample_rate>
             p: 5

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from corpora import BUILDERS, add_training_split
-from speechbrain_nes2net.demo import make_tiny_ssl_model
+from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(ROOT / "recipes" / "train.py")]

@@ -1,4 +1,4 @@
-"""Tests of speechbrain_nes2net.reports on small synthetic score files.
+"""Tests of speechbrain_nes2net.evaluation.reports on small synthetic score files.
 
 Every corpus rule is checked on a set built so that getting the rule wrong
 changes the number: attacks that must be excluded score as bona fide, rows of
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from speechbrain_nes2net import metrics
-from speechbrain_nes2net.calibration import ScoreCalibration
-from speechbrain_nes2net.reports import (
+from speechbrain_nes2net.evaluation import metrics
+from speechbrain_nes2net.evaluation.calibration import ScoreCalibration
+from speechbrain_nes2net.evaluation.reports import (
     build_report,
     load_asv_error_rates,
     read_manifest,

@@ -11,11 +11,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechbrain_nes2net.demo import make_tiny_ssl_model, speech_like
-from speechbrain_nes2net.export import EvalSettings, ModuleSpec, write_export
-from speechbrain_nes2net.inference import AntiSpoofModel
+from data_prep.demo_prepare import speech_like
+from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
+from speechbrain_nes2net.pretrained.export import EvalSettings, ModuleSpec, write_export
+from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.lobes.ssl import SSLFrontend
-from speechbrain_nes2net.score_cli import collect_inputs, main
+from speechbrain_nes2net.pretrained.score_cli import collect_inputs, main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
@@ -99,7 +100,7 @@ def test_folder_of_mixed_formats_is_scored_and_bad_files_reported(
         [
             sys.executable,
             "-m",
-            "speechbrain_nes2net.score_cli",
+            "speechbrain_nes2net.pretrained.score_cli",
             "--model",
             str(export),
             "--output",

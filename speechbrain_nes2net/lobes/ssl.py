@@ -11,6 +11,11 @@ Authors
 """
 
 import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,6 +26,8 @@ import transformers
 from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 from speechbrain.integrations.huggingface.wavlm import WavLM
+
+from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE
 
 
 def normalize_waveforms(wavs, wav_lens=None, eps=1e-5):
@@ -259,3 +266,190 @@ def ssl_frame_lengths(ssl, wav_lens, num_samples, num_frames):
     counts = torch.round(wav_lens.to(torch.float64) * num_samples).long()
     frames = output_lengths(counts).clamp(min=1, max=num_frames)
     return frames.to(wav_lens.dtype) / num_frames
+
+
+# ---------------------------------------------------------- tiny local models
+
+#: Sampling rate of the tiny models' preprocessor configuration.
+TINY_SAMPLE_RATE = 16000
+
+
+def make_tiny_ssl_model(
+    folder,
+    model_type="wavlm",
+    hidden_size=64,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=128,
+    conv_channels=32,
+    normalize_waveform=True,
+    seed=0,
+):
+    """Writes a small randomly initialised WavLM / wav2vec 2.0 model folder.
+
+    The folder holds ``config.json``, the weights and a
+    ``preprocessor_config.json`` whose ``do_normalize`` tells SpeechBrain's
+    lobe (and our front-end) whether to normalise waveforms, like the real
+    hub folders. Layer drop is off (transformers 5 would drop hidden states).
+    An existing folder with the same settings is reused. Under DDP the main
+    process writes it while the others wait (every process loads the YAML).
+
+    Arguments
+    ---------
+    folder : str or Path
+        Output folder.
+    model_type : str
+        'wavlm' or 'wav2vec2'.
+    hidden_size, num_layers, num_heads, intermediate_size : int
+        Transformer size.
+    conv_channels : int
+        Channels of the 7 feature-encoder convolutions (20 ms hop).
+    normalize_waveform : bool
+        The preprocessor's ``do_normalize``.
+    seed : int
+        Seed of the random initialisation.
+
+    Returns
+    -------
+    str
+        The folder path.
+    """
+    from speechbrain.utils.distributed import run_on_main
+
+    if model_type not in ("wavlm", "wav2vec2"):
+        raise ValueError(f"model_type={model_type!r} must be 'wavlm' or 'wav2vec2'")
+    settings = dict(
+        model_type=model_type, hidden_size=hidden_size, num_layers=num_layers,
+        num_heads=num_heads, intermediate_size=intermediate_size,
+        conv_channels=conv_channels, normalize_waveform=normalize_waveform, seed=seed,
+    )
+    run_on_main(_write_tiny_ssl_model, args=[Path(folder), settings])
+    return str(folder)
+
+
+def _write_tiny_ssl_model(folder, settings):
+    stamp = folder / "tiny_ssl_settings.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
+        return
+    common = dict(
+        hidden_size=settings["hidden_size"],
+        num_hidden_layers=settings["num_layers"],
+        num_attention_heads=settings["num_heads"],
+        intermediate_size=settings["intermediate_size"],
+        conv_dim=(settings["conv_channels"],) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        layerdrop=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        mask_time_prob=0.0,
+    )
+    torch.manual_seed(settings["seed"])
+    if settings["model_type"] == "wavlm":
+        config = transformers.WavLMConfig(num_buckets=32, max_bucket_distance=80, **common)
+        model = transformers.WavLMModel(config)
+    else:
+        model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**common))
+    if folder.exists():
+        shutil.rmtree(folder)  # a model with other settings
+    folder.mkdir(parents=True)
+    model.save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=TINY_SAMPLE_RATE, padding_value=0.0,
+        do_normalize=settings["normalize_waveform"], return_attention_mask=True,
+    ).save_pretrained(folder)
+    stamp.write_text(json.dumps(settings))
+
+
+@contextlib.contextmanager
+def _quiet(*names):
+    """Silences the named loggers (expected warnings of an empty initialisation)."""
+    loggers = [logging.getLogger(name) for name in names]
+    previous = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, previous):
+            log.setLevel(level)
+
+
+class SSLFrontendFromConfig(SSLFrontend):
+    """An :class:`SSLFrontend` built from an inline transformers configuration.
+
+    A model folder loaded with ``from_hparams`` only learns where its files
+    are *after* ``hyperparams.yaml`` has been built, so a fine-tuned SSL model
+    cannot name a folder as its ``source``. This front-end is built from the
+    configuration written into the YAML (randomly initialised, in a temporary
+    folder that is removed again) and receives its weights from the
+    pretrainer (``ssl.ckpt``), like every other module.
+
+    Arguments
+    ---------
+    model_type : str
+        transformers ``model_type``: 'wavlm' or 'wav2vec2'.
+    config : dict
+        The remaining transformers configuration (``config.to_dict()``).
+    normalize : bool
+        Layer-normalise each waveform first (how the model was trained).
+    freeze : bool
+        Freeze the SSL model (inference).
+
+    Example
+    -------
+    >>> config = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+    ...     intermediate_size=32, conv_dim=[8, 8], conv_kernel=[10, 3], conv_stride=[5, 2],
+    ...     num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2,
+    ...     feat_extract_norm="layer", do_stable_layer_norm=True, layerdrop=0.0)
+    >>> frontend = SSLFrontendFromConfig("wavlm", config, normalize=True).eval()
+    >>> frontend(torch.randn(1, 1600)).shape
+    torch.Size([3, 1, 159, 16])
+    """
+
+    def __init__(self, model_type, config, normalize, freeze=True):
+        config = {key: value for key, value in dict(config).items() if key != "model_type"}
+        hf_config = transformers.AutoConfig.for_model(model_type, **config)
+        with tempfile.TemporaryDirectory(prefix="nes2net_ssl_") as folder:
+            hf_config.save_pretrained(folder)
+            transformers.Wav2Vec2FeatureExtractor(
+                feature_size=1,
+                sampling_rate=DEFAULT_SAMPLE_RATE,
+                padding_value=0.0,
+                do_normalize=bool(normalize),
+                return_attention_mask=True,
+            ).save_pretrained(folder)
+            # A weights file without weights: SpeechBrain's lobe then builds the
+            # model from its configuration instead of asking for a checkpoint.
+            torch.save({}, os.path.join(folder, "empty_weights.ckpt"))
+            with _quiet(
+                "speechbrain.integrations.huggingface.huggingface",
+                "speechbrain.integrations.huggingface.wav2vec2",
+                "speechbrain.integrations.huggingface.wavlm",
+            ):
+                super().__init__(folder, save_path=folder, freeze=freeze, normalize=normalize)
+
+
+def hf_cache_dir():
+    """The Hugging Face hub cache folder (``HF_HUB_CACHE``, else the default).
+
+    Exported models whose SSL front-end is referenced by hub id use it as the
+    lobe's ``save_path``, so the weights land in (and are reused from) the
+    user's usual cache rather than a folder in the working directory.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> isinstance(hf_cache_dir(), str)
+    True
+    """
+    from huggingface_hub import constants
+
+    return str(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)

@@ -25,7 +25,7 @@ ENV = dict(
 )
 ENV.pop("KILL_DURING_SAVE", None)
 
-ATOMIC = "!new:speechbrain_nes2net.checkpoints.AtomicCheckpointer"
+ATOMIC = "!new:speechbrain_nes2net.training.checkpoints.AtomicCheckpointer"
 
 #: The demo runs of the determinism and interrupted-training tests: 3 epochs of
 #: 2 batches (2 x 16 training utterances, batches of 16), 16 dev and test utterances.

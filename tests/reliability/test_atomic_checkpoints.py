@@ -14,7 +14,7 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 
-from speechbrain_nes2net.checkpoints import (
+from speechbrain_nes2net.training.checkpoints import (
     RANDOM_STATE,
     AtomicCheckpointer,
     RandomState,

@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 
 from speechbrain_nes2net.audio import AudioError, audio_info, load_audio
-from speechbrain_nes2net.dataio import audio_pipeline
+from speechbrain_nes2net.training.dataio import audio_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

@@ -16,7 +16,7 @@ from corpora import BUILDERS, build_ctrsvdd, build_in_the_wild
 
 from data_prep.common import ProtocolError
 from speechbrain_nes2net.audio import load_audio
-from speechbrain_nes2net.dataio import audio_pipeline, manifest_dataset
+from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
 from speechbrain_nes2net.manifest import ManifestError, read_manifest, write_manifest
 
 HEADER = "ID,duration,wav,label,attack"

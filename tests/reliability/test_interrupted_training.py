@@ -3,7 +3,7 @@
 Every run is the embedded demo on the CPU (``QUICK_DEMO``: 3 epochs of 2
 batches). The uninterrupted reference runs ``hparams/demo.yaml`` as shipped;
 the interrupted runs use a copy whose checkpointer is
-``speechbrain_nes2net.checkpoints.AtomicCheckpointer`` (the same file once the
+``speechbrain_nes2net.training.checkpoints.AtomicCheckpointer`` (the same file once the
 recipes use it). On the CPU a run resumed from an end-of-epoch checkpoint is
 bit-identical to the uninterrupted one: the same train-log lines (a redone
 epoch logs the same line again) and the same test scores to the 6 printed

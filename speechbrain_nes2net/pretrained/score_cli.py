@@ -3,13 +3,13 @@
 Usage::
 
     nes2net-score --model path/to/export --output scores.txt audio_dir/ more.flac list.txt
-    python -m speechbrain_nes2net.score_cli --model path/to/export audio_dir/ > scores.txt
+    python -m speechbrain_nes2net.pretrained.score_cli --model path/to/export audio_dir/ > scores.txt
 
 Each PATH is an audio file, a folder (searched recursively for audio files), a
 list file (one audio path per line, or ``ID path``; relative paths are relative
 to the list file) or a CSV manifest of the toolkit (``ID`` and ``wav``
 columns). Files are scored in batches of similar duration, at any sample rate
-and channel count (see :class:`speechbrain_nes2net.inference.AntiSpoofModel`).
+and channel count (see :class:`speechbrain_nes2net.pretrained.interface.AntiSpoofModel`).
 
 Output: one ``ID score`` line per file (higher = more bona fide; the calibrated
 LLR when the model carries a calibration, unless ``--raw``), plus the label
@@ -217,7 +217,7 @@ def main(argv=None):
     # Imported here so that --help and input errors answer at once.
     import tqdm
 
-    from speechbrain_nes2net.inference import AntiSpoofModel
+    from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

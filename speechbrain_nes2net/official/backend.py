@@ -8,7 +8,7 @@ functions here rebuild our lobes from an official model name, the official
 constructor arguments and such a state dict. Keys of other parts of the
 checkpoint are ignored (the SSL front-end has its own entry point,
 :func:`frontend_from_official`, re-exported here from
-:mod:`speechbrain_nes2net.official_frontend`); within the part being imported every key must map onto
+:mod:`speechbrain_nes2net.official.frontend`); within the part being imported every key must map onto
 our module and every parameter and buffer of our module must be filled, or a
 :class:`OfficialWeightsError` lists what is missing, unexpected or misshapen.
 
@@ -32,7 +32,7 @@ import torch
 
 from speechbrain_nes2net.lobes.aggregation import SEA, AttM, WeightedSum
 from speechbrain_nes2net.lobes.nes2net import Nes2Net, Nes2NetX
-from speechbrain_nes2net.official_frontend import frontend_from_official
+from speechbrain_nes2net.official.frontend import frontend_from_official
 
 __all__ = [
     "backend_from_official",

@@ -1,4 +1,4 @@
-"""The embedded demo: a synthetic anti-spoofing corpus and a tiny SSL model.
+"""The embedded demo corpus: synthetic bona fide speech and vocoder-like spoofs.
 
 The demo exercises the real pipeline end to end on a 2-core CPU in minutes,
 with nothing downloaded:
@@ -11,10 +11,8 @@ with nothing downloaded:
   (STFT magnitude with discarded phase, re-estimated by a few Griffin-Lim
   iterations). Each spoof is loudness-matched to its bona fide twin, so level
   and spectral envelope do not separate the classes; the phase structure does.
-- :func:`make_tiny_ssl_model` writes a randomly initialised transformers WavLM
-  or wav2vec 2.0 with the real architecture family (20 ms frames, pre-LN
-  transformer, layer-norm feature encoder) but a few layers of small width,
-  plus the preprocessor config SpeechBrain's HF lobes read.
+
+The demo's SSL model is :func:`speechbrain_nes2net.lobes.ssl.make_tiny_ssl_model`.
 
 Example
 -------
@@ -30,7 +28,6 @@ Example
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -201,97 +198,3 @@ def prepare_demo_corpus(
         logger.info("Demo split %s: %d utterances -> %s", split, len(rows), manifests[split])
     stamp.write_text(json.dumps(options))
     return {split: str(path) for split, path in manifests.items()}
-
-
-def make_tiny_ssl_model(
-    folder,
-    model_type="wavlm",
-    hidden_size=64,
-    num_layers=2,
-    num_heads=2,
-    intermediate_size=128,
-    conv_channels=32,
-    normalize_waveform=True,
-    seed=0,
-):
-    """Writes a small randomly initialised WavLM / wav2vec 2.0 model folder.
-
-    The folder holds ``config.json``, the weights and a
-    ``preprocessor_config.json`` whose ``do_normalize`` tells SpeechBrain's
-    lobe (and our front-end) whether to normalise waveforms, like the real
-    hub folders. Layer drop is off (transformers 5 would drop hidden states).
-    An existing folder with the same settings is reused. Under DDP the main
-    process writes it while the others wait (every process loads the YAML).
-
-    Arguments
-    ---------
-    folder : str or Path
-        Output folder.
-    model_type : str
-        'wavlm' or 'wav2vec2'.
-    hidden_size, num_layers, num_heads, intermediate_size : int
-        Transformer size.
-    conv_channels : int
-        Channels of the 7 feature-encoder convolutions (20 ms hop).
-    normalize_waveform : bool
-        The preprocessor's ``do_normalize``.
-    seed : int
-        Seed of the random initialisation.
-
-    Returns
-    -------
-    str
-        The folder path.
-    """
-    from speechbrain.utils.distributed import run_on_main
-
-    if model_type not in ("wavlm", "wav2vec2"):
-        raise ValueError(f"model_type={model_type!r} must be 'wavlm' or 'wav2vec2'")
-    settings = dict(
-        model_type=model_type, hidden_size=hidden_size, num_layers=num_layers,
-        num_heads=num_heads, intermediate_size=intermediate_size,
-        conv_channels=conv_channels, normalize_waveform=normalize_waveform, seed=seed,
-    )
-    run_on_main(_write_tiny_ssl_model, args=[Path(folder), settings])
-    return str(folder)
-
-
-def _write_tiny_ssl_model(folder, settings):
-    import torch
-    import transformers
-
-    stamp = folder / "tiny_ssl_settings.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
-        return
-    common = dict(
-        hidden_size=settings["hidden_size"],
-        num_hidden_layers=settings["num_layers"],
-        num_attention_heads=settings["num_heads"],
-        intermediate_size=settings["intermediate_size"],
-        conv_dim=(settings["conv_channels"],) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        layerdrop=0.0,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.0,
-        mask_time_prob=0.0,
-    )
-    torch.manual_seed(settings["seed"])
-    if settings["model_type"] == "wavlm":
-        config = transformers.WavLMConfig(num_buckets=32, max_bucket_distance=80, **common)
-        model = transformers.WavLMModel(config)
-    else:
-        model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**common))
-    if folder.exists():
-        shutil.rmtree(folder)  # a model with other settings
-    folder.mkdir(parents=True)
-    model.save_pretrained(folder)
-    transformers.Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
-        do_normalize=settings["normalize_waveform"], return_attention_mask=True,
-    ).save_pretrained(folder)
-    stamp.write_text(json.dumps(settings))

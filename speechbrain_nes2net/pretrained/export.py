@@ -18,12 +18,12 @@ and loads in a fresh process with stock SpeechBrain::
     clf = EncoderClassifier.from_hparams(source="path/to/export", savedir="...")
     out_prob, score, index, label = clf.classify_file("x.flac")
 
-or with :class:`speechbrain_nes2net.inference.AntiSpoofModel` for bona fide
+or with :class:`speechbrain_nes2net.pretrained.interface.AntiSpoofModel` for bona fide
 scores. Every loadable uses the pretrainer's default file name
 (``<name>.ckpt`` in the source), because a relative ``paths:`` entry would be
 resolved against the working directory, not the folder. The fine-tuned SSL
 model is rebuilt from its configuration written inline in the YAML
-(:class:`~speechbrain_nes2net.inference.SSLFrontendFromConfig`) for the same
+(:class:`~speechbrain_nes2net.lobes.ssl.SSLFrontendFromConfig`) for the same
 reason: the YAML is built before the pretrainer knows where the folder is.
 
 Three entry points:
@@ -56,15 +56,9 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
 
 from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE
-from speechbrain_nes2net.calibration import ScoreCalibration
-from speechbrain_nes2net.inference import (
-    LABELS,
-    AntiSpoofEncoder,
-    AntiSpoofHead,
-    LabelEncoder,
-)
+from speechbrain_nes2net.evaluation.calibration import ScoreCalibration
 from speechbrain_nes2net.lobes.ssl import SSLFrontend
-from speechbrain_nes2net.official import (
+from speechbrain_nes2net.official.backend import (
     AGGREGATOR_PREFIX,
     AGGREGATORS,
     BACKEND_PREFIX,
@@ -72,11 +66,17 @@ from speechbrain_nes2net.official import (
     backend_from_official,
     official_backend_kwargs,
 )
-from speechbrain_nes2net.official_frontend import (
+from speechbrain_nes2net.official.frontend import (
     OFFICIAL_PREFIXES,
     OfficialCheckpointError,
     frontend_from_official,
     hf_config_from_official,
+)
+from speechbrain_nes2net.pretrained.interface import (
+    LABELS,
+    AntiSpoofEncoder,
+    AntiSpoofHead,
+    LabelEncoder,
 )
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ The class lives in the installed package (pip install speechbrain-nes2net):
     foreign_class(source, pymodule_file="custom_interface.py", classname="AntiSpoofModel")
 """
 
-from speechbrain_nes2net.inference import AntiSpoofModel  # noqa: F401
+from speechbrain_nes2net.pretrained.interface import AntiSpoofModel  # noqa: F401
 '''
 
 
@@ -368,7 +368,7 @@ def _ssl_yaml(frontend, hub_id):
             [
                 "ssl: !new:speechbrain_nes2net.lobes.ssl.SSLFrontend",
                 f"    source: {_scalar(hub_id)}",
-                "    save_path: !apply:speechbrain_nes2net.inference.hf_cache_dir []",
+                "    save_path: !apply:speechbrain_nes2net.lobes.ssl.hf_cache_dir []",
                 "    freeze: true",
                 f"    normalize: {_scalar(normalize)}",
             ]
@@ -377,7 +377,7 @@ def _ssl_yaml(frontend, hub_id):
     model_type = config.pop("model_type")
     return "\n".join(
         [
-            "ssl: !new:speechbrain_nes2net.inference.SSLFrontendFromConfig",
+            "ssl: !new:speechbrain_nes2net.lobes.ssl.SSLFrontendFromConfig",
             f"    model_type: {_scalar(model_type)}",
             f"    normalize: {_scalar(normalize)}",
             "    freeze: true",
@@ -475,9 +475,9 @@ calibration: {calibration_text}
 {backend_spec.to_yaml("backend")}
 
 # EncoderClassifier slots ---------------------------------------------------
-compute_features: !new:speechbrain_nes2net.inference.MonoWaveforms
-mean_var_norm: !new:speechbrain_nes2net.inference.PassThrough
-embedding_model: !new:speechbrain_nes2net.inference.AntiSpoofEncoder
+compute_features: !new:speechbrain_nes2net.pretrained.interface.MonoWaveforms
+mean_var_norm: !new:speechbrain_nes2net.pretrained.interface.PassThrough
+embedding_model: !new:speechbrain_nes2net.pretrained.interface.AntiSpoofEncoder
     ssl: !ref <ssl>
     aggregator: !ref <aggregator>
     backend: !ref <backend>
@@ -485,11 +485,11 @@ embedding_model: !new:speechbrain_nes2net.inference.AntiSpoofEncoder
     min_samples: !ref <eval_min_samples>
     window_seconds: !ref <eval_window_seconds>
     sample_rate: !ref <sample_rate>
-classifier: !new:speechbrain_nes2net.inference.AntiSpoofHead
+classifier: !new:speechbrain_nes2net.pretrained.interface.AntiSpoofHead
     backend: !ref <backend>
 
-label_encoder: !new:speechbrain_nes2net.inference.LabelEncoder
-audio_normalizer: !new:speechbrain_nes2net.inference.AudioNormalizer
+label_encoder: !new:speechbrain_nes2net.pretrained.interface.LabelEncoder
+audio_normalizer: !new:speechbrain_nes2net.pretrained.interface.AudioNormalizer
     sample_rate: !ref <sample_rate>
 
 modules:
@@ -602,11 +602,11 @@ def write_export(
         [
             "# " + "#" * 76,
             f"# {card.get('title', 'SSL + Nes2Net anti-spoofing model')}",
-            "# Exported by speechbrain_nes2net.export on "
+            "# Exported by speechbrain_nes2net.pretrained.export on "
             + datetime.date.today().isoformat()
             + "; see README.md.",
             "# Loads with speechbrain.inference.classifiers.EncoderClassifier (label",
-            "# 'bonafide' / 'spoof') and speechbrain_nes2net.inference.AntiSpoofModel.",
+            "# 'bonafide' / 'spoof') and speechbrain_nes2net.pretrained.interface.AntiSpoofModel.",
             "# " + "#" * 76,
         ]
     )
@@ -674,7 +674,7 @@ def verify_export(folder, ssl, aggregator, backend, settings, atol=1e-5):
     ExportError
         If the folder does not load or scores differently.
     """
-    from speechbrain_nes2net.inference import AntiSpoofModel
+    from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 
     generator = torch.Generator().manual_seed(0)
     wavs = 0.1 * torch.randn(2, int(1.3 * settings.sample_rate), generator=generator)
@@ -841,7 +841,7 @@ def model_card(
         "windows, many files at once:",
         "",
         "```python",
-        "from speechbrain_nes2net.inference import AntiSpoofModel",
+        "from speechbrain_nes2net.pretrained.interface import AntiSpoofModel",
         'model = AntiSpoofModel.from_hparams(source="<folder or hub id>", savedir="pretrained")',
         'model.score_file("x.flac")           # float, higher = more bona fide',
         'model.score_windows("long.wav")      # per-window scores and their mean',
@@ -1306,10 +1306,10 @@ def convert_official_checkpoint(
     """Converts an official Nes2Net checkpoint into an export folder.
 
     The back-end (``Nested_Res2Net_TDNN.*``) and the layer aggregation
-    (``ssl_model.*``) go through :mod:`speechbrain_nes2net.official`, the SSL
+    (``ssl_model.*``) go through :mod:`speechbrain_nes2net.official.backend`, the SSL
     front-end (s3prl WavLM under ``ssl_model.model.model.*``, fairseq
     wav2vec 2.0 / XLS-R under ``ssl_model.model.*``) through
-    :mod:`speechbrain_nes2net.official_frontend` into transformers
+    :mod:`speechbrain_nes2net.official.frontend` into transformers
     ``WavLMModel`` / ``Wav2Vec2Model``. Every key of the checkpoint must be
     used (pre-training heads of the SSL model excepted) and every parameter
     filled, or an :class:`OfficialCheckpointError` lists the offending keys.

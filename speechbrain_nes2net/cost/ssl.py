@@ -14,10 +14,10 @@ optionally CPU milliseconds per part:
   every attention kernel reports;
 - aggregation MACs are those of its matrix products (SEA's excitation MLP and
   layer-weighted sum; none for the last layer);
-- back-end MACs follow :mod:`speechbrain_nes2net.cost` (convolution and
+- back-end MACs follow :mod:`speechbrain_nes2net.cost.backends` (convolution and
   linear weights, forward hooks) at the SSL's frame count.
 
-Run ``python -m speechbrain_nes2net.ssl_cost --help``.
+Run ``python -m speechbrain_nes2net.cost.ssl --help``.
 
 Example
 -------
@@ -41,7 +41,7 @@ import torch
 import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
-from speechbrain_nes2net.cost import BACKENDS, measure_cost
+from speechbrain_nes2net.cost.backends import BACKENDS, measure_cost
 from speechbrain_nes2net.lobes.aggregation import build_aggregator
 
 SAMPLE_RATE = 16000
@@ -248,7 +248,7 @@ def format_breakdown(name, parts, usage, seconds):
 def main(argv=None):
     """Command line: print the full-model breakdown of each SSL configuration."""
     parser = argparse.ArgumentParser(
-        prog="python -m speechbrain_nes2net.ssl_cost",
+        prog="python -m speechbrain_nes2net.cost.ssl",
         description=(
             "Parameters, MACs and CPU time of the SSL front-end, the aggregation and "
             "the back-end for WavLM-Large and XLS-R 300M (published architectures, "

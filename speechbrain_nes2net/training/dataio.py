@@ -16,48 +16,17 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, AudioError, load_audio
+from speechbrain_nes2net.audio import (
+    DEFAULT_SAMPLE_RATE,
+    AudioError,
+    fixed_length,
+    load_audio,
+)
 from speechbrain_nes2net.manifest import read_manifest
+from speechbrain_nes2net.scores import LABEL_IDS
 
 logger = logging.getLogger(__name__)
 
-#: Label encoding used by every loss and metric: 1 = bona fide.
-LABEL_IDS = {"spoof": 0, "bonafide": 1}
-
-
-def fixed_length(wav, num_samples, random_offset=False, generator=None):
-    """Repeat-pads a short waveform or crops a long one to ``num_samples``.
-
-    Arguments
-    ---------
-    wav : torch.Tensor
-        (samples,) waveform, at least one sample.
-    num_samples : int
-        Output length.
-    random_offset : bool
-        Crop at a uniformly random offset (training) instead of the start.
-    generator : torch.Generator, optional
-        Random source of the offset.
-
-    Returns
-    -------
-    torch.Tensor
-        (num_samples,) waveform.
-
-    Example
-    -------
-    >>> fixed_length(torch.tensor([1.0, 2.0, 3.0]), 7)
-    tensor([1., 2., 3., 1., 2., 3., 1.])
-    >>> fixed_length(torch.arange(10.0), 4)
-    tensor([0., 1., 2., 3.])
-    """
-    length = wav.shape[0]
-    if length < num_samples:
-        return wav.repeat(-(-num_samples // length))[:num_samples]
-    offset = 0
-    if random_offset and length > num_samples:
-        offset = int(torch.randint(0, length - num_samples + 1, (1,), generator=generator))
-    return wav[offset : offset + num_samples]
 
 
 #: Length of the silent stand-in for an unusable file (see :func:`audio_pipeline`).
@@ -91,7 +60,7 @@ def audio_pipeline(
         even a very short file yields a few SSL frames.
     augment : callable, optional
         Per-utterance augmentation of the (samples,) waveform, e.g.
-        :class:`speechbrain_nes2net.rawboost.RawBoost`, applied to the whole
+        :class:`speechbrain_nes2net.training.rawboost.RawBoost`, applied to the whole
         utterance before cropping, as the Nes2Net releases do (its noise level
         and normalisation then refer to the utterance, not the crop).
     sample_rate : int

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import norm
 
-from speechbrain_nes2net.metrics import as_scores, compute_eer, det_curve
+from speechbrain_nes2net.evaluation.metrics import as_scores, compute_eer, det_curve
 
 # Tick positions of a DET plot, as error rates.
 _DET_TICKS = [
@@ -78,7 +78,7 @@ def plot_det(bonafide, spoof, path, title=None, label=None, max_points=4000):
     """Draws the DET curve (miss vs false-alarm rate, normal-deviate axes).
 
     The curve is the ASVspoof DET curve of
-    :func:`~speechbrain_nes2net.metrics.det_curve`; the EER point is marked.
+    :func:`~speechbrain_nes2net.evaluation.metrics.det_curve`; the EER point is marked.
 
     Arguments
     ---------

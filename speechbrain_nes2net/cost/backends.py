@@ -7,7 +7,7 @@ SSL frames (200 frames = 4 s at the 20 ms hop). This is the convention the
 Nes2Net paper uses to compare back-ends; normalisation layers, activations and
 the pooling arithmetic are not counted.
 
-Run ``python -m speechbrain_nes2net.cost --help`` (or ``nes2net-cost``).
+Run ``python -m speechbrain_nes2net.cost.backends --help`` (or ``nes2net-cost``).
 
 Example
 -------
@@ -173,7 +173,7 @@ def format_table(costs, frames):
 def main(argv=None):
     """Command line: print the cost table."""
     parser = argparse.ArgumentParser(
-        prog="python -m speechbrain_nes2net.cost",
+        prog="python -m speechbrain_nes2net.cost.backends",
         description=(
             "Print trainable parameters and conv/linear multiply-accumulates of "
             "every back-end we ship, and the MAC change relative to AASIST with "

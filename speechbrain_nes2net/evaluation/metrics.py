@@ -268,7 +268,7 @@ def compute_act_dcf(bonafide, spoof, p_spoof=0.05, c_miss=1, c_fa=10):
     """Normalised actual detection cost at the Bayes threshold, ASVspoof 5.
 
     Meaningful only when the scores are calibrated log-likelihood ratios (see
-    :mod:`speechbrain_nes2net.calibration`): the decision is taken at
+    :mod:`speechbrain_nes2net.evaluation.calibration`): the decision is taken at
     :func:`bayes_threshold`, not at the best threshold.
 
     Arguments

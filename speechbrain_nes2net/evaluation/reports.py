@@ -13,7 +13,7 @@ Corpus rules (``corpus`` argument):
   scorer's minDCF with and without the ACESinger bona fide trials (rows with
   ``source == acesinger``, any case); per attack, each attack against all kept
   bona fide trials; per source corpus. EER and minDCF follow the Nes2Net
-  CtrSVDD scorer (:func:`~speechbrain_nes2net.metrics.compute_ctrsvdd_eer`).
+  CtrSVDD scorer (:func:`~speechbrain_nes2net.evaluation.metrics.compute_ctrsvdd_eer`).
   ``include_acesinger_bonafide`` picks the headline condition.
 - ``asvspoof2021_la``: rows of ``subset`` (``eval``) only; EER and min t-DCF,
   with ASV error rates from the organisers' ASV files (``keys_dir`` or
@@ -71,8 +71,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from speechbrain_nes2net import manifest, metrics
-from speechbrain_nes2net.calibration import ScoreCalibration
+from speechbrain_nes2net import manifest
+from speechbrain_nes2net.evaluation import metrics
+from speechbrain_nes2net.evaluation.calibration import ScoreCalibration
 
 logger = logging.getLogger(__name__)
 
@@ -433,7 +434,7 @@ def load_asv_error_rates(asv_metadata, asv_scores, subset="eval"):
     codec, transmission, attack, key ``target|nontarget|spoof``, trim, subset)
     and ``keys/LA/ASV/ASVTorch_Kaldi/score.txt`` (3 columns: claimed speaker,
     trial, score), keeps the rows of ``subset`` and returns the rates at the
-    ASV EER threshold (:func:`~speechbrain_nes2net.metrics.compute_asv_error_rates`).
+    ASV EER threshold (:func:`~speechbrain_nes2net.evaluation.metrics.compute_asv_error_rates`).
 
     Arguments
     ---------
@@ -969,7 +970,7 @@ def write_report(report, out_dir, name):
         return written
     if plots_extra_note() is not None:
         return written  # said once, at the end of a run (see plots_extra_note)
-    from speechbrain_nes2net import plots
+    from speechbrain_nes2net.evaluation import plots
 
     title = f"{_TITLES.get(report['corpus'], report['corpus'])}: {report['condition']}"
     written["det"] = plots.plot_det(

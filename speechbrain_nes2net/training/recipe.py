@@ -9,7 +9,7 @@ training and validation manifests as ``<corpus>/<split>`` (``train_data``,
         asvspoof2021_la_eval:
             data: asvspoof2021_la/eval
             eval_samples: 64600      # first 64,600 samples, repeat-padded
-            report:                  # optional corpus report (speechbrain_nes2net.reports)
+            report:                  # optional corpus report (speechbrain_nes2net.evaluation.reports)
                 corpus: asvspoof2021_la
                 keys_dir: !ref <asvspoof2021_folder>/keys
         in_the_wild:
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from speechbrain.utils.distributed import run_on_main
 
-from speechbrain_nes2net.dataio import audio_pipeline, manifest_dataset
+from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -33,11 +33,11 @@ from speechbrain.dataio.dataloader import LoopedLoader
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from speechbrain_nes2net.evaluation.metrics import compute_eer, compute_min_dcf
+from speechbrain_nes2net.evaluation.reports import build_report, write_report
 from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
-from speechbrain_nes2net.losses import bonafide_scores
-from speechbrain_nes2net.metrics import compute_eer, compute_min_dcf
-from speechbrain_nes2net.recipe import RecipeConfigError, schedules_whole_run
-from speechbrain_nes2net.reports import build_report, write_report
+from speechbrain_nes2net.scores import bonafide_scores
+from speechbrain_nes2net.training.recipe import RecipeConfigError, schedules_whole_run
 
 logger = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 A detector's scores rank trials (EER and minDCF only need the ranking) but are
 not log-likelihood ratios (LLRs); the actual cost at the Bayes threshold
-(:func:`~speechbrain_nes2net.metrics.compute_act_dcf`) and Cllr
-(:func:`~speechbrain_nes2net.metrics.compute_cllr`) are only meaningful on LLRs.
+(:func:`~speechbrain_nes2net.evaluation.metrics.compute_act_dcf`) and Cllr
+(:func:`~speechbrain_nes2net.evaluation.metrics.compute_cllr`) are only meaningful on LLRs.
 :func:`fit_calibration` learns ``llr = scale * score + offset`` on a development
 set by prior-weighted logistic regression (the classic linear calibration of
 speaker and spoofing detection); the resulting :class:`ScoreCalibration` is a
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from speechbrain_nes2net.metrics import as_scores
+from speechbrain_nes2net.evaluation.metrics import as_scores
 
 
 def effective_prior(p_spoof=0.05, c_miss=1, c_fa=10):

@@ -180,7 +180,7 @@ class AtomicCheckpointer(Checkpointer):
     """A SpeechBrain ``Checkpointer`` whose checkpoints are complete or invisible.
 
     A drop-in replacement (same arguments and methods): in a recipe YAML,
-    ``checkpointer: !new:speechbrain_nes2net.checkpoints.AtomicCheckpointer``.
+    ``checkpointer: !new:speechbrain_nes2net.training.checkpoints.AtomicCheckpointer``.
 
     - Saving writes every recoverable's file, flushes them to the disk, then
       writes ``CKPT.yaml`` beside under a temporary name and renames it into

@@ -1,0 +1,1 @@
+"""Evaluation on score files: official metrics, calibration, corpus reports and plots."""

@@ -1,0 +1,1 @@
+"""Released models: export folders, their interface (``AntiSpoofModel``) and ``nes2net-score``."""

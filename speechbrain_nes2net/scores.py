@@ -1,0 +1,70 @@
+"""The toolkit's label and score conventions, from back-end logits to scores.
+
+Label ids everywhere: 0 = spoof, 1 = bona fide (the label encoder's order), and
+a score is higher for more bona fide input.
+
+- One-logit models (CtrSVDD releases): the logit is the bona fide log-odds.
+- Two-logit models (ASVspoof releases): index 1 is bona fide; the score is the
+  raw bona fide logit, as the official ASVspoof scoring uses.
+
+Authors
+ * speechbrain-nes2net contributors
+"""
+
+import torch
+import torch.nn.functional as F
+
+#: Labels in label-encoder order: the index is the class id everywhere.
+LABELS = ("spoof", "bonafide")
+#: Class id of each label (1 = bona fide).
+LABEL_IDS = {label: index for index, label in enumerate(LABELS)}
+
+
+def bonafide_scores(logits):
+    """Turns back-end logits into one bona fide score per utterance.
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        (batch, 1) bona fide log-odds or (batch, 2) logits with bona fide at
+        index 1.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch,) scores, higher = more bona fide. For two logits this is the
+        raw bona fide logit, as the official ASVspoof scoring uses.
+
+    Example
+    -------
+    >>> bonafide_scores(torch.tensor([[0.5], [-2.0]]))
+    tensor([ 0.5000, -2.0000])
+    >>> bonafide_scores(torch.tensor([[3.0, -1.0]]))
+    tensor([-1.])
+    """
+    if logits.dim() != 2 or logits.shape[1] not in (1, 2):
+        raise ValueError(f"expected logits of shape (batch, 1|2), got {tuple(logits.shape)}")
+    return logits[:, -1]
+
+
+def class_log_probabilities(logits):
+    """Log-posteriors in label-encoder order (index 0 spoof, 1 bona fide).
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        (batch, 1) or (batch, 2) back-end logits.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, 2) log-probabilities.
+
+    Example
+    -------
+    >>> class_log_probabilities(torch.tensor([[0.0]])).exp()
+    tensor([[0.5000, 0.5000]])
+    """
+    if logits.shape[1] == 1:
+        return torch.cat([F.logsigmoid(-logits), F.logsigmoid(logits)], dim=1)
+    return F.log_softmax(logits, dim=1)

@@ -1,0 +1,1 @@
+"""Training: the Brain, recipe plumbing, data pipelines, losses, RawBoost, checkpoints, feature cache."""
