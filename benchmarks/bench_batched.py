@@ -271,8 +271,11 @@ def build_tiny_model(folder, seed=0):
 
     Returns (score function of (wavs, wav_lens), frontend, aggregator, back-end).
     """
-    from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
-    from speechbrain_nes2net.lobes.ssl import SSLFrontend, ssl_frame_lengths
+    from speechbrain_nes2net.lobes.ssl import (
+        SSLFrontend,
+        make_tiny_ssl_model,
+        ssl_frame_lengths,
+    )
 
     torch.manual_seed(seed)
     source = make_tiny_ssl_model(Path(folder) / "tiny_wavlm", hidden_size=64, num_layers=2)

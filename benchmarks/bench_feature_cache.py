@@ -16,11 +16,10 @@ import time
 import torch
 import transformers
 
-from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
-from speechbrain_nes2net.training.feature_cache import FeatureCache
 from speechbrain_nes2net.lobes.aggregation import SEA
 from speechbrain_nes2net.lobes.nes2net import Nes2NetX
-from speechbrain_nes2net.lobes.ssl import SSLFrontend
+from speechbrain_nes2net.lobes.ssl import SSLFrontend, make_tiny_ssl_model
+from speechbrain_nes2net.training.feature_cache import FeatureCache
 from speechbrain_nes2net.training.losses import BinaryFocalLoss
 
 

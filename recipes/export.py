@@ -34,10 +34,8 @@ import logging
 import sys
 from pathlib import Path
 
-from speechbrain_nes2net.pretrained.export import (
-    convert_official_checkpoint,
-    export_run,
-)
+from speechbrain_nes2net.official.convert import convert_official_checkpoint
+from speechbrain_nes2net.pretrained.export import export_run
 
 # Defaults of the official inference scripts (easy_inference_demo.py) of each release.
 RELEASE_DEFAULTS = {

@@ -129,10 +129,37 @@ def load_audio(path, sample_rate=DEFAULT_SAMPLE_RATE, max_seconds=None):
         raise AudioError(path, "contains no samples")
     if not np.isfinite(data).all():
         raise AudioError(path, "contains NaN or infinite samples")
-    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+    wav = to_mono(torch.from_numpy(data))
     if file_rate != sample_rate:
         wav = torchaudio.functional.resample(wav, file_rate, sample_rate)
     return wav.contiguous()
+
+
+def to_mono(audio):
+    """Averages the channels of (..., samples, channels) audio: the toolkit's one downmix.
+
+    Training, evaluation, exported models and ``nes2net-score`` all downmix
+    here, so that a stereo file gives the same mono waveform on every path.
+
+    Arguments
+    ---------
+    audio : torch.Tensor
+        (samples, channels) or (batch, samples, channels).
+
+    Returns
+    -------
+    torch.Tensor
+        float32, the channel axis removed.
+
+    Example
+    -------
+    >>> to_mono(torch.tensor([[1.0, 3.0], [0.0, 1.0]]))
+    tensor([2.0000, 0.5000])
+    """
+    audio = audio.to(torch.float32)
+    if audio.shape[-1] == 1:
+        return audio[..., 0]
+    return audio.mean(dim=-1)
 
 
 def is_audio_path(path):

@@ -16,6 +16,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from corpora import (  # noqa: F401  (corpus builders)
+    BUILDERS,
+    DF_BONAFIDE_KEY,
+    LA_BONAFIDE_KEY,
+    PROTOCOLS,
+    RATE,
+    Corpus,
+    asvspoof2019_sections,
+    build_asvspoof5,
+    build_asvspoof2019,
+    build_asvspoof2021,
+    build_ctrsvdd,
+    build_in_the_wild,
+    build_partialspoof,
+    protocol_lines,
+    write_audio,
+)
 
 from data_prep import (
     asvspoof5_prepare,
@@ -35,23 +52,6 @@ from data_prep.common import (
 )
 from speechbrain_nes2net.manifest import read_manifest
 
-from corpora import (  # noqa: F401  (corpus builders)
-    BUILDERS,
-    DF_BONAFIDE_KEY,
-    LA_BONAFIDE_KEY,
-    PROTOCOLS,
-    RATE,
-    Corpus,
-    asvspoof2019_sections,
-    build_asvspoof5,
-    build_asvspoof2019,
-    build_asvspoof2021,
-    build_ctrsvdd,
-    build_in_the_wild,
-    build_partialspoof,
-    protocol_lines,
-    write_audio,
-)
 
 @pytest.fixture(params=sorted(BUILDERS))
 def corpus(request, tmp_path):

@@ -14,16 +14,6 @@ import ruamel.yaml
 import torch
 import transformers
 
-from speechbrain_nes2net.pretrained.export import (
-    WAVLM_LARGE_CONFIG,
-    XLSR_300M_CONFIG,
-    ExportError,
-    ModuleSpec,
-    convert_official_checkpoint,
-    export_run,
-    load_official_checkpoint,
-)
-from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.lobes.nes2net import Nes2NetX
 from speechbrain_nes2net.manifest import read_manifest
 from speechbrain_nes2net.official.backend import (
@@ -32,11 +22,20 @@ from speechbrain_nes2net.official.backend import (
     backend_from_official,
     official_backend_state_dict,
 )
+from speechbrain_nes2net.official.convert import (
+    WAVLM_LARGE_CONFIG,
+    XLSR_300M_CONFIG,
+    convert_official_checkpoint,
+    load_official_checkpoint,
+)
 from speechbrain_nes2net.official.frontend import (
     OfficialCheckpointError,
     hf_config_from_official,
     official_state_dict_from_hf,
 )
+from speechbrain_nes2net.pretrained.export import export_run
+from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
+from speechbrain_nes2net.pretrained.yaml_spec import ExportError, ModuleSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "data" / "official_nes2net"

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
+from speechbrain_nes2net.lobes.ssl import (
+    SSLFrontend,
+    make_tiny_ssl_model,
+    ssl_frame_lengths,
+)
 from speechbrain_nes2net.training.feature_cache import FeatureCache, model_fingerprint
-from speechbrain_nes2net.lobes.ssl import SSLFrontend, ssl_frame_lengths
 
 ROOT = Path(__file__).resolve().parents[1]
 

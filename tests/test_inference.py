@@ -14,21 +14,25 @@ from speechbrain.dataio import audio_io
 from speechbrain.inference.classifiers import EncoderClassifier
 from speechbrain.inference.interfaces import foreign_class
 
-from speechbrain_nes2net.audio import load_audio
-from speechbrain_nes2net.training.dataio import audio_pipeline
 from data_prep.demo_prepare import speech_like
-from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
-from speechbrain_nes2net.pretrained.export import EvalSettings, ModuleSpec, write_export
-from speechbrain_nes2net.pretrained.interface import (
-    AntiSpoofEncoder,
-    AntiSpoofHead,
-    AntiSpoofModel,
-    AudioNormalizer,
-    prepare_waveforms,
+from speechbrain_nes2net.audio import load_audio
+from speechbrain_nes2net.lobes.pooling import frame_mask
+from speechbrain_nes2net.lobes.ssl import (
+    SSLFrontend,
+    make_tiny_ssl_model,
     ssl_frame_lengths,
 )
-from speechbrain_nes2net.lobes.pooling import frame_mask
-from speechbrain_nes2net.lobes.ssl import SSLFrontend
+from speechbrain_nes2net.pretrained.export import write_export
+from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
+from speechbrain_nes2net.pretrained.modules import (
+    AntiSpoofEncoder,
+    AntiSpoofHead,
+    AudioNormalizer,
+    EvalSettings,
+    prepare_waveforms,
+)
+from speechbrain_nes2net.pretrained.yaml_spec import ModuleSpec
+from speechbrain_nes2net.training.dataio import audio_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000

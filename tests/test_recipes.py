@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from corpora import BUILDERS, add_training_split
+
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,11 +12,12 @@ import soundfile as sf
 import torch
 
 from data_prep.demo_prepare import speech_like
-from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
-from speechbrain_nes2net.pretrained.export import EvalSettings, ModuleSpec, write_export
+from speechbrain_nes2net.lobes.ssl import SSLFrontend, make_tiny_ssl_model
+from speechbrain_nes2net.pretrained.export import write_export
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
-from speechbrain_nes2net.lobes.ssl import SSLFrontend
+from speechbrain_nes2net.pretrained.modules import EvalSettings
 from speechbrain_nes2net.pretrained.score_cli import collect_inputs, main
+from speechbrain_nes2net.pretrained.yaml_spec import ModuleSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

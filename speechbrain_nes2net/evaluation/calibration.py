@@ -21,10 +21,12 @@ Example
 True
 """
 
+import json
 import math
 import numbers
 import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -137,6 +139,34 @@ class ScoreCalibration:
                 f"'prior'); missing {sorted(missing)}, unknown {sorted(unknown)}"
             )
         return cls(**{key: float(value) for key, value in data.items()})
+
+
+def load_calibration(calibration):
+    """A :class:`ScoreCalibration` from any of the forms users pass, or None.
+
+    Arguments
+    ---------
+    calibration : ScoreCalibration, dict, str, Path or None
+        A calibration, its :meth:`ScoreCalibration.to_dict`, or a JSON file
+        of that dict.
+
+    Returns
+    -------
+    ScoreCalibration or None
+
+    Example
+    -------
+    >>> load_calibration({"scale": 2.0, "offset": -1.0})
+    ScoreCalibration(scale=2.0, offset=-1.0, prior=0.5)
+    >>> load_calibration(None) is None
+    True
+    """
+    if calibration is None or isinstance(calibration, ScoreCalibration):
+        return calibration
+    if isinstance(calibration, (str, Path)):
+        with open(calibration, encoding="utf-8") as handle:
+            calibration = json.load(handle)
+    return ScoreCalibration.from_dict(calibration)
 
 
 def _objective(params, x, y, weights, prior_logit):

@@ -73,7 +73,10 @@ import pandas as pd
 
 from speechbrain_nes2net import manifest
 from speechbrain_nes2net.evaluation import metrics
-from speechbrain_nes2net.evaluation.calibration import ScoreCalibration
+from speechbrain_nes2net.evaluation.calibration import (
+    ScoreCalibration,
+    load_calibration,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -569,18 +572,9 @@ def _asvspoof2021_df(inputs, subset="eval"):
     )
 
 
-def _load_calibration(calibration):
-    if calibration is None or isinstance(calibration, ScoreCalibration):
-        return calibration
-    if isinstance(calibration, dict):
-        return ScoreCalibration.from_dict(calibration)
-    with open(calibration, encoding="utf-8") as handle:
-        return ScoreCalibration.from_dict(json.load(handle))
-
-
 def _asvspoof5(inputs, calibration=None):
     corpus = "asvspoof5"
-    calibration = _load_calibration(calibration)
+    calibration = load_calibration(calibration)
     data = inputs.select(pd.Series(True, index=inputs.manifest.index))
     if calibration is not None:
         data["score"] = calibration.apply(data["score"].to_numpy(dtype=np.float64))

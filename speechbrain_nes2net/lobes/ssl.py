@@ -69,10 +69,21 @@ def normalize_waveforms(wavs, wav_lens=None, eps=1e-5):
     return torch.where(mask.bool(), (wavs - mean) * torch.rsqrt(var + eps), 0.0)
 
 
+def is_local_source(source):
+    """Whether an SSL ``source`` names a local folder rather than a hub id.
+
+    Example
+    -------
+    >>> is_local_source("microsoft/wavlm-large"), is_local_source("./models/wavlm")
+    (False, True)
+    """
+    source = str(source)
+    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
+
+
 def _model_type(source):
     """The transformers ``model_type`` of a folder or hub id, or a clear error."""
-    looks_local = source.startswith((".", "/", "~")) or Path(source).exists()
-    if looks_local and not (Path(source).expanduser() / "config.json").is_file():
+    if is_local_source(source) and not (Path(source).expanduser() / "config.json").is_file():
         raise FileNotFoundError(
             f"SSL model folder {source} has no config.json; set ssl_source to a "
             "transformers model folder (config.json, weights, preprocessor_config.json) "

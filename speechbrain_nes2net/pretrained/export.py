@@ -26,14 +26,13 @@ model is rebuilt from its configuration written inline in the YAML
 (:class:`~speechbrain_nes2net.lobes.ssl.SSLFrontendFromConfig`) for the same
 reason: the YAML is built before the pretrainer knows where the folder is.
 
-Three entry points:
+Entry points:
 
 - :func:`export_run`: a training run folder (best, last or averaged
   checkpoints) -> export;
-- :func:`convert_official_checkpoint`: a released official checkpoint
-  (github.com/Liu-Tianchi/Nes2Net, .../Nes2Net_ASVspoof_ITW) -> export;
-- :func:`write_export`: live modules + how to rebuild them -> export (both of
-  the above end here). It checks that the YAML rebuilds the same modules and,
+- :func:`write_export`: live modules + how to rebuild them -> export (the
+  above, and :func:`speechbrain_nes2net.official.convert.convert_official_checkpoint`
+  for a released official checkpoint, end here). It checks that the YAML rebuilds the same modules and,
   by default, that the written folder reproduces the modules' scores.
 
 Authors
@@ -41,122 +40,42 @@ Authors
 """
 
 import datetime
-import importlib
 import json
 import logging
-import math
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
 
 from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE
-from speechbrain_nes2net.evaluation.calibration import ScoreCalibration
-from speechbrain_nes2net.lobes.ssl import SSLFrontend
-from speechbrain_nes2net.official.backend import (
-    AGGREGATOR_PREFIX,
-    AGGREGATORS,
-    BACKEND_PREFIX,
-    aggregator_from_official,
-    backend_from_official,
-    official_backend_kwargs,
-)
-from speechbrain_nes2net.official.frontend import (
-    OFFICIAL_PREFIXES,
-    OfficialCheckpointError,
-    frontend_from_official,
-    hf_config_from_official,
-)
-from speechbrain_nes2net.pretrained.interface import (
-    LABELS,
+from speechbrain_nes2net.evaluation.calibration import load_calibration
+from speechbrain_nes2net.lobes.ssl import SSLFrontend, is_local_source
+from speechbrain_nes2net.pretrained.card import model_card
+from speechbrain_nes2net.pretrained.modules import (
     AntiSpoofEncoder,
     AntiSpoofHead,
+    EvalSettings,
     LabelEncoder,
+)
+from speechbrain_nes2net.pretrained.yaml_spec import (
+    ExportError,
+    ModuleSpec,
+    block,
+    flow,
+    scalar,
+)
+from speechbrain_nes2net.scores import LABELS
+from speechbrain_nes2net.training.checkpoints import (
+    MODEL_MODULES,
+    CheckpointSelectionError,
+    load_checkpoint_average,
+    select_checkpoints,
 )
 
 logger = logging.getLogger(__name__)
-
-#: Files the pretrainer loads, by loadable name (its default ``<name>.ckpt``).
-WEIGHT_FILES = ("ssl", "aggregator", "backend")
-
-#: Configuration of the released SSL models as the official code loads them:
-#: s3prl's WavLM-Large (CtrSVDD) and fairseq's XLS-R 300M (ASVspoof, ITW).
-WAVLM_LARGE_CONFIG = {
-    "extractor_mode": "layer_norm",
-    "encoder_layers": 24,
-    "encoder_embed_dim": 1024,
-    "encoder_ffn_embed_dim": 4096,
-    "encoder_attention_heads": 16,
-    "activation_fn": "gelu",
-    "layer_norm_first": True,
-    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
-    "conv_bias": False,
-    "normalize": True,
-    "conv_pos": 128,
-    "conv_pos_groups": 16,
-    "relative_position_embedding": True,
-    "num_buckets": 320,
-    "max_distance": 800,
-    "gru_rel_pos": True,
-    "dropout": 0.1,
-    "attention_dropout": 0.1,
-    "activation_dropout": 0.0,
-    "dropout_input": 0.0,
-}
-XLSR_300M_CONFIG = {
-    "extractor_mode": "layer_norm",
-    "encoder_layers": 24,
-    "encoder_embed_dim": 1024,
-    "encoder_ffn_embed_dim": 4096,
-    "encoder_attention_heads": 16,
-    "activation_fn": "gelu",
-    "layer_norm_first": True,
-    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
-    "conv_bias": True,
-    "conv_pos": 128,
-    "conv_pos_groups": 16,
-    "dropout": 0.1,
-    "attention_dropout": 0.1,
-    "activation_dropout": 0.0,
-    "dropout_input": 0.0,
-}
-#: The SSL model each official back-end name was released with.
-OFFICIAL_SSL = {
-    "WavLM": ("s3prl_wavlm", WAVLM_LARGE_CONFIG, "microsoft/wavlm-large"),
-    "wav2vec2": ("fairseq_wav2vec2", XLSR_300M_CONFIG, "facebook/wav2vec2-xls-r-300m"),
-}
-#: Official aggregator names -> names of
-#: :func:`~speechbrain_nes2net.lobes.aggregation.build_aggregator`.
-AGGREGATOR_NAMES = {"WavLM_SEA": "SEA", "WavLM_WeightedSum": "weighted_sum", "WavLM_AttM": "AttM"}
-# The key that tells each official aggregator apart (after AGGREGATOR_PREFIX).
-_AGGREGATOR_MARKERS = {
-    "fc_att_merge.0.weight": "WavLM_SEA",
-    "weight_hidd": "WavLM_WeightedSum",
-    "W": "WavLM_AttM",
-}
-
-#: Licences of the SSL models the recipes use (the exported weights derive from them).
-SSL_LICENCES = {
-    "microsoft/wavlm-large": (
-        "mit",
-        (
-            "WavLM-Large (microsoft/wavlm-large), released by Microsoft under the MIT licence "
-            "(github.com/microsoft/unilm)"
-        ),
-    ),
-    "facebook/wav2vec2-xls-r-300m": (
-        "apache-2.0",
-        (
-            "wav2vec 2.0 XLS-R 300M (facebook/wav2vec2-xls-r-300m), released by Meta AI under "
-            "the Apache 2.0 licence"
-        ),
-    ),
-}
 
 _CUSTOM_INTERFACE = '''"""Interface for speechbrain.inference.interfaces.foreign_class.
 
@@ -166,187 +85,6 @@ The class lives in the installed package (pip install speechbrain-nes2net):
 
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel  # noqa: F401
 '''
-
-
-class ExportError(ValueError):
-    """A model that cannot be exported as asked, with what to change."""
-
-
-# ------------------------------------------------------------ module specs
-
-
-@dataclass(frozen=True)
-class ModuleSpec:
-    """How ``hyperparams.yaml`` rebuilds a module: ``!new:`` or ``!apply:`` with plain arguments.
-
-    Arguments
-    ---------
-    target : str
-        Dotted path of the class (``!new:``) or factory function (``!apply:``),
-        importable from an installed package.
-    kwargs : dict
-        Keyword arguments (plain YAML data: numbers, strings, booleans, null,
-        lists, mappings).
-    args : list
-        Positional arguments (used instead of ``kwargs`` when given).
-    kind : str
-        'new' or 'apply'.
-
-    Example
-    -------
-    >>> spec = ModuleSpec("speechbrain_nes2net.lobes.aggregation.SEA", {"num_layers": 3})
-    >>> spec.build()
-    SEA(...)
-    >>> print(spec.to_yaml("aggregator"))
-    aggregator: !new:speechbrain_nes2net.lobes.aggregation.SEA
-        num_layers: 3
-    """
-
-    target: str
-    kwargs: dict = field(default_factory=dict)
-    args: list = None
-    kind: str = "new"
-
-    def __post_init__(self):
-        if self.kind not in ("new", "apply"):
-            raise ValueError(f"kind must be 'new' or 'apply', got {self.kind!r}")
-        if self.args is not None and self.kwargs:
-            raise ValueError("give either positional args or kwargs, not both")
-
-    def resolve(self):
-        """Imports the class or function."""
-        module_name, _, name = self.target.rpartition(".")
-        try:
-            return getattr(importlib.import_module(module_name), name)
-        except (ImportError, AttributeError, ValueError) as err:
-            raise ExportError(
-                f"{self.target} cannot be imported ({err}); exported modules must come "
-                "from an installed package"
-            ) from None
-
-    def build(self):
-        """Builds the module as hyperpyyaml would."""
-        target = self.resolve()
-        return target(*self.args) if self.args is not None else target(**self.kwargs)
-
-    def to_yaml(self, key):
-        """The YAML entry ``key: !<kind>:<target>`` with its arguments."""
-        head = f"{key}: !{self.kind}:{self.target}"
-        if self.args is not None:
-            return f"{head} {_flow(list(self.args))}"
-        if not self.kwargs:
-            return f"{head} {{}}"
-        return "\n".join([head] + _block(self.kwargs, 1))
-
-    @classmethod
-    def from_yaml_node(cls, node, what):
-        """Reads a ``!new:`` / ``!apply:`` node of a round-trip-loaded YAML.
-
-        Arguments
-        ---------
-        node : ruamel.yaml node
-            The tagged mapping or sequence.
-        what : str
-            Its place in the file, for error messages.
-
-        Returns
-        -------
-        ModuleSpec
-        """
-        tag = getattr(getattr(node, "tag", None), "value", None)
-        match = re.fullmatch(r"!(new|apply):([\w.]+)", tag or "")
-        if not match:
-            raise ExportError(
-                f"{what} is built with tag {tag!r}; an export can only rebuild modules "
-                "declared as '!new:<class>' or '!apply:<function>' with plain arguments"
-            )
-        kind, target = match.groups()
-        if isinstance(node, dict):
-            kwargs = {str(key): _plain(value, f"{what}.{key}") for key, value in node.items()}
-            return cls(target, kwargs, kind=kind)
-        if isinstance(node, list):
-            args = [_plain(value, f"{what}[{index}]") for index, value in enumerate(node)]
-            return cls(target, {}, args=args, kind=kind)
-        raise ExportError(f"{what}: {tag} must take a mapping or a list of arguments")
-
-
-def _plain(value, what):
-    """Turns round-trip YAML data into plain Python, refusing tagged objects."""
-    tag = getattr(getattr(value, "tag", None), "value", None)
-    if tag is not None:
-        raise ExportError(
-            f"{what} has an argument built with {tag}; an export needs plain values "
-            "(numbers, strings, booleans, null, lists, mappings)"
-        )
-    if isinstance(value, dict):
-        return {str(key): _plain(item, f"{what}.{key}") for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item, f"{what}[{index}]") for index, item in enumerate(value)]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    raise ExportError(f"{what}: value {value!r} of type {type(value).__name__} is not plain data")
-
-
-# -------------------------------------------------------------- YAML writing
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_RESERVED = {"null", "true", "false", "yes", "no", "on", "off", "y", "n"}
-
-
-def _key(key):
-    key = str(key)
-    if _PLAIN_KEY.fullmatch(key) and key.lower() not in _RESERVED:
-        return key
-    return json.dumps(key)
-
-
-def _scalar(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ".nan"
-        if math.isinf(value):
-            return ".inf" if value > 0 else "-.inf"
-        text = repr(value)
-        if "e" in text and "." not in text.split("e")[0]:
-            mantissa, exponent = text.split("e")
-            text = f"{mantissa}.0e{exponent}"  # YAML needs the dot to read a float
-        return text
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a YAML double-quoted scalar
-    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) to YAML")
-
-
-def _flow(value):
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_key(k)}: {_flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_flow(item) for item in value) + "]"
-    return _scalar(value)
-
-
-def _block(mapping, depth):
-    """Block-style lines of a mapping (4-space indents, lists in flow style)."""
-    pad = "    " * depth
-    lines = []
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            lines.append(f"{pad}{_key(key)}:")
-            lines.extend(_block(value, depth + 1))
-        else:
-            lines.append(f"{pad}{_key(key)}: {_flow(value)}")
-    return lines
 
 
 # -------------------------------------------------------------------- SSL
@@ -367,10 +105,10 @@ def _ssl_yaml(frontend, hub_id):
         return "\n".join(
             [
                 "ssl: !new:speechbrain_nes2net.lobes.ssl.SSLFrontend",
-                f"    source: {_scalar(hub_id)}",
+                f"    source: {scalar(hub_id)}",
                 "    save_path: !apply:speechbrain_nes2net.lobes.ssl.hf_cache_dir []",
                 "    freeze: true",
-                f"    normalize: {_scalar(normalize)}",
+                f"    normalize: {scalar(normalize)}",
             ]
         )
     config = _ssl_config_dict(frontend)
@@ -378,90 +116,28 @@ def _ssl_yaml(frontend, hub_id):
     return "\n".join(
         [
             "ssl: !new:speechbrain_nes2net.lobes.ssl.SSLFrontendFromConfig",
-            f"    model_type: {_scalar(model_type)}",
-            f"    normalize: {_scalar(normalize)}",
+            f"    model_type: {scalar(model_type)}",
+            f"    normalize: {scalar(normalize)}",
             "    freeze: true",
             "    config:",
         ]
-        + _block(config, 2)
+        + block(config, 2)
     )
-
-
-def _is_local(source):
-    source = str(source)
-    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
 
 
 # ------------------------------------------------------------------ export
 
 
-@dataclass
-class EvalSettings:
-    """How the exported model reads its input (stored in ``hyperparams.yaml``).
-
-    Arguments
-    ---------
-    sample_rate : int
-        Model rate.
-    eval_samples : int, optional
-        Score the first ``eval_samples`` samples (repeat-padded); the full
-        utterance when None.
-    eval_min_samples : int
-        Repeat-pad shorter full utterances to this many samples.
-    eval_window_seconds : float, optional
-        Longer waveforms are scored by consecutive windows of this length
-        and get the mean of their logits, as ``AntiSpoofBrain`` evaluates
-        long test files (None: always whole).
-    window_seconds : float, optional
-        Default window of :meth:`AntiSpoofModel.score_windows` (default:
-        the ``eval_samples`` length, else 4 s).
-    window_hop_seconds : float, optional
-        Its hop (default: half a window).
-    """
-
-    sample_rate: int = DEFAULT_SAMPLE_RATE
-    eval_samples: int = None
-    eval_min_samples: int = 0
-    eval_window_seconds: float = 60.0
-    window_seconds: float = None
-    window_hop_seconds: float = None
-
-    def resolved(self):
-        """The settings with the window defaults filled in."""
-        window = self.window_seconds
-        if window is None:
-            window = self.eval_samples / self.sample_rate if self.eval_samples else 4.0
-        hop = self.window_hop_seconds if self.window_hop_seconds is not None else window / 2
-        return EvalSettings(
-            int(self.sample_rate),
-            None if self.eval_samples is None else int(self.eval_samples),
-            int(self.eval_min_samples or 0),
-            float(self.eval_window_seconds) if self.eval_window_seconds else None,
-            float(window),
-            float(hop),
-        )
-
-
-def _calibration_dict(calibration):
-    if calibration is None:
-        return None
-    if isinstance(calibration, ScoreCalibration):
-        return calibration.to_dict()
-    if isinstance(calibration, (str, Path)):
-        calibration = json.loads(Path(calibration).read_text())
-    return ScoreCalibration.from_dict(calibration).to_dict()
-
-
 def _hyperparams_text(ssl_entry, aggregator_spec, backend_spec, settings, calibration, header):
-    calibration_text = "null" if calibration is None else _flow(calibration)
+    calibration_text = "null" if calibration is None else flow(calibration)
     return f"""{header}
 # Input: any audio; read as {settings.sample_rate} Hz mono (channels averaged, resampled).
 sample_rate: {settings.sample_rate}
-eval_samples: {_scalar(settings.eval_samples)}   # first N samples, repeat-padded (null: all)
+eval_samples: {scalar(settings.eval_samples)}   # first N samples, repeat-padded (null: all)
 eval_min_samples: {settings.eval_min_samples}   # shorter full utterances are repeat-padded to this
-eval_window_seconds: {_scalar(settings.eval_window_seconds)}   # longer: mean logits of windows
-window_seconds: {_scalar(settings.window_seconds)}   # AntiSpoofModel.score_windows defaults
-window_hop_seconds: {_scalar(settings.window_hop_seconds)}
+eval_window_seconds: {scalar(settings.eval_window_seconds)}   # longer: mean logits of windows
+window_seconds: {scalar(settings.window_seconds)}   # AntiSpoofModel.score_windows defaults
+window_hop_seconds: {scalar(settings.window_hop_seconds)}
 
 # Scores: higher = more bona fide; the raw score is the back-end's bona fide
 # logit. A calibration maps it to a log-likelihood ratio: scale * score + offset.
@@ -475,9 +151,9 @@ calibration: {calibration_text}
 {backend_spec.to_yaml("backend")}
 
 # EncoderClassifier slots ---------------------------------------------------
-compute_features: !new:speechbrain_nes2net.pretrained.interface.MonoWaveforms
-mean_var_norm: !new:speechbrain_nes2net.pretrained.interface.PassThrough
-embedding_model: !new:speechbrain_nes2net.pretrained.interface.AntiSpoofEncoder
+compute_features: !new:speechbrain_nes2net.pretrained.modules.MonoWaveforms
+mean_var_norm: !new:speechbrain_nes2net.pretrained.modules.PassThrough
+embedding_model: !new:speechbrain_nes2net.pretrained.modules.AntiSpoofEncoder
     ssl: !ref <ssl>
     aggregator: !ref <aggregator>
     backend: !ref <backend>
@@ -485,11 +161,11 @@ embedding_model: !new:speechbrain_nes2net.pretrained.interface.AntiSpoofEncoder
     min_samples: !ref <eval_min_samples>
     window_seconds: !ref <eval_window_seconds>
     sample_rate: !ref <sample_rate>
-classifier: !new:speechbrain_nes2net.pretrained.interface.AntiSpoofHead
+classifier: !new:speechbrain_nes2net.pretrained.modules.AntiSpoofHead
     backend: !ref <backend>
 
-label_encoder: !new:speechbrain_nes2net.pretrained.interface.LabelEncoder
-audio_normalizer: !new:speechbrain_nes2net.pretrained.interface.AudioNormalizer
+label_encoder: !new:speechbrain_nes2net.pretrained.modules.LabelEncoder
+audio_normalizer: !new:speechbrain_nes2net.pretrained.modules.AudioNormalizer
     sample_rate: !ref <sample_rate>
 
 modules:
@@ -592,7 +268,8 @@ def write_export(
             f"{type(ssl).__name__}"
         )
     settings = (settings or EvalSettings()).resolved()
-    calibration = _calibration_dict(calibration)
+    calibration = load_calibration(calibration)
+    calibration = None if calibration is None else calibration.to_dict()
     _check_spec(aggregator_spec, aggregator, "aggregator")
     _check_spec(backend_spec, backend, "backend")
     AntiSpoofHead(backend)  # fails early for a back-end without an output layer
@@ -713,213 +390,6 @@ def verify_export(folder, ssl, aggregator, backend, settings, atol=1e-5):
         )
 
 
-# -------------------------------------------------------------- model card
-
-
-def _spec_arguments(spec):
-    return _flow(spec.args if spec.args is not None else spec.kwargs)
-
-
-def _licence(ssl_hub_id, ssl_source_note):
-    if ssl_hub_id in SSL_LICENCES:
-        return SSL_LICENCES[ssl_hub_id]
-    return (
-        "other",
-        f"the SSL front-end ({ssl_source_note}): check its licence before redistributing",
-    )
-
-
-def _metrics_table(metrics):
-    lines = ["| set | EER (%) | minDCF | trials (bona fide / spoof) |", "|---|---|---|---|"]
-    for name, values in metrics.items():
-        eer = values.get("eer")
-        eer_text = "-" if eer is None else f"{100 * eer:.2f}"
-        dcf = values.get("min_dcf")
-        dcf_text = "-" if dcf is None else f"{dcf:.4f}"
-        counts = "-"
-        if values.get("n_bonafide") is not None:
-            counts = f"{values['n_bonafide']} / {values['n_spoof']}"
-        lines.append(f"| {name} | {eer_text} | {dcf_text} | {counts} |")
-    return "\n".join(lines)
-
-
-def model_card(
-    card, ssl, ssl_hub_id, aggregator_spec, backend_spec, backend, settings, calibration
-):
-    """The README.md of an export (front matter for model hubs, then the card).
-
-    Arguments
-    ---------
-    card : dict
-        Facts known to the caller, all optional: ``title``, ``description``,
-        ``ssl_source`` (hub id or a note), ``ssl_fine_tuned`` (bool),
-        ``training`` (dict of settings), ``data`` (dict: train / dev / test
-        descriptions), ``metrics`` (set name -> metrics dict with ``eer`` as
-        a fraction, ``min_dcf``, ``n_bonafide``, ``n_spoof``),
-        ``metrics_note``, ``origin`` (where the weights come from),
-        ``licence_note``.
-    ssl, backend : torch.nn.Module
-        The exported front-end and back-end.
-    ssl_hub_id : str or None
-        Hub id the SSL model is referenced by (frozen models).
-    aggregator_spec, backend_spec : ModuleSpec
-        The exported module specs.
-    settings : EvalSettings
-        The exported input settings.
-    calibration : dict or None
-        The exported calibration.
-
-    Returns
-    -------
-    str
-    """
-    ssl_source = card.get("ssl_source") or ssl_hub_id or "a local SSL model"
-    licence_id, licence_text = _licence(card.get("ssl_hub_id", ssl_hub_id), ssl_source)
-    if card.get("licence_note"):
-        licence_text = card["licence_note"]
-    config = ssl.ssl.model.config
-    n_params = sum(p.numel() for p in backend.parameters())
-    fine_tuned = card.get("ssl_fine_tuned", ssl_hub_id is None)
-    stored = (
-        f"referenced by its hub id `{ssl_hub_id}` (frozen in training; downloaded on first use)"
-        if ssl_hub_id is not None
-        else "stored in this folder (`ssl.ckpt`, "
-        + ("fine-tuned" if fine_tuned else "as trained")
-        + "; its configuration is written inline in `hyperparams.yaml`)"
-    )
-    if settings.eval_samples:
-        eval_text = (
-            f"its first {settings.eval_samples} samples "
-            f"({settings.eval_samples / settings.sample_rate:g} s), repeat-padded when shorter"
-        )
-    else:
-        eval_text = "the full utterance" + (
-            f", repeat-padded to {settings.eval_min_samples} samples when shorter"
-            if settings.eval_min_samples
-            else ""
-        )
-    if settings.eval_window_seconds is not None:
-        eval_text += (
-            f"; a waveform longer than {settings.eval_window_seconds:g} s is cut into windows "
-            "of that length and gets the mean of their logits"
-        )
-    title = card.get("title", "SSL + Nes2Net anti-spoofing model")
-    lines = [
-        "---",
-        "library_name: speechbrain",
-        f"license: {licence_id}",
-        "pipeline_tag: audio-classification",
-        "tags:",
-        "- speechbrain",
-        "- anti-spoofing",
-        "- audio-deepfake-detection",
-        "- nes2net",
-        "---",
-        "",
-        f"# {title}",
-        "",
-        card.get(
-            "description",
-            "Bona fide vs spoofed speech detection: a self-supervised speech model "
-            "front-end, a layer aggregation and a Nes2Net back-end, trained with "
-            "speechbrain-nes2net.",
-        ),
-        "",
-        "## Usage",
-        "",
-        "With SpeechBrain alone (`pip install speechbrain speechbrain-nes2net`; the model",
-        "classes come from the installed package):",
-        "",
-        "```python",
-        "from speechbrain.inference.classifiers import EncoderClassifier",
-        'clf = EncoderClassifier.from_hparams(source="<folder or hub id>", savedir="pretrained")',
-        'out_prob, score, index, label = clf.classify_file("x.flac")  # label: bonafide | spoof',
-        "bonafide_log_odds = out_prob[..., 1] - out_prob[..., 0]",
-        "```",
-        "",
-        "Bona fide scores (calibrated when the folder carries a calibration), long files in",
-        "windows, many files at once:",
-        "",
-        "```python",
-        "from speechbrain_nes2net.pretrained.interface import AntiSpoofModel",
-        'model = AntiSpoofModel.from_hparams(source="<folder or hub id>", savedir="pretrained")',
-        'model.score_file("x.flac")           # float, higher = more bona fide',
-        'model.score_windows("long.wav")      # per-window scores and their mean',
-        "```",
-        "",
-        "Command line: `nes2net-score --model <this folder> --output scores.txt audio_dir/`.",
-        "",
-        "## Model",
-        "",
-        f"- SSL front-end: {ssl_source} (`{config.model_type}`, {config.num_hidden_layers} "
-        f"layers, {config.hidden_size} dims), {stored}; input "
-        + ("layer-normalised per waveform" if ssl.normalize else "fed as raw waveforms")
-        + ".",
-        f"- Layer aggregation: `{aggregator_spec.target}` {_spec_arguments(aggregator_spec)}.",
-        (
-            f"- Back-end: `{backend_spec.target}` {_spec_arguments(backend_spec)}, "
-            f"{n_params:,} parameters."
-        ),
-        (
-            f"- Input: {settings.sample_rate} Hz mono (other rates are resampled, channels "
-            f"averaged); each file is scored on {eval_text}."
-        ),
-        "",
-        "## Score convention",
-        "",
-        (
-            "Higher = more bona fide. The raw score is the back-end's bona fide logit "
-            "(one-logit models: the bona fide log-odds; two-logit models: logit index 1, the "
-            "official ASVspoof scoring). `EncoderClassifier` returns log-posteriors "
-            "`[log P(spoof), log P(bonafide)]` and the label of the larger one."
-        ),
-        "",
-    ]
-    if calibration is not None:
-        lines += [
-            (
-                "Calibration (shipped in `hyperparams.yaml`): `LLR = "
-                f"{calibration['scale']:.6g} * score + {calibration['offset']:.6g}` "
-                f"(fitted with bona fide prior {calibration['prior']:g}); `AntiSpoofModel` "
-                "returns the LLR, `calibrated=False` the raw score."
-            ),
-            "",
-        ]
-    else:
-        lines += ["No calibration is shipped: scores are raw (not log-likelihood ratios).", ""]
-    if card.get("origin"):
-        lines += ["## Origin", "", card["origin"], ""]
-    if card.get("data"):
-        lines += ["## Training data", ""]
-        lines += [f"- {key}: {value}" for key, value in card["data"].items()]
-        lines.append("")
-    if card.get("training"):
-        lines += ["## Training settings", ""]
-        lines += [f"- {key}: {value}" for key, value in card["training"].items()]
-        lines.append("")
-    if card.get("metrics"):
-        lines += ["## Results", "", _metrics_table(card["metrics"]), ""]
-        if card.get("metrics_note"):
-            lines += [card["metrics_note"], ""]
-    lines += [
-        "## Licence",
-        "",
-        (
-            f"The weights derive from {licence_text}. The speechbrain-nes2net code is "
-            "released under the Apache 2.0 licence."
-        ),
-        "",
-        "## Files",
-        "",
-        "`hyperparams.yaml` (modules and settings), "
-        + ("`ssl.ckpt`, " if ssl_hub_id is None else "")
-        + "`aggregator.ckpt`, `backend.ckpt`, `label_encoder.ckpt` (spoof = 0, bonafide = 1), "
-        "`custom_interface.py` (for `foreign_class`), this card.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------- from a run
 
 
@@ -935,7 +405,7 @@ def _load_run_yaml(run_folder, overrides):
     text = path.read_text(encoding="utf-8")
     raw = ruamel.yaml.YAML(typ="rt").load(text)
     modules = raw.get("modules") if isinstance(raw, dict) else None
-    if not isinstance(modules, dict) or not {"ssl", "aggregator", "backend"} <= set(modules):
+    if not isinstance(modules, dict) or not set(MODEL_MODULES) <= set(modules):
         raise ExportError(
             f"{path}: 'modules' must hold ssl, aggregator and backend (the AntiSpoofBrain modules)"
         )
@@ -945,67 +415,6 @@ def _load_run_yaml(run_folder, overrides):
     }
     hparams = load_hyperpyyaml(text, overrides or {})
     return hparams, specs, raw
-
-
-def select_checkpoints(checkpoints_dir, checkpoint="best", average=1, metric="EER", strict=True):
-    """The checkpoint(s) of a run to export.
-
-    Arguments
-    ---------
-    checkpoints_dir : str or Path
-        The run's checkpoint folder (``save_folder``).
-    checkpoint : str
-        'best' (lowest ``metric``, as the recipe's test evaluation picks),
-        'last', or the path / name of a ``CKPT+...`` folder.
-    average : int
-        Number of checkpoints to average (the best / last ``average``).
-    metric : str
-        Validation statistic of 'best' (lower is better).
-    strict : bool
-        Fewer checkpoints than ``average`` is an error; otherwise the
-        available ones are averaged with a warning, as ``AntiSpoofBrain`` does.
-
-    Returns
-    -------
-    list of speechbrain.utils.checkpoints.Checkpoint
-    """
-    if average < 1:
-        raise ExportError(f"average must be at least 1, got {average}")
-    checkpointer = Checkpointer(checkpoints_dir)
-    if checkpoint == "best":
-        found = checkpointer.find_checkpoints(min_key=metric, max_num_checkpoints=average)
-    elif checkpoint == "last":
-        found = checkpointer.find_checkpoints(max_num_checkpoints=average)
-    else:
-        wanted = Path(checkpoint).name
-        found = [ckpt for ckpt in checkpointer.list_checkpoints() if ckpt.path.name == wanted]
-        if average != 1:
-            raise ExportError("average only applies to checkpoint='best' or 'last'")
-    if not found:
-        available = [ckpt.path.name for ckpt in checkpointer.list_checkpoints()]
-        raise ExportError(
-            f"no checkpoint {checkpoint!r} (metric {metric!r}) in {checkpoints_dir}; "
-            f"available: {available}"
-        )
-    if len(found) < average:
-        if strict:
-            raise ExportError(
-                f"asked to average {average} checkpoints but {checkpoints_dir} holds {len(found)}"
-            )
-        logger.warning("Averaging %d checkpoints instead of %d", len(found), average)
-    return found
-
-
-def _load_checkpoint_weights(modules, checkpoints):
-    for name in WEIGHT_FILES:
-        missing = [str(ckpt.path) for ckpt in checkpoints if name not in ckpt.paramfiles]
-        if missing:
-            raise ExportError(f"checkpoints {missing} have no {name}.ckpt")
-        if len(checkpoints) == 1:
-            state = torch.load(checkpoints[0].paramfiles[name], map_location="cpu")
-        else:
-            state = average_checkpoints(checkpoints, name)
-        modules[name].load_state_dict(state, strict=True)
 
 
 def _eval_samples_of(hparams, test_set):
@@ -1081,13 +490,13 @@ def _run_card(hparams, specs, run_folder, checkpoints, checkpoint, average, metr
         )
     source = getattr(ssl.ssl.model.config, "name_or_path", "") or ""
     ssl_note = hub_id or (
-        source if source and not _is_local(source) else "a local SSL model folder"
+        source if source and not is_local_source(source) else "a local SSL model folder"
     )
     return {
         "title": f"SSL + {specs['backend'].target.rsplit('.', 1)[-1]} anti-spoofing model",
         "origin": f"Trained with speechbrain-nes2net (run `{Path(run_folder).name}`).",
         "ssl_source": ssl_note,
-        "ssl_hub_id": hub_id or (source if source and not _is_local(source) else None),
+        "ssl_hub_id": hub_id or (source if source and not is_local_source(source) else None),
         "ssl_fine_tuned": not bool(hparams.get("freeze_ssl", False)),
         "training": {k: v for k, v in training.items() if v is not None},
         "data": {k: v for k, v in data.items() if v is not None},
@@ -1175,15 +584,18 @@ def export_run(
     strict = average is not None
     if average is None:
         average = int(hparams.get("average_checkpoints", 1) or 1)
-    checkpoints = select_checkpoints(checkpoints_dir, checkpoint, average, metric, strict)
-    _load_checkpoint_weights(modules, checkpoints)
+    try:
+        checkpoints = select_checkpoints(checkpoints_dir, checkpoint, average, metric, strict)
+        load_checkpoint_average(modules, checkpoints, MODEL_MODULES)
+    except CheckpointSelectionError as err:
+        raise ExportError(str(err)) from None
     logger.info("Exporting %s", ", ".join(str(ckpt.path.name) for ckpt in checkpoints))
 
     ssl = modules["ssl"]
     hub_id = None
     if hparams.get("freeze_ssl", False):
         source = getattr(ssl.ssl.model.config, "name_or_path", "") or ""
-        hub_id = ssl_hub_id or (source if source and not _is_local(source) else None)
+        hub_id = ssl_hub_id or (source if source and not is_local_source(source) else None)
         if hub_id is None:
             logger.info("Frozen SSL model from a local folder: storing its weights")
     settings = EvalSettings(
@@ -1218,230 +630,3 @@ def export_run(
 # ------------------------------------------------------ official checkpoints
 
 
-def load_official_checkpoint(checkpoint):
-    """Reads an official checkpoint into a flat ``{name: tensor}`` state dict.
-
-    Accepts a path to a ``.pt`` / ``.pth`` file (``torch.save(model.state_dict())``
-    as the official code writes) or an already loaded dict; unwraps a
-    ``state_dict`` / ``model`` entry and a DataParallel ``module.`` prefix.
-
-    Arguments
-    ---------
-    checkpoint : str, Path or dict
-
-    Returns
-    -------
-    dict
-
-    Example
-    -------
-    >>> sorted(load_official_checkpoint({"model": {"module.fc.weight": torch.zeros(1)}}))
-    ['fc.weight']
-    """
-    state = checkpoint
-    if isinstance(checkpoint, (str, Path)):
-        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-    for wrapper in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise OfficialCheckpointError(
-            f"{checkpoint if isinstance(checkpoint, (str, Path)) else 'the checkpoint'} is not "
-            "a state dict of tensors (the official code saves model.state_dict())"
-        )
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module.") :]: value for key, value in state.items()}
-    return dict(state)
-
-
-def _official_aggregator_name(state, ssl_prefix):
-    present = {
-        key[len(AGGREGATOR_PREFIX) :]
-        for key in state
-        if key.startswith(AGGREGATOR_PREFIX) and not key.startswith(ssl_prefix)
-    }
-    names = {name for marker, name in _AGGREGATOR_MARKERS.items() if marker in present}
-    if len(names) > 1:
-        raise OfficialCheckpointError(f"the checkpoint holds several aggregators: {sorted(names)}")
-    return names.pop() if names else None
-
-
-def _partition_official_keys(state, ssl_prefix, aggregator_name):
-    """Checks that every key belongs to the back-end, the SSL model or the aggregator."""
-    leftover = []
-    for key in state:
-        if key.startswith((BACKEND_PREFIX, ssl_prefix)):
-            continue
-        if key.startswith(AGGREGATOR_PREFIX) and aggregator_name is not None:
-            continue  # aggregator_from_official refuses anything it does not map
-        leftover.append(key)
-    if leftover:
-        shown = "\n".join(f"  {key}" for key in leftover[:20])
-        more = f"\n  ... and {len(leftover) - 20} more" if len(leftover) > 20 else ""
-        raise OfficialCheckpointError(
-            f"{len(leftover)} checkpoint keys belong to no part of the model (back-end "
-            f"{BACKEND_PREFIX}*, SSL {ssl_prefix}*"
-            + (f", aggregator {AGGREGATOR_PREFIX}*" if aggregator_name else ", no aggregator")
-            + f"):\n{shown}{more}"
-        )
-
-
-def convert_official_checkpoint(
-    checkpoint,
-    export_folder,
-    backend_name,
-    backend_config=None,
-    ssl_name=None,
-    ssl_config=None,
-    aggregator_name="auto",
-    ssl_source_note=None,
-    eval_samples=None,
-    eval_min_samples=0,
-    calibration=None,
-    card=None,
-    overwrite=False,
-    verify=True,
-):
-    """Converts an official Nes2Net checkpoint into an export folder.
-
-    The back-end (``Nested_Res2Net_TDNN.*``) and the layer aggregation
-    (``ssl_model.*``) go through :mod:`speechbrain_nes2net.official.backend`, the SSL
-    front-end (s3prl WavLM under ``ssl_model.model.model.*``, fairseq
-    wav2vec 2.0 / XLS-R under ``ssl_model.model.*``) through
-    :mod:`speechbrain_nes2net.official.frontend` into transformers
-    ``WavLMModel`` / ``Wav2Vec2Model``. Every key of the checkpoint must be
-    used (pre-training heads of the SSL model excepted) and every parameter
-    filled, or an :class:`OfficialCheckpointError` lists the offending keys.
-
-    Arguments
-    ---------
-    checkpoint : str, Path or dict
-        The official ``.pt`` / ``.pth`` file or its state dict.
-    export_folder : str or Path
-        Where to write the export.
-    backend_name : str
-        Official model name: 'WavLM_Nes2Net', 'WavLM_Nes2Net_X',
-        'WavLM_Nes2Net_X_SeLU' (CtrSVDD) or 'wav2vec2_Nes2Net_X' (ASVspoof).
-    backend_config : dict, optional
-        Official back-end arguments (``Nes_ratio``, ``dilation``, ``pool_func``,
-        ``SE_ratio``, ``n_output_logits``); ``input_channel`` defaults to the
-        SSL model's width.
-    ssl_name : str, optional
-        's3prl_wavlm' or 'fairseq_wav2vec2' (default: from ``backend_name``).
-    ssl_config : dict, optional
-        The SSL model's official configuration (default: WavLM-Large /
-        XLS-R 300M, :data:`WAVLM_LARGE_CONFIG`, :data:`XLSR_300M_CONFIG`).
-    aggregator_name : str or None
-        'WavLM_SEA', 'WavLM_WeightedSum', 'WavLM_AttM', None (last layer) or
-        'auto' (from the checkpoint's keys).
-    ssl_source_note : str, optional
-        What the SSL model is, for the model card (default: the released
-        model's hub id).
-    eval_samples : int, optional
-        Score the first N samples (the release's "4 s" mode); full utterances
-        when None, as the releases evaluate CtrSVDD and In-the-Wild.
-    eval_min_samples : int
-        Repeat-pad shorter full utterances to this length.
-    calibration : ScoreCalibration, dict or path, optional
-        Score calibration to ship.
-    card : dict, optional
-        Extra model card facts (see :func:`model_card`).
-    overwrite : bool
-        Replace an existing export folder.
-    verify : bool
-        Check that the written folder reproduces the converted modules.
-
-    Returns
-    -------
-    Path
-        The export folder.
-    """
-    state = load_official_checkpoint(checkpoint)
-    family = backend_name.split("_", 1)[0]
-    if family not in OFFICIAL_SSL:
-        raise ValueError(
-            f"backend_name={backend_name!r} does not start with one of {sorted(OFFICIAL_SSL)}"
-        )
-    default_ssl, default_config, hub_id = OFFICIAL_SSL[family]
-    ssl_name = ssl_name or default_ssl
-    ssl_config = dict(default_config if ssl_config is None else ssl_config)
-    ssl_prefix = OFFICIAL_PREFIXES[ssl_name]
-    if aggregator_name == "auto":
-        aggregator_name = _official_aggregator_name(state, ssl_prefix)
-    if aggregator_name is not None and aggregator_name not in AGGREGATORS:
-        raise ValueError(
-            f"unknown official aggregator {aggregator_name!r}; known: {sorted(AGGREGATORS)}"
-        )
-    _partition_official_keys(state, ssl_prefix, aggregator_name)
-
-    hf_config = hf_config_from_official(ssl_name, ssl_config)
-    num_states, dim = hf_config.num_hidden_layers + 1, hf_config.hidden_size
-    backend_config = {"input_channel": dim, **(backend_config or {})}
-    if int(backend_config["input_channel"]) != dim:
-        raise OfficialCheckpointError(
-            f"the back-end takes {backend_config['input_channel']} channels but the SSL model "
-            f"gives {dim}"
-        )
-    backend = backend_from_official(backend_name, backend_config, state)
-    cls, kwargs = official_backend_kwargs(backend_name, backend_config)
-    backend_spec = ModuleSpec(f"{cls.__module__}.{cls.__qualname__}", kwargs)
-
-    aggregator_kwargs = {
-        "name": AGGREGATOR_NAMES.get(aggregator_name, "last"),
-        "num_layers": num_states,
-        "dim": dim,
-    }
-    aggregator_spec = ModuleSpec(
-        "speechbrain_nes2net.lobes.aggregation.build_aggregator", aggregator_kwargs, kind="apply"
-    )
-    if aggregator_name is None:
-        aggregator = aggregator_spec.build().eval()
-    else:
-        aggregator = aggregator_from_official(
-            aggregator_name, {"n_layers": num_states, "dim": dim}, state
-        )
-    frontend = frontend_from_official(ssl_name, ssl_config, state, freeze=True)
-
-    name = (
-        checkpoint.name
-        if isinstance(checkpoint, Path)
-        else (Path(checkpoint).name if isinstance(checkpoint, str) else "a state dict")
-    )
-    released = ssl_config == dict(default_config)
-    note = ssl_source_note or (
-        f"{hub_id}, fine-tuned in the checkpoint"
-        if released
-        else f"a {ssl_name} model of the given configuration, weights from the checkpoint"
-    )
-    defaults = {
-        "title": f"Nes2Net official release: {backend_name}"
-        + (f" + {aggregator_name}" if aggregator_name else ""),
-        "description": (
-            "An official Nes2Net checkpoint (Liu et al., IEEE T-IFS 2025) converted to "
-            "SpeechBrain with speechbrain-nes2net: the same weights, the SSL front-end as a "
-            "transformers model."
-        ),
-        "origin": (
-            f"Converted from the official checkpoint `{name}` (github.com/Liu-Tianchi/Nes2Net, "
-            "github.com/Liu-Tianchi/Nes2Net_ASVspoof_ITW); check the licence of that release "
-            "too."
-        ),
-        "ssl_source": note,
-        "ssl_hub_id": hub_id if released else None,
-        "ssl_fine_tuned": True,
-    }
-    settings = EvalSettings(eval_samples=eval_samples, eval_min_samples=eval_min_samples)
-    return write_export(
-        export_folder,
-        frontend,
-        aggregator,
-        backend,
-        aggregator_spec,
-        backend_spec,
-        settings=settings,
-        calibration=calibration,
-        card={**defaults, **(card or {})},
-        overwrite=overwrite,
-        verify=verify,
-    )

@@ -1,26 +1,8 @@
-"""Pretrained anti-spoofing models: the exported modules and their interface.
+"""Bona fide scores from an exported model folder: :class:`AntiSpoofModel`.
 
-An exported model folder (see :mod:`speechbrain_nes2net.pretrained.export`) is a SpeechBrain
-``hyperparams.yaml`` whose four ``modules`` fill the slots of SpeechBrain's
-``EncoderClassifier``, so that stock SpeechBrain loads and runs it:
-
-- ``compute_features``: :class:`MonoWaveforms` (downmixes multi-channel input);
-- ``mean_var_norm``: :class:`PassThrough` (``EncoderClassifier`` calls this slot
-  with the waveform lengths; the normalisation the SSL model needs happens
-  inside it, per waveform, so nothing is left to do here);
-- ``embedding_model``: :class:`AntiSpoofEncoder`, the evaluation preprocessing
-  of the training recipe (first ``eval_samples`` samples or the full
-  utterance, repeat-padded to ``eval_min_samples``; waveforms longer than
-  ``eval_window_seconds`` by windows), the SSL front-end, the layer
-  aggregation and the back-end up to its pooled utterance embedding. The
-  whole chain sits in this slot because the preprocessing changes the
-  lengths, and ``EncoderClassifier`` hands this slot the caller's lengths;
-- ``classifier``: :class:`AntiSpoofHead`, the back-end's output layer turned
-  into log-posteriors in label-encoder order (0 spoof, 1 bonafide).
-
-Everything runs padding-aware, so that a padded batch scores each waveform as
-it would be scored alone.
-
+The folder (see :mod:`speechbrain_nes2net.pretrained.export`) loads in stock
+SpeechBrain as an ``EncoderClassifier`` (its modules,
+:mod:`speechbrain_nes2net.pretrained.modules`, fill that interface's slots).
 :class:`AntiSpoofModel` is our richer interface on the same folder: the bona
 fide score (calibrated LLR when the export carries a calibration), files at any
 sample rate and channel count, batched scoring of many files with per-file
@@ -38,13 +20,9 @@ Authors
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn as nn
 import torchaudio
-from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.data_utils import batch_pad_right
 
@@ -52,392 +30,25 @@ from speechbrain_nes2net.audio import (
     DEFAULT_SAMPLE_RATE,
     AudioError,
     audio_info,
-    fixed_length,
     load_audio,
 )
-from speechbrain_nes2net.evaluation.calibration import ScoreCalibration
+from speechbrain_nes2net.evaluation.calibration import load_calibration
 from speechbrain_nes2net.lobes.nes2net import Nes2Net
-from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
+from speechbrain_nes2net.lobes.windows import window_outputs
+from speechbrain_nes2net.pretrained.modules import (
+    EvalSettings,
+    MonoWaveforms,
+    prepare_waveforms,
+)
 from speechbrain_nes2net.scores import LABELS, class_log_probabilities
 
 logger = logging.getLogger(__name__)
 
 
-
 # --------------------------------------------------------------------- audio
 
 
-class AudioNormalizer:
-    """Downmixes and resamples audio exactly as :func:`~speechbrain_nes2net.audio.load_audio`.
-
-    ``Pretrained.load_audio`` (used by ``EncoderClassifier.classify_file``)
-    reads a file with soundfile and hands ``(audio, sample_rate)`` to the
-    ``audio_normalizer`` of the hyperparameters. This one averages the
-    channels and resamples with ``torchaudio.functional.resample``, as the
-    toolkit's one audio loading path does, so that stock SpeechBrain sees the
-    same waveform as training and evaluation did.
-
-    Arguments
-    ---------
-    sample_rate : int
-        The rate the model expects.
-
-    Example
-    -------
-    >>> normalizer = AudioNormalizer(16000)
-    >>> normalizer(torch.ones(8000, 2), 8000).shape
-    torch.Size([16000])
-    """
-
-    def __init__(self, sample_rate=DEFAULT_SAMPLE_RATE):
-        self.sample_rate = int(sample_rate)
-
-    def __call__(self, audio, sample_rate):
-        """Returns (samples,) float32 mono audio at ``self.sample_rate``.
-
-        Arguments
-        ---------
-        audio : torch.Tensor
-            (samples,) or (samples, channels).
-        sample_rate : int
-            Rate of ``audio``.
-
-        Returns
-        -------
-        torch.Tensor
-        """
-        audio = audio.to(torch.float32)
-        if audio.dim() == 2:
-            if audio.device.type == "cpu":
-                # NumPy's float32 mean, bit-identical to load_audio's downmix.
-                audio = torch.from_numpy(np.ascontiguousarray(audio.numpy().mean(axis=1)))
-            else:
-                audio = audio.mean(dim=1)
-        elif audio.dim() != 1:
-            raise ValueError(
-                f"expected (samples,) or (samples, channels) audio, got {tuple(audio.shape)}"
-            )
-        if int(sample_rate) != self.sample_rate:
-            audio = torchaudio.functional.resample(audio, int(sample_rate), self.sample_rate)
-        return audio.contiguous()
-
-
-def prepare_waveforms(wavs, wav_lens=None, num_samples=None, min_samples=0):
-    """Applies the recipe's evaluation preprocessing to each waveform of a batch.
-
-    Each valid part is cropped to its first ``num_samples`` samples
-    (repeat-padded when shorter), or, without ``num_samples``, repeat-padded
-    to ``min_samples`` when shorter, exactly as
-    :func:`speechbrain_nes2net.training.dataio.audio_pipeline` does for evaluation;
-    the results are padded into a batch as SpeechBrain's ``PaddedBatch`` does.
-
-    Arguments
-    ---------
-    wavs : torch.Tensor
-        (batch, samples) waveforms.
-    wav_lens : torch.Tensor, optional
-        Relative lengths; None means no padding.
-    num_samples : int, optional
-        Fixed evaluation length ("first N samples" protocols).
-    min_samples : int
-        Shortest full-utterance input.
-
-    Returns
-    -------
-    (torch.Tensor, torch.Tensor)
-        The new (batch, samples) waveforms and relative lengths.
-
-    Example
-    -------
-    >>> wavs = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 0.0, 0.0]])
-    >>> prepare_waveforms(wavs, torch.tensor([1.0, 0.5]), min_samples=3)
-    (tensor([[1., 2., 3., 4.],
-            [5., 6., 5., 0.]]), tensor([1.0000, 0.7500]))
-    """
-    if wavs.dim() != 2:
-        raise ValueError(f"expected (batch, samples) waveforms, got shape {tuple(wavs.shape)}")
-    if wav_lens is None:
-        wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
-    counts = torch.round(wav_lens.to(torch.float64) * wavs.shape[1]).long().clamp(min=1).tolist()
-    if num_samples is None and min(counts) >= min_samples:
-        return wavs, wav_lens  # nothing to change: keep the caller's batch
-    prepared = []
-    for wav, count in zip(wavs, counts):
-        wav = wav[:count]
-        if num_samples is not None:
-            wav = fixed_length(wav, int(num_samples))
-        elif count < min_samples:
-            wav = fixed_length(wav, int(min_samples))
-        prepared.append(wav)
-    batch, lengths = batch_pad_right(prepared)
-    return batch, lengths.to(wavs.device)
-
-
 # ------------------------------------------------------------------- modules
-
-
-class MonoWaveforms(nn.Module):
-    """The ``compute_features`` slot: (batch, samples[, channels]) -> mono (batch, samples).
-
-    Example
-    -------
-    >>> MonoWaveforms()(torch.ones(2, 100, 2)).shape
-    torch.Size([2, 100])
-    """
-
-    def forward(self, wavs):
-        """Averages the channels of (batch, samples, channels) input."""
-        if wavs.dim() == 3:
-            wavs = wavs.mean(dim=-1)
-        if wavs.dim() != 2:
-            raise ValueError(
-                f"expected (batch, samples) or (batch, samples, channels) waveforms, got "
-                f"shape {tuple(wavs.shape)}"
-            )
-        return wavs.float()
-
-
-class PassThrough(nn.Module):
-    """The ``mean_var_norm`` slot: returns its input (takes ``(x, lengths)``).
-
-    Example
-    -------
-    >>> PassThrough()(torch.ones(1, 3), torch.ones(1)).shape
-    torch.Size([1, 3])
-    """
-
-    def forward(self, x, lengths=None):
-        """Returns ``x`` unchanged."""
-        return x
-
-
-def split_windows(wav, window):
-    """Cuts a waveform into consecutive windows as the recipe evaluates long files.
-
-    Windows of ``window`` samples; a last window shorter than a quarter window
-    joins the one before (``AntiSpoofBrain``'s rule for long test files).
-
-    Arguments
-    ---------
-    wav : torch.Tensor
-        (samples,) waveform.
-    window : int
-        Window length in samples.
-
-    Returns
-    -------
-    list of torch.Tensor
-
-    Example
-    -------
-    >>> [len(piece) for piece in split_windows(torch.zeros(220), 100)]
-    [100, 120]
-    >>> [len(piece) for piece in split_windows(torch.zeros(250), 100)]
-    [100, 100, 50]
-    """
-    pieces = list(wav.split(window))
-    if len(pieces) > 1 and pieces[-1].shape[0] < window // 4:
-        pieces[-2] = torch.cat(pieces[-2:])
-        pieces.pop()
-    return pieces
-
-
-class AntiSpoofEncoder(nn.Module):
-    """Waveforms -> pooled utterance embeddings, as the recipe evaluates them.
-
-    Each waveform is preprocessed as the recipe's evaluation does (first
-    ``num_samples`` samples, or the full utterance repeat-padded to
-    ``min_samples``); one longer than ``window_seconds`` is cut into windows
-    (:func:`split_windows`) whose embeddings are averaged. The output layers
-    are linear, so the averaged embedding gives the mean of the window
-    logits, as ``AntiSpoofBrain`` scores long test files.
-
-    Arguments
-    ---------
-    ssl : torch.nn.Module
-        SSL front-end: (wavs, wav_lens) -> (layers, batch, frames, dim), e.g.
-        :class:`~speechbrain_nes2net.lobes.ssl.SSLFrontend`.
-    aggregator : torch.nn.Module
-        (states, lengths) -> (batch, frames, dim).
-    backend : torch.nn.Module
-        A back-end with ``embed(features, lengths)`` (Nes2Net, Nes2Net-X, AASIST).
-    num_samples : int, optional
-        Score the first ``num_samples`` samples (repeat-padded); the full
-        utterance when None.
-    min_samples : int
-        Repeat-pad shorter full utterances to this length.
-    window_seconds : float, optional
-        Score longer waveforms by windows of this length (None: never).
-    sample_rate : int
-        Rate of the waveforms.
-    window_batch : int
-        Windows run through the model at once.
-
-    Example
-    -------
-    >>> from speechbrain_nes2net.lobes.aggregation import LastLayer
-    >>> fake_ssl = lambda wavs, lens: wavs[None, :, ::320, None].expand(2, -1, -1, 8)
-    >>> backend = Nes2Net(input_size=8, outer_ratio=2, inner_ratio=2)
-    >>> encoder = AntiSpoofEncoder(fake_ssl, LastLayer(), backend, min_samples=6400).eval()
-    >>> encoder(torch.rand(3, 3200), torch.tensor([1.0, 0.5, 0.25])).shape
-    torch.Size([3, 8])
-    """
-
-    def __init__(
-        self,
-        ssl,
-        aggregator,
-        backend,
-        num_samples=None,
-        min_samples=0,
-        window_seconds=None,
-        sample_rate=DEFAULT_SAMPLE_RATE,
-        window_batch=8,
-    ):
-        super().__init__()
-        self.ssl = ssl
-        self.aggregator = aggregator
-        self.backend = backend
-        self.num_samples = None if num_samples is None else int(num_samples)
-        self.min_samples = int(min_samples or 0)
-        self.window = None if not window_seconds else round(float(window_seconds) * sample_rate)
-        self.window_batch = int(window_batch)
-
-    def features(self, wavs, wav_lens=None, preprocess=True):
-        """Aggregated SSL features of a batch (no windowing).
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            (batch, samples) 16 kHz mono waveforms.
-        wav_lens : torch.Tensor, optional
-            Relative lengths.
-        preprocess : bool
-            Apply the evaluation preprocessing (crop / repeat-pad) first; off
-            for inputs already cut to a chosen length (windows).
-
-        Returns
-        -------
-        (torch.Tensor, torch.Tensor)
-            (batch, frames, dim) features and their relative lengths (exact
-            frame counts, see :func:`speechbrain_nes2net.lobes.ssl.ssl_frame_lengths`).
-        """
-        if preprocess:
-            wavs, wav_lens = prepare_waveforms(wavs, wav_lens, self.num_samples, self.min_samples)
-        elif wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
-        states = self.ssl(wavs, wav_lens)
-        frame_lens = ssl_frame_lengths(self.ssl, wav_lens, wavs.shape[1], states.shape[2])
-        return self.aggregator(states, frame_lens), frame_lens
-
-    def _embed(self, wavs, wav_lens):
-        features, lengths = self.features(wavs, wav_lens, preprocess=False)
-        return self.backend.embed(features, lengths)
-
-    def forward(self, wavs, wav_lens=None, preprocess=True, windows=True):
-        """Returns the (batch, embedding) back-end embeddings of a batch.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            (batch, samples) 16 kHz mono waveforms.
-        wav_lens : torch.Tensor, optional
-            Relative lengths.
-        preprocess : bool
-            Apply the evaluation preprocessing (crop / repeat-pad) first.
-        windows : bool
-            Score waveforms longer than ``window_seconds`` by windows; off to
-            score every waveform whole (e.g. windows cut by the caller).
-
-        Returns
-        -------
-        torch.Tensor
-        """
-        if preprocess:
-            wavs, wav_lens = prepare_waveforms(wavs, wav_lens, self.num_samples, self.min_samples)
-        elif wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
-        counts = torch.round(wav_lens.to(torch.float64) * wavs.shape[1]).long().tolist()
-        long = [
-            i for i, count in enumerate(counts) if windows and self.window and count > self.window
-        ]
-        if not long:
-            return self._embed(wavs, wav_lens)
-        embeddings = [None] * len(counts)
-        short = [i for i in range(len(counts)) if i not in long]
-        if short:
-            top = max(counts[i] for i in short)
-            lengths = torch.tensor([counts[i] / top for i in short], device=wavs.device)
-            for i, embedding in zip(short, self._embed(wavs[short, :top], lengths)):
-                embeddings[i] = embedding
-        for i in long:
-            pieces = split_windows(wavs[i, : counts[i]], self.window)
-            parts = []
-            for first in range(0, len(pieces), self.window_batch):
-                batch, lengths = batch_pad_right(pieces[first : first + self.window_batch])
-                parts.append(self._embed(batch, lengths.to(wavs.device)))
-            embeddings[i] = torch.cat(parts).mean(dim=0)
-        return torch.stack(embeddings)
-
-
-class AntiSpoofHead(nn.Module):
-    """The back-end's output layer as ``EncoderClassifier``'s ``classifier``.
-
-    ``forward`` returns (batch, 2) log-posteriors in label-encoder order
-    (index 0 spoof, 1 bonafide; :func:`~speechbrain_nes2net.scores.class_log_probabilities`),
-    ``logits`` the raw back-end logits.
-
-    Arguments
-    ---------
-    backend : torch.nn.Module
-        The back-end whose output layer to use: ``fc`` (Nes2Net) or
-        ``drop`` + ``out_layer`` (AASIST).
-
-    Example
-    -------
-    >>> backend = Nes2Net(input_size=8, outer_ratio=2, inner_ratio=2)
-    >>> log_probs = AntiSpoofHead(backend)(torch.rand(3, 8))
-    >>> log_probs.shape, bool(torch.allclose(log_probs.exp().sum(dim=1), torch.ones(3)))
-    (torch.Size([3, 2]), True)
-    """
-
-    def __init__(self, backend):
-        super().__init__()
-        if not (hasattr(backend, "fc") or hasattr(backend, "out_layer")):
-            raise ValueError(
-                f"{type(backend).__name__} has no output layer 'fc' or 'out_layer'; "
-                "AntiSpoofHead supports the Nes2Net and AASIST back-ends"
-            )
-        self.backend = backend
-
-    def logits(self, embeddings):
-        """(batch, n_out) raw logits of pooled embeddings."""
-        if hasattr(self.backend, "fc"):
-            return self.backend.fc(embeddings)
-        return self.backend.out_layer(self.backend.drop(embeddings))
-
-    def forward(self, embeddings):
-        """(batch, 2) class log-posteriors (0 spoof, 1 bonafide)."""
-        return class_log_probabilities(self.logits(embeddings))
-
-
-class LabelEncoder(CategoricalEncoder):
-    """SpeechBrain's ``CategoricalEncoder`` for the two labels (``spoof`` = 0, ``bonafide`` = 1).
-
-    It expects exactly two categories, so a wrong ``label_encoder.ckpt`` is an
-    error rather than a warning.
-
-    Example
-    -------
-    >>> encoder = LabelEncoder()
-    >>> encoder.update_from_iterable(LABELS)
-    >>> encoder.decode_torch(torch.tensor([1, 0]))
-    ['bonafide', 'spoof']
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.expect_len(len(LABELS))
 
 
 # ----------------------------------------------------------------- interface
@@ -552,13 +163,21 @@ class AntiSpoofModel(Pretrained):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         get = lambda name, default=None: getattr(self.hparams, name, default)
-        self.sample_rate = int(get("sample_rate", DEFAULT_SAMPLE_RATE))
-        self.eval_samples = get("eval_samples")
-        self.window_seconds = float(get("window_seconds", 4.0))
-        self.window_hop_seconds = float(get("window_hop_seconds", self.window_seconds / 2))
+        # Defaults of windows etc. come from one place: EvalSettings.
+        settings = EvalSettings(
+            sample_rate=get("sample_rate", DEFAULT_SAMPLE_RATE),
+            eval_samples=get("eval_samples"),
+            eval_min_samples=get("eval_min_samples", 0),
+            eval_window_seconds=get("eval_window_seconds"),
+            window_seconds=get("window_seconds"),
+            window_hop_seconds=get("window_hop_seconds"),
+        ).resolved()
+        self.sample_rate = settings.sample_rate
+        self.eval_samples = settings.eval_samples
+        self.window_seconds = settings.window_seconds
+        self.window_hop_seconds = settings.window_hop_seconds
         self.eval_window = self.encoder.window
-        calibration = get("calibration")
-        self.calibration = None if not calibration else ScoreCalibration.from_dict(calibration)
+        self.calibration = load_calibration(get("calibration") or None)
 
     # ------------------------------------------------------------ internals
 
@@ -692,13 +311,11 @@ class AntiSpoofModel(Pretrained):
         wav = self._prepare(wav)
         if self.eval_window is None or wav.shape[0] <= self.eval_window:
             return self.logits_batch(wav[None], preprocess=False)[0].cpu(), None
-        pieces = split_windows(wav, self.eval_window)
-        logits = []
-        for first in range(0, len(pieces), batch_size):
-            batch, lengths = batch_pad_right(pieces[first : first + batch_size])
-            logits.append(self.logits_batch(batch, lengths, preprocess=False, windows=False).cpu())
-        logits = torch.cat(logits)
-        ends = torch.tensor([piece.shape[0] for piece in pieces]).cumsum(0).tolist()
+        logits, sizes = window_outputs(
+            lambda w, l: self.logits_batch(w, l, preprocess=False, windows=False).cpu(),
+            wav, self.eval_window, batch_size,
+        )  # fmt: skip
+        ends = torch.tensor(sizes).cumsum(0).tolist()
         starts = [0] + ends[:-1]
         scores = self._finish(self._bonafide(logits), calibrated)
         windows = WindowScores(
@@ -959,14 +576,3 @@ class AntiSpoofModel(Pretrained):
         for position, file_logits in zip(loaded, logits):
             results[position] = self._file_score(paths[position], file_logits, None, calibrated)
         return results
-
-
-def is_export_folder(folder):
-    """Whether ``folder`` looks like an exported model (has ``hyperparams.yaml``).
-
-    Example
-    -------
-    >>> is_export_folder("/nonexistent")
-    False
-    """
-    return (Path(folder) / "hyperparams.yaml").is_file()

@@ -36,7 +36,14 @@ from torch.utils.data import DataLoader
 from speechbrain_nes2net.evaluation.metrics import compute_eer, compute_min_dcf
 from speechbrain_nes2net.evaluation.reports import build_report, write_report
 from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
+from speechbrain_nes2net.lobes.windows import forward_by_windows
 from speechbrain_nes2net.scores import bonafide_scores
+from speechbrain_nes2net.training.checkpoints import (
+    MODEL_MODULES,
+    CheckpointSelectionError,
+    load_checkpoint_average,
+    select_checkpoints,
+)
 from speechbrain_nes2net.training.recipe import RecipeConfigError, schedules_whole_run
 
 logger = logging.getLogger(__name__)
@@ -131,11 +138,14 @@ class AntiSpoofBrain(sb.Brain):
             usable = augment.replicate_labels(usable)
         if stage == sb.Stage.TRAIN:
             return self._model_forward(wavs, lengths, training=True), labels, usable
-        window = getattr(self.hparams, "eval_window_seconds", None)
-        if window:
-            logits = self._windowed_forward(wavs, lengths, int(window * self.sample_rate))
-        else:
-            logits = self._model_forward(wavs, lengths, training=False)
+        # Long test files by windows (speechbrain_nes2net.lobes.windows), so
+        # that a 30-minute recording does not exhaust memory.
+        seconds = getattr(self.hparams, "eval_window_seconds", None)
+        logits = forward_by_windows(
+            lambda w, l: self._model_forward(w, l, training=False),
+            wavs, lengths, int(seconds * self.sample_rate) if seconds else None,
+            batch_size=max(1, wavs.shape[0]),
+        )  # fmt: skip
         return logits, labels, usable
 
     @property
@@ -147,7 +157,7 @@ class AntiSpoofBrain(sb.Brain):
         """SSL front-end -> aggregation -> back-end on a padded batch."""
         modules = {
             name: self.modules[name] if training else _unwrap(self.modules[name])
-            for name in ("ssl", "aggregator", "backend")
+            for name in MODEL_MODULES
         }
         if training and not self.ssl_frozen:
             states, lengths = ssl_states(modules["ssl"], wavs, lengths)
@@ -194,43 +204,6 @@ class AntiSpoofBrain(sb.Brain):
                 "Feature cache: training inputs vary (random crops or augmentation), so only "
                 "validation and test use %s", self.hparams.feature_cache.folder,
             )
-
-    def _windowed_forward(self, wavs, lengths, window):
-        """Scores utterances longer than ``window`` samples by windows.
-
-        Attention cost grows with the square of the length, so a 30-minute
-        recording would exhaust memory in one pass. It is cut into consecutive
-        windows of ``window`` samples (a last window shorter than a quarter of
-        it joins the one before), the windows are scored in batches of the
-        evaluation batch size, and the utterance gets the mean of their
-        logits. Shorter utterances are scored whole, as usual.
-        """
-        samples = torch.round(lengths * wavs.shape[1]).long().tolist()
-        long = [i for i, n in enumerate(samples) if n > window]
-        if not long:
-            return self._model_forward(wavs, lengths, training=False)
-        short = [i for i, n in enumerate(samples) if n <= window]
-        outputs = {}
-        if short:
-            top = max(samples[i] for i in short)
-            sub = wavs[short, :top]
-            sub_lengths = torch.tensor([samples[i] / top for i in short], device=wavs.device)
-            for i, logit in zip(short, self._model_forward(sub, sub_lengths, training=False)):
-                outputs[i] = logit
-        batch_size = max(1, wavs.shape[0])
-        for i in long:
-            pieces = list(wavs[i, : samples[i]].split(window))
-            if len(pieces) > 1 and pieces[-1].shape[0] < window // 4:
-                pieces[-2] = torch.cat(pieces[-2:])
-                pieces.pop()
-            logits = []
-            for start in range(0, len(pieces), batch_size):
-                group = pieces[start : start + batch_size]
-                padded = torch.nn.utils.rnn.pad_sequence(group, batch_first=True)
-                rel = torch.tensor([p.shape[0] / padded.shape[1] for p in group], device=wavs.device)
-                logits.append(self._model_forward(padded, rel, training=False))
-            outputs[i] = torch.cat(logits).mean(dim=0)
-        return torch.stack([outputs[i] for i in range(wavs.shape[0])])
 
     def compute_objectives(self, predictions, batch, stage):
         """Computes the loss on usable utterances; outside training, records the scores."""
@@ -427,22 +400,15 @@ class AntiSpoofBrain(sb.Brain):
         count = int(getattr(self.hparams, "average_checkpoints", 1) or 1)
         if count <= 1 or self.checkpointer is None:
             return super().on_evaluate_start(max_key=max_key, min_key=min_key)
-        checkpoints = self.checkpointer.find_checkpoints(
-            min_key=min_key, max_key=max_key, max_num_checkpoints=count
-        )
-        if not checkpoints:
-            raise RuntimeError(
-                f"no checkpoint with {min_key or max_key} in {self.checkpointer.checkpoints_dir} "
-                "to average; train first"
-            )
-        if len(checkpoints) < count:
-            logger.warning(
-                "Averaging %d checkpoints instead of %d: keep_checkpoints is smaller, "
-                "or training saved fewer", len(checkpoints), count,
-            )
-        for name in ("ssl", "aggregator", "backend"):
-            state = sb.utils.checkpoints.average_checkpoints(checkpoints, name)
-            _unwrap(self.modules[name]).load_state_dict(state)
+        try:
+            checkpoints = select_checkpoints(
+                self.checkpointer, "best", count, metric=min_key or self.selection_metric,
+                strict=False,
+            )  # fmt: skip
+        except CheckpointSelectionError as err:
+            raise RuntimeError(f"{err}; train first") from None
+        modules = {name: _unwrap(self.modules[name]) for name in MODEL_MODULES}
+        load_checkpoint_average(modules, checkpoints, MODEL_MODULES)
         self.averaged_checkpoints = [ckpt.path.name for ckpt in checkpoints]
         logger.info("Evaluating the average of %s", ", ".join(self.averaged_checkpoints))
 

@@ -45,6 +45,7 @@ from speechbrain.utils.checkpoints import (
     CKPT_PREFIX,
     METAFNAME,
     Checkpointer,
+    average_checkpoints,
     mark_as_loader,
     mark_as_saver,
     register_checkpoint_hooks,
@@ -53,6 +54,9 @@ from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 logger = logging.getLogger(__name__)
 
+#: The modules of a model (SSL front-end, layer aggregation, back-end), by the
+#: name of their parameter file (``<name>.ckpt``) in checkpoints and exports.
+MODEL_MODULES = ("ssl", "aggregator", "backend")
 #: Name of the :class:`RandomState` recoverable that :class:`AtomicCheckpointer` adds.
 RANDOM_STATE = "random_state"
 
@@ -316,3 +320,113 @@ def _publish(path, meta):
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     _fsync(folder, directory=True)
+
+
+# ---------------------------------------------------- selection and averaging
+
+
+class CheckpointSelectionError(ValueError):
+    """The checkpoints asked for are not in the folder."""
+
+
+def select_checkpoints(checkpoints, checkpoint="best", average=1, metric="EER", strict=True):
+    """The checkpoint(s) of a run to evaluate or export.
+
+    One rule for both: the recipe's test evaluation (``average_checkpoints``)
+    and the export of a run pick their checkpoints here.
+
+    Arguments
+    ---------
+    checkpoints : Checkpointer, str or Path
+        The run's checkpointer, or its checkpoint folder (``save_folder``).
+    checkpoint : str
+        'best' (lowest ``metric``), 'last', or the path / name of a
+        ``CKPT+...`` folder.
+    average : int
+        How many checkpoints to average (the best / last ``average``).
+    metric : str
+        Validation statistic of 'best' (lower is better).
+    strict : bool
+        Fewer checkpoints than ``average`` is an error; otherwise the
+        available ones are used, with a warning.
+
+    Returns
+    -------
+    list of speechbrain.utils.checkpoints.Checkpoint
+
+    Example
+    -------
+    >>> import torch
+    >>> folder = getfixture("tmpdir")
+    >>> model = torch.nn.Linear(1, 1)
+    >>> saver = AtomicCheckpointer(folder, recoverables={"model": model})
+    >>> for eer in (3.0, 1.0, 2.0):
+    ...     _ = saver.save_checkpoint(meta={"EER": eer})
+    >>> [ckpt.meta["EER"] for ckpt in select_checkpoints(folder, "best", 2)]
+    [1.0, 2.0]
+    """
+    if average < 1:
+        raise CheckpointSelectionError(f"average must be at least 1, got {average}")
+    checkpointer = checkpoints if isinstance(checkpoints, Checkpointer) else Checkpointer(checkpoints)
+    if checkpoint == "best":
+        found = checkpointer.find_checkpoints(min_key=metric, max_num_checkpoints=average)
+    elif checkpoint == "last":
+        found = checkpointer.find_checkpoints(max_num_checkpoints=average)
+    else:
+        wanted = Path(checkpoint).name
+        found = [ckpt for ckpt in checkpointer.list_checkpoints() if ckpt.path.name == wanted]
+        if average != 1:
+            raise CheckpointSelectionError("average only applies to checkpoint='best' or 'last'")
+    if not found:
+        available = [ckpt.path.name for ckpt in checkpointer.list_checkpoints()]
+        raise CheckpointSelectionError(
+            f"no checkpoint {checkpoint!r} (metric {metric!r}) in {checkpointer.checkpoints_dir}; "
+            f"available: {available}"
+        )
+    if len(found) < average:
+        if strict:
+            raise CheckpointSelectionError(
+                f"asked to average {average} checkpoints but {checkpointer.checkpoints_dir} "
+                f"holds {len(found)}"
+            )
+        logger.warning(
+            "Averaging %d checkpoints instead of %d: keep_checkpoints is smaller, or "
+            "training saved fewer", len(found), average,
+        )
+    return found
+
+
+def load_checkpoint_average(modules, checkpoints, names):
+    """Loads each named module from one checkpoint, or the elementwise mean of several.
+
+    Arguments
+    ---------
+    modules : dict
+        Name -> module (unwrapped from DDP).
+    checkpoints : list of speechbrain.utils.checkpoints.Checkpoint
+        From :func:`select_checkpoints`.
+    names : iterable of str
+        The modules to load (their parameter file is ``<name>.ckpt``).
+
+    Example
+    -------
+    >>> import torch
+    >>> folder = getfixture("tmpdir")
+    >>> model = torch.nn.Linear(1, 1, bias=False)
+    >>> saver = AtomicCheckpointer(folder, recoverables={"model": model})
+    >>> for value in (1.0, 3.0):
+    ...     _ = model.weight.data.fill_(value)
+    ...     _ = saver.save_checkpoint(meta={"EER": value})
+    >>> load_checkpoint_average({"model": model}, select_checkpoints(folder, "last", 2), ["model"])
+    >>> model.weight.item()
+    2.0
+    """
+    for name in names:
+        missing = [str(ckpt.path) for ckpt in checkpoints if name not in ckpt.paramfiles]
+        if missing:
+            raise CheckpointSelectionError(f"checkpoints {missing} have no {name}.ckpt")
+        if len(checkpoints) == 1:
+            state = torch.load(checkpoints[0].paramfiles[name], map_location="cpu")
+        else:
+            state = average_checkpoints(checkpoints, name)
+        modules[name].load_state_dict(state, strict=True)

@@ -16,8 +16,8 @@ from corpora import BUILDERS, build_ctrsvdd, build_in_the_wild
 
 from data_prep.common import ProtocolError
 from speechbrain_nes2net.audio import load_audio
-from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
 from speechbrain_nes2net.manifest import ManifestError, read_manifest, write_manifest
+from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
 
 HEADER = "ID,duration,wav,label,attack"
 ROWS = ["u1,1.0,/a/u1.wav,bonafide,-", "u2,2.0,/a/u2.wav,spoof,A01"]

@@ -1,0 +1,407 @@
+"""The modules of an exported model: the slots of SpeechBrain's ``EncoderClassifier``.
+
+An exported model folder (see :mod:`speechbrain_nes2net.pretrained.export`) is a
+SpeechBrain ``hyperparams.yaml`` whose four ``modules`` fill the slots of
+SpeechBrain's ``EncoderClassifier``, so that stock SpeechBrain loads and runs it:
+
+- ``compute_features``: :class:`MonoWaveforms` (downmixes multi-channel input);
+- ``mean_var_norm``: :class:`PassThrough` (``EncoderClassifier`` calls this slot
+  with the waveform lengths; the normalisation the SSL model needs happens
+  inside it, per waveform, so nothing is left to do here);
+- ``embedding_model``: :class:`AntiSpoofEncoder`, the evaluation preprocessing
+  of the training recipe (first ``eval_samples`` samples or the full
+  utterance, repeat-padded to ``eval_min_samples``; waveforms longer than
+  ``eval_window_seconds`` by windows), the SSL front-end, the layer
+  aggregation and the back-end up to its pooled utterance embedding. The
+  whole chain sits in this slot because the preprocessing changes the
+  lengths, and ``EncoderClassifier`` hands this slot the caller's lengths;
+- ``classifier``: :class:`AntiSpoofHead`, the back-end's output layer turned
+  into log-posteriors in label-encoder order (0 spoof, 1 bonafide).
+
+:class:`EvalSettings` says how the model reads its input; the export writes it
+into ``hyperparams.yaml`` and :class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel`
+reads it back. Everything runs padding-aware, so that a padded batch scores each
+waveform as it would be scored alone.
+
+Authors
+ * speechbrain-nes2net contributors
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torchaudio
+from speechbrain.dataio.encoder import CategoricalEncoder
+from speechbrain.utils.data_utils import batch_pad_right
+
+from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, fixed_length, to_mono
+from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
+from speechbrain_nes2net.lobes.windows import forward_by_windows
+from speechbrain_nes2net.scores import LABELS, class_log_probabilities
+
+
+class AudioNormalizer:
+    """Downmixes and resamples audio exactly as :func:`~speechbrain_nes2net.audio.load_audio`.
+
+    ``Pretrained.load_audio`` (used by ``EncoderClassifier.classify_file``)
+    reads a file with soundfile and hands ``(audio, sample_rate)`` to the
+    ``audio_normalizer`` of the hyperparameters. This one averages the
+    channels and resamples with ``torchaudio.functional.resample``, as the
+    toolkit's one audio loading path does, so that stock SpeechBrain sees the
+    same waveform as training and evaluation did.
+
+    Arguments
+    ---------
+    sample_rate : int
+        The rate the model expects.
+
+    Example
+    -------
+    >>> normalizer = AudioNormalizer(16000)
+    >>> normalizer(torch.ones(8000, 2), 8000).shape
+    torch.Size([16000])
+    """
+
+    def __init__(self, sample_rate=DEFAULT_SAMPLE_RATE):
+        self.sample_rate = int(sample_rate)
+
+    def __call__(self, audio, sample_rate):
+        """Returns (samples,) float32 mono audio at ``self.sample_rate``.
+
+        Arguments
+        ---------
+        audio : torch.Tensor
+            (samples,) or (samples, channels).
+        sample_rate : int
+            Rate of ``audio``.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        audio = audio.to(torch.float32)
+        if audio.dim() == 2:
+            audio = to_mono(audio)  # as load_audio does, bit for bit
+        elif audio.dim() != 1:
+            raise ValueError(
+                f"expected (samples,) or (samples, channels) audio, got {tuple(audio.shape)}"
+            )
+        if int(sample_rate) != self.sample_rate:
+            audio = torchaudio.functional.resample(audio, int(sample_rate), self.sample_rate)
+        return audio.contiguous()
+
+
+def prepare_waveforms(wavs, wav_lens=None, num_samples=None, min_samples=0):
+    """Applies the recipe's evaluation preprocessing to each waveform of a batch.
+
+    Each valid part is cropped to its first ``num_samples`` samples
+    (repeat-padded when shorter), or, without ``num_samples``, repeat-padded
+    to ``min_samples`` when shorter, exactly as
+    :func:`speechbrain_nes2net.training.dataio.audio_pipeline` does for evaluation;
+    the results are padded into a batch as SpeechBrain's ``PaddedBatch`` does.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        (batch, samples) waveforms.
+    wav_lens : torch.Tensor, optional
+        Relative lengths; None means no padding.
+    num_samples : int, optional
+        Fixed evaluation length ("first N samples" protocols).
+    min_samples : int
+        Shortest full-utterance input.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        The new (batch, samples) waveforms and relative lengths.
+
+    Example
+    -------
+    >>> wavs = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 0.0, 0.0]])
+    >>> prepare_waveforms(wavs, torch.tensor([1.0, 0.5]), min_samples=3)
+    (tensor([[1., 2., 3., 4.],
+            [5., 6., 5., 0.]]), tensor([1.0000, 0.7500]))
+    """
+    if wavs.dim() != 2:
+        raise ValueError(f"expected (batch, samples) waveforms, got shape {tuple(wavs.shape)}")
+    if wav_lens is None:
+        wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+    counts = torch.round(wav_lens.to(torch.float64) * wavs.shape[1]).long().clamp(min=1).tolist()
+    if num_samples is None and min(counts) >= min_samples:
+        return wavs, wav_lens  # nothing to change: keep the caller's batch
+    prepared = []
+    for wav, count in zip(wavs, counts):
+        wav = wav[:count]
+        if num_samples is not None:
+            wav = fixed_length(wav, int(num_samples))
+        elif count < min_samples:
+            wav = fixed_length(wav, int(min_samples))
+        prepared.append(wav)
+    batch, lengths = batch_pad_right(prepared)
+    return batch, lengths.to(wavs.device)
+
+
+class MonoWaveforms(nn.Module):
+    """The ``compute_features`` slot: (batch, samples[, channels]) -> mono (batch, samples).
+
+    Example
+    -------
+    >>> MonoWaveforms()(torch.ones(2, 100, 2)).shape
+    torch.Size([2, 100])
+    """
+
+    def forward(self, wavs):
+        """Averages the channels of (batch, samples, channels) input."""
+        if wavs.dim() == 3:
+            wavs = to_mono(wavs)
+        if wavs.dim() != 2:
+            raise ValueError(
+                f"expected (batch, samples) or (batch, samples, channels) waveforms, got "
+                f"shape {tuple(wavs.shape)}"
+            )
+        return wavs.float()
+
+
+class PassThrough(nn.Module):
+    """The ``mean_var_norm`` slot: returns its input (takes ``(x, lengths)``).
+
+    Example
+    -------
+    >>> PassThrough()(torch.ones(1, 3), torch.ones(1)).shape
+    torch.Size([1, 3])
+    """
+
+    def forward(self, x, lengths=None):
+        """Returns ``x`` unchanged."""
+        return x
+
+
+class AntiSpoofEncoder(nn.Module):
+    """Waveforms -> pooled utterance embeddings, as the recipe evaluates them.
+
+    Each waveform is preprocessed as the recipe's evaluation does (first
+    ``num_samples`` samples, or the full utterance repeat-padded to
+    ``min_samples``); one longer than ``window_seconds`` is cut into windows
+    (:func:`~speechbrain_nes2net.lobes.windows.split_windows`) whose embeddings are averaged. The output layers
+    are linear, so the averaged embedding gives the mean of the window
+    logits, as ``AntiSpoofBrain`` scores long test files.
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        SSL front-end: (wavs, wav_lens) -> (layers, batch, frames, dim), e.g.
+        :class:`~speechbrain_nes2net.lobes.ssl.SSLFrontend`.
+    aggregator : torch.nn.Module
+        (states, lengths) -> (batch, frames, dim).
+    backend : torch.nn.Module
+        A back-end with ``embed(features, lengths)`` (Nes2Net, Nes2Net-X, AASIST).
+    num_samples : int, optional
+        Score the first ``num_samples`` samples (repeat-padded); the full
+        utterance when None.
+    min_samples : int
+        Repeat-pad shorter full utterances to this length.
+    window_seconds : float, optional
+        Score longer waveforms by windows of this length (None: never).
+    sample_rate : int
+        Rate of the waveforms.
+    window_batch : int
+        Windows run through the model at once.
+
+    Example
+    -------
+    >>> from speechbrain_nes2net.lobes.aggregation import LastLayer
+    >>> from speechbrain_nes2net.lobes.nes2net import Nes2Net
+    >>> fake_ssl = lambda wavs, lens: wavs[None, :, ::320, None].expand(2, -1, -1, 8)
+    >>> backend = Nes2Net(input_size=8, outer_ratio=2, inner_ratio=2)
+    >>> encoder = AntiSpoofEncoder(fake_ssl, LastLayer(), backend, min_samples=6400).eval()
+    >>> encoder(torch.rand(3, 3200), torch.tensor([1.0, 0.5, 0.25])).shape
+    torch.Size([3, 8])
+    """
+
+    def __init__(
+        self,
+        ssl,
+        aggregator,
+        backend,
+        num_samples=None,
+        min_samples=0,
+        window_seconds=None,
+        sample_rate=DEFAULT_SAMPLE_RATE,
+        window_batch=8,
+    ):
+        super().__init__()
+        self.ssl = ssl
+        self.aggregator = aggregator
+        self.backend = backend
+        self.num_samples = None if num_samples is None else int(num_samples)
+        self.min_samples = int(min_samples or 0)
+        self.window = None if not window_seconds else round(float(window_seconds) * sample_rate)
+        self.window_batch = int(window_batch)
+
+    def features(self, wavs, wav_lens=None, preprocess=True):
+        """Aggregated SSL features of a batch (no windowing).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (batch, samples) 16 kHz mono waveforms.
+        wav_lens : torch.Tensor, optional
+            Relative lengths.
+        preprocess : bool
+            Apply the evaluation preprocessing (crop / repeat-pad) first; off
+            for inputs already cut to a chosen length (windows).
+
+        Returns
+        -------
+        (torch.Tensor, torch.Tensor)
+            (batch, frames, dim) features and their relative lengths (exact
+            frame counts, see :func:`speechbrain_nes2net.lobes.ssl.ssl_frame_lengths`).
+        """
+        if preprocess:
+            wavs, wav_lens = prepare_waveforms(wavs, wav_lens, self.num_samples, self.min_samples)
+        elif wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        states = self.ssl(wavs, wav_lens)
+        frame_lens = ssl_frame_lengths(self.ssl, wav_lens, wavs.shape[1], states.shape[2])
+        return self.aggregator(states, frame_lens), frame_lens
+
+    def _embed(self, wavs, wav_lens):
+        features, lengths = self.features(wavs, wav_lens, preprocess=False)
+        return self.backend.embed(features, lengths)
+
+    def forward(self, wavs, wav_lens=None, preprocess=True, windows=True):
+        """Returns the (batch, embedding) back-end embeddings of a batch.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (batch, samples) 16 kHz mono waveforms.
+        wav_lens : torch.Tensor, optional
+            Relative lengths.
+        preprocess : bool
+            Apply the evaluation preprocessing (crop / repeat-pad) first.
+        windows : bool
+            Score waveforms longer than ``window_seconds`` by windows; off to
+            score every waveform whole (e.g. windows cut by the caller).
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        if preprocess:
+            wavs, wav_lens = prepare_waveforms(wavs, wav_lens, self.num_samples, self.min_samples)
+        elif wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        return forward_by_windows(
+            self._embed, wavs, wav_lens, self.window if windows else None, self.window_batch
+        )
+
+
+class AntiSpoofHead(nn.Module):
+    """The back-end's output layer as ``EncoderClassifier``'s ``classifier``.
+
+    ``forward`` returns (batch, 2) log-posteriors in label-encoder order
+    (index 0 spoof, 1 bonafide; :func:`~speechbrain_nes2net.scores.class_log_probabilities`),
+    ``logits`` the raw back-end logits.
+
+    Arguments
+    ---------
+    backend : torch.nn.Module
+        The back-end whose output layer to use: ``fc`` (Nes2Net) or
+        ``drop`` + ``out_layer`` (AASIST).
+
+    Example
+    -------
+    >>> from speechbrain_nes2net.lobes.nes2net import Nes2Net
+    >>> backend = Nes2Net(input_size=8, outer_ratio=2, inner_ratio=2)
+    >>> log_probs = AntiSpoofHead(backend)(torch.rand(3, 8))
+    >>> log_probs.shape, bool(torch.allclose(log_probs.exp().sum(dim=1), torch.ones(3)))
+    (torch.Size([3, 2]), True)
+    """
+
+    def __init__(self, backend):
+        super().__init__()
+        if not (hasattr(backend, "fc") or hasattr(backend, "out_layer")):
+            raise ValueError(
+                f"{type(backend).__name__} has no output layer 'fc' or 'out_layer'; "
+                "AntiSpoofHead supports the Nes2Net and AASIST back-ends"
+            )
+        self.backend = backend
+
+    def logits(self, embeddings):
+        """(batch, n_out) raw logits of pooled embeddings."""
+        if hasattr(self.backend, "fc"):
+            return self.backend.fc(embeddings)
+        return self.backend.out_layer(self.backend.drop(embeddings))
+
+    def forward(self, embeddings):
+        """(batch, 2) class log-posteriors (0 spoof, 1 bonafide)."""
+        return class_log_probabilities(self.logits(embeddings))
+
+
+class LabelEncoder(CategoricalEncoder):
+    """SpeechBrain's ``CategoricalEncoder`` for the two labels (``spoof`` = 0, ``bonafide`` = 1).
+
+    It expects exactly two categories, so a wrong ``label_encoder.ckpt`` is an
+    error rather than a warning.
+
+    Example
+    -------
+    >>> encoder = LabelEncoder()
+    >>> encoder.update_from_iterable(LABELS)
+    >>> encoder.decode_torch(torch.tensor([1, 0]))
+    ['bonafide', 'spoof']
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.expect_len(len(LABELS))
+
+
+@dataclass
+class EvalSettings:
+    """How the exported model reads its input (stored in ``hyperparams.yaml``).
+
+    Arguments
+    ---------
+    sample_rate : int
+        Model rate.
+    eval_samples : int, optional
+        Score the first ``eval_samples`` samples (repeat-padded); the full
+        utterance when None.
+    eval_min_samples : int
+        Repeat-pad shorter full utterances to this many samples.
+    eval_window_seconds : float, optional
+        Longer waveforms are scored by consecutive windows of this length
+        and get the mean of their logits, as ``AntiSpoofBrain`` evaluates
+        long test files (None: always whole).
+    window_seconds : float, optional
+        Default window of :meth:`AntiSpoofModel.score_windows` (default:
+        the ``eval_samples`` length, else 4 s).
+    window_hop_seconds : float, optional
+        Its hop (default: half a window).
+    """
+
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+    eval_samples: int = None
+    eval_min_samples: int = 0
+    eval_window_seconds: float = 60.0
+    window_seconds: float = None
+    window_hop_seconds: float = None
+
+    def resolved(self):
+        """The settings with the window defaults filled in."""
+        window = self.window_seconds
+        if window is None:
+            window = self.eval_samples / self.sample_rate if self.eval_samples else 4.0
+        hop = self.window_hop_seconds if self.window_hop_seconds is not None else window / 2
+        return EvalSettings(
+            int(self.sample_rate),
+            None if self.eval_samples is None else int(self.eval_samples),
+            int(self.eval_min_samples or 0),
+            float(self.eval_window_seconds) if self.eval_window_seconds else None,
+            float(window),
+            float(hop),
+        )
