@@ -34,7 +34,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_nes2net.evaluation.reports import plots_extra_note
+from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
 from speechbrain_nes2net.training.recipe import TestSet

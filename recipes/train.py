@@ -27,7 +27,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_nes2net.evaluation.reports import plots_extra_note
+from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
 from speechbrain_nes2net.pretrained.export import export_run
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.recipe import (

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from speechbrain_nes2net.lobes.aasist import (
-    AASIST,
+from speechbrain_nes2net.lobes.aasist import AASIST
+from speechbrain_nes2net.lobes.graph_attention import (
     GraphPool,
     HtrgGraphAttentionLayer,
     masked_batch_norm,

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_nes2net.training.rawboost import (
-    ALGORITHMS,
-    RawBoost,
+from speechbrain_nes2net.training.rawboost import ALGORITHMS, RawBoost
+from speechbrain_nes2net.training.rawboost_noise import (
     fir_filter_sum,
     isd_additive_noise,
     lnl_convolutive_noise,

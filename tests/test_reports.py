@@ -14,13 +14,10 @@ import pytest
 
 from speechbrain_nes2net.evaluation import metrics
 from speechbrain_nes2net.evaluation.calibration import ScoreCalibration
-from speechbrain_nes2net.evaluation.reports import (
-    build_report,
-    load_asv_error_rates,
-    read_manifest,
-    read_scores,
-    write_report,
-)
+from speechbrain_nes2net.evaluation.files import load_asv_error_rates, read_scores
+from speechbrain_nes2net.evaluation.report_writer import write_report
+from speechbrain_nes2net.evaluation.reports import build_report
+from speechbrain_nes2net.manifest import read_manifest
 
 
 def write_set(folder, rows, scores=None, name="set"):

@@ -62,8 +62,6 @@ Example
 ('demo_report.json', 'demo_report.md')
 """
 
-import importlib.util
-import json
 import logging
 import math
 from pathlib import Path
@@ -73,18 +71,21 @@ import pandas as pd
 
 from speechbrain_nes2net import manifest
 from speechbrain_nes2net.evaluation import metrics
-from speechbrain_nes2net.evaluation.calibration import (
-    ScoreCalibration,
-    load_calibration,
+from speechbrain_nes2net.evaluation.calibration import load_calibration
+from speechbrain_nes2net.evaluation.files import (
+    MAX_EXAMPLES,
+    examples,
+    load_asv_error_rates,
+    load_segment_scores,
+    read_scores,
 )
+from speechbrain_nes2net.evaluation.report_writer import write_report
 
 logger = logging.getLogger(__name__)
 
 BONAFIDE = "bonafide"
 SPOOF = "spoof"
 
-# How many example IDs the missing section and error messages list.
-_MAX_EXAMPLES = 5
 
 
 class Report(dict):
@@ -102,87 +103,6 @@ class Report(dict):
 # ---------------------------------------------------------------------------
 # Reading inputs
 # ---------------------------------------------------------------------------
-
-
-def _examples(values):
-    values = list(values)
-    listed = ", ".join(str(v) for v in values[:_MAX_EXAMPLES])
-    return listed + (", ..." if len(values) > _MAX_EXAMPLES else "")
-
-
-def read_scores(path):
-    """Reads a score file: one ``ID score`` line per trial, whitespace-separated.
-
-    Arguments
-    ---------
-    path : str or Path
-        The score file. Blank lines are ignored.
-
-    Returns
-    -------
-    pandas.Series
-        Float scores indexed by ID, in file order.
-
-    Raises
-    ------
-    ValueError
-        Naming the file and line, for a line without exactly two fields, a
-        score that is not a number, a duplicate ID, or NaN/inf scores.
-
-    Example
-    -------
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "scores.txt")
-    >>> with open(path, "w") as f:
-    ...     _ = f.write("a 1.5\\nb -2\\n")
-    >>> read_scores(path).to_dict()
-    {'a': 1.5, 'b': -2.0}
-    """
-    ids, values, first_line = [], [], {}
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise ValueError(
-                    f"{path}:{line_no}: expected 'ID score', got {len(fields)} "
-                    f"fields: {line.strip()[:80]!r}"
-                )
-            utt_id, text = fields
-            try:
-                value = float(text)
-            except ValueError:
-                raise ValueError(
-                    f"{path}:{line_no}: score {text!r} of {utt_id} is not a number"
-                ) from None
-            if utt_id in first_line:
-                raise ValueError(
-                    f"{path}:{line_no}: duplicate ID {utt_id} (first on line "
-                    f"{first_line[utt_id]}); score each trial once"
-                )
-            first_line[utt_id] = line_no
-            ids.append(utt_id)
-            values.append(value)
-    scores = pd.Series(np.asarray(values, dtype=np.float64), index=ids, name="score")
-    bad = ~np.isfinite(scores.to_numpy())
-    if bad.any():
-        where = [f"line {first_line[i]} ({i})" for i in scores.index[bad]]
-        raise ValueError(
-            f"{path}: {int(bad.sum())} of {len(scores)} scores are NaN or inf: "
-            f"{_examples(where)}; fix the model output or drop these trials"
-        )
-    return scores
-
-
-def read_manifest(path):
-    """Reads a manifest with the one schema's reader (:func:`speechbrain_nes2net.manifest.read_manifest`).
-
-    Errors (missing columns, duplicate IDs, unknown labels, a wrong
-    delimiter) name the file and line; the ``duration`` column is not needed
-    here, so it stays as read.
-    """
-    return manifest.read_manifest(path)
 
 
 def _require_columns(frame, columns, corpus, manifest_path):
@@ -203,12 +123,12 @@ class _Inputs:
         self.manifest_path = str(manifest_path)
         self.allow_missing = allow_missing
         self.scores = read_scores(scores_path)
-        self.manifest = read_manifest(manifest_path)
+        self.manifest = manifest.read_manifest(manifest_path)
         unknown = ~self.scores.index.isin(self.manifest["ID"])
         self.missing = {
             "scores_without_manifest_row": int(unknown.sum()),
             "scores_without_manifest_row_examples": list(
-                self.scores.index[unknown][:_MAX_EXAMPLES]
+                self.scores.index[unknown][:MAX_EXAMPLES]
             ),
             "manifest_rows_without_score": 0,
             "manifest_rows_without_score_examples": [],
@@ -224,14 +144,14 @@ class _Inputs:
             raise ValueError(
                 f"{self.corpus} report: {len(lacking)} of {len(selected)} selected "
                 f"manifest rows of {self.manifest_path} have no score in "
-                f"{self.scores_path} (e.g. {_examples(lacking)}); score them, or "
+                f"{self.scores_path} (e.g. {examples(lacking)}); score them, or "
                 "pass allow_missing=True to leave them out (they are counted in "
                 "the report)"
             )
         outside = self.manifest.loc[~mask, "ID"].isin(self.scores.index)
         self.missing.update(
             manifest_rows_without_score=int(len(lacking)),
-            manifest_rows_without_score_examples=list(lacking[:_MAX_EXAMPLES]),
+            manifest_rows_without_score_examples=list(lacking[:MAX_EXAMPLES]),
             scores_outside_selection=int(outside.sum()),
         )
         data = selected[has_score].copy()
@@ -421,72 +341,6 @@ def _ctrsvdd(inputs, include_acesinger_bonafide=False, exclude_attacks=("A14",))
     )
 
 
-def _read_whitespace_table(path, n_columns, what):
-    frame = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, keep_default_na=False)
-    if frame.shape[1] != n_columns:
-        raise ValueError(
-            f"{path}: expected {n_columns} space-separated columns ({what}), got {frame.shape[1]}"
-        )
-    return frame
-
-
-def load_asv_error_rates(asv_metadata, asv_scores, subset="eval"):
-    """ASV error rates for the t-DCF from the organisers' ASVspoof 2021 LA files.
-
-    Reads ``keys/LA/ASV/trial_metadata.txt`` (8 columns: speaker, trial,
-    codec, transmission, attack, key ``target|nontarget|spoof``, trim, subset)
-    and ``keys/LA/ASV/ASVTorch_Kaldi/score.txt`` (3 columns: claimed speaker,
-    trial, score), keeps the rows of ``subset`` and returns the rates at the
-    ASV EER threshold (:func:`~speechbrain_nes2net.evaluation.metrics.compute_asv_error_rates`).
-
-    Arguments
-    ---------
-    asv_metadata : str or Path
-        The ASV trial metadata (key) file.
-    asv_scores : str or Path
-        The organisers' ASV score file, line by line aligned with the metadata
-        (or with unique trial IDs, joined on them).
-    subset : str or None
-        Subset to keep (``eval``, ``progress``, ``hidden``); None keeps all.
-
-    Returns
-    -------
-    dict
-        ``pfa_asv``, ``pmiss_asv``, ``pmiss_spoof_asv``, ``pfa_spoof_asv``,
-        ``asv_threshold``, ``asv_eer``.
-    """
-    meta = _read_whitespace_table(asv_metadata, 8, "ASV trial metadata")
-    scores = _read_whitespace_table(asv_scores, 3, "claimed speaker, trial, score")
-    if len(meta) == len(scores) and (meta[1].to_numpy() == scores[1].to_numpy()).all():
-        values = scores[2]
-    elif meta[1].is_unique and scores[1].is_unique and set(meta[1]) == set(scores[1]):
-        values = scores.set_index(1)[2].reindex(meta[1]).reset_index(drop=True)
-    else:
-        raise ValueError(
-            f"ASV scores {asv_scores} ({len(scores)} lines) do not match the ASV "
-            f"metadata {asv_metadata} ({len(meta)} lines) line by line or by trial ID"
-        )
-    try:
-        values = values.astype(np.float64).to_numpy()
-    except ValueError as err:
-        raise ValueError(f"{asv_scores}: non-numeric ASV score ({err})") from None
-    keep = np.ones(len(meta), dtype=bool) if subset is None else (meta[7] == subset).to_numpy()
-    if not keep.any():
-        raise ValueError(f"{asv_metadata}: no ASV trial in subset {subset!r}")
-    key = meta[5].to_numpy()
-    unknown = set(key[keep]) - {"target", "nontarget", "spoof"}
-    if unknown:
-        raise ValueError(
-            f"{asv_metadata}: key column (6th) must be target/nontarget/spoof, "
-            f"got {sorted(unknown)}"
-        )
-    return metrics.compute_asv_error_rates(
-        values[keep & (key == "target")],
-        values[keep & (key == "nontarget")],
-        values[keep & (key == "spoof")],
-    )
-
-
 def _asv_rates(keys_dir, asv_metadata, asv_scores, asv_rates, subset):
     if asv_rates is not None:
         needed = {"pfa_asv", "pmiss_asv", "pfa_spoof_asv"}
@@ -617,43 +471,6 @@ def _eer_only(corpus):
     return rule
 
 
-def load_segment_scores(path):
-    """Loads segment-level scores: an ``.npz`` of ID -> 1-D score array.
-
-    Format: ``numpy.savez(path, **{utt_id: scores, "__shift__": shift})``,
-    one array per utterance with one score per segment (higher = more bona
-    fide), segment ``k`` covering ``[k * shift, (k + 1) * shift)`` seconds. The
-    optional ``__shift__`` entry records the segment shift in seconds.
-
-    Arguments
-    ---------
-    path : str or Path
-        The ``.npz`` file.
-
-    Returns
-    -------
-    scores : dict
-        ID -> float64 array.
-    shift : float or None
-        The stored shift, if any.
-
-    Example
-    -------
-    >>> import os, tempfile, numpy as np
-    >>> path = os.path.join(tempfile.mkdtemp(), "seg.npz")
-    >>> np.savez(path, CON_E_0000001=np.array([0.5, -1.0]), __shift__=0.16)
-    >>> scores, shift = load_segment_scores(path)
-    >>> scores["CON_E_0000001"].tolist(), shift
-    ([0.5, -1.0], 0.16)
-    """
-    with np.load(path, allow_pickle=False) as archive:
-        scores = {
-            key: np.asarray(archive[key], dtype=np.float64).reshape(-1) for key in archive.files
-        }
-    shift = scores.pop("__shift__", None)
-    return scores, None if shift is None else float(shift[0])
-
-
 def _segment_labels_of(segment_labels, utt_id, shift):
     if callable(segment_labels):
         labels = segment_labels(utt_id, shift)
@@ -687,7 +504,7 @@ def _segment_block(inputs, data, segment_scores, segment_labels, segment_shift, 
     if lacking and not inputs.allow_missing:
         raise ValueError(
             f"partialspoof report: {len(lacking)} of {len(ids)} scored utterances have no "
-            f"segment scores (e.g. {_examples(lacking)}); pass allow_missing=True to leave them out"
+            f"segment scores (e.g. {examples(lacking)}); pass allow_missing=True to leave them out"
         )
     known = set(ids)
     bona_parts, spoof_parts, truncated = [], [], 0
@@ -810,201 +627,24 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
 # Writing
 # ---------------------------------------------------------------------------
 
-_TITLES = {
-    "ctrsvdd": "CtrSVDD",
-    "asvspoof2021_la": "ASVspoof 2021 LA",
-    "asvspoof2021_df": "ASVspoof 2021 DF",
-    "asvspoof5": "ASVspoof 5",
-    "in_the_wild": "In-the-Wild",
-    "partialspoof": "PartialSpoof",
-    "eer": "Spoofing detection",
-}
 
-# Column key, header, format; only the keys a block has are shown.
-_COLUMNS = [
-    ("n_bonafide", "bona fide", "{:d}"),
-    ("n_spoof", "spoof", "{:d}"),
-    ("eer", "EER (%)", "pct"),
-    ("min_tdcf", "min t-DCF", "{:.4f}"),
-    ("min_dcf", "minDCF", "{:.4f}"),
-    ("act_dcf", "actDCF", "{:.4f}"),
-    ("cllr", "Cllr (bits)", "{:.4f}"),
-    ("ctrsvdd_min_dcf", "minDCF (CtrSVDD)", "{:.4f}"),
-    ("eer_threshold", "EER threshold", "{:.4g}"),
-]
+def write_corpus_report(folder, name, scores_path, test_set, allow_missing=False):
+    """Writes the corpus report of a test set; a failure is logged, not raised.
 
-
-def _cell(block, key, fmt):
-    if key not in block:
-        return "-"
-    value = block[key]
-    return f"{100 * value:.3f}" if fmt == "pct" else fmt.format(value)
-
-
-def _table(rows, first_header):
-    """A Markdown table of metric blocks; skipped groups get a note."""
-    columns = [c for c in _COLUMNS if any(c[0] in block for _, block in rows)]
-    headers = [first_header] + [header for _, header, _ in columns]
-    with_notes = any("skipped" in block for _, block in rows)
-    if with_notes:
-        headers.append("note")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for name, block in rows:
-        cells = [str(name)] + [_cell(block, key, fmt) for key, _, fmt in columns]
-        if with_notes:
-            cells.append(f"skipped: {block['skipped']}" if "skipped" in block else "")
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def to_markdown(report):
-    """Renders a report as Markdown tables.
-
-    Arguments
-    ---------
-    report : dict
-        Output of :func:`build_report`.
-
-    Returns
-    -------
-    str
+    The score file is already written, so a report problem (e.g. missing ASV
+    keys) costs no scoring: fix it and rerun ``recipes/evaluate.py``. When
+    files were unusable (``allow_missing``), the report leaves them out and
+    counts them in its ``missing`` section.
     """
-    title = _TITLES.get(report["corpus"], report["corpus"])
-    out = [
-        f"# {title} evaluation report",
-        "",
-        f"- scores: `{report['scores_path']}`",
-        f"- manifest: `{report['manifest_path']}`",
-        f"- condition: {report['condition']}",
-        "",
-    ]
-    out += _table([("pooled", report)], "trials")
-    if report.get("conditions"):
-        out += ["", "## Conditions", ""]
-        out += _table(list(report["conditions"].items()), "condition")
-    if "segment" in report:
-        out += ["", f"## Segment level ({report['segment']['shift']} s)", ""]
-        out += _table([("segments", report["segment"])], "level")
-    for factor, groups in report.get("breakdowns", {}).items():
-        out += ["", f"## Per {factor}", ""]
-        out += _table(list(groups.items()), factor)
-    if "asv_rates" in report:
-        rates = report["asv_rates"]
-        out += ["", "## ASV error rates (t-DCF)", ""]
-        out += [f"- {k}: {v:.6g}" for k, v in rates.items()]
-    missing = report["missing"]
-    out += [
-        "",
-        "## Missing",
-        "",
-        f"- manifest rows without a score (left out): {missing['manifest_rows_without_score']}",
-        f"- scores without a manifest row (ignored): {missing['scores_without_manifest_row']}",
-        "- scores of rows that the corpus rule leaves out (ignored): "
-        f"{missing['scores_outside_selection']}",
-        "",
-        "## Definitions",
-        "",
-    ]
-    out += [f"- {k}: {v}" for k, v in report.get("definitions", {}).items()]
-    return "\n".join(out) + "\n"
-
-
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, ScoreCalibration):
-        return value.to_dict()
-    if callable(value):
-        return getattr(value, "__name__", repr(value))
-    return value
-
-
-def write_report(report, out_dir, name):
-    """Writes ``<name>_report.json``, ``<name>_report.md`` and the plots.
-
-    The DET curve (``<name>_det.png``) and score histograms
-    (``<name>_hist.png``, bona fide vs spoof, and ``<name>_hist_attacks.png``,
-    per attack) are drawn when matplotlib is installed and the report still
-    carries its scores (a :class:`Report` from :func:`build_report`).
-
-    Arguments
-    ---------
-    report : dict
-        Output of :func:`build_report`.
-    out_dir : str or Path
-        Folder, created if needed.
-    name : str
-        File name stem, e.g. ``ctrsvdd_test``.
-
-    Returns
-    -------
-    dict
-        ``json``, ``markdown`` and, when drawn, ``det``, ``histogram``,
-        ``histogram_attacks`` -> written path.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = {
-        "json": out_dir / f"{name}_report.json",
-        "markdown": out_dir / f"{name}_report.md",
-    }
-    with open(written["json"], "w", encoding="utf-8") as handle:
-        json.dump(_json_ready(dict(report)), handle, indent=2, allow_nan=False)
-        handle.write("\n")
-    written["markdown"].write_text(to_markdown(report), encoding="utf-8")
-
-    data = getattr(report, "plot_data", None)
-    if data is None:
-        return written
-    if plots_extra_note() is not None:
-        return written  # said once, at the end of a run (see plots_extra_note)
-    from speechbrain_nes2net.evaluation import plots
-
-    title = f"{_TITLES.get(report['corpus'], report['corpus'])}: {report['condition']}"
-    written["det"] = plots.plot_det(
-        data["bonafide"], data["spoof"], out_dir / f"{name}_det.png", title=title
-    )
-    written["histogram"] = plots.plot_score_histograms(
-        {"bona fide": data["bonafide"], "spoof": data["spoof"]},
-        out_dir / f"{name}_hist.png",
-        title=title,
-    )
-    if len(data["by_attack"]) > 1:
-        written["histogram_attacks"] = plots.plot_score_histograms(
-            {"bona fide": data["bonafide"], **data["by_attack"]},
-            out_dir / f"{name}_hist_attacks.png",
-            title=f"{title} (per attack)",
+    options = dict(test_set.report)
+    corpus = options.pop("corpus")
+    try:
+        report = build_report(
+            corpus, scores_path, test_set.manifest, allow_missing=allow_missing, **options
         )
-    return written
-
-
-def plots_extra_note():
-    """What the optional ``plots`` extra would add, or None when it is installed.
-
-    Reports are written without their DET curve and histograms when matplotlib
-    is missing; a run says so once, at its end, with this sentence, rather than
-    once per report.
-
-    Returns
-    -------
-    str or None
-
-    Example
-    -------
-    >>> note = plots_extra_note()
-    >>> note is None or "speechbrain-nes2net[plots]" in note
-    True
-    """
-    if importlib.util.find_spec("matplotlib") is not None:
+        written = write_report(report, folder, name)
+    except (ValueError, OSError) as err:
+        logger.error("Report %s (%s) not written: %s", name, corpus, err)
         return None
-    return (
-        "Reports were written without DET curves and score histograms; "
-        "pip install 'speechbrain-nes2net[plots]' (matplotlib) adds them."
-    )
-
+    logger.info("Test set %s: %s report -> %s", name, corpus, written["markdown"])
+    return written

@@ -20,11 +20,8 @@ Authors
  * speechbrain-nes2net contributors
 """
 
-import csv
-import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import speechbrain as sb
@@ -33,8 +30,8 @@ from speechbrain.dataio.dataloader import LoopedLoader
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from speechbrain_nes2net.evaluation.metrics import compute_eer, compute_min_dcf
-from speechbrain_nes2net.evaluation.reports import build_report, write_report
+from speechbrain_nes2net.evaluation.files import score_summary, write_test_outputs
+from speechbrain_nes2net.evaluation.reports import write_corpus_report
 from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
 from speechbrain_nes2net.lobes.windows import forward_by_windows
 from speechbrain_nes2net.scores import bonafide_scores
@@ -495,79 +492,3 @@ class AntiSpoofBrain(sb.Brain):
         return merged, failed, loss
 
 
-def score_summary(records):
-    """EER, minDCF and class counts of (id, score, label) records.
-
-    With one class missing (a debug run on a few batches, or a test set of
-    one class) the error rates are NaN and a warning says why.
-    """
-    bonafide = [score for _, score, label in records if label == 1]
-    spoof = [score for _, score, label in records if label == 0]
-    summary = {"n_bonafide": len(bonafide), "n_spoof": len(spoof)}
-    if not bonafide or not spoof:
-        logger.warning(
-            "No EER: %d bona fide and %d spoof scores; both classes are needed",
-            len(bonafide), len(spoof),
-        )
-        nan = float("nan")
-        return {"eer": nan, "threshold": nan, "min_dcf": nan, **summary}
-    eer, threshold = compute_eer(bonafide, spoof)
-    return {
-        "eer": float(eer),
-        "threshold": float(threshold),
-        "min_dcf": float(compute_min_dcf(bonafide, spoof)),
-        **summary,
-    }
-
-
-def write_test_outputs(folder, name, records, summary, failures=()):
-    """Writes ``<name>_scores.txt`` (``ID score``) and ``<name>_metrics.json``.
-
-    Unusable files are listed with their reason in ``<name>_failed.csv``
-    (``ID,reason``); they have no score and are counted as ``n_failed``.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    scores_path = folder / f"{name}_scores.txt"
-    tmp = scores_path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for utt_id, score, _ in sorted(records):
-            handle.write(f"{utt_id} {score:.6f}\n")
-    os.replace(tmp, scores_path)
-    failed_path = folder / f"{name}_failed.csv"
-    if failures:
-        with open(failed_path, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["ID", "reason"])
-            writer.writerows(sorted(failures))
-        logger.warning("Test set %s: %d unusable files listed in %s", name, len(failures), failed_path)
-    elif failed_path.exists():
-        failed_path.unlink()  # from an earlier evaluation of the same name
-    metrics_path = folder / f"{name}_metrics.json"
-    # JSON has no NaN: a rate that cannot be computed is null.
-    ready = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
-    metrics_path.write_text(json.dumps({"test_set": name, **ready}, indent=2) + "\n")
-    logger.info("Test set %s: EER %.2f%% -> %s", name, 100 * summary["eer"], metrics_path)
-    return scores_path, metrics_path
-
-
-def write_corpus_report(folder, name, scores_path, test_set, allow_missing=False):
-    """Writes the corpus report of a test set; a failure is logged, not raised.
-
-    The score file is already written, so a report problem (e.g. missing ASV
-    keys) costs no scoring: fix it and rerun ``recipes/evaluate.py``. When
-    files were unusable (``allow_missing``), the report leaves them out and
-    counts them in its ``missing`` section.
-    """
-    options = dict(test_set.report)
-    corpus = options.pop("corpus")
-    try:
-        report = build_report(
-            corpus, scores_path, test_set.manifest, allow_missing=allow_missing, **options
-        )
-        written = write_report(report, folder, name)
-    except (ValueError, OSError) as err:
-        logger.error("Report %s (%s) not written: %s", name, corpus, err)
-        return None
-    logger.info("Test set %s: %s report -> %s", name, corpus, written["markdown"])
-    return written

@@ -1,0 +1,268 @@
+"""The files of an evaluation: score files in, score and metric files out.
+
+- A score file has one ``ID score`` line per trial (higher = more bona fide):
+  :func:`read_scores` reads it with errors that name the file and line;
+  :func:`write_test_outputs` writes it with the metrics JSON and the list of
+  files that could not be scored.
+- Segment-level scores (PartialSpoof) are an ``.npz`` of ID -> scores
+  (:func:`load_segment_scores`).
+- The organisers' ASV files of ASVspoof 2021 LA give the t-DCF's ASV error
+  rates (:func:`load_asv_error_rates`).
+
+Authors
+ * speechbrain-nes2net contributors
+"""
+
+import csv
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from speechbrain_nes2net.evaluation import metrics
+
+logger = logging.getLogger(__name__)
+
+#: How many example IDs error messages and reports list.
+MAX_EXAMPLES = 5
+
+
+def examples(values):
+    """The first few values, comma-separated, for error messages.
+
+    Example
+    -------
+    >>> examples(range(7))
+    '0, 1, 2, 3, 4, ...'
+    """
+    values = list(values)
+    listed = ", ".join(str(v) for v in values[:MAX_EXAMPLES])
+    return listed + (", ..." if len(values) > MAX_EXAMPLES else "")
+
+
+def read_scores(path):
+    """Reads a score file: one ``ID score`` line per trial, whitespace-separated.
+
+    Arguments
+    ---------
+    path : str or Path
+        The score file. Blank lines are ignored.
+
+    Returns
+    -------
+    pandas.Series
+        Float scores indexed by ID, in file order.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and line, for a line without exactly two fields, a
+        score that is not a number, a duplicate ID, or NaN/inf scores.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "scores.txt")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("a 1.5\\nb -2\\n")
+    >>> read_scores(path).to_dict()
+    {'a': 1.5, 'b': -2.0}
+    """
+    ids, values, first_line = [], [], {}
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise ValueError(
+                    f"{path}:{line_no}: expected 'ID score', got {len(fields)} "
+                    f"fields: {line.strip()[:80]!r}"
+                )
+            utt_id, text = fields
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(
+                    f"{path}:{line_no}: score {text!r} of {utt_id} is not a number"
+                ) from None
+            if utt_id in first_line:
+                raise ValueError(
+                    f"{path}:{line_no}: duplicate ID {utt_id} (first on line "
+                    f"{first_line[utt_id]}); score each trial once"
+                )
+            first_line[utt_id] = line_no
+            ids.append(utt_id)
+            values.append(value)
+    scores = pd.Series(np.asarray(values, dtype=np.float64), index=ids, name="score")
+    bad = ~np.isfinite(scores.to_numpy())
+    if bad.any():
+        where = [f"line {first_line[i]} ({i})" for i in scores.index[bad]]
+        raise ValueError(
+            f"{path}: {int(bad.sum())} of {len(scores)} scores are NaN or inf: "
+            f"{examples(where)}; fix the model output or drop these trials"
+        )
+    return scores
+
+
+def _read_whitespace_table(path, n_columns, what):
+    frame = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, keep_default_na=False)
+    if frame.shape[1] != n_columns:
+        raise ValueError(
+            f"{path}: expected {n_columns} space-separated columns ({what}), got {frame.shape[1]}"
+        )
+    return frame
+
+
+def load_asv_error_rates(asv_metadata, asv_scores, subset="eval"):
+    """ASV error rates for the t-DCF from the organisers' ASVspoof 2021 LA files.
+
+    Reads ``keys/LA/ASV/trial_metadata.txt`` (8 columns: speaker, trial,
+    codec, transmission, attack, key ``target|nontarget|spoof``, trim, subset)
+    and ``keys/LA/ASV/ASVTorch_Kaldi/score.txt`` (3 columns: claimed speaker,
+    trial, score), keeps the rows of ``subset`` and returns the rates at the
+    ASV EER threshold (:func:`~speechbrain_nes2net.evaluation.metrics.compute_asv_error_rates`).
+
+    Arguments
+    ---------
+    asv_metadata : str or Path
+        The ASV trial metadata (key) file.
+    asv_scores : str or Path
+        The organisers' ASV score file, line by line aligned with the metadata
+        (or with unique trial IDs, joined on them).
+    subset : str or None
+        Subset to keep (``eval``, ``progress``, ``hidden``); None keeps all.
+
+    Returns
+    -------
+    dict
+        ``pfa_asv``, ``pmiss_asv``, ``pmiss_spoof_asv``, ``pfa_spoof_asv``,
+        ``asv_threshold``, ``asv_eer``.
+    """
+    meta = _read_whitespace_table(asv_metadata, 8, "ASV trial metadata")
+    scores = _read_whitespace_table(asv_scores, 3, "claimed speaker, trial, score")
+    if len(meta) == len(scores) and (meta[1].to_numpy() == scores[1].to_numpy()).all():
+        values = scores[2]
+    elif meta[1].is_unique and scores[1].is_unique and set(meta[1]) == set(scores[1]):
+        values = scores.set_index(1)[2].reindex(meta[1]).reset_index(drop=True)
+    else:
+        raise ValueError(
+            f"ASV scores {asv_scores} ({len(scores)} lines) do not match the ASV "
+            f"metadata {asv_metadata} ({len(meta)} lines) line by line or by trial ID"
+        )
+    try:
+        values = values.astype(np.float64).to_numpy()
+    except ValueError as err:
+        raise ValueError(f"{asv_scores}: non-numeric ASV score ({err})") from None
+    keep = np.ones(len(meta), dtype=bool) if subset is None else (meta[7] == subset).to_numpy()
+    if not keep.any():
+        raise ValueError(f"{asv_metadata}: no ASV trial in subset {subset!r}")
+    key = meta[5].to_numpy()
+    unknown = set(key[keep]) - {"target", "nontarget", "spoof"}
+    if unknown:
+        raise ValueError(
+            f"{asv_metadata}: key column (6th) must be target/nontarget/spoof, "
+            f"got {sorted(unknown)}"
+        )
+    return metrics.compute_asv_error_rates(
+        values[keep & (key == "target")],
+        values[keep & (key == "nontarget")],
+        values[keep & (key == "spoof")],
+    )
+
+
+def load_segment_scores(path):
+    """Loads segment-level scores: an ``.npz`` of ID -> 1-D score array.
+
+    Format: ``numpy.savez(path, **{utt_id: scores, "__shift__": shift})``,
+    one array per utterance with one score per segment (higher = more bona
+    fide), segment ``k`` covering ``[k * shift, (k + 1) * shift)`` seconds. The
+    optional ``__shift__`` entry records the segment shift in seconds.
+
+    Arguments
+    ---------
+    path : str or Path
+        The ``.npz`` file.
+
+    Returns
+    -------
+    scores : dict
+        ID -> float64 array.
+    shift : float or None
+        The stored shift, if any.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "seg.npz")
+    >>> np.savez(path, CON_E_0000001=np.array([0.5, -1.0]), __shift__=0.16)
+    >>> scores, shift = load_segment_scores(path)
+    >>> scores["CON_E_0000001"].tolist(), shift
+    ([0.5, -1.0], 0.16)
+    """
+    with np.load(path, allow_pickle=False) as archive:
+        scores = {
+            key: np.asarray(archive[key], dtype=np.float64).reshape(-1) for key in archive.files
+        }
+    shift = scores.pop("__shift__", None)
+    return scores, None if shift is None else float(shift[0])
+
+
+def score_summary(records):
+    """EER, minDCF and class counts of (id, score, label) records.
+
+    With one class missing (a debug run on a few batches, or a test set of
+    one class) the error rates are NaN and a warning says why.
+    """
+    bonafide = [score for _, score, label in records if label == 1]
+    spoof = [score for _, score, label in records if label == 0]
+    summary = {"n_bonafide": len(bonafide), "n_spoof": len(spoof)}
+    if not bonafide or not spoof:
+        logger.warning(
+            "No EER: %d bona fide and %d spoof scores; both classes are needed",
+            len(bonafide), len(spoof),
+        )
+        nan = float("nan")
+        return {"eer": nan, "threshold": nan, "min_dcf": nan, **summary}
+    eer, threshold = metrics.compute_eer(bonafide, spoof)
+    return {
+        "eer": float(eer),
+        "threshold": float(threshold),
+        "min_dcf": float(metrics.compute_min_dcf(bonafide, spoof)),
+        **summary,
+    }
+
+
+def write_test_outputs(folder, name, records, summary, failures=()):
+    """Writes ``<name>_scores.txt`` (``ID score``) and ``<name>_metrics.json``.
+
+    Unusable files are listed with their reason in ``<name>_failed.csv``
+    (``ID,reason``); they have no score and are counted as ``n_failed``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scores_path = folder / f"{name}_scores.txt"
+    tmp = scores_path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for utt_id, score, _ in sorted(records):
+            handle.write(f"{utt_id} {score:.6f}\n")
+    os.replace(tmp, scores_path)
+    failed_path = folder / f"{name}_failed.csv"
+    if failures:
+        with open(failed_path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["ID", "reason"])
+            writer.writerows(sorted(failures))
+        logger.warning("Test set %s: %d unusable files listed in %s", name, len(failures), failed_path)
+    elif failed_path.exists():
+        failed_path.unlink()  # from an earlier evaluation of the same name
+    metrics_path = folder / f"{name}_metrics.json"
+    # JSON has no NaN: a rate that cannot be computed is null.
+    ready = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
+    metrics_path.write_text(json.dumps({"test_set": name, **ready}, indent=2) + "\n")
+    logger.info("Test set %s: EER %.2f%% -> %s", name, 100 * summary["eer"], metrics_path)
+    return scores_path, metrics_path
