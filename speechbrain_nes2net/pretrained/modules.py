@@ -259,13 +259,18 @@ class AntiSpoofEncoder(nn.Module):
             (batch, frames, dim) features and their relative lengths (exact
             frame counts, see :func:`speechbrain_nes2net.lobes.ssl.ssl_frame_lengths`).
         """
-        if preprocess:
-            wavs, wav_lens = prepare_waveforms(wavs, wav_lens, self.num_samples, self.min_samples)
-        elif wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        wavs, wav_lens = self._prepare(wavs, wav_lens, preprocess)
         states = self.ssl(wavs, wav_lens)
         frame_lens = ssl_frame_lengths(self.ssl, wav_lens, wavs.shape[1], states.shape[2])
         return self.aggregator(states, frame_lens), frame_lens
+
+    def _prepare(self, wavs, wav_lens, preprocess):
+        """The evaluation preprocessing (when asked), and lengths for unpadded input."""
+        if preprocess:
+            return prepare_waveforms(wavs, wav_lens, self.num_samples, self.min_samples)
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        return wavs, wav_lens
 
     def _embed(self, wavs, wav_lens):
         features, lengths = self.features(wavs, wav_lens, preprocess=False)
@@ -290,10 +295,7 @@ class AntiSpoofEncoder(nn.Module):
         -------
         torch.Tensor
         """
-        if preprocess:
-            wavs, wav_lens = prepare_waveforms(wavs, wav_lens, self.num_samples, self.min_samples)
-        elif wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        wavs, wav_lens = self._prepare(wavs, wav_lens, preprocess)
         return forward_by_windows(
             self._embed, wavs, wav_lens, self.window if windows else None, self.window_batch
         )
