@@ -81,13 +81,21 @@ def main(argv):
     # After the process group is gone: the export reloads the YAML on its own.
     if main_process:
         if hparams.get("export_folder"):
-            export_run(hparams["output_folder"], hparams["export_folder"], overwrite=True)
-            print(f"Exported the model to {hparams['export_folder']}")
-        print_test_summary(hparams["output_folder"], tests)
+            if brain.debug and not brain.debug_persistently:
+                # SpeechBrain keeps a debug run's checkpoints in a temporary folder.
+                print("Debug run: no checkpoint was kept, so the model is not exported "
+                      "(--debug_persistently keeps them)")
+            else:
+                export_run(hparams["output_folder"], hparams["export_folder"], overwrite=True)
+                print(f"Exported the model to {hparams['export_folder']}")
+        print_test_summary(hparams["output_folder"], tests, debug=brain.debug)
 
 
-def print_test_summary(output_folder, tests):
-    """Prints what an optional extra would add, then one line per test set: EER and counts."""
+def print_test_summary(output_folder, tests, debug=False):
+    """Prints what an optional extra would add, then one line per test set: EER and counts.
+
+    A debug run scores a few batches of each test set; its lines say so.
+    """
     note = plots_extra_note()
     if note and any(test_set.report for test_set in tests):
         print(note)
@@ -97,7 +105,9 @@ def print_test_summary(output_folder, tests):
         eer = "n/a" if metrics["eer"] is None else f"{100 * metrics['eer']:.2f}%"
         print(
             f"{test_set.name}: EER {eer} "
-            f"({metrics['n_bonafide']} bona fide, {metrics['n_spoof']} spoof) -> {path.parent}"
+            f"({metrics['n_bonafide']} bona fide, {metrics['n_spoof']} spoof"
+            + (", debug run: a few batches" if debug else "")
+            + f") -> {path.parent}"
         )
 
 

@@ -70,6 +70,7 @@ def test_demo_console_has_no_python_warning(demo_run):
     _, result = demo_run
     output = result.stdout + result.stderr
     assert "Warning" not in output, [line for line in output.splitlines() if "Warning" in line]
+    assert "torchvision is not available" not in output  # SpeechBrain's notice, filtered
     assert result.stdout.rstrip().splitlines()[-1].startswith("demo_test: EER")
 
 
@@ -163,26 +164,14 @@ def test_every_recipe_yaml_is_covered():
 @pytest.mark.slow
 @pytest.mark.parametrize("yaml_name", sorted(YAML_CORPORA))
 def test_corpus_recipe_runs_one_epoch_on_a_small_corpus(yaml_name, tmp_path, tiny_wavlm):
-    corpus = BUILDERS[YAML_CORPORA[yaml_name]](tmp_path / "corpus")
-    if corpus.name == "ctrsvdd":
-        add_training_split(corpus, "dev", "train")
-    if corpus.name == "partialspoof":
-        add_training_split(corpus, "train", "dev")
-        add_training_split(corpus, "train", "eval")
-    extra = []
-    if yaml_name == "nes2net_x_asvspoof2019.yaml":  # also the cross-corpus test sets
-        extra = [
-            f"--asvspoof2021_la_folder={BUILDERS['asvspoof2021_LA'](tmp_path / 'la2021').root}",
-            f"--in_the_wild_folder={BUILDERS['in_the_wild'](tmp_path / 'itw').root}",
-        ]
     out = tmp_path / "run"
     run(TRAIN + [
-        f"hparams/{yaml_name}", f"--data_folder={corpus.root}", f"--output_folder={out}",
+        f"hparams/{yaml_name}", f"--output_folder={out}",
         f"--ssl_source={tiny_wavlm}", "--ssl_dim=64", "--ssl_layers=3",
         "--number_of_epochs=1", "--num_workers=0",
         # ASVspoof 5: its 2 training files in 2 steps, for the per-step schedule (below)
         "--batch_size=1" if yaml_name == "nes2net_x_asvspoof5.yaml" else "--batch_size=4",
-    ] + extra)
+    ] + small_corpus_args(yaml_name, tmp_path))
     assert logged_epochs(out / "train_log.txt") == [1]
     metrics = sorted(p.name for p in (out / "scores").glob("*_metrics.json"))
     assert metrics, "no test set was scored"
@@ -194,8 +183,55 @@ def test_corpus_recipe_runs_one_epoch_on_a_small_corpus(yaml_name, tmp_path, tin
             state = torch.load(checkpoint / f"{part}_scheduler.ckpt", weights_only=False)
             assert state["T_max"] == state["last_epoch"] > 1
             assert state["_last_lr"][0] == pytest.approx(1e-7)
-    if extra:
+    if yaml_name == "nes2net_x_asvspoof2019.yaml":
         assert {"asvspoof2021_la_eval_metrics.json", "in_the_wild_metrics.json"} <= set(metrics)
+
+
+def small_corpus_args(yaml_name, tmp_path):
+    """The command-line arguments that point ``yaml_name`` at a small corpus in its real layout."""
+    corpus = BUILDERS[YAML_CORPORA[yaml_name]](tmp_path / "corpus")
+    if corpus.name == "ctrsvdd":
+        add_training_split(corpus, "dev", "train")
+    if corpus.name == "partialspoof":
+        add_training_split(corpus, "train", "dev")
+        add_training_split(corpus, "train", "eval")
+    args = [f"--data_folder={corpus.root}"]
+    if yaml_name == "nes2net_x_asvspoof2019.yaml":  # also the cross-corpus test sets
+        args += [
+            f"--asvspoof2021_la_folder={BUILDERS['asvspoof2021_LA'](tmp_path / 'la2021').root}",
+            f"--in_the_wild_folder={BUILDERS['in_the_wild'](tmp_path / 'itw').root}",
+        ]
+    return args
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("yaml_name", ["demo.yaml"] + sorted(YAML_CORPORA))
+def test_every_recipe_runs_with_debug(yaml_name, tmp_path, tiny_wavlm):
+    # SpeechBrain's recipe harness: --debug runs a few batches of every stage
+    # and keeps no checkpoint; the recipe must still end cleanly with its reports.
+    if yaml_name == "demo.yaml":
+        args = ["--n_train=8", "--n_dev=4", "--n_test=4"]
+    else:
+        args = small_corpus_args(yaml_name, tmp_path) + [
+            f"--ssl_source={tiny_wavlm}", "--ssl_dim=64", "--ssl_layers=3", "--batch_size=2",
+        ]
+    out = tmp_path / "run"
+    result = run(TRAIN + [f"hparams/{yaml_name}", f"--output_folder={out}", "--debug",
+                          "--debug_batches=2", "--num_workers=0" if yaml_name != "demo.yaml" else "--noprogressbar"]
+                 + args)
+    summary = [line for line in result.stdout.splitlines() if line.endswith(str(out / "scores"))]
+    assert summary and all("debug run: a few batches" in line for line in summary)
+    # A report needs both classes, which a few test batches may not hold: it is
+    # written, or the log says why not.
+    log = (out / "log.txt").read_text()
+    for line in summary:
+        name = line.split(":")[0]
+        assert (out / "scores" / f"{name}_report.json").is_file() or (
+            f"Report {name} (" in log and "not written" in log
+        ), name
+    assert not list((out / "save").glob("CKPT+*"))  # debug checkpoints are temporary
+    if yaml_name == "demo.yaml":
+        assert "Debug run: no checkpoint was kept, so the model is not exported" in result.stdout
 
 
 def test_wrong_data_folder_says_what_to_fix(tmp_path, tiny_wavlm):
