@@ -26,10 +26,10 @@ from speechbrain_nes2net.official.backend import (
 )
 from speechbrain_nes2net.official.frontend import (
     OFFICIAL_PREFIXES,
-    OfficialCheckpointError,
     frontend_from_official,
     hf_config_from_official,
 )
+from speechbrain_nes2net.official.keys import OfficialWeightsError, raise_key_problems
 from speechbrain_nes2net.pretrained.export import EvalSettings, write_export
 from speechbrain_nes2net.pretrained.yaml_spec import ModuleSpec
 
@@ -126,7 +126,7 @@ def load_official_checkpoint(checkpoint):
             state = state[wrapper]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise OfficialCheckpointError(
+        raise OfficialWeightsError(
             f"{checkpoint if isinstance(checkpoint, (str, Path)) else 'the checkpoint'} is not "
             "a state dict of tensors (the official code saves model.state_dict())"
         )
@@ -143,7 +143,7 @@ def _official_aggregator_name(state, ssl_prefix):
     }
     names = {name for marker, name in _AGGREGATOR_MARKERS.items() if marker in present}
     if len(names) > 1:
-        raise OfficialCheckpointError(f"the checkpoint holds several aggregators: {sorted(names)}")
+        raise OfficialWeightsError(f"the checkpoint holds several aggregators: {sorted(names)}")
     return names.pop() if names else None
 
 
@@ -156,15 +156,11 @@ def _partition_official_keys(state, ssl_prefix, aggregator_name):
         if key.startswith(AGGREGATOR_PREFIX) and aggregator_name is not None:
             continue  # aggregator_from_official refuses anything it does not map
         leftover.append(key)
-    if leftover:
-        shown = "\n".join(f"  {key}" for key in leftover[:20])
-        more = f"\n  ... and {len(leftover) - 20} more" if len(leftover) > 20 else ""
-        raise OfficialCheckpointError(
-            f"{len(leftover)} checkpoint keys belong to no part of the model (back-end "
-            f"{BACKEND_PREFIX}*, SSL {ssl_prefix}*"
-            + (f", aggregator {AGGREGATOR_PREFIX}*" if aggregator_name else ", no aggregator")
-            + f"):\n{shown}{more}"
-        )
+    raise_key_problems(
+        f"the model has a back-end {BACKEND_PREFIX}*, an SSL model {ssl_prefix}* and "
+        + (f"an aggregator {AGGREGATOR_PREFIX}*" if aggregator_name else "no aggregator"),
+        [("checkpoint keys that belong to no part of the model", leftover)],
+    )
 
 
 def convert_official_checkpoint(
@@ -192,7 +188,7 @@ def convert_official_checkpoint(
     :mod:`speechbrain_nes2net.official.frontend` into transformers
     ``WavLMModel`` / ``Wav2Vec2Model``. Every key of the checkpoint must be
     used (pre-training heads of the SSL model excepted) and every parameter
-    filled, or an :class:`OfficialCheckpointError` lists the offending keys.
+    filled, or an :class:`OfficialWeightsError` lists the offending keys.
 
     Arguments
     ---------
@@ -259,7 +255,7 @@ def convert_official_checkpoint(
     num_states, dim = hf_config.num_hidden_layers + 1, hf_config.hidden_size
     backend_config = {"input_channel": dim, **(backend_config or {})}
     if int(backend_config["input_channel"]) != dim:
-        raise OfficialCheckpointError(
+        raise OfficialWeightsError(
             f"the back-end takes {backend_config['input_channel']} channels but the SSL model "
             f"gives {dim}"
         )

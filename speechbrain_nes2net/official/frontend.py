@@ -30,8 +30,6 @@ Authors
 """
 
 import ast
-import functools
-import re
 import tempfile
 from pathlib import Path
 
@@ -39,6 +37,12 @@ import torch  # noqa: F401  (used by the doctests)
 import transformers
 
 from speechbrain_nes2net.lobes.ssl import SSLFrontend
+from speechbrain_nes2net.official.keys import (
+    OfficialWeightsError,
+    raise_key_problems,
+    rename,
+    rename_keys,
+)
 
 MODEL_NAMES = ("s3prl_wavlm", "fairseq_wav2vec2")
 
@@ -48,11 +52,9 @@ OFFICIAL_PREFIXES = {
     "fairseq_wav2vec2": "ssl_model.model.",
 }
 
-# Placeholders of the renaming templates below and what they match.
-_PLACEHOLDERS = {"i": r"\d+", "p": r"weight|bias", "proj": r"q|k|v|out"}
-
-#: Renaming rules, official name (prefix stripped) -> transformers name.
-#: ``{i}`` is a layer index, ``{p}`` weight or bias, ``{proj}`` q, k, v or out.
+#: Renaming rules, official name (prefix stripped) -> transformers name, as
+#: templates of :mod:`speechbrain_nes2net.official.keys`: ``{i}`` is a layer
+#: index, ``{p}`` weight or bias, ``{proj}`` q, k, v or out.
 #: The first rule that matches a name wins, in both directions.
 OFFICIAL_TO_HF_RULES = {
     "common": (
@@ -177,10 +179,6 @@ _OFFICIAL_DEFAULTS = {
 }
 
 
-class OfficialCheckpointError(ValueError):
-    """An official checkpoint that cannot be mapped onto the transformers model."""
-
-
 def _check_model_name(model_name):
     if model_name not in MODEL_NAMES:
         raise ValueError(f"model_name={model_name!r} is not supported; choose one of {MODEL_NAMES}")
@@ -248,7 +246,7 @@ def parse_conv_feature_layers(spec):
 def _require(model_name, config, name, supported):
     value = _field(config, name)
     if value not in supported:
-        raise OfficialCheckpointError(
+        raise OfficialWeightsError(
             f"{model_name} config has {name}={value!r}, which transformers cannot represent "
             f"(supported: {sorted(supported, key=str)})"
         )
@@ -262,7 +260,7 @@ def hf_config_from_official(model_name, config):
     transformers 5 a dropped layer also vanishes from the hidden states that the
     layer aggregation reads. Fields that the transformers models cannot express
     (e.g. WavLM without gated relative position bias, fairseq conformer layers)
-    raise :class:`OfficialCheckpointError`.
+    raise :class:`OfficialWeightsError`.
 
     Arguments
     ---------
@@ -290,7 +288,7 @@ def hf_config_from_official(model_name, config):
     hidden_size = _field(config, "encoder_embed_dim")
     if conv_layers[-1][0] == hidden_size:
         # fairseq then has no post_extract_proj while transformers always projects.
-        raise OfficialCheckpointError(
+        raise OfficialWeightsError(
             f"{model_name} config: the feature encoder width equals "
             f"encoder_embed_dim={hidden_size}, so the official model has no post_extract_proj; "
             "transformers cannot represent that"
@@ -399,39 +397,12 @@ def hf_feature_extractor_from_official(model_name, config):
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _compile_template(template):
-    """Turns a renaming template into an anchored regular expression."""
-    parts = re.split(r"\{(\w+)\}", template)
-    pattern = "".join(
-        re.escape(part) if index % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})"
-        for index, part in enumerate(parts)
-    )
-    return re.compile(pattern)
-
-
-def _rename(name, rules, reverse=False):
-    """Renames ``name`` with the first matching rule, or returns None."""
-    for official, hf in rules:
-        source, target = (hf, official) if reverse else (official, hf)
-        match = _compile_template(source).fullmatch(name)
-        if match:
-            return target.format(**match.groupdict())
-    return None
-
-
 def _rules(model_name, hf_config):
     return (
         OFFICIAL_TO_HF_RULES["common"]
         + EXTRACTOR_NORM_RULES[hf_config.feat_extract_norm]
         + OFFICIAL_TO_HF_RULES[model_name]
     )
-
-
-def _format_keys(title, keys, limit=20):
-    shown = "\n".join(f"  {key}" for key in keys[:limit])
-    more = f"\n  ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return f"{title} ({len(keys)}):\n{shown}{more}"
 
 
 def hf_state_dict_from_official(model_name, hf_model, state_dict):
@@ -461,7 +432,7 @@ def hf_state_dict_from_official(model_name, hf_model, state_dict):
 
     Raises
     ------
-    OfficialCheckpointError
+    OfficialWeightsError
         Listing the unmapped official keys, the missing transformers keys and
         the shape mismatches.
 
@@ -475,7 +446,7 @@ def hf_state_dict_from_official(model_name, hf_model, state_dict):
     >>> hf_state_dict_from_official("fairseq_wav2vec2", hf_model, weights)
     Traceback (most recent call last):
     ...
-    speechbrain_nes2net.official.frontend.OfficialCheckpointError: fairseq_wav2vec2 checkpoint ...
+    speechbrain_nes2net.official.keys.OfficialWeightsError: fairseq_wav2vec2 checkpoint ...
     """
     _check_model_name(model_name)
     prefix = OFFICIAL_PREFIXES[model_name]
@@ -483,7 +454,7 @@ def hf_state_dict_from_official(model_name, hf_model, state_dict):
     rules = _rules(model_name, hf_model.config)
     frontend_keys = [key for key in state_dict if key.startswith(prefix)]
     if not frontend_keys:
-        raise OfficialCheckpointError(
+        raise OfficialWeightsError(
             f"{model_name} checkpoint has no key under {prefix!r}; is it the right front-end? "
             f"first keys: {list(state_dict)[:5]}"
         )
@@ -493,7 +464,7 @@ def hf_state_dict_from_official(model_name, hf_model, state_dict):
         name = key[len(prefix) :]
         if name.startswith(PRETRAINING_HEADS):
             continue
-        hf_name = _rename(name, rules)
+        hf_name = rename(name, rules)
         if hf_name == "masked_spec_embed" and hf_name not in expected:
             continue  # masking disabled: transformers keeps no mask vector
         if hf_name is None or hf_name not in expected:
@@ -513,29 +484,18 @@ def hf_state_dict_from_official(model_name, hf_model, state_dict):
             continue
         mapped[hf_name], sources[hf_name] = tensor, key
     missing = [
-        f"{name} (official {prefix}{_rename(name, rules, reverse=True)})"
+        f"{name} (official {prefix}{rename(name, rules, reverse=True)})"
         for name in expected
         if name not in mapped and name not in wrong_shape
     ]
-
-    if unmapped or missing or mismatched:
-        problems = [
-            (
-                _format_keys("official keys with no transformers counterpart", unmapped)
-                if unmapped
-                else ""
-            ),
-            (
-                _format_keys("transformers parameters missing from the checkpoint", missing)
-                if missing
-                else ""
-            ),
-            _format_keys("shape mismatches (check the config)", mismatched) if mismatched else "",
-        ]
-        raise OfficialCheckpointError(
-            f"{model_name} checkpoint does not match its configuration:\n"
-            + "\n".join(problem for problem in problems if problem)
-        )
+    raise_key_problems(
+        f"{model_name} checkpoint does not match its configuration",
+        [
+            ("official keys with no transformers counterpart", unmapped),
+            ("transformers parameters missing from the checkpoint", missing),
+            ("shape mismatches (check the config)", mismatched),
+        ],
+    )
     return mapped
 
 
@@ -574,16 +534,13 @@ def official_state_dict_from_hf(model_name, hf_model):
     ssl_model.model.feature_extractor.conv_layers.1.0.weight
     """
     _check_model_name(model_name)
-    rules = _rules(model_name, hf_model.config)
-    official = {}
-    for hf_name, tensor in hf_model.state_dict().items():
-        name = _rename(hf_name, rules, reverse=True)
-        if name is None:
-            raise OfficialCheckpointError(
-                f"{model_name}: no official name for transformers key {hf_name!r}"
-            )
-        official[OFFICIAL_PREFIXES[model_name] + name] = tensor
-    return official
+    renamed = rename_keys(
+        hf_model.state_dict(),
+        _rules(model_name, hf_model.config),
+        f"{model_name} transformers model",
+        reverse=True,
+    )
+    return {OFFICIAL_PREFIXES[model_name] + name: tensor for name, tensor in renamed.items()}
 
 
 _HF_MODELS = {
