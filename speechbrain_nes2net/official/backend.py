@@ -25,9 +25,11 @@ Example
 torch.Size([1, 1])
 """
 
+from typing import NamedTuple
+
 import torch
 
-from speechbrain_nes2net.lobes.aggregation import SEA, AttM, WeightedSum
+from speechbrain_nes2net.lobes.aggregation import build_aggregator
 from speechbrain_nes2net.lobes.nes2net import Nes2Net, Nes2NetX
 from speechbrain_nes2net.official.frontend import frontend_from_official
 from speechbrain_nes2net.official.keys import (
@@ -42,6 +44,7 @@ __all__ = [
     "frontend_from_official",
     "official_backend_state_dict",
     "official_backend_kwargs",
+    "official_aggregator",
     "OfficialWeightsError",
 ]
 
@@ -86,10 +89,34 @@ BACKEND_KEY_RULES = [
     ("pooling.linear2.{rest}", "pooling.attention_out.{rest}"),
 ]
 
+
+
+class OfficialAggregator(NamedTuple):
+    """The names of one official layer aggregator.
+
+    Attributes
+    ----------
+    agg : str
+        Its name in the official configuration (``agg``).
+    ours : str
+        Its name for :func:`~speechbrain_nes2net.lobes.aggregation.build_aggregator`.
+    marker : str
+        A key (after :data:`AGGREGATOR_PREFIX`) that only checkpoints with this
+        aggregator hold.
+    """
+
+    agg: str
+    ours: str
+    marker: str
+
+
+#: Official aggregator model names -> their names in the official configuration,
+#: in :func:`~speechbrain_nes2net.lobes.aggregation.build_aggregator`, and the
+#: checkpoint key that identifies them.
 AGGREGATORS = {
-    "WavLM_SEA": "SEA",
-    "WavLM_WeightedSum": "WeightedSum",
-    "WavLM_AttM": "AttM",
+    "WavLM_SEA": OfficialAggregator("SEA", "SEA", "fc_att_merge.0.weight"),
+    "WavLM_WeightedSum": OfficialAggregator("WeightedSum", "weighted_sum", "weight_hidd"),
+    "WavLM_AttM": OfficialAggregator("AttM", "AttM", "W"),
 }
 AGGREGATOR_KEY_RULES = [
     ("fc_att_merge.{i}.weight", "excitation.{i}.weight"),
@@ -150,23 +177,14 @@ def aggregator_from_official(model_name, config, state_dict):
     torch.nn.Module
         Takes (layers, batch, time, dim) and returns (batch, time, dim).
     """
-    if model_name not in AGGREGATORS:
-        raise ValueError(
-            f"unknown official aggregator {model_name!r}; known: {sorted(AGGREGATORS)}"
-        )
-    agg = AGGREGATORS[model_name]
-    if config.get("agg", agg) != agg:
+    names = official_aggregator(model_name)
+    if config.get("agg", names.agg) != names.agg:
         raise ValueError(
             f"config agg={config['agg']!r} contradicts model name {model_name!r}"
         )
     num_layers = int(config.get("n_layers", 25))
     dim = int(config.get("dim", 1024))
-    if agg == "SEA":
-        model = SEA(num_layers)
-    elif agg == "WeightedSum":
-        model = WeightedSum(num_layers)
-    else:
-        model = AttM(num_layers, dim)
+    model = build_aggregator(names.ours, num_layers, dim)
     part = {
         key: value
         for key, value in _strip_prefix(state_dict, AGGREGATOR_PREFIX).items()
@@ -175,6 +193,35 @@ def aggregator_from_official(model_name, config, state_dict):
     mapped = rename_keys(part, AGGREGATOR_KEY_RULES, f"{model_name} aggregator")
     _load_exactly(model, mapped, f"{model_name} aggregator")
     return model.eval()
+
+
+def official_aggregator(model_name):
+    """The names of an official aggregator (see :data:`AGGREGATORS`).
+
+    Arguments
+    ---------
+    model_name : str
+        'WavLM_SEA', 'WavLM_WeightedSum' or 'WavLM_AttM'.
+
+    Returns
+    -------
+    OfficialAggregator
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+
+    Example
+    -------
+    >>> official_aggregator("WavLM_WeightedSum").ours
+    'weighted_sum'
+    """
+    if model_name not in AGGREGATORS:
+        raise ValueError(
+            f"unknown official aggregator {model_name!r}; known: {sorted(AGGREGATORS)}"
+        )
+    return AGGREGATORS[model_name]
 
 
 def official_backend_state_dict(model):

@@ -22,6 +22,7 @@ from speechbrain_nes2net.official.backend import (
     BACKEND_PREFIX,
     aggregator_from_official,
     backend_from_official,
+    official_aggregator,
     official_backend_kwargs,
 )
 from speechbrain_nes2net.official.frontend import (
@@ -85,19 +86,6 @@ OFFICIAL_SSL = {
 }
 
 
-#: Official aggregator names -> names of
-#: :func:`~speechbrain_nes2net.lobes.aggregation.build_aggregator`.
-AGGREGATOR_NAMES = {"WavLM_SEA": "SEA", "WavLM_WeightedSum": "weighted_sum", "WavLM_AttM": "AttM"}
-
-
-# The key that tells each official aggregator apart (after AGGREGATOR_PREFIX).
-_AGGREGATOR_MARKERS = {
-    "fc_att_merge.0.weight": "WavLM_SEA",
-    "weight_hidd": "WavLM_WeightedSum",
-    "W": "WavLM_AttM",
-}
-
-
 def load_official_checkpoint(checkpoint):
     """Reads an official checkpoint into a flat ``{name: tensor}`` state dict.
 
@@ -141,7 +129,7 @@ def _official_aggregator_name(state, ssl_prefix):
         for key in state
         if key.startswith(AGGREGATOR_PREFIX) and not key.startswith(ssl_prefix)
     }
-    names = {name for marker, name in _AGGREGATOR_MARKERS.items() if marker in present}
+    names = {name for name, entry in AGGREGATORS.items() if entry.marker in present}
     if len(names) > 1:
         raise OfficialWeightsError(f"the checkpoint holds several aggregators: {sorted(names)}")
     return names.pop() if names else None
@@ -245,10 +233,9 @@ def convert_official_checkpoint(
     ssl_prefix = OFFICIAL_PREFIXES[ssl_name]
     if aggregator_name == "auto":
         aggregator_name = _official_aggregator_name(state, ssl_prefix)
-    if aggregator_name is not None and aggregator_name not in AGGREGATORS:
-        raise ValueError(
-            f"unknown official aggregator {aggregator_name!r}; known: {sorted(AGGREGATORS)}"
-        )
+    our_aggregator = "last"
+    if aggregator_name is not None:
+        our_aggregator = official_aggregator(aggregator_name).ours  # refuses unknown names
     _partition_official_keys(state, ssl_prefix, aggregator_name)
 
     hf_config = hf_config_from_official(ssl_name, ssl_config)
@@ -264,7 +251,7 @@ def convert_official_checkpoint(
     backend_spec = ModuleSpec(f"{cls.__module__}.{cls.__qualname__}", kwargs)
 
     aggregator_kwargs = {
-        "name": AGGREGATOR_NAMES.get(aggregator_name, "last"),
+        "name": our_aggregator,
         "num_layers": num_states,
         "dim": dim,
     }
