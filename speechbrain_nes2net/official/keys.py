@@ -27,13 +27,13 @@ import functools
 import re
 
 __all__ = [
-    "OfficialWeightsError",
     "PLACEHOLDERS",
+    "OfficialWeightsError",
     "compile_template",
-    "rename",
-    "rename_keys",
     "preview_keys",
     "raise_key_problems",
+    "rename",
+    "rename_keys",
 ]
 
 #: Placeholders of the key templates and the regular expressions they match.
@@ -62,7 +62,7 @@ class OfficialWeightsError(ValueError):
     """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compile_template(template):
     """Compiles a key template into an anchored regular expression.
 
