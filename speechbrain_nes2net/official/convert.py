@@ -34,9 +34,9 @@ from speechbrain_nes2net.official.keys import OfficialWeightsError, raise_key_pr
 from speechbrain_nes2net.pretrained.export import EvalSettings, write_export
 from speechbrain_nes2net.pretrained.yaml_spec import ModuleSpec
 
-#: Configuration of the released SSL models as the official code loads them:
-#: s3prl's WavLM-Large (CtrSVDD) and fairseq's XLS-R 300M (ASVspoof, ITW).
-WAVLM_LARGE_CONFIG = {
+#: The encoder the released SSL models share: the "Large" wav2vec 2.0 layout
+#: (24 pre-LayerNorm layers of width 1024, a layer-normed CNN feature encoder).
+_LARGE_ENCODER = {
     "extractor_mode": "layer_norm",
     "encoder_layers": 24,
     "encoder_embed_dim": 1024,
@@ -45,38 +45,27 @@ WAVLM_LARGE_CONFIG = {
     "activation_fn": "gelu",
     "layer_norm_first": True,
     "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
-    "conv_bias": False,
-    "normalize": True,
     "conv_pos": 128,
     "conv_pos_groups": 16,
+    "dropout": 0.1,
+    "attention_dropout": 0.1,
+    "activation_dropout": 0.0,
+    "dropout_input": 0.0,
+}
+
+#: Configuration of the released SSL models as the official code loads them:
+#: s3prl's WavLM-Large (CtrSVDD) and fairseq's XLS-R 300M (ASVspoof, ITW).
+WAVLM_LARGE_CONFIG = {
+    **_LARGE_ENCODER,
+    "conv_bias": False,
+    "normalize": True,
     "relative_position_embedding": True,
     "num_buckets": 320,
     "max_distance": 800,
     "gru_rel_pos": True,
-    "dropout": 0.1,
-    "attention_dropout": 0.1,
-    "activation_dropout": 0.0,
-    "dropout_input": 0.0,
 }
 
-
-XLSR_300M_CONFIG = {
-    "extractor_mode": "layer_norm",
-    "encoder_layers": 24,
-    "encoder_embed_dim": 1024,
-    "encoder_ffn_embed_dim": 4096,
-    "encoder_attention_heads": 16,
-    "activation_fn": "gelu",
-    "layer_norm_first": True,
-    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
-    "conv_bias": True,
-    "conv_pos": 128,
-    "conv_pos_groups": 16,
-    "dropout": 0.1,
-    "attention_dropout": 0.1,
-    "activation_dropout": 0.0,
-    "dropout_input": 0.0,
-}
+XLSR_300M_CONFIG = {**_LARGE_ENCODER, "conv_bias": True}
 
 
 #: The SSL model each official back-end name was released with.
