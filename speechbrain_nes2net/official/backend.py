@@ -90,7 +90,6 @@ BACKEND_KEY_RULES = [
 ]
 
 
-
 class OfficialAggregator(NamedTuple):
     """The names of one official layer aggregator.
 
@@ -177,14 +176,14 @@ def aggregator_from_official(model_name, config, state_dict):
     torch.nn.Module
         Takes (layers, batch, time, dim) and returns (batch, time, dim).
     """
-    names = official_aggregator(model_name)
-    if config.get("agg", names.agg) != names.agg:
+    entry = official_aggregator(model_name)
+    if config.get("agg", entry.agg) != entry.agg:
         raise ValueError(
             f"config agg={config['agg']!r} contradicts model name {model_name!r}"
         )
     num_layers = int(config.get("n_layers", 25))
     dim = int(config.get("dim", 1024))
-    model = build_aggregator(names.ours, num_layers, dim)
+    model = build_aggregator(entry.ours, num_layers, dim)
     part = {
         key: value
         for key, value in _strip_prefix(state_dict, AGGREGATOR_PREFIX).items()
