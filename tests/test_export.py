@@ -29,7 +29,6 @@ from speechbrain_nes2net.official.convert import (
     load_official_checkpoint,
 )
 from speechbrain_nes2net.official.frontend import (
-    OfficialCheckpointError,
     hf_config_from_official,
     official_state_dict_from_hf,
 )
@@ -379,15 +378,15 @@ def test_official_conversion_lists_unmapped_and_missing_keys(wavlm_checkpoint, t
         s, tmp_path / "x", "WavLM_Nes2Net_X", config, ssl_config=front["config"], verify=False
     )
     with pytest.raises(
-        OfficialCheckpointError, match=r"(?s)belong to no part.*LL\.weight.*first_bn"
+        OfficialWeightsError, match=r"(?s)belong to no part.*LL\.weight.*first_bn"
     ):
         convert({**state, "LL.weight": torch.zeros(1), "first_bn.bias": torch.zeros(1)})
     extra_ssl = {**state, "ssl_model.model.model.encoder.extra_head.weight": torch.zeros(1)}
-    with pytest.raises(OfficialCheckpointError, match="extra_head"):
+    with pytest.raises(OfficialWeightsError, match="extra_head"):
         convert(extra_ssl)
     missing_ssl = {k: v for k, v in state.items() if not k.endswith("encoder.layers.1.fc2.weight")}
     with pytest.raises(
-        OfficialCheckpointError, match=r"layers\.1\.feed_forward\.output_dense\.weight"
+        OfficialWeightsError, match=r"layers\.1\.feed_forward\.output_dense\.weight"
     ):
         convert(missing_ssl)
     missing_backend = {
@@ -417,7 +416,7 @@ def test_released_ssl_presets_describe_the_released_models():
 
 def test_load_official_checkpoint_unwraps_and_refuses(tmp_path):
     assert list(load_official_checkpoint({"state_dict": {"module.a": torch.zeros(1)}})) == ["a"]
-    with pytest.raises(OfficialCheckpointError, match="not a state dict"):
+    with pytest.raises(OfficialWeightsError, match="not a state dict"):
         load_official_checkpoint({"epoch": 3})
 
 

@@ -12,7 +12,7 @@ from speechbrain.integrations.huggingface.wavlm import WavLM
 from speechbrain_nes2net.official.frontend import (
     MODEL_NAMES,
     OFFICIAL_PREFIXES,
-    OfficialCheckpointError,
+    OfficialWeightsError,
     frontend_from_official,
     hf_config_from_official,
     hf_state_dict_from_official,
@@ -120,7 +120,7 @@ def test_missing_key_is_an_error():
     state_dict = dict(ref["state_dict"])
     del state_dict["ssl_model.model.model.encoder.layers.1.fc2.weight"]
     with pytest.raises(
-        OfficialCheckpointError,
+        OfficialWeightsError,
         match=r"missing[\s\S]*encoder\.layers\.1\.feed_forward\.output_dense\.weight "
         r"\(official ssl_model\.model\.model\.encoder\.layers\.1\.fc2\.weight\)",
     ):
@@ -132,7 +132,7 @@ def test_unknown_key_is_an_error():
     state_dict = dict(ref["state_dict"])
     state_dict["ssl_model.model.encoder.layers.0.self_attn.rotary.weight"] = torch.zeros(4)
     state_dict["ssl_model.model.encoder.layers.9.fc1.weight"] = torch.zeros(128, 64)
-    with pytest.raises(OfficialCheckpointError) as error:
+    with pytest.raises(OfficialWeightsError) as error:
         frontend_from_official(ref["model_name"], ref["config"], state_dict)
     message = str(error.value)
     assert "ssl_model.model.encoder.layers.0.self_attn.rotary.weight" in message
@@ -144,7 +144,7 @@ def test_shape_mismatch_is_an_error():
     ref = load(WAVLM)
     config = dict(ref["config"], encoder_ffn_embed_dim=96)
     with pytest.raises(
-        OfficialCheckpointError,
+        OfficialWeightsError,
         match=r"fc1\.weight \(128, 64\) -> .*intermediate_dense\.weight \(96, 64\)",
     ):
         hf_state_dict_from_official(
@@ -173,7 +173,7 @@ def test_other_checkpoint_parts_and_pretraining_heads_are_ignored():
 
 def test_wrong_prefix_is_an_error():
     ref = load(WAVLM)
-    with pytest.raises(OfficialCheckpointError, match="no key under 'ssl_model.model.model.'"):
+    with pytest.raises(OfficialWeightsError, match="no key under 'ssl_model.model.model.'"):
         hf_state_dict_from_official("s3prl_wavlm", hf_model_for(ref), {"mask_emb": torch.zeros(64)})
 
 
@@ -190,7 +190,7 @@ def test_wrong_prefix_is_an_error():
 )
 def test_unrepresentable_config_is_an_error(model_name, field, value):
     config = dict(load(WAVLM)["config"], **{field: value})
-    with pytest.raises(OfficialCheckpointError, match=f"{field}={value!r}"):
+    with pytest.raises(OfficialWeightsError, match=f"{field}={value!r}"):
         hf_config_from_official(model_name, config)
 
 

@@ -25,14 +25,18 @@ Example
 torch.Size([1, 1])
 """
 
-import functools
-import re
+from typing import NamedTuple
 
 import torch
 
-from speechbrain_nes2net.lobes.aggregation import SEA, AttM, WeightedSum
+from speechbrain_nes2net.lobes.aggregation import build_aggregator
 from speechbrain_nes2net.lobes.nes2net import Nes2Net, Nes2NetX
 from speechbrain_nes2net.official.frontend import frontend_from_official
+from speechbrain_nes2net.official.keys import (
+    OfficialWeightsError,
+    raise_key_problems,
+    rename_keys,
+)
 
 __all__ = [
     "backend_from_official",
@@ -40,6 +44,7 @@ __all__ = [
     "frontend_from_official",
     "official_backend_state_dict",
     "official_backend_kwargs",
+    "official_aggregator",
     "OfficialWeightsError",
 ]
 
@@ -64,8 +69,9 @@ BACKEND_DEFAULTS = {
 }
 BACKEND_CONFIG_KEYS = set(BACKEND_DEFAULTS) | {"n_output_logits"}
 
-# Key correspondences, official -> ours, on keys without the prefix. {i} and {j}
-# stand for indices, {rest} for the parameter or buffer name.
+# Key correspondences, official -> ours, on keys without the prefix, as templates
+# of speechbrain_nes2net.official.keys: {i} and {j} stand for indices, {rest} for
+# the parameter or buffer name.
 BACKEND_KEY_RULES = [
     ("Build_in_Res2Nets.{i}.conv1.{rest}", "blocks.{i}.conv_in.{rest}"),
     ("Build_in_Res2Nets.{i}.bn1.{rest}", "blocks.{i}.bn_in.{rest}"),
@@ -83,10 +89,33 @@ BACKEND_KEY_RULES = [
     ("pooling.linear2.{rest}", "pooling.attention_out.{rest}"),
 ]
 
+
+class OfficialAggregator(NamedTuple):
+    """The names of one official layer aggregator.
+
+    Attributes
+    ----------
+    agg : str
+        Its name in the official configuration (``agg``).
+    ours : str
+        Its name for :func:`~speechbrain_nes2net.lobes.aggregation.build_aggregator`.
+    marker : str
+        A key (after :data:`AGGREGATOR_PREFIX`) that only checkpoints with this
+        aggregator hold.
+    """
+
+    agg: str
+    ours: str
+    marker: str
+
+
+#: Official aggregator model names -> their names in the official configuration,
+#: in :func:`~speechbrain_nes2net.lobes.aggregation.build_aggregator`, and the
+#: checkpoint key that identifies them.
 AGGREGATORS = {
-    "WavLM_SEA": "SEA",
-    "WavLM_WeightedSum": "WeightedSum",
-    "WavLM_AttM": "AttM",
+    "WavLM_SEA": OfficialAggregator("SEA", "SEA", "fc_att_merge.0.weight"),
+    "WavLM_WeightedSum": OfficialAggregator("WeightedSum", "weighted_sum", "weight_hidd"),
+    "WavLM_AttM": OfficialAggregator("AttM", "AttM", "W"),
 }
 AGGREGATOR_KEY_RULES = [
     ("fc_att_merge.{i}.weight", "excitation.{i}.weight"),
@@ -96,10 +125,6 @@ AGGREGATOR_KEY_RULES = [
     ("W2", "layer_proj_out"),
     ("linear_proj.{rest}", "output_proj.{rest}"),
 ]
-
-
-class OfficialWeightsError(ValueError):
-    """An official state dict that does not fit the module it should fill."""
 
 
 def backend_from_official(model_name, config, state_dict):
@@ -127,7 +152,7 @@ def backend_from_official(model_name, config, state_dict):
     cls, kwargs = official_backend_kwargs(model_name, config)
     model = cls(**kwargs)
     part = _strip_prefix(state_dict, BACKEND_PREFIX)
-    mapped = _map_keys(part, BACKEND_KEY_RULES, f"{model_name} back-end")
+    mapped = rename_keys(part, BACKEND_KEY_RULES, f"{model_name} back-end")
     _load_exactly(model, mapped, f"{model_name} back-end")
     return model.eval()
 
@@ -151,31 +176,51 @@ def aggregator_from_official(model_name, config, state_dict):
     torch.nn.Module
         Takes (layers, batch, time, dim) and returns (batch, time, dim).
     """
-    if model_name not in AGGREGATORS:
-        raise ValueError(
-            f"unknown official aggregator {model_name!r}; known: {sorted(AGGREGATORS)}"
-        )
-    agg = AGGREGATORS[model_name]
-    if config.get("agg", agg) != agg:
+    entry = official_aggregator(model_name)
+    if config.get("agg", entry.agg) != entry.agg:
         raise ValueError(
             f"config agg={config['agg']!r} contradicts model name {model_name!r}"
         )
     num_layers = int(config.get("n_layers", 25))
     dim = int(config.get("dim", 1024))
-    if agg == "SEA":
-        model = SEA(num_layers)
-    elif agg == "WeightedSum":
-        model = WeightedSum(num_layers)
-    else:
-        model = AttM(num_layers, dim)
+    model = build_aggregator(entry.ours, num_layers, dim)
     part = {
         key: value
         for key, value in _strip_prefix(state_dict, AGGREGATOR_PREFIX).items()
         if not key.startswith("model.")
     }
-    mapped = _map_keys(part, AGGREGATOR_KEY_RULES, f"{model_name} aggregator")
+    mapped = rename_keys(part, AGGREGATOR_KEY_RULES, f"{model_name} aggregator")
     _load_exactly(model, mapped, f"{model_name} aggregator")
     return model.eval()
+
+
+def official_aggregator(model_name):
+    """The names of an official aggregator (see :data:`AGGREGATORS`).
+
+    Arguments
+    ---------
+    model_name : str
+        'WavLM_SEA', 'WavLM_WeightedSum' or 'WavLM_AttM'.
+
+    Returns
+    -------
+    OfficialAggregator
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+
+    Example
+    -------
+    >>> official_aggregator("WavLM_WeightedSum").ours
+    'weighted_sum'
+    """
+    if model_name not in AGGREGATORS:
+        raise ValueError(
+            f"unknown official aggregator {model_name!r}; known: {sorted(AGGREGATORS)}"
+        )
+    return AGGREGATORS[model_name]
 
 
 def official_backend_state_dict(model):
@@ -194,41 +239,62 @@ def official_backend_state_dict(model):
     dict
         State dict with ``Nested_Res2Net_TDNN.*`` keys and official shapes.
     """
-    official = {}
-    for key, value in model.state_dict().items():
-        name = _rename(key, [(ours, theirs) for theirs, ours in BACKEND_KEY_RULES])
-        if name is None:
-            raise OfficialWeightsError(f"{key} has no official counterpart")
-        official[BACKEND_PREFIX + name] = _official_shape(name, value)
-    return official
-
-
-@functools.lru_cache(maxsize=None)
-def _rule_regex(template):
-    """Compiles a key template with {i}/{j}/{rest} fields into a regex."""
-    fields = {"i": r"(?P<i>\d+)", "j": r"(?P<j>\d+)", "rest": r"(?P<rest>.+)"}
-    parts = re.split(r"\{(\w+)\}", template)
-    return re.compile(
-        "".join(fields[p] if k % 2 else re.escape(p) for k, p in enumerate(parts))
+    renamed = rename_keys(
+        model.state_dict(), BACKEND_KEY_RULES, f"{type(model).__name__} back-end", reverse=True
     )
-
-
-def _rename(key, rules):
-    """Renames ``key`` by the first (source, target) template rule it matches."""
-    for source, target in rules:
-        match = _rule_regex(source).fullmatch(key)
-        if match:
-            return target.format(**match.groupdict())
-    return None
+    return {
+        BACKEND_PREFIX + name: _official_shape(name, value) for name, value in renamed.items()
+    }
 
 
 def _official_shape(name, value):
+    """A copy of one of our tensors in the shape the official code stores.
+
+    Arguments
+    ---------
+    name : str
+        The official key, without the prefix.
+    value : torch.Tensor
+        Our tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        Nes2Net-X stack weights as (1, 1, 1, n), anything else as is.
+
+    Example
+    -------
+    >>> _official_shape("Build_in_Res2Nets.0.weighted_sum.0", torch.ones(3)).shape
+    torch.Size([1, 1, 1, 3])
+    """
     if ".weighted_sum." in name:
         return value.reshape(1, 1, 1, -1).clone()
     return value.clone()
 
 
 def _strip_prefix(state_dict, prefix):
+    """The part of a state dict under ``prefix``, with the prefix removed.
+
+    Arguments
+    ---------
+    state_dict : dict
+        A full official checkpoint, or already the part without its prefix.
+    prefix : str
+        The part's prefix, such as :data:`BACKEND_PREFIX`.
+
+    Returns
+    -------
+    dict
+        The keys under ``prefix`` without it; the whole state dict when no key
+        has the prefix.
+
+    Example
+    -------
+    >>> _strip_prefix({"ssl_model.W": 1, "fc.bias": 2}, "ssl_model.")
+    {'W': 1}
+    >>> _strip_prefix({"W": 1}, "ssl_model.")
+    {'W': 1}
+    """
     if any(key.startswith(prefix) for key in state_dict):
         return {
             key[len(prefix):]: value
@@ -238,54 +304,45 @@ def _strip_prefix(state_dict, prefix):
     return dict(state_dict)
 
 
-def _map_keys(state_dict, rules, what):
-    mapped, unmapped = {}, []
-    for key, value in state_dict.items():
-        name = _rename(key, rules)
-        if name is None:
-            unmapped.append(key)
-        else:
-            mapped[name] = value
-    if unmapped:
-        raise OfficialWeightsError(
-            f"{what}: {len(unmapped)} official keys have no counterpart: "
-            f"{_preview(unmapped)}"
-        )
-    return mapped
-
-
 def _load_exactly(model, mapped, what):
+    """Loads renamed official weights into our module, every key and shape checked.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        Our module, loaded in place.
+    mapped : dict
+        Official weights under our key names.
+    what : str
+        What the module is, to start the error message.
+
+    Raises
+    ------
+    OfficialWeightsError
+        Listing our missing and unexpected keys and the shape mismatches.
+    """
     own = model.state_dict()
-    missing = sorted(set(own) - set(mapped))
-    unexpected = sorted(set(mapped) - set(own))
-    problems = []
-    if missing:
-        problems.append(f"missing keys (ours) {_preview(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys (ours) {_preview(unexpected)}")
-    converted = {}
-    for key in set(own) & set(mapped):
+    converted, mismatched = {}, []
+    for key in sorted(set(own) & set(mapped)):
         value = torch.as_tensor(mapped[key])
         if value.numel() == own[key].numel() and value.dim() != own[key].dim():
             # Nes2Net-X stack weights are stored as (1, 1, 1, n) officially.
             value = value.reshape(own[key].shape)
         if value.shape != own[key].shape:
-            problems.append(
+            mismatched.append(
                 f"{key}: official shape {tuple(value.shape)} vs expected "
                 f"{tuple(own[key].shape)}"
             )
         converted[key] = value
-    if problems:
-        raise OfficialWeightsError(
-            f"{what}: the state dict does not match the configuration: "
-            + "; ".join(problems)
-        )
+    raise_key_problems(
+        f"{what}: the state dict does not match the configuration",
+        [
+            ("missing keys, by our names", sorted(set(own) - set(mapped))),
+            ("unexpected keys, by our names", sorted(set(mapped) - set(own))),
+            ("shape mismatches", mismatched),
+        ],
+    )
     model.load_state_dict(converted, strict=True)
-
-
-def _preview(keys, limit=8):
-    shown = ", ".join(keys[:limit])
-    return f"[{shown}{', ...' if len(keys) > limit else ''}] ({len(keys)} in all)"
 
 
 def official_backend_kwargs(model_name, config):

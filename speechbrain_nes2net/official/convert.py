@@ -22,79 +22,56 @@ from speechbrain_nes2net.official.backend import (
     BACKEND_PREFIX,
     aggregator_from_official,
     backend_from_official,
+    official_aggregator,
     official_backend_kwargs,
 )
 from speechbrain_nes2net.official.frontend import (
     OFFICIAL_PREFIXES,
-    OfficialCheckpointError,
     frontend_from_official,
     hf_config_from_official,
 )
+from speechbrain_nes2net.official.keys import OfficialWeightsError, raise_key_problems
 from speechbrain_nes2net.pretrained.export import EvalSettings, write_export
 from speechbrain_nes2net.pretrained.yaml_spec import ModuleSpec
+
+#: The encoder the released SSL models share: the "Large" wav2vec 2.0 layout
+#: (24 pre-LayerNorm layers of width 1024, a layer-normed CNN feature encoder).
+_LARGE_ENCODER = {
+    "extractor_mode": "layer_norm",
+    "encoder_layers": 24,
+    "encoder_embed_dim": 1024,
+    "encoder_ffn_embed_dim": 4096,
+    "encoder_attention_heads": 16,
+    "activation_fn": "gelu",
+    "layer_norm_first": True,
+    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "dropout": 0.1,
+    "attention_dropout": 0.1,
+    "activation_dropout": 0.0,
+    "dropout_input": 0.0,
+}
 
 #: Configuration of the released SSL models as the official code loads them:
 #: s3prl's WavLM-Large (CtrSVDD) and fairseq's XLS-R 300M (ASVspoof, ITW).
 WAVLM_LARGE_CONFIG = {
-    "extractor_mode": "layer_norm",
-    "encoder_layers": 24,
-    "encoder_embed_dim": 1024,
-    "encoder_ffn_embed_dim": 4096,
-    "encoder_attention_heads": 16,
-    "activation_fn": "gelu",
-    "layer_norm_first": True,
-    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
+    **_LARGE_ENCODER,
     "conv_bias": False,
     "normalize": True,
-    "conv_pos": 128,
-    "conv_pos_groups": 16,
     "relative_position_embedding": True,
     "num_buckets": 320,
     "max_distance": 800,
     "gru_rel_pos": True,
-    "dropout": 0.1,
-    "attention_dropout": 0.1,
-    "activation_dropout": 0.0,
-    "dropout_input": 0.0,
 }
 
-
-XLSR_300M_CONFIG = {
-    "extractor_mode": "layer_norm",
-    "encoder_layers": 24,
-    "encoder_embed_dim": 1024,
-    "encoder_ffn_embed_dim": 4096,
-    "encoder_attention_heads": 16,
-    "activation_fn": "gelu",
-    "layer_norm_first": True,
-    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
-    "conv_bias": True,
-    "conv_pos": 128,
-    "conv_pos_groups": 16,
-    "dropout": 0.1,
-    "attention_dropout": 0.1,
-    "activation_dropout": 0.0,
-    "dropout_input": 0.0,
-}
+XLSR_300M_CONFIG = {**_LARGE_ENCODER, "conv_bias": True}
 
 
 #: The SSL model each official back-end name was released with.
 OFFICIAL_SSL = {
     "WavLM": ("s3prl_wavlm", WAVLM_LARGE_CONFIG, "microsoft/wavlm-large"),
     "wav2vec2": ("fairseq_wav2vec2", XLSR_300M_CONFIG, "facebook/wav2vec2-xls-r-300m"),
-}
-
-
-#: Official aggregator names -> names of
-#: :func:`~speechbrain_nes2net.lobes.aggregation.build_aggregator`.
-AGGREGATOR_NAMES = {"WavLM_SEA": "SEA", "WavLM_WeightedSum": "weighted_sum", "WavLM_AttM": "AttM"}
-
-
-# The key that tells each official aggregator apart (after AGGREGATOR_PREFIX).
-_AGGREGATOR_MARKERS = {
-    "fc_att_merge.0.weight": "WavLM_SEA",
-    "weight_hidd": "WavLM_WeightedSum",
-    "W": "WavLM_AttM",
 }
 
 
@@ -126,7 +103,7 @@ def load_official_checkpoint(checkpoint):
             state = state[wrapper]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise OfficialCheckpointError(
+        raise OfficialWeightsError(
             f"{checkpoint if isinstance(checkpoint, (str, Path)) else 'the checkpoint'} is not "
             "a state dict of tensors (the official code saves model.state_dict())"
         )
@@ -136,19 +113,70 @@ def load_official_checkpoint(checkpoint):
 
 
 def _official_aggregator_name(state, ssl_prefix):
+    """The official aggregator a checkpoint holds, told by its marker key.
+
+    Arguments
+    ---------
+    state : dict
+        The official checkpoint.
+    ssl_prefix : str
+        The SSL model's prefix, whose keys are not the aggregator's.
+
+    Returns
+    -------
+    str or None
+        An official aggregator name (see
+        :data:`~speechbrain_nes2net.official.backend.AGGREGATORS`), or None when
+        the checkpoint holds none.
+
+    Raises
+    ------
+    OfficialWeightsError
+        When it holds the marker keys of several aggregators.
+
+    Example
+    -------
+    >>> _official_aggregator_name({"ssl_model.weight_hidd": torch.ones(25)}, "ssl_model.model.")
+    'WavLM_WeightedSum'
+    """
     present = {
         key[len(AGGREGATOR_PREFIX) :]
         for key in state
         if key.startswith(AGGREGATOR_PREFIX) and not key.startswith(ssl_prefix)
     }
-    names = {name for marker, name in _AGGREGATOR_MARKERS.items() if marker in present}
+    names = {name for name, entry in AGGREGATORS.items() if entry.marker in present}
     if len(names) > 1:
-        raise OfficialCheckpointError(f"the checkpoint holds several aggregators: {sorted(names)}")
+        raise OfficialWeightsError(f"the checkpoint holds several aggregators: {sorted(names)}")
     return names.pop() if names else None
 
 
 def _partition_official_keys(state, ssl_prefix, aggregator_name):
-    """Checks that every key belongs to the back-end, the SSL model or the aggregator."""
+    """Checks that every key belongs to the back-end, the SSL model or the aggregator.
+
+    Arguments
+    ---------
+    state : dict
+        The official checkpoint.
+    ssl_prefix : str
+        The SSL model's prefix.
+    aggregator_name : str or None
+        The official aggregator, or None when the checkpoint has none (then
+        any key under ``ssl_model.`` outside the SSL model is left over).
+
+    Raises
+    ------
+    OfficialWeightsError
+        Listing the keys left over.
+
+    Example
+    -------
+    >>> _partition_official_keys({"LL.weight": torch.ones(1)}, "ssl_model.model.", None)
+    Traceback (most recent call last):
+    ...
+    speechbrain_nes2net.official.keys.OfficialWeightsError: the model has ...
+    checkpoint keys that belong to no part of the model (1):
+      LL.weight
+    """
     leftover = []
     for key in state:
         if key.startswith((BACKEND_PREFIX, ssl_prefix)):
@@ -156,15 +184,11 @@ def _partition_official_keys(state, ssl_prefix, aggregator_name):
         if key.startswith(AGGREGATOR_PREFIX) and aggregator_name is not None:
             continue  # aggregator_from_official refuses anything it does not map
         leftover.append(key)
-    if leftover:
-        shown = "\n".join(f"  {key}" for key in leftover[:20])
-        more = f"\n  ... and {len(leftover) - 20} more" if len(leftover) > 20 else ""
-        raise OfficialCheckpointError(
-            f"{len(leftover)} checkpoint keys belong to no part of the model (back-end "
-            f"{BACKEND_PREFIX}*, SSL {ssl_prefix}*"
-            + (f", aggregator {AGGREGATOR_PREFIX}*" if aggregator_name else ", no aggregator")
-            + f"):\n{shown}{more}"
-        )
+    raise_key_problems(
+        f"the model has a back-end {BACKEND_PREFIX}*, an SSL model {ssl_prefix}* and "
+        + (f"an aggregator {AGGREGATOR_PREFIX}*" if aggregator_name else "no aggregator"),
+        [("checkpoint keys that belong to no part of the model", leftover)],
+    )
 
 
 def convert_official_checkpoint(
@@ -192,7 +216,7 @@ def convert_official_checkpoint(
     :mod:`speechbrain_nes2net.official.frontend` into transformers
     ``WavLMModel`` / ``Wav2Vec2Model``. Every key of the checkpoint must be
     used (pre-training heads of the SSL model excepted) and every parameter
-    filled, or an :class:`OfficialCheckpointError` lists the offending keys.
+    filled, or an :class:`OfficialWeightsError` lists the offending keys.
 
     Arguments
     ---------
@@ -249,17 +273,16 @@ def convert_official_checkpoint(
     ssl_prefix = OFFICIAL_PREFIXES[ssl_name]
     if aggregator_name == "auto":
         aggregator_name = _official_aggregator_name(state, ssl_prefix)
-    if aggregator_name is not None and aggregator_name not in AGGREGATORS:
-        raise ValueError(
-            f"unknown official aggregator {aggregator_name!r}; known: {sorted(AGGREGATORS)}"
-        )
+    our_aggregator = "last"
+    if aggregator_name is not None:
+        our_aggregator = official_aggregator(aggregator_name).ours  # refuses unknown names
     _partition_official_keys(state, ssl_prefix, aggregator_name)
 
     hf_config = hf_config_from_official(ssl_name, ssl_config)
     num_states, dim = hf_config.num_hidden_layers + 1, hf_config.hidden_size
     backend_config = {"input_channel": dim, **(backend_config or {})}
     if int(backend_config["input_channel"]) != dim:
-        raise OfficialCheckpointError(
+        raise OfficialWeightsError(
             f"the back-end takes {backend_config['input_channel']} channels but the SSL model "
             f"gives {dim}"
         )
@@ -268,7 +291,7 @@ def convert_official_checkpoint(
     backend_spec = ModuleSpec(f"{cls.__module__}.{cls.__qualname__}", kwargs)
 
     aggregator_kwargs = {
-        "name": AGGREGATOR_NAMES.get(aggregator_name, "last"),
+        "name": our_aggregator,
         "num_layers": num_states,
         "dim": dim,
     }

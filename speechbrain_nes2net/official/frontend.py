@@ -30,8 +30,6 @@ Authors
 """
 
 import ast
-import functools
-import re
 import tempfile
 from pathlib import Path
 
@@ -39,6 +37,12 @@ import torch  # noqa: F401  (used by the doctests)
 import transformers
 
 from speechbrain_nes2net.lobes.ssl import SSLFrontend
+from speechbrain_nes2net.official.keys import (
+    OfficialWeightsError,
+    raise_key_problems,
+    rename,
+    rename_keys,
+)
 
 MODEL_NAMES = ("s3prl_wavlm", "fairseq_wav2vec2")
 
@@ -48,11 +52,9 @@ OFFICIAL_PREFIXES = {
     "fairseq_wav2vec2": "ssl_model.model.",
 }
 
-# Placeholders of the renaming templates below and what they match.
-_PLACEHOLDERS = {"i": r"\d+", "p": r"weight|bias", "proj": r"q|k|v|out"}
-
-#: Renaming rules, official name (prefix stripped) -> transformers name.
-#: ``{i}`` is a layer index, ``{p}`` weight or bias, ``{proj}`` q, k, v or out.
+#: Renaming rules, official name (prefix stripped) -> transformers name, as
+#: templates of :mod:`speechbrain_nes2net.official.keys`: ``{i}`` is a layer
+#: index, ``{p}`` weight or bias, ``{proj}`` q, k, v or out.
 #: The first rule that matches a name wins, in both directions.
 OFFICIAL_TO_HF_RULES = {
     "common": (
@@ -177,21 +179,78 @@ _OFFICIAL_DEFAULTS = {
 }
 
 
-class OfficialCheckpointError(ValueError):
-    """An official checkpoint that cannot be mapped onto the transformers model."""
-
-
 def _check_model_name(model_name):
+    """Refuses a front-end name other than those of :data:`MODEL_NAMES`.
+
+    Arguments
+    ---------
+    model_name : str
+        The official front-end name to check.
+
+    Raises
+    ------
+    ValueError
+        For an unsupported name.
+
+    Example
+    -------
+    >>> _check_model_name("hubert")
+    Traceback (most recent call last):
+    ...
+    ValueError: model_name='hubert' is not supported; choose one of ...
+    """
     if model_name not in MODEL_NAMES:
         raise ValueError(f"model_name={model_name!r} is not supported; choose one of {MODEL_NAMES}")
 
 
 def _field(config, name):
+    """A field of an official configuration, or its official default.
+
+    Arguments
+    ---------
+    config : dict
+        The official configuration.
+    name : str
+        A field of :data:`_OFFICIAL_DEFAULTS`.
+
+    Returns
+    -------
+    object
+        ``config[name]`` when given, else the official default.
+
+    Example
+    -------
+    >>> _field({}, "encoder_layers"), _field({"encoder_layers": 24}, "encoder_layers")
+    (12, 24)
+    """
     return config.get(name, _OFFICIAL_DEFAULTS[name])
 
 
 def _eval_layer_spec(node, spec):
-    """Evaluates the list/tuple/int/+/* subset of Python that conv specs use."""
+    """Evaluates the list/tuple/int/+/* subset of Python that conv specs use.
+
+    Arguments
+    ---------
+    node : ast.AST
+        The parsed expression, or a node of it.
+    spec : str
+        The whole specification, for the error message.
+
+    Returns
+    -------
+    int, list or tuple
+        The value of ``node``.
+
+    Raises
+    ------
+    ValueError
+        For any other kind of expression.
+
+    Example
+    -------
+    >>> _eval_layer_spec(ast.parse("[(1, 2, 3)] * 2", mode="eval"), "[(1, 2, 3)] * 2")
+    [(1, 2, 3), (1, 2, 3)]
+    """
     if isinstance(node, ast.Expression):
         return _eval_layer_spec(node.body, spec)
     if isinstance(node, ast.Constant) and isinstance(node.value, int):
@@ -246,9 +305,37 @@ def parse_conv_feature_layers(spec):
 
 
 def _require(model_name, config, name, supported):
+    """A configuration field, refused unless transformers can represent its value.
+
+    Arguments
+    ---------
+    model_name : str
+        ``s3prl_wavlm`` or ``fairseq_wav2vec2``, for the error message.
+    config : dict
+        The official configuration.
+    name : str
+        The field (see :func:`_field`).
+    supported : collection
+        The values transformers can represent.
+
+    Returns
+    -------
+    object
+        The field's value.
+
+    Raises
+    ------
+    OfficialWeightsError
+        For an unsupported value.
+
+    Example
+    -------
+    >>> _require("fairseq_wav2vec2", {}, "layer_type", {"transformer"})
+    'transformer'
+    """
     value = _field(config, name)
     if value not in supported:
-        raise OfficialCheckpointError(
+        raise OfficialWeightsError(
             f"{model_name} config has {name}={value!r}, which transformers cannot represent "
             f"(supported: {sorted(supported, key=str)})"
         )
@@ -262,7 +349,7 @@ def hf_config_from_official(model_name, config):
     transformers 5 a dropped layer also vanishes from the hidden states that the
     layer aggregation reads. Fields that the transformers models cannot express
     (e.g. WavLM without gated relative position bias, fairseq conformer layers)
-    raise :class:`OfficialCheckpointError`.
+    raise :class:`OfficialWeightsError`.
 
     Arguments
     ---------
@@ -290,7 +377,7 @@ def hf_config_from_official(model_name, config):
     hidden_size = _field(config, "encoder_embed_dim")
     if conv_layers[-1][0] == hidden_size:
         # fairseq then has no post_extract_proj while transformers always projects.
-        raise OfficialCheckpointError(
+        raise OfficialWeightsError(
             f"{model_name} config: the feature encoder width equals "
             f"encoder_embed_dim={hidden_size}, so the official model has no post_extract_proj; "
             "transformers cannot represent that"
@@ -399,39 +486,34 @@ def hf_feature_extractor_from_official(model_name, config):
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _compile_template(template):
-    """Turns a renaming template into an anchored regular expression."""
-    parts = re.split(r"\{(\w+)\}", template)
-    pattern = "".join(
-        re.escape(part) if index % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})"
-        for index, part in enumerate(parts)
-    )
-    return re.compile(pattern)
-
-
-def _rename(name, rules, reverse=False):
-    """Renames ``name`` with the first matching rule, or returns None."""
-    for official, hf in rules:
-        source, target = (hf, official) if reverse else (official, hf)
-        match = _compile_template(source).fullmatch(name)
-        if match:
-            return target.format(**match.groupdict())
-    return None
-
-
 def _rules(model_name, hf_config):
+    """The renaming rules of one front-end and feature-encoder layout.
+
+    Arguments
+    ---------
+    model_name : str
+        ``s3prl_wavlm`` or ``fairseq_wav2vec2``.
+    hf_config : transformers.WavLMConfig or transformers.Wav2Vec2Config
+        Its ``feat_extract_norm`` picks the :data:`EXTRACTOR_NORM_RULES`.
+
+    Returns
+    -------
+    tuple of (str, str)
+        ``(official, transformers)`` templates for
+        :func:`speechbrain_nes2net.official.keys.rename`.
+
+    Example
+    -------
+    >>> hf_config = transformers.Wav2Vec2Config(feat_extract_norm="group")
+    >>> rules = _rules("fairseq_wav2vec2", hf_config)
+    >>> rename("feature_extractor.conv_layers.0.2.weight", rules)
+    'feature_extractor.conv_layers.0.layer_norm.weight'
+    """
     return (
         OFFICIAL_TO_HF_RULES["common"]
         + EXTRACTOR_NORM_RULES[hf_config.feat_extract_norm]
         + OFFICIAL_TO_HF_RULES[model_name]
     )
-
-
-def _format_keys(title, keys, limit=20):
-    shown = "\n".join(f"  {key}" for key in keys[:limit])
-    more = f"\n  ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return f"{title} ({len(keys)}):\n{shown}{more}"
 
 
 def hf_state_dict_from_official(model_name, hf_model, state_dict):
@@ -461,7 +543,7 @@ def hf_state_dict_from_official(model_name, hf_model, state_dict):
 
     Raises
     ------
-    OfficialCheckpointError
+    OfficialWeightsError
         Listing the unmapped official keys, the missing transformers keys and
         the shape mismatches.
 
@@ -475,7 +557,7 @@ def hf_state_dict_from_official(model_name, hf_model, state_dict):
     >>> hf_state_dict_from_official("fairseq_wav2vec2", hf_model, weights)
     Traceback (most recent call last):
     ...
-    speechbrain_nes2net.official.frontend.OfficialCheckpointError: fairseq_wav2vec2 checkpoint ...
+    speechbrain_nes2net.official.keys.OfficialWeightsError: fairseq_wav2vec2 checkpoint ...
     """
     _check_model_name(model_name)
     prefix = OFFICIAL_PREFIXES[model_name]
@@ -483,7 +565,7 @@ def hf_state_dict_from_official(model_name, hf_model, state_dict):
     rules = _rules(model_name, hf_model.config)
     frontend_keys = [key for key in state_dict if key.startswith(prefix)]
     if not frontend_keys:
-        raise OfficialCheckpointError(
+        raise OfficialWeightsError(
             f"{model_name} checkpoint has no key under {prefix!r}; is it the right front-end? "
             f"first keys: {list(state_dict)[:5]}"
         )
@@ -493,7 +575,7 @@ def hf_state_dict_from_official(model_name, hf_model, state_dict):
         name = key[len(prefix) :]
         if name.startswith(PRETRAINING_HEADS):
             continue
-        hf_name = _rename(name, rules)
+        hf_name = rename(name, rules)
         if hf_name == "masked_spec_embed" and hf_name not in expected:
             continue  # masking disabled: transformers keeps no mask vector
         if hf_name is None or hf_name not in expected:
@@ -513,29 +595,18 @@ def hf_state_dict_from_official(model_name, hf_model, state_dict):
             continue
         mapped[hf_name], sources[hf_name] = tensor, key
     missing = [
-        f"{name} (official {prefix}{_rename(name, rules, reverse=True)})"
+        f"{name} (official {prefix}{rename(name, rules, reverse=True)})"
         for name in expected
         if name not in mapped and name not in wrong_shape
     ]
-
-    if unmapped or missing or mismatched:
-        problems = [
-            (
-                _format_keys("official keys with no transformers counterpart", unmapped)
-                if unmapped
-                else ""
-            ),
-            (
-                _format_keys("transformers parameters missing from the checkpoint", missing)
-                if missing
-                else ""
-            ),
-            _format_keys("shape mismatches (check the config)", mismatched) if mismatched else "",
-        ]
-        raise OfficialCheckpointError(
-            f"{model_name} checkpoint does not match its configuration:\n"
-            + "\n".join(problem for problem in problems if problem)
-        )
+    raise_key_problems(
+        f"{model_name} checkpoint does not match its configuration",
+        [
+            ("official keys with no transformers counterpart", unmapped),
+            ("transformers parameters missing from the checkpoint", missing),
+            ("shape mismatches (check the config)", mismatched),
+        ],
+    )
     return mapped
 
 
@@ -574,16 +645,13 @@ def official_state_dict_from_hf(model_name, hf_model):
     ssl_model.model.feature_extractor.conv_layers.1.0.weight
     """
     _check_model_name(model_name)
-    rules = _rules(model_name, hf_model.config)
-    official = {}
-    for hf_name, tensor in hf_model.state_dict().items():
-        name = _rename(hf_name, rules, reverse=True)
-        if name is None:
-            raise OfficialCheckpointError(
-                f"{model_name}: no official name for transformers key {hf_name!r}"
-            )
-        official[OFFICIAL_PREFIXES[model_name] + name] = tensor
-    return official
+    renamed = rename_keys(
+        hf_model.state_dict(),
+        _rules(model_name, hf_model.config),
+        f"{model_name} transformers model",
+        reverse=True,
+    )
+    return {OFFICIAL_PREFIXES[model_name] + name: tensor for name, tensor in renamed.items()}
 
 
 _HF_MODELS = {
