@@ -93,6 +93,7 @@ def prepare_asvspoof2019(
         audio_dir = folder / f"ASVspoof2019_LA_{split}" / "flac"
 
         def read(protocol=protocol, audio_dir=audio_dir):
+            """Yields the utterances of this split's protocol, one per line."""
             for line in read_protocol(protocol, COLUMNS):
                 yield make_utterance(
                     line,

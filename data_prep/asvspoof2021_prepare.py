@@ -127,6 +127,7 @@ def prepare_asvspoof2021(
     audio_dir = folder / f"ASVspoof2021_{track}_eval" / "flac"
 
     def read():
+        """Yields the utterances of the protocol, one per line."""
         total = kept = 0
         for line in read_protocol(protocol, COLUMNS[track]):
             # Every row is checked, kept or not: a key file is valid as a whole.

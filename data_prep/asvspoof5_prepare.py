@@ -110,6 +110,7 @@ def prepare_asvspoof5(
         audio_dir = folder / AUDIO_DIRS[split]
 
         def read(protocol=protocol, audio_dir=audio_dir):
+            """Yields the utterances of this split's protocol, one per line."""
             for line in read_protocol(protocol, COLUMNS):
                 yield make_utterance(
                     line,

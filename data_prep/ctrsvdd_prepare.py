@@ -84,6 +84,7 @@ def prepare_ctrsvdd(data_folder, save_folder, splits=SPLITS, skip_missing=False,
         protocol = folder / f"{split}.txt"
 
         def read(protocol=protocol, audio_dir=audio_dir):
+            """Yields the utterances of this split's protocol, one per line."""
             for line in read_protocol(protocol, COLUMNS):
                 yield make_utterance(
                     line,

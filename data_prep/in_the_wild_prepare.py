@@ -73,6 +73,7 @@ def prepare_in_the_wild(data_folder, save_folder, skip_missing=False, num_worker
     protocol = folder / "meta.csv"
 
     def read():
+        """Yields the utterances of the protocol, one per line."""
         for line in read_csv_protocol(protocol, COLUMNS):
             name = line["file"]
             if not name or PurePath(name).name != name:

@@ -104,6 +104,7 @@ def prepare_partialspoof(
         template = str(folder / "segment_labels" / f"{split}_seglab_{{shift}}.npy")
 
         def read(protocol=protocol, audio_dir=audio_dir, template=template, split=split):
+            """Yields the utterances of this split's protocol, one per line."""
             if not any(Path(segment_label_path(template, s)).is_file() for s in SEGMENT_SHIFTS):
                 logger.warning(
                     "PartialSpoof %s: no segment label file %s; the manifest references "

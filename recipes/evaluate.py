@@ -41,6 +41,7 @@ from speechbrain_nes2net.training.recipe import TestSet
 
 
 def parse(argv):
+    """Splits the command line into this script's options and SpeechBrain's."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], add_help=True, allow_abbrev=False
     )
@@ -59,6 +60,7 @@ def parse(argv):
 
 
 def report_options(corpus, options):
+    """The ``report`` settings of the test set from ``--report`` and ``--report_option``."""
     if corpus is None:
         if options:
             raise SystemExit("--report_option needs --report")
@@ -73,6 +75,7 @@ def report_options(corpus, options):
 
 
 def main(argv):
+    """Scores the manifest with the run's selected checkpoint and writes the outputs."""
     args, rest = parse(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
     sb.utils.distributed.ddp_init_group(run_opts)

@@ -60,6 +60,7 @@ def _json_arg(value):
 
 
 def parse_args(argv):
+    """Parses the command line (subcommands ``run`` and ``official``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -134,6 +135,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    """Exports a run or converts an official checkpoint, then prints the folder."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     common = dict(calibration=args.calibration, overwrite=args.overwrite, verify=not args.no_verify)

@@ -39,6 +39,7 @@ from speechbrain_nes2net.training.recipe import (
 
 
 def main(argv):
+    """Prepares the data, trains, scores every test set, exports and prints the summary."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:

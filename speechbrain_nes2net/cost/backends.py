@@ -72,6 +72,7 @@ def count_macs(model, features):
     total = 0
 
     def hook(module, _inputs, output):
+        """Adds the weight MACs of one convolution or linear layer's call."""
         nonlocal total
         per_output = module.weight[0].numel() if isinstance(
             module, (nn.Conv1d, nn.Conv2d)

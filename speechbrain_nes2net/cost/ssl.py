@@ -218,6 +218,7 @@ def format_breakdown(name, parts, usage, seconds):
     ]
 
     def row(part, total_macs):
+        """One Markdown table row of a part: parameters, MACs, MAC share, CPU time."""
         ms = "-" if math.isnan(part.cpu_ms) else f"{part.cpu_ms:.1f}"
         return (
             f"| {part.name} | {part.params / 1e6:.2f} M | {part.macs / 1e9:.3f} G "

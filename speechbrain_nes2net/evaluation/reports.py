@@ -460,6 +460,7 @@ def _asvspoof5(inputs, calibration=None):
 
 def _eer_only(corpus):
     def rule(inputs):
+        """The report of this corpus: pooled EER (and per attack for ``eer``)."""
         data = inputs.select(pd.Series(True, index=inputs.manifest.index))
         report = inputs.start({})
         bona, spoof = _split(data)

@@ -4,6 +4,9 @@ The entry points a user calls::
 
     from speechbrain_nes2net.official import (
         backend_from_official, aggregator_from_official, frontend_from_official)
+
+A checkpoint whose keys do not map raises :class:`OfficialWeightsError`, which
+lists the keys.
 """
 
 from speechbrain_nes2net.official.backend import (
@@ -11,5 +14,11 @@ from speechbrain_nes2net.official.backend import (
     backend_from_official,
 )
 from speechbrain_nes2net.official.frontend import frontend_from_official
+from speechbrain_nes2net.official.keys import OfficialWeightsError
 
-__all__ = ["aggregator_from_official", "backend_from_official", "frontend_from_official"]
+__all__ = [
+    "OfficialWeightsError",
+    "aggregator_from_official",
+    "backend_from_official",
+    "frontend_from_official",
+]

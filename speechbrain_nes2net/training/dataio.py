@@ -80,6 +80,7 @@ def audio_pipeline(
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig", "audio_error")
     def pipeline(wav):
+        """Loads one file (silence and the reason when it is unusable), then crops or pads it."""
         try:
             sig = load_audio(wav, sample_rate=sample_rate, max_seconds=max_seconds)
             error = ""

@@ -290,6 +290,7 @@ class RawBoost(torch.nn.Module):
                 raise ValueError(f"RawBoost: {message}.")
 
     def extra_repr(self):
+        """The algorithm and seed, shown in the module's repr."""
         return f"algo={self.algo} ({ALGORITHMS[self.algo]}), seed={self.seed}"
 
     def forward(self, waveforms, lengths=None):

@@ -1,0 +1,134 @@
+"""SpeechBrain's contribution rules, held for this project.
+
+SpeechBrain checks every recipe contribution (``tests/utils`` of its
+repository): every module, every class and every public function (nested ones
+included; names starting with ``_`` are private and exempt) has a docstring,
+and every variable of a recipe YAML is used by the recipe code. Our own
+versions of those checks run here, so that the rules stay true.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKED = ["speechbrain_nes2net", "data_prep", "recipes"]
+
+
+def definitions_without_docstring(source, filename="<source>"):
+    """(line, name) of the module, classes and public functions of ``source`` without a docstring."""
+    tree = ast.parse(source, filename=filename)
+    missing = [] if ast.get_docstring(tree) is not None else [(1, "module")]
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}{child.name}"
+                private = child.name.startswith("_") and not isinstance(child, ast.ClassDef)
+                if ast.get_docstring(child) is None and not private:
+                    missing.append((child.lineno, name))
+                visit(child, f"{name}.")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return missing
+
+
+def python_files():
+    """The Python files of the checked folders."""
+    return sorted(path for folder in CHECKED for path in (ROOT / folder).rglob("*.py"))
+
+
+def test_the_check_finds_nested_definitions_without_docstrings():
+    source = '''"""A module."""
+
+
+def documented():
+    """Says what it does."""
+
+    def helper():
+        return 1
+
+    return helper
+
+
+class Thing:
+    """A thing."""
+
+    def method(self):
+        pass
+
+    def _private(self):
+        pass
+
+    @property
+    def value(self):
+        """Its value."""
+        return 1
+'''
+    assert definitions_without_docstring(source) == [(7, "documented.helper"), (16, "Thing.method")]
+    assert definitions_without_docstring("x = 1\n") == [(1, "module")]
+
+
+def test_every_function_and_class_has_a_docstring():
+    files = python_files()
+    assert len(files) > 40
+    missing = [
+        f"{path.relative_to(ROOT)}:{line}: {name}"
+        for path in files
+        for line, name in definitions_without_docstring(path.read_text(encoding="utf-8"), str(path))
+    ]
+    assert not missing, "definitions without a docstring:\n" + "\n".join(missing)
+
+
+# ------------------------------------------------------------- YAML variables
+
+#: The code a recipe YAML is read by: the scripts and the modules they hand hparams to.
+RECIPE_CODE = [
+    "recipes/train.py",
+    "recipes/evaluate.py",
+    "speechbrain_nes2net/training/brain.py",
+    "speechbrain_nes2net/training/recipe.py",
+    "speechbrain_nes2net/training/dataio.py",
+    "speechbrain_nes2net/training/feature_cache.py",
+    "speechbrain_nes2net/pretrained/export.py",
+]
+
+
+def top_level_keys(text):
+    """The top-level keys of a YAML file (lines ``key:`` at column 0)."""
+    return [match.group(1) for match in re.finditer(r"^([A-Za-z_]\w*)\s*:", text, re.M)]
+
+
+def unused_yaml_keys(yaml_text, code_text):
+    """Top-level YAML keys that neither the YAML (``<key>``) nor the code mentions.
+
+    SpeechBrain's run options (``max_grad_norm``, ``precision``, ...) are read
+    from the YAML by ``Brain`` itself and count as used.
+    """
+    from speechbrain.utils.run_opts import RunOptions
+
+    run_options = set(RunOptions().as_dict())
+    unused = []
+    for key in top_level_keys(yaml_text):
+        if key.startswith("__") or key in run_options:  # __set_seed: a side effect
+            continue
+        referenced = f"<{key}>" in yaml_text or re.search(rf"<{re.escape(key)}[\[.]", yaml_text)
+        if not referenced and not re.search(rf"\b{re.escape(key)}\b", code_text):
+            unused.append(key)
+    return unused
+
+
+def test_the_yaml_check_finds_an_unused_key():
+    yaml_text = "lr: 0.1\nbatch: 4\nopt: !name:torch.optim.Adam\n    lr: !ref <lr>\nstray: 3\n"
+    assert unused_yaml_keys(yaml_text, 'hparams["opt"]; hparams["batch"]') == ["stray"]
+
+
+@pytest.mark.parametrize("yaml_path", sorted((ROOT / "hparams").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_yaml_variable_is_used(yaml_path):
+    code = "\n".join((ROOT / path).read_text(encoding="utf-8") for path in RECIPE_CODE)
+    unused = unused_yaml_keys(yaml_path.read_text(encoding="utf-8"), code)
+    assert not unused, f"{yaml_path.name}: variables no code or !ref uses: {unused}"
