@@ -37,7 +37,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
-from speechbrain_nes2net.training.recipe import TestSet
+from speechbrain_nes2net.training.recipe import TestSet, check_run_options
 
 
 def parse(argv):
@@ -78,6 +78,7 @@ def main(argv):
     """Scores the manifest with the run's selected checkpoint and writes the outputs."""
     args, rest = parse(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
+    check_run_options(run_opts)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)

@@ -32,6 +32,7 @@ from speechbrain_nes2net.pretrained.export import export_run
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.recipe import (
     check_recipe_config,
+    check_run_options,
     prepare_corpora,
     test_sets,
     train_valid_datasets,
@@ -41,6 +42,7 @@ from speechbrain_nes2net.training.recipe import (
 def main(argv):
     """Prepares the data, trains, scores every test set, exports and prints the summary."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    check_run_options(run_opts)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)

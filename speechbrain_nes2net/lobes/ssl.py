@@ -109,18 +109,28 @@ _LOBE_WARNINGS = (
 
 
 @contextlib.contextmanager
-def lobe_warnings_silenced():
-    """Silences exactly the harmless warnings of :data:`_LOBE_WARNINGS`, nothing else.
+def transformers_quieted():
+    """Silences exactly the harmless warnings of :data:`_LOBE_WARNINGS`, and transformers' bars.
+
+    transformers draws a progress bar for loading and writing a few dozen
+    weight tensors, which a run's console (``--noprogressbar`` included) does
+    not need; hub downloads keep their own bars. Nothing else is filtered.
 
     Example
     -------
-    >>> with lobe_warnings_silenced():
+    >>> with transformers_quieted():
     ...     warnings.warn("`gradient_checkpointing_disable` is deprecated", FutureWarning)
     """
-    with warnings.catch_warnings():
-        for category, message in _LOBE_WARNINGS:
-            warnings.filterwarnings("ignore", message=message, category=category)
-        yield
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            for category, message in _LOBE_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            yield
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
 
 
 #: SpeechBrain lobe for each transformers ``model_type``.
@@ -182,7 +192,7 @@ class SSLFrontend(nn.Module):
         model_type = _model_type(source)
         if model_type not in _LOBES:
             raise ValueError(f"{source}: model_type {model_type!r} is not one of {sorted(_LOBES)}")
-        with lobe_warnings_silenced():
+        with transformers_quieted():
             self.ssl = _LOBES[model_type](
                 source,
                 save_path=str(save_path if save_path is not None else source),
@@ -221,7 +231,7 @@ class SSLFrontend(nn.Module):
             raise ValueError(f"expected (batch, samples) waveforms, got shape {tuple(wavs.shape)}")
         if self.normalize:
             wavs = normalize_waveforms(wavs, wav_lens)
-        with lobe_warnings_silenced():
+        with transformers_quieted():
             states = self.ssl(wavs, wav_lens)
         if self.ssl.model.config.do_stable_layer_norm:
             final = self.ssl.model.encoder.layer_norm(states[-1])
@@ -359,16 +369,20 @@ def _write_tiny_ssl_model(folder, settings):
         feat_proj_dropout=0.0,
         mask_time_prob=0.0,
     )
-    torch.manual_seed(settings["seed"])
-    if settings["model_type"] == "wavlm":
-        config = transformers.WavLMConfig(num_buckets=32, max_bucket_distance=80, **common)
-        model = transformers.WavLMModel(config)
-    else:
-        model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**common))
+    # A generator of its own: whether the folder is written or reused must
+    # not change the random stream of the run that asked for it.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings["seed"])
+        if settings["model_type"] == "wavlm":
+            config = transformers.WavLMConfig(num_buckets=32, max_bucket_distance=80, **common)
+            model = transformers.WavLMModel(config)
+        else:
+            model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**common))
     if folder.exists():
         shutil.rmtree(folder)  # a model with other settings
     folder.mkdir(parents=True)
-    model.save_pretrained(folder)
+    with transformers_quieted():
+        model.save_pretrained(folder)
     transformers.Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=TINY_SAMPLE_RATE, padding_value=0.0,
         do_normalize=settings["normalize_waveform"], return_attention_mask=True,

@@ -21,7 +21,6 @@ Authors
 """
 
 import logging
-import math
 from pathlib import Path
 
 import speechbrain as sb
@@ -312,7 +311,9 @@ class AntiSpoofBrain(sb.Brain):
         if not isinstance(train_set, (DataLoader, LoopedLoader)) and not self.test_only:
             train_set = self.make_dataloader(train_set, stage=sb.Stage.TRAIN, **train_loader_kwargs)
         if isinstance(train_set, DataLoader):
-            self.optimizer_steps_per_epoch = math.ceil(len(train_set) / self.grad_accumulation_factor)
+            # SpeechBrain steps after every grad_accumulation_factor batches; the
+            # batches of an incomplete last group are not stepped in that epoch.
+            self.optimizer_steps_per_epoch = max(1, len(train_set) // self.grad_accumulation_factor)
         super().fit(epoch_counter, train_set, valid_set, progressbar, train_loader_kwargs,
                     valid_loader_kwargs)  # fmt: skip
 
@@ -321,7 +322,7 @@ class AntiSpoofBrain(sb.Brain):
 
         With ``lr_schedule_interval: step``, ``T_max: null`` (e.g. for
         ``CosineAnnealingLR``) means every optimiser step of the run:
-        ``number_of_epochs`` x the optimiser steps per epoch (batches /
+        ``number_of_epochs`` x the optimiser steps per epoch (batches //
         ``grad_accumulation_factor``, per process under DDP), as the ASVspoof 5
         release anneals its cosine per batch over all epochs. Other factories
         are called as they are.

@@ -26,6 +26,7 @@ Authors
 import logging
 from dataclasses import dataclass, field
 
+import torch
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
@@ -104,6 +105,31 @@ def check_recipe_config(hparams):
                 f"test_sets.{name}.report must be a mapping with a 'corpus' entry "
                 "(and that corpus' report options)"
             )
+
+
+def check_run_options(run_opts):
+    """Catches run options this machine cannot honour, before any model is built.
+
+    Arguments
+    ---------
+    run_opts : dict
+        SpeechBrain's run options (``sb.parse_arguments``).
+
+    Raises
+    ------
+    RecipeConfigError
+        For a CUDA ``--device`` on a machine where torch sees no GPU.
+
+    Example
+    -------
+    >>> check_run_options({"device": "cpu"})
+    """
+    device = str(run_opts.get("device") or "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RecipeConfigError(
+            f"--device={device} but torch sees no CUDA device on this machine "
+            "(torch.cuda.is_available() is False); use --device=cpu"
+        )
 
 
 def _check_values(hparams):
