@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import ruamel.yaml
+import yaml
 import torch
 import transformers
 
@@ -33,13 +34,15 @@ from speechbrain_nes2net.official.frontend import (
     official_state_dict_from_hf,
 )
 from speechbrain_nes2net.pretrained.export import export_run
+from speechbrain_nes2net.training.checkpoints import select_checkpoints
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.pretrained.yaml_spec import ExportError, ModuleSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "data" / "official_nes2net"
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-QUICK_DEMO = ["--number_of_epochs=1", "--n_train=20", "--n_dev=6", "--n_test=6"]
+# Two epochs: two checkpoints (keep_checkpoints: 2), for "best", "last" and averaging.
+QUICK_DEMO = ["--number_of_epochs=2", "--n_train=20", "--n_dev=6", "--n_test=6"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -175,8 +178,8 @@ def test_export_folder_is_self_contained_and_documented(demo_run, demo_export):
 def test_export_options_and_refusals(demo_run, demo_export, tmp_path):
     with pytest.raises(ExportError, match="exists and is not empty"):
         export_run(demo_run, demo_export)
-    with pytest.raises(ExportError, match="average 2 checkpoints"):
-        export_run(demo_run, tmp_path / "avg", average=2)
+    with pytest.raises(ExportError, match="average 3 checkpoints"):
+        export_run(demo_run, tmp_path / "avg", average=3)
     with pytest.raises(ExportError, match="not a training run folder"):
         export_run(tmp_path, tmp_path / "nothing")
     other = export_run(
@@ -190,12 +193,40 @@ def test_export_options_and_refusals(demo_run, demo_export, tmp_path):
     text = (other / "hyperparams.yaml").read_text()
     assert "eval_samples: 12000" in text
     assert "calibration: {scale: 2.0, offset: -1.0, prior: 0.5}" in text
-    # One checkpoint in this run: 'last' is the best one, so the weights agree.
+    # Each export holds the weights of the checkpoint it names.
+    # (Two epochs of the demo can tie on dev EER; the tie-break is the selection's.)
+    best = select_checkpoints(demo_run / "save", "best", 1, "EER")[0].path
+    last = max(run_checkpoints(demo_run), key=lambda ckpt: ckpt[0]["unixtime"])[1]
     for name in ("ssl", "aggregator", "backend"):
-        best = torch.load(demo_export / f"{name}.ckpt")
-        last = torch.load(other / f"{name}.ckpt")
-        assert best.keys() == last.keys()
-        assert all(torch.equal(best[key], last[key]) for key in best)
+        assert_same_weights(torch.load(demo_export / f"{name}.ckpt"), torch.load(best / f"{name}.ckpt"))
+        assert_same_weights(torch.load(other / f"{name}.ckpt"), torch.load(last / f"{name}.ckpt"))
+
+
+def run_checkpoints(run_folder):
+    """(meta, folder) of the checkpoints a run kept."""
+    folders = sorted((Path(run_folder) / "save").glob("CKPT+*"))
+    return [(yaml.safe_load((folder / "CKPT.yaml").read_text()), folder) for folder in folders]
+
+
+def assert_same_weights(got, expected):
+    """The two state dicts hold the same tensors."""
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[key], expected[key]) for key in got)
+
+
+@pytest.mark.slow
+def test_export_average_is_the_elementwise_mean_of_the_checkpoints(demo_run, tmp_path):
+    checkpoints = run_checkpoints(demo_run)
+    assert len(checkpoints) == 2
+    averaged = export_run(demo_run, tmp_path / "avg", average=2, verify=False)
+    for name in ("aggregator", "backend"):
+        first, second = (torch.load(folder / f"{name}.ckpt") for _, folder in checkpoints)
+        got = torch.load(averaged / f"{name}.ckpt")
+        floats = [key for key in got if got[key].is_floating_point()]
+        assert floats
+        for key in floats:
+            assert torch.allclose(got[key], (first[key] + second[key]) / 2, atol=1e-7), (name, key)
+        assert any(not torch.equal(got[key], first[key]) for key in floats)
 
 
 def test_module_spec_refuses_objects_as_arguments():

@@ -304,6 +304,7 @@ def make_tiny_ssl_model(
     intermediate_size=128,
     conv_channels=32,
     normalize_waveform=True,
+    dropout=0.0,
     seed=0,
 ):
     """Writes a small randomly initialised WavLM / wav2vec 2.0 model folder.
@@ -327,6 +328,9 @@ def make_tiny_ssl_model(
         Channels of the 7 feature-encoder convolutions (20 ms hop).
     normalize_waveform : bool
         The preprocessor's ``do_normalize``.
+    dropout : float
+        Hidden, attention, activation and projection dropout (the released
+        models train with 0.1; 0 makes train and eval mode compute the same).
     seed : int
         Seed of the random initialisation.
 
@@ -344,6 +348,8 @@ def make_tiny_ssl_model(
         num_heads=num_heads, intermediate_size=intermediate_size,
         conv_channels=conv_channels, normalize_waveform=normalize_waveform, seed=seed,
     )
+    if dropout:  # recorded only when set, so that existing folders stay valid
+        settings["dropout"] = dropout
     run_on_main(_write_tiny_ssl_model, args=[Path(folder), settings])
     return str(folder)
 
@@ -363,10 +369,10 @@ def _write_tiny_ssl_model(folder, settings):
         feat_extract_norm="layer",
         do_stable_layer_norm=True,
         layerdrop=0.0,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.0,
+        hidden_dropout=settings.get("dropout", 0.0),
+        attention_dropout=settings.get("dropout", 0.0),
+        activation_dropout=settings.get("dropout", 0.0),
+        feat_proj_dropout=settings.get("dropout", 0.0),
         mask_time_prob=0.0,
     )
     # A generator of its own: whether the folder is written or reused must

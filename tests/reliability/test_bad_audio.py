@@ -19,8 +19,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from brains import demo_brain, fit
 from speechbrain_nes2net.audio import AudioError, audio_info, load_audio
-from speechbrain_nes2net.training.dataio import audio_pipeline
+from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
+from speechbrain_nes2net.manifest import write_manifest
+from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
@@ -67,6 +70,32 @@ def test_all_zero_audio_loads_and_stays_finite_through_the_pipeline(tmp_path):
     sf.write(path, np.zeros(4000), 16000)
     sig, error = audio_pipeline(min_samples=8000).func(str(path))
     assert error == "" and sig.shape == (8000,) and torch.all(sig == 0)
+
+
+@pytest.mark.slow
+def test_all_zero_audio_trains_and_scores_finite(tmp_path):
+    # Silence reaches the model: the per-waveform normalisation (variance 0),
+    # the SSL model, the aggregation and the back-end must stay finite in a
+    # training step and in scoring.
+    rows = []
+    for index, label in enumerate(["bonafide", "spoof"] * 4):
+        path = tmp_path / "audio" / f"zero{index}.flac"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, np.zeros(16000), 16000)
+        rows.append({"ID": f"zero{index}", "duration": 1.0, "wav": str(path), "label": label,
+                     "attack": "-" if label == "bonafide" else "A01"})
+    manifest = tmp_path / "zeros.csv"
+    write_manifest(rows, manifest)
+    brain, hparams, _, _ = demo_brain(
+        tmp_path / "run", make_tiny_ssl_model(tmp_path / "ssl"), number_of_epochs=1
+    )
+    train = manifest_dataset(manifest, audio_pipeline(num_samples=16000, random_crop=True))
+    valid = manifest_dataset(manifest, audio_pipeline(min_samples=8000), sort_by_duration=True)
+    fit(brain, hparams, train, valid)
+    assert np.isfinite(brain.train_loss)
+    brain.evaluate(valid, min_key="EER", test_loader_kwargs=hparams["eval_dataloader_options"])
+    scores = [score for _, score, _ in brain.score_records]
+    assert len(scores) == 8 and np.isfinite(scores).all()
 
 
 def test_shorter_than_one_ssl_frame_is_repeat_padded(tmp_path):
