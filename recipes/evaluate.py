@@ -31,13 +31,16 @@ import os
 import sys
 
 import speechbrain as sb
-import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
-from speechbrain_nes2net.training.recipe import TestSet, check_run_options
+from speechbrain_nes2net.training.recipe import (
+    TestSet,
+    check_run_options,
+    finish_distributed,
+)
 
 
 def parse(argv):
@@ -110,8 +113,7 @@ def main(argv):
         test_loader_kwargs=dict(hparams["eval_dataloader_options"]),
     )
     main_process = sb.utils.distributed.if_main_process()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    finish_distributed()
     if main_process and brain.test_set.report and plots_extra_note():
         print(plots_extra_note())
 

@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 import speechbrain as sb
-import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
@@ -33,6 +32,7 @@ from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.recipe import (
     check_recipe_config,
     check_run_options,
+    finish_distributed,
     prepare_corpora,
     test_sets,
     train_valid_datasets,
@@ -79,8 +79,7 @@ def main(argv):
         )
 
     main_process = sb.utils.distributed.if_main_process()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    finish_distributed()
     # After the process group is gone: the export reloads the YAML on its own.
     if main_process:
         if hparams.get("export_folder"):

@@ -132,6 +132,23 @@ def check_run_options(run_opts):
         )
 
 
+def finish_distributed():
+    """Ends a DDP run in order: every process past its last collective, then the group gone.
+
+    A process that destroyed its process group, or exited, while another was
+    still in a collective left gloo's threads to die with the interpreter
+    (``terminate called without an active exception``, SIGABRT at exit).
+    A barrier first, then ``destroy_process_group`` on every process.
+
+    Example
+    -------
+    >>> finish_distributed()  # a single process: nothing to do
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def _check_values(hparams):
     """Types and ranges of the scalar settings, named key by key."""
     for key, allowed in CHOICES.items():
