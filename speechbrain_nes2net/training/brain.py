@@ -40,7 +40,14 @@ from speechbrain_nes2net.training.checkpoints import (
     load_checkpoint_average,
     select_checkpoints,
 )
-from speechbrain_nes2net.training.recipe import RecipeConfigError, schedules_whole_run
+from speechbrain_nes2net.training.recipe import (
+    RecipeConfigError,
+    batch_augmentation,
+    feature_cache,
+    schedules_whole_run,
+    tensorboard_logger,
+    waveform_augmentation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +108,21 @@ class AntiSpoofBrain(sb.Brain):
     Hyperparameters read (besides SpeechBrain's run options): ``loss``,
     ``backend_opt_class``, ``ssl_opt_class``, optional ``lr_scheduler`` and
     ``lr_schedule_interval`` ('epoch' or 'step'), ``freeze_ssl``,
-    ``ssl_frozen_epochs``, optional ``batch_augment`` (a SpeechBrain augmenter
-    called on (wavs, lengths) in training), ``selection_metric`` ('EER',
-    'minDCF' or 'loss', lower is better; also drives an
-    ``EpochCounterWithStopper`` for early stopping), ``average_checkpoints``
-    (evaluate the parameter average of the best N checkpoints),
-    ``train_logger`` and optional ``tensorboard_train_logger``,
-    ``keep_checkpoints``, ``output_folder``.
+    ``ssl_frozen_epochs``, ``selection_metric`` ('EER', 'minDCF' or 'loss',
+    lower is better; also drives an ``EpochCounterWithStopper`` for early
+    stopping), ``average_checkpoints`` (evaluate the parameter average of the
+    best N checkpoints), ``train_logger``, ``keep_checkpoints``,
+    ``output_folder``, and the optional components switched on by scalars
+    (:mod:`speechbrain_nes2net.training.recipe`): ``feature_cache``,
+    ``tensorboard``, batch augmentation from ``noise_csv`` / ``rir_csv``.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        hparams = vars(self.hparams)
+        self.feature_cache = feature_cache(hparams)
+        self.tensorboard_logger = tensorboard_logger(hparams)
+        self.batch_augment = batch_augmentation(hparams)
 
     # ------------------------------------------------------------ forward pass
 
@@ -127,7 +141,7 @@ class AntiSpoofBrain(sb.Brain):
         labels = batch.label_id.data[:, 0]
         usable = torch.tensor([not error for error in batch.audio_error], device=self.device)
         self._record_failures(batch, usable, stage)
-        augment = getattr(self.hparams, "batch_augment", None)
+        augment = self.batch_augment
         if stage == sb.Stage.TRAIN and augment is not None:
             wavs, lengths = augment(wavs, lengths)
             labels = augment.replicate_labels(labels)
@@ -162,9 +176,7 @@ class AntiSpoofBrain(sb.Brain):
             modules["ssl"].eval()
             with torch.no_grad():
                 if self._use_feature_cache(training):
-                    states, lengths = self.hparams.feature_cache.states(
-                        wavs, lengths, modules["ssl"]
-                    )
+                    states, lengths = self.feature_cache.states(wavs, lengths, modules["ssl"])
                 else:
                     states, lengths = ssl_states(modules["ssl"], wavs, lengths)
         features = modules["aggregator"](states, lengths)
@@ -176,29 +188,29 @@ class AntiSpoofBrain(sb.Brain):
         Training batches repeat only without random crops and augmentation;
         validation and test inputs always do.
         """
-        if getattr(self.hparams, "feature_cache", None) is None:
+        if self.feature_cache is None:
             return False
         if not training:
             return True
         return not (
             getattr(self.hparams, "train_random_crop", False)
-            or getattr(self.hparams, "waveform_augment", None) is not None
-            or getattr(self.hparams, "batch_augment", None) is not None
+            or waveform_augmentation(vars(self.hparams)) is not None
+            or self.batch_augment is not None
         )
 
     def check_feature_cache(self):
         """A cache is only correct for an SSL model frozen for the whole run."""
-        if getattr(self.hparams, "feature_cache", None) is None:
+        if self.feature_cache is None:
             return
         if not getattr(self.hparams, "freeze_ssl", False):
             raise ValueError(
                 "feature_cache needs freeze_ssl: True (cached states of a fine-tuned, or "
-                "later unfrozen, SSL model would be stale); set feature_cache: null"
+                "later unfrozen, SSL model would be stale); set feature_cache: False"
             )
         if not self._use_feature_cache(training=True):
             logger.info(
                 "Feature cache: training inputs vary (random crops or augmentation), so only "
-                "validation and test use %s", self.hparams.feature_cache.folder,
+                "validation and test use %s", self.feature_cache.folder,
             )
 
     def compute_objectives(self, predictions, batch, stage):
@@ -417,13 +429,13 @@ class AntiSpoofBrain(sb.Brain):
         self.score_records = []
         self.failures = []
         self.utterances_seen = 0
-        cache = getattr(self.hparams, "feature_cache", None)
+        cache = self.feature_cache
         self._cache_counts = (cache.hits, cache.misses) if cache is not None else None
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs, checkpoints by dev EER, and writes test scores and metrics."""
         if self._cache_counts is not None:
-            cache = self.hparams.feature_cache
+            cache = self.feature_cache
             logger.info(
                 "Feature cache, %s stage: %d hits, %d misses", stage.name.lower(),
                 cache.hits - self._cache_counts[0], cache.misses - self._cache_counts[1],
@@ -475,9 +487,8 @@ class AntiSpoofBrain(sb.Brain):
     def _log_stats(self, **stats):
         """Logs to the train log and, when configured, to TensorBoard."""
         self.hparams.train_logger.log_stats(**stats)
-        tensorboard = getattr(self.hparams, "tensorboard_train_logger", None)
-        if tensorboard is not None:
-            tensorboard.log_stats(**stats)
+        if self.tensorboard_logger is not None:
+            self.tensorboard_logger.log_stats(**stats)
 
     def _gather(self, records, failures, stage_loss):
         """Collects score records and failures (and averages the loss) across processes."""

@@ -23,13 +23,16 @@ Authors
  * speechbrain-nes2net contributors
 """
 
+import importlib.util
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
+from speechbrain_nes2net.training.feature_cache import DTYPES, FeatureCache, model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +54,13 @@ class RecipeConfigError(ValueError):
 
 
 #: Keys with a fixed set of values.
-CHOICES = {"selection_metric": ("EER", "minDCF", "loss"), "lr_schedule_interval": ("epoch", "step")}
+CHOICES = {
+    "selection_metric": ("EER", "minDCF", "loss"),
+    "lr_schedule_interval": ("epoch", "step"),
+    "feature_cache_dtype": tuple(DTYPES),
+}
 #: Keys that must be true or false.
-BOOLEANS = ("freeze_ssl", "train_random_crop")
+BOOLEANS = ("freeze_ssl", "train_random_crop", "tensorboard")
 #: Keys that must be whole numbers >= 0 (null allowed where the key is optional).
 COUNTS = (
     "number_of_epochs", "ssl_frozen_epochs", "train_samples", "valid_samples",
@@ -264,22 +271,29 @@ def manifest_for(manifests, reference, what):
 
 def train_valid_datasets(hparams, manifests):
     """The training (cropped, augmented) and validation datasets."""
+    augment = waveform_augmentation(hparams)
+    if augment is not None:
+        logger.info("Training utterances are augmented: %r", augment)
     train = manifest_dataset(
         manifest_for(manifests, hparams["train_data"], "train_data"),
         audio_pipeline(
             num_samples=hparams["train_samples"],
             random_crop=hparams.get("train_random_crop", True),
-            augment=hparams.get("waveform_augment"),
+            augment=augment,
         ),
     )
-    valid = eval_dataset(hparams, manifests, hparams["valid_data"], hparams.get("valid_samples"))
+    valid = eval_dataset(
+        hparams,
+        manifest_for(manifests, hparams["valid_data"], "valid_data"),
+        hparams.get("valid_samples"),
+    )
     return train, valid
 
 
-def eval_dataset(hparams, manifests, reference, eval_samples=None):
-    """An evaluation dataset: full utterances or the first ``eval_samples``."""
+def eval_dataset(hparams, manifest, eval_samples=None):
+    """An evaluation dataset of a manifest: full utterances or the first ``eval_samples``."""
     return manifest_dataset(
-        manifest_for(manifests, reference, "evaluation data"),
+        manifest,
         audio_pipeline(
             num_samples=eval_samples,
             min_samples=hparams.get("eval_min_samples", 0),
@@ -289,7 +303,23 @@ def eval_dataset(hparams, manifests, reference, eval_samples=None):
 
 
 def test_sets(hparams, manifests):
-    """The YAML's test sets whose corpus is prepared, as :class:`TestSet` s."""
+    """The test sets to score, as :class:`TestSet` s.
+
+    ``test_manifests`` (a list of manifest files, e.g. on the command line
+    ``--test_manifests=[a.csv,b.csv]``) replaces the YAML's ``test_sets``:
+    each is scored on full utterances and reported with the ``eer`` rules,
+    under the name of its file. Otherwise the YAML's ``test_sets`` whose
+    corpus is prepared are scored.
+    """
+    given = hparams.get("test_manifests") or []
+    if given:
+        names = [Path(path).stem for path in given]
+        if len(set(names)) != len(names):
+            raise RecipeConfigError(f"test_manifests {given} have repeated file names {names}")
+        return [
+            TestSet(name, eval_dataset(hparams, path), str(path), {"corpus": "eer"})
+            for name, path in zip(names, given)
+        ]
     prepared = {key.split("/")[0] for key in manifests}
     sets = []
     for name, spec in (hparams.get("test_sets") or {}).items():
@@ -297,6 +327,111 @@ def test_sets(hparams, manifests):
             logger.info("Test set %s skipped: corpus %s is not set", name, spec["data"])
             continue
         manifest = manifest_for(manifests, spec["data"], f"test_sets.{name}.data")
-        dataset = eval_dataset(hparams, manifests, spec["data"], spec.get("eval_samples"))
+        dataset = eval_dataset(hparams, manifest, spec.get("eval_samples"))
         sets.append(TestSet(name, dataset, manifest, dict(spec.get("report") or {})))
     return sets
+
+
+# ------------------------------------------------------ optional components
+# Each is switched on by a scalar key, so that the command line can turn it on
+# (HyperPyYAML cannot override a null key with a mapping); a YAML of an earlier
+# version that builds the object itself still works.
+
+
+def waveform_augmentation(hparams):
+    """The per-utterance training augmentation, or None when ``rawboost_algo`` is 0.
+
+    Example
+    -------
+    >>> from speechbrain_nes2net.training.rawboost import RawBoost
+    >>> waveform_augmentation({"waveform_augment": RawBoost(algo=0)}) is None
+    True
+    >>> waveform_augmentation({"waveform_augment": RawBoost(algo=4)})
+    RawBoost(algo=4 (...), seed=None)
+    """
+    augment = hparams.get("waveform_augment")
+    if augment is None or getattr(augment, "algo", None) == 0:
+        return None
+    return augment
+
+
+def feature_cache(hparams):
+    """The SSL feature cache (``feature_cache: True``), or None.
+
+    The cache lives in ``<save_folder>/ssl_states``, keyed by the SSL model
+    (:func:`~speechbrain_nes2net.training.feature_cache.model_fingerprint`) and
+    stored as ``feature_cache_dtype``.
+
+    Example
+    -------
+    >>> feature_cache({"feature_cache": False}) is None
+    True
+    """
+    value = hparams.get("feature_cache")
+    if value is None or value is False:
+        return None
+    if value is not True:
+        return value  # a FeatureCache built by the YAML itself
+    dtype = hparams.get("feature_cache_dtype", "float16")
+    fingerprint = model_fingerprint(hparams["ssl_source"], hparams.get("ssl_normalize"), dtype)
+    return FeatureCache(Path(hparams["save_folder"]) / "ssl_states", fingerprint, dtype)
+
+
+def tensorboard_logger(hparams):
+    """A TensorBoard logger writing to ``<output_folder>/tensorboard`` (``tensorboard: True``), or None.
+
+    Example
+    -------
+    >>> tensorboard_logger({"tensorboard": False}) is None
+    True
+    """
+    legacy = hparams.get("tensorboard_train_logger")
+    if legacy is not None:
+        return legacy
+    if not hparams.get("tensorboard", False):
+        return None
+    from speechbrain.utils.train_logger import TensorboardLogger
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise RecipeConfigError(
+            "tensorboard: True needs the tensorboard package: "
+            "pip install 'speechbrain-nes2net[tensorboard]'"
+        )
+    return TensorboardLogger(save_dir=str(Path(hparams["output_folder"]) / "tensorboard"))
+
+
+def batch_augmentation(hparams):
+    """Noise and reverberation on training batches from ``noise_csv`` / ``rir_csv``, or None.
+
+    One of the given augmentations is applied to each batch with probability
+    ``batch_augment_prob`` (0.5, as the ASVspoof 5 release applies MUSAN or
+    RIR); the CSV files are SpeechBrain noise / impulse-response manifests.
+    Noise is added at 0-15 dB SNR (the release draws 0-15 dB for MUSAN noise,
+    5-25 dB for music and 13-20 dB for babble).
+
+    Example
+    -------
+    >>> batch_augmentation({"noise_csv": None, "rir_csv": None}) is None
+    True
+    """
+    legacy = hparams.get("batch_augment")
+    if legacy is not None:
+        return legacy
+    from speechbrain.augment.augmenter import Augmenter
+    from speechbrain.augment.time_domain import AddNoise, AddReverb
+
+    augmentations = []
+    if hparams.get("noise_csv"):
+        augmentations.append(AddNoise(csv_file=hparams["noise_csv"], snr_low=0, snr_high=15))
+    if hparams.get("rir_csv"):
+        augmentations.append(AddReverb(csv_file=hparams["rir_csv"]))
+    if not augmentations:
+        return None
+    return Augmenter(
+        concat_original=False,
+        augment_prob=hparams.get("batch_augment_prob", 0.5),
+        min_augmentations=1,
+        max_augmentations=1,
+        augmentations=augmentations,
+    )
+
