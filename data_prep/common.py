@@ -231,8 +231,8 @@ def _text_lines(path):
                 raise ProtocolError(path, number, f"not UTF-8 text ({err.reason})") from None
 
 
-def read_csv_protocol(path, columns):
-    """Parses a comma-separated protocol file whose header names the columns.
+def read_csv_protocol(path, columns, delimiter=","):
+    """Parses a comma- (or tab-) separated protocol file whose header names the columns.
 
     Fields may be quoted (``"Last, First"``); header names and values are
     stripped of surrounding whitespace; blank lines, CRLF line ends and a
@@ -244,6 +244,8 @@ def read_csv_protocol(path, columns):
         The protocol file (first line: header).
     columns : sequence of str
         Columns that must be in the header; others are kept too.
+    delimiter : str
+        ``","`` (CSV) or ``"\\t"`` (TSV).
 
     Yields
     ------
@@ -265,18 +267,19 @@ def read_csv_protocol(path, columns):
     ['Alec Guinness']
     """
     path = Path(path)
-    reader = csv.reader(_text_lines(path))
+    reader = csv.reader(_text_lines(path), delimiter=delimiter)
+    what = "comma" if delimiter == "," else "tab"
     header = next(reader, None)
     if header is None:
         raise ProtocolError(path, 1, f"empty file; expected a header with {', '.join(columns)}")
     header = [name.strip() for name in header]
     if len(header) == 1 and len(columns) > 1:
-        for delimiter, name in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
-            if delimiter in header[0]:
+        for other, name in ((";", "';'"), ("\t", "tabs"), (",", "commas"), ("|", "'|'")):
+            if other != delimiter and other in header[0]:
                 raise ProtocolError(
                     path,
                     1,
-                    f"fields are separated by {name}; expected a comma-separated header "
+                    f"fields are separated by {name}; expected a {what}-separated header "
                     f"with {','.join(columns)}",
                 )
     missing = [c for c in columns if c not in header]
@@ -295,7 +298,7 @@ def read_csv_protocol(path, columns):
             raise ProtocolError(
                 path,
                 number,
-                f"expected {len(header)} comma-separated fields ({','.join(header)}), "
+                f"expected {len(header)} {what}-separated fields ({','.join(header)}), "
                 f"found {len(values)}: {','.join(values)!r}",
             )
         yield ProtocolLine(path, number, {k: v.strip() for k, v in zip(header, values)})

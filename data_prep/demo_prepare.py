@@ -31,6 +31,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import scipy.ndimage
 import scipy.signal
 import soundfile
 
@@ -40,8 +41,6 @@ from speechbrain_nes2net.manifest import write_manifest
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-# attack id -> (STFT size, Griffin-Lim iterations) of the re-synthesis.
-ATTACKS = {"A01": (512, 4), "A02": (1024, 8)}
 SPLIT_SEEDS = {"train": 1, "dev": 2, "test": 3}
 
 
@@ -120,8 +119,59 @@ def vocoder_resynthesis(x, rng, n_fft=512, iterations=4):
         y = np.pad(y, (0, len(x) - len(y)))
         spec = magnitude * np.exp(1j * np.angle(stft(y)))
     y = istft(spec)[: len(x)]
-    y = np.pad(y, (0, len(x) - len(y)))
+    return _loudness_matched(np.pad(y, (0, len(x) - len(y))), x)
+
+
+def band_replicated(x, rng, n_fft=512, cutoff_hz=2000.0):
+    """Keeps ``x`` below ``cutoff_hz``; above it, noise shaped by the spectral envelope.
+
+    A bandwidth-extension artefact (codecs and some vocoders regenerate the
+    high band from a coarse envelope): harmonics vanish above the cutoff, the
+    spectral balance stays. The result is loudness-matched to ``x``.
+
+    Arguments
+    ---------
+    x : numpy.ndarray
+        Waveform.
+    rng : numpy.random.Generator
+        Source of the noise phase.
+    n_fft : int
+        STFT size (hop n_fft / 4).
+    cutoff_hz : float
+        Start of the regenerated band.
+
+    Returns
+    -------
+    numpy.ndarray
+        Waveform of the same length and RMS.
+    """
+    hop = n_fft // 4
+    stft = scipy.signal.stft(x, nperseg=n_fft, noverlap=n_fft - hop)[2]
+    high = int(cutoff_hz / (SAMPLE_RATE / 2) * (stft.shape[0] - 1))
+    envelope = scipy.ndimage.convolve1d(np.abs(stft), np.ones(15) / 15, axis=0, mode="nearest")
+    noise = envelope * np.exp(2j * np.pi * rng.random(stft.shape))
+    stft[high:] = noise[high:]
+    y = scipy.signal.istft(stft, nperseg=n_fft, noverlap=n_fft - hop)[1]
+    return _loudness_matched(np.pad(y[: len(x)], (0, max(0, len(x) - len(y)))), x)
+
+
+def _loudness_matched(y, x):
+    """``y`` scaled to the RMS of ``x``."""
     return y * (np.sqrt(np.mean(x**2)) / (np.sqrt(np.mean(y**2)) + 1e-12))
+
+
+#: The demo's attacks: id -> (method, its settings). A01-A03, phase
+#: re-estimation with three STFT sizes, are in every split; A04, another kind
+#: of artefact (a regenerated high band), only in the test split: an attack
+#: never seen in training or development, as in the real evaluations.
+ATTACKS = {
+    "A01": (vocoder_resynthesis, {"n_fft": 512, "iterations": 4}),
+    "A02": (vocoder_resynthesis, {"n_fft": 1024, "iterations": 8}),
+    "A03": (vocoder_resynthesis, {"n_fft": 256, "iterations": 16}),
+    "A04": (band_replicated, {"n_fft": 512, "cutoff_hz": 2000.0}),
+}
+#: Attacks of the training and development splits (the test split has them all).
+SEEN_ATTACKS = ("A01", "A02", "A03")
 
 
 def prepare_demo_corpus(
@@ -137,8 +187,9 @@ def prepare_demo_corpus(
     """Writes the synthetic corpus and its manifests (idempotent).
 
     Each split holds ``n_<split>`` bona fide utterances and as many spoofs
-    (their re-syntheses, attacks alternating between A01 and A02). Splits use
-    disjoint random voices.
+    (their re-syntheses, attacks in turn: A01-A03 in training and
+    development, A01-A04 in test; see :data:`ATTACKS`). Splits use disjoint
+    random voices.
 
     Arguments
     ---------
@@ -161,6 +212,7 @@ def prepare_demo_corpus(
     data_folder, save_folder = Path(data_folder), Path(save_folder)
     save_folder.mkdir(parents=True, exist_ok=True)
     options = dict(
+        attacks=sorted(ATTACKS),
         n_train=n_train, n_dev=n_dev, n_test=n_test, min_seconds=min_seconds,
         max_seconds=max_seconds, seed=seed, data_folder=str(data_folder.resolve()),
     )
@@ -180,9 +232,10 @@ def prepare_demo_corpus(
         for index in range(count):
             seconds = rng.uniform(min_seconds, max_seconds)
             bonafide = speech_like(rng, seconds)
-            attack = sorted(ATTACKS)[index % len(ATTACKS)]
-            n_fft, iterations = ATTACKS[attack]
-            spoof = vocoder_resynthesis(bonafide, rng, n_fft, iterations)
+            attacks = sorted(ATTACKS) if split == "test" else SEEN_ATTACKS
+            attack = attacks[index % len(attacks)]
+            method, settings = ATTACKS[attack]
+            spoof = method(bonafide, rng, **settings)
             gain = rng.uniform(0.3, 1.0)  # the same level for both twins
             speaker = f"voice{SPLIT_SEEDS[split]}_{index:04d}"
             for label, wav, attack_id in (("bonafide", bonafide, "-"), ("spoof", spoof, attack)):

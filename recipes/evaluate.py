@@ -33,6 +33,7 @@ import sys
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
+from speechbrain_nes2net.evaluation.files import read_decision
 from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
@@ -104,6 +105,8 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
+    # The run's decision rule (fitted on its dev scores): rates at its threshold.
+    brain.decision, _ = read_decision(hparams["output_folder"])
     brain.test_set = TestSet(
         args.test_name, dataset, args.test_manifest, report_options(args.report, args.report_option)
     )

@@ -65,6 +65,10 @@ def parse_args(argv):
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="export a training run of recipes/train.py")
+    run.add_argument(
+        "--decision-prior", dest="decision_prior", type=float, default=None,
+        help="bona fide prior of the decision with --calibration (default: the run's, else 0.5)",
+    )
     run.add_argument("run_folder", help="the run's output_folder (holds hyperparams.yaml)")
     run.add_argument("export_folder")
     run.add_argument(
@@ -126,7 +130,11 @@ def parse_args(argv):
     )
 
     for sub in (run, official):
-        sub.add_argument("--calibration", help="calibration JSON (ScoreCalibration.to_dict())")
+        sub.add_argument(
+            "--calibration",
+            help="calibration JSON (ScoreCalibration.to_dict()) fitted on development scores; "
+            "a run's own (decision.json) is used by default",
+        )
         sub.add_argument("--overwrite", action="store_true", help="replace an existing export")
         sub.add_argument(
             "--no-verify", action="store_true", help="skip reloading the export to check its scores"
@@ -151,6 +159,7 @@ def main(argv=None):
             metric=args.metric,
             test_set=args.test_set,
             ssl_hub_id=args.ssl_hub_id,
+            decision_prior=args.decision_prior,
             **extra,
             **common,
         )

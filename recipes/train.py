@@ -19,22 +19,25 @@ Authors
  * speechbrain-nes2net contributors
 """
 
-import json
 import sys
-from pathlib import Path
 
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
+from speechbrain_nes2net.manifest import attacks_of
 from speechbrain_nes2net.pretrained.export import export_run
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.recipe import (
     check_recipe_config,
     check_run_options,
+    dev_set,
     finish_distributed,
+    fit_run_decision,
+    manifest_for,
     prepare_corpora,
     test_sets,
+    test_summary,
     train_valid_datasets,
 )
 
@@ -70,13 +73,18 @@ def main(argv):
         train_loader_kwargs=hparams["train_dataloader_options"],
         valid_loader_kwargs=hparams["eval_dataloader_options"],
     )
-    for test_set in tests:
+    # The development set first: its scores fit the decision rule (calibrated
+    # threshold) that the test metrics and the exported model use.
+    dev = dev_set(hparams, manifests, valid_set)
+    for test_set in [dev] + tests:
         brain.test_set = test_set
         brain.evaluate(
             test_set.dataset,
             min_key=brain.selection_metric,
             test_loader_kwargs=dict(hparams["eval_dataloader_options"]),
         )
+        if test_set is dev and sb.utils.distributed.if_main_process():
+            brain.decision = fit_run_decision(hparams, dev)
 
     main_process = sb.utils.distributed.if_main_process()
     finish_distributed()
@@ -90,27 +98,13 @@ def main(argv):
             else:
                 export_run(hparams["output_folder"], hparams["export_folder"], overwrite=True)
                 print(f"Exported the model to {hparams['export_folder']}")
-        print_test_summary(hparams["output_folder"], tests, debug=brain.debug)
-
-
-def print_test_summary(output_folder, tests, debug=False):
-    """Prints what an optional extra would add, then one line per test set: EER and counts.
-
-    A debug run scores a few batches of each test set; its lines say so.
-    """
-    note = plots_extra_note()
-    if note and any(test_set.report for test_set in tests):
-        print(note)
-    for test_set in tests:
-        path = Path(output_folder) / "scores" / f"{test_set.name}_metrics.json"
-        metrics = json.loads(path.read_text())
-        eer = "n/a" if metrics["eer"] is None else f"{100 * metrics['eer']:.2f}%"
-        print(
-            f"{test_set.name}: EER {eer} "
-            f"({metrics['n_bonafide']} bona fide, {metrics['n_spoof']} spoof"
-            + (", debug run: a few batches" if debug else "")
-            + f") -> {path.parent}"
-        )
+        note = plots_extra_note()
+        if note and any(test_set.report for test_set in tests):
+            print(note)
+        # The test EER lines come last: the run's summary.
+        seen = attacks_of(manifest_for(manifests, hparams["train_data"], "train_data"))
+        for line in test_summary(hparams["output_folder"], tests, seen, debug=brain.debug):
+            print(line)
 
 
 if __name__ == "__main__":

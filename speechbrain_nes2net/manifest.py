@@ -430,3 +430,20 @@ def _columns_of(rows):
     for row in rows:
         columns.update(dict.fromkeys(row))
     return list(columns) or list(REQUIRED_COLUMNS)
+
+
+def attacks_of(path):
+    """The attack IDs of a manifest's spoofed rows.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.csv")
+    >>> _ = write_manifest([{"ID": "a", "duration": 1.0, "wav": "/x.wav", "label": "bonafide", "attack": "-"},
+    ...     {"ID": "b", "duration": 1.0, "wav": "/y.wav", "label": "spoof", "attack": "A01"}], path)
+    >>> attacks_of(path)
+    {'A01'}
+    """
+    frame = read_manifest(path)
+    return set(frame.loc[frame[LABEL] == SPOOF, ATTACK])
+

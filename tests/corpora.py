@@ -267,3 +267,13 @@ def add_training_split(corpus, source_split, new_split):
     else:
         raise ValueError(f"no split copy for {corpus.name}")
     return corpus
+
+
+def build_custom_tree(root, per_class=20):
+    """A user's folder of own recordings: ``bonafide/`` and ``spoof/<attack>/`` (custom recipe)."""
+    for index in range(per_class):
+        write_audio(root / "bonafide" / f"spk{index % 5}" / f"utt{index}.wav", index)
+        attack = "tts" if index % 2 else "vocoder"
+        write_audio(root / "spoof" / attack / f"utt{index}.flac", 100 + index)
+    return root
+

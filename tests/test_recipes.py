@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from corpora import BUILDERS, add_training_split
+from corpora import BUILDERS, add_training_split, build_custom_tree
 
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
 
@@ -154,6 +154,7 @@ YAML_CORPORA = {
     "nes2net_x_asvspoof2019.yaml": "asvspoof2019",
     "nes2net_x_asvspoof5.yaml": "asvspoof5",
     "nes2net_x_partialspoof.yaml": "partialspoof",
+    "nes2net_x_custom.yaml": "custom",
 }
 
 
@@ -190,6 +191,8 @@ def test_corpus_recipe_runs_one_epoch_on_a_small_corpus(yaml_name, tmp_path, tin
 
 def small_corpus_args(yaml_name, tmp_path):
     """The command-line arguments that point ``yaml_name`` at a small corpus in its real layout."""
+    if YAML_CORPORA[yaml_name] == "custom":
+        return [f"--data_folder={build_custom_tree(tmp_path / 'corpus')}", "--split_seed=3"]
     corpus = BUILDERS[YAML_CORPORA[yaml_name]](tmp_path / "corpus")
     if corpus.name == "ctrsvdd":
         add_training_split(corpus, "dev", "train")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speechbrain_nes2net.evaluation.metrics import as_scores
+from speechbrain_nes2net.evaluation.metrics import as_scores, compute_eer
 
 
 def effective_prior(p_spoof=0.05, c_miss=1, c_fa=10):
@@ -274,3 +274,167 @@ def fit_calibration(bonafide_dev, spoof_dev, prior=0.5, max_iter=100, tol=1e-10)
         offset=float(params[1] - scale * centre),
         prior=float(prior),
     )
+
+
+# ------------------------------------------------------------------ decisions
+
+#: Fewer development trials of a class than this: too few for a calibration,
+#: the decision threshold falls back to the development EER threshold.
+MIN_TRIALS_PER_CLASS = 10
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How a model decides bona fide or spoof from its raw score.
+
+    Bona fide when ``raw score >= threshold``. With a calibration, the
+    threshold is the Bayes decision at the operating point ``prior``: the raw
+    score where ``LLR + logit(prior) = 0`` (``prior`` 0.5: equal priors and
+    costs, i.e. calibrated LLR >= 0; a cost ratio folds into an effective
+    prior, see :func:`effective_prior`). Without one (``source`` 'dev_eer' or
+    'logit_0'), the threshold is the development EER threshold, or 0.
+
+    Arguments
+    ---------
+    threshold : float
+        Raw score at and above which a trial is called bona fide.
+    prior : float
+        Bona fide prior of the decision.
+    calibration : ScoreCalibration, optional
+        Raw score -> LLR.
+    source : str
+        'calibration', 'dev_eer' or 'logit_0': where the threshold comes from.
+
+    Example
+    -------
+    >>> rule = DecisionRule.from_calibration(ScoreCalibration(scale=2.0, offset=2.4))
+    >>> rule.threshold
+    -1.2
+    >>> rule.is_bonafide([-1.5, -1.0]).tolist()
+    [False, True]
+    >>> DecisionRule.from_dict(rule.to_dict()) == rule
+    True
+    """
+
+    threshold: float
+    prior: float = 0.5
+    calibration: ScoreCalibration = None
+    source: str = "calibration"
+
+    SOURCES = ("calibration", "dev_eer", "logit_0")
+
+    def __post_init__(self):
+        if self.source not in self.SOURCES:
+            raise ValueError(f"decision source {self.source!r} must be one of {self.SOURCES}")
+        if not 0 < self.prior < 1:
+            raise ValueError(f"decision prior must be in (0, 1), got {self.prior}")
+        if not math.isfinite(self.threshold):
+            raise ValueError(f"decision threshold must be finite, got {self.threshold}")
+
+    @classmethod
+    def from_calibration(cls, calibration, prior=0.5):
+        """The Bayes decision at ``prior`` on calibrated scores (needs a positive scale)."""
+        if calibration.scale <= 0:
+            raise ValueError(
+                f"calibration scale {calibration.scale} is not positive: higher raw scores "
+                "would be less bona fide"
+            )
+        llr_threshold = -math.log(prior / (1 - prior))
+        threshold = (llr_threshold - calibration.offset) / calibration.scale
+        return cls(float(threshold), float(prior), calibration, "calibration")
+
+    def log_odds(self, scores):
+        """Posterior log-odds of bona fide at the rule's prior (the decision is log-odds >= 0).
+
+        With a calibration: ``LLR + logit(prior)``; otherwise the raw score
+        minus the threshold, which decides the same way.
+        """
+        if self.calibration is not None:
+            return self.calibration.apply(scores) + math.log(self.prior / (1 - self.prior))
+        if not hasattr(scores, "__sub__") or isinstance(scores, (list, tuple)):
+            scores = np.asarray(scores, dtype=np.float64)
+        return scores - self.threshold
+
+    def is_bonafide(self, scores):
+        """The decision for raw scores (a boolean array or tensor)."""
+        if not hasattr(scores, "__ge__") or isinstance(scores, (list, tuple)):
+            scores = np.asarray(scores, dtype=np.float64)
+        return scores >= self.threshold
+
+    def to_dict(self):
+        """Plain JSON / YAML data."""
+        return {
+            "threshold": float(self.threshold),
+            "prior": float(self.prior),
+            "source": self.source,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        """The rule of :meth:`to_dict` output."""
+        calibration = data.get("calibration")
+        return cls(
+            threshold=float(data["threshold"]),
+            prior=float(data.get("prior", 0.5)),
+            calibration=None if calibration is None else ScoreCalibration.from_dict(calibration),
+            source=data.get("source", "calibration"),
+        )
+
+
+def decision_from_dev(bonafide_dev, spoof_dev, prior=0.5, min_trials=MIN_TRIALS_PER_CLASS):
+    """The decision rule a trained model ships, fitted on its development scores.
+
+    A calibration (:func:`fit_calibration`) and its Bayes threshold at
+    ``prior``; with fewer than ``min_trials`` trials of a class, or a
+    calibration that does not increase with the score, the development EER
+    threshold; with one class missing, 0 (the raw score's sign). Both
+    fallbacks warn, naming why.
+
+    Arguments
+    ---------
+    bonafide_dev, spoof_dev : array-like
+        Raw development scores of each class.
+    prior : float
+        Bona fide prior of the decision (``decision_prior`` in the recipes).
+    min_trials : int
+        Trials of each class a calibration needs.
+
+    Returns
+    -------
+    DecisionRule
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> rule = decision_from_dev(rng.normal(-0.2, 1, 500), rng.normal(-2.2, 1, 500))
+    >>> rule.source, round(rule.threshold, 2)  # the true EER threshold is -1.2
+    ('calibration', -1.27)
+    """
+    bona = np.asarray(bonafide_dev, dtype=np.float64).reshape(-1)
+    spoof = np.asarray(spoof_dev, dtype=np.float64).reshape(-1)
+    if bona.size == 0 or spoof.size == 0:
+        warnings.warn(
+            f"the development set has {bona.size} bona fide and {spoof.size} spoof scores: "
+            "no calibration or threshold can be fitted, the decision is the raw score's sign "
+            "(score >= 0); give a development set with both classes",
+            stacklevel=2,
+        )
+        return DecisionRule(0.0, prior, None, "logit_0")
+    if min(bona.size, spoof.size) >= min_trials:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # perfectly separated dev sets still give a threshold
+            calibration = fit_calibration(bona, spoof, prior=prior)
+        if calibration.scale > 0:
+            return DecisionRule.from_calibration(calibration, prior)
+        reason = f"the calibration fitted on it decreases with the score (scale {calibration.scale:.3g})"
+    else:
+        reason = f"it has {bona.size} bona fide and {spoof.size} spoof scores (a calibration needs {min_trials} of each)"
+    _, threshold = compute_eer(bona, spoof)
+    warnings.warn(
+        f"no calibration from the development set: {reason}; the decision threshold is "
+        f"its EER threshold {threshold:.4g} instead",
+        stacklevel=2,
+    )
+    return DecisionRule(float(threshold), prior, None, "dev_eer")

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from speechbrain_nes2net.evaluation import metrics
+from speechbrain_nes2net.evaluation.calibration import DecisionRule, decision_from_dev
+from speechbrain_nes2net.manifest import read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -212,15 +214,26 @@ def load_segment_scores(path):
     return scores, None if shift is None else float(shift[0])
 
 
-def score_summary(records):
+def score_summary(records, decision=None):
     """EER, minDCF and class counts of (id, score, label) records.
 
-    With one class missing (a debug run on a few batches, or a test set of
-    one class) the error rates are NaN and a warning says why.
+    With a :class:`~speechbrain_nes2net.evaluation.calibration.DecisionRule`,
+    also the error rates of its decisions (:func:`decision_rates`). With one
+    class missing (a debug run on a few batches, or a test set of one class)
+    the error rates are NaN and a warning says why.
+
+    Example
+    -------
+    >>> records = [("a", 2.0, 1), ("b", -1.0, 1), ("c", -2.0, 0), ("d", 0.5, 0)]
+    >>> summary = score_summary(records)
+    >>> summary["eer"], summary["n_bonafide"], summary["n_spoof"]
+    (0.5, 2, 2)
     """
     bonafide = [score for _, score, label in records if label == 1]
     spoof = [score for _, score, label in records if label == 0]
     summary = {"n_bonafide": len(bonafide), "n_spoof": len(spoof)}
+    if decision is not None:
+        summary.update(decision_rates(decision, bonafide, spoof))
     if not bonafide or not spoof:
         logger.warning(
             "No EER: %d bona fide and %d spoof scores; both classes are needed",
@@ -235,6 +248,102 @@ def score_summary(records):
         "min_dcf": float(metrics.compute_min_dcf(bonafide, spoof)),
         **summary,
     }
+
+
+def decision_rates(decision, bonafide, spoof):
+    """The error rates of a model's decisions at its shipped threshold.
+
+    ``bpcer``: bona fide trials called spoof (bona fide rejection rate);
+    ``apcer``: spoofed trials called bona fide (spoof acceptance rate), the
+    ISO/IEC 30107-3 names. NaN for a class without trials.
+
+    Arguments
+    ---------
+    decision : DecisionRule
+        The model's decision rule.
+    bonafide, spoof : array-like
+        Raw scores of each class.
+
+    Returns
+    -------
+    dict
+        ``decision_threshold``, ``bpcer``, ``apcer``.
+
+    Example
+    -------
+    >>> from speechbrain_nes2net.evaluation.calibration import DecisionRule
+    >>> decision_rates(DecisionRule(0.0, source="logit_0"), [1.0, -1.0], [-2.0, -3.0, 0.5])
+    {'decision_threshold': 0.0, 'bpcer': 0.5, 'apcer': 0.3333333333333333}
+    """
+    bona = np.asarray(bonafide, dtype=np.float64)
+    spoof = np.asarray(spoof, dtype=np.float64)
+    rate = lambda values: float(values.mean()) if values.size else float("nan")  # noqa: E731
+    return {
+        "decision_threshold": float(decision.threshold),
+        "bpcer": rate(~decision.is_bonafide(bona)),
+        "apcer": rate(decision.is_bonafide(spoof)),
+    }
+
+
+def fit_decision(scores_path, manifest_path, prior=0.5):
+    """The decision rule fitted on a development set's score file, and its rates there.
+
+    Arguments
+    ---------
+    scores_path : str or Path
+        ``ID score`` lines of the development set.
+    manifest_path : str or Path
+        Its manifest (labels).
+    prior : float
+        Bona fide prior of the decision.
+
+    Returns
+    -------
+    (DecisionRule, dict)
+        The rule (see :func:`~speechbrain_nes2net.evaluation.calibration.decision_from_dev`)
+        and :func:`decision_rates` on the development set.
+    """
+    scores = read_scores(scores_path)
+    labels = read_manifest(manifest_path).set_index("ID")["label"].reindex(scores.index)
+    bona = scores[labels == "bonafide"].to_numpy()
+    spoof = scores[labels == "spoof"].to_numpy()
+    rule = decision_from_dev(bona, spoof, prior)
+    return rule, decision_rates(rule, bona, spoof)
+
+
+#: File of a training run holding its decision rule and development statistics.
+DECISION_FILE = "decision.json"
+
+
+def write_decision(folder, decision, dev_metrics):
+    """Writes ``<folder>/decision.json``: the rule and what it was fitted on.
+
+    Arguments
+    ---------
+    folder : str or Path
+        The run's output folder.
+    decision : DecisionRule
+        The fitted rule.
+    dev_metrics : dict
+        The development set's metrics (``test_set`` name, ``eer``, rates).
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(folder) / DECISION_FILE
+    ready = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in dev_metrics.items()}
+    path.write_text(json.dumps({"decision": decision.to_dict(), "dev": ready}, indent=2) + "\n")
+    return path
+
+
+def read_decision(folder):
+    """(DecisionRule, dev metrics) of a run's ``decision.json``, or (None, None) without one."""
+    path = Path(folder) / DECISION_FILE
+    if not path.is_file():
+        return None, None
+    data = json.loads(path.read_text())
+    return DecisionRule.from_dict(data["decision"]), data.get("dev") or {}
 
 
 def write_test_outputs(folder, name, records, summary, failures=()):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from speechbrain_nes2net.evaluation.calibration import DecisionRule, load_calibration
 from speechbrain_nes2net.official.backend import (
     AGGREGATOR_PREFIX,
     AGGREGATORS,
@@ -248,7 +249,9 @@ def convert_official_checkpoint(
     eval_min_samples : int
         Repeat-pad shorter full utterances to this length.
     calibration : ScoreCalibration, dict or path, optional
-        Score calibration to ship.
+        Score calibration to ship (fitted on development scores of the
+        converted model); the decision is its Bayes threshold at equal
+        priors. Without it, labels follow the raw score's sign (a warning says so).
     card : dict, optional
         Extra model card facts (see :func:`model_card`).
     overwrite : bool
@@ -343,7 +346,9 @@ def convert_official_checkpoint(
         aggregator_spec,
         backend_spec,
         settings=settings,
-        calibration=calibration,
+        decision=None if calibration is None else DecisionRule.from_calibration(
+            load_calibration(calibration)
+        ),
         card={**defaults, **(card or {})},
         overwrite=overwrite,
         verify=verify,

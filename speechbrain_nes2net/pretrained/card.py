@@ -38,22 +38,65 @@ def _licence(ssl_hub_id, ssl_source_note):
     )
 
 
+def _decision_lines(decision):
+    """The card's paragraphs on the calibration and the decision threshold."""
+    calibration = decision["calibration"]
+    lines = ["## Decisions", ""]
+    if calibration is not None:
+        lines += [
+            (
+                "Calibration (fitted on the development scores, shipped in `hyperparams.yaml`): "
+                f"`LLR = {calibration['scale']:.6g} * score + {calibration['offset']:.6g}`; "
+                "`AntiSpoofModel` returns the LLR, `calibrated=False` the raw score."
+            ),
+            "",
+        ]
+    else:
+        lines += ["No calibration is shipped: scores are raw (not log-likelihood ratios).", ""]
+    explanation = {
+        "calibration": (
+            f"the Bayes decision of the calibrated score at a bona fide prior of "
+            f"{decision['prior']:g} (equal costs)"
+        ),
+        "dev_eer": "the development set's EER threshold (too few trials for a calibration)",
+        "logit_0": (
+            "**no threshold was fitted**: the raw score's sign, which can be far from the "
+            "model's equal-error point; score a development set and export with a calibration"
+        ),
+    }[decision["source"]]
+    lines += [
+        (
+            f"A file is labelled bona fide when its raw score is >= {decision['threshold']:.6g}: "
+            f"{explanation}. `EncoderClassifier`, `AntiSpoofModel` and `nes2net-score --labels` "
+            "all decide this way; the error rates at this threshold are in the results below "
+            "(bona fide rejection = BPCER, spoof acceptance = APCER)."
+        ),
+        "",
+    ]
+    return lines
+
+
 def _metrics_table(metrics):
-    lines = ["| set | EER (%) | minDCF | trials (bona fide / spoof) |", "|---|---|---|---|"]
+    lines = [
+        "| set | EER (%) | minDCF | bona fide rejected (%) | spoof accepted (%) "
+        "| trials (bona fide / spoof) |",
+        "|---|---|---|---|---|---|",
+    ]
+    percent = lambda value: "-" if value is None else f"{100 * value:.2f}"  # noqa: E731
     for name, values in metrics.items():
-        eer = values.get("eer")
-        eer_text = "-" if eer is None else f"{100 * eer:.2f}"
+        eer_text = percent(values.get("eer"))
         dcf = values.get("min_dcf")
         dcf_text = "-" if dcf is None else f"{dcf:.4f}"
         counts = "-"
         if values.get("n_bonafide") is not None:
             counts = f"{values['n_bonafide']} / {values['n_spoof']}"
-        lines.append(f"| {name} | {eer_text} | {dcf_text} | {counts} |")
+        rates = f"{percent(values.get('bpcer'))} | {percent(values.get('apcer'))}"
+        lines.append(f"| {name} | {eer_text} | {dcf_text} | {rates} | {counts} |")
     return "\n".join(lines)
 
 
 def model_card(
-    card, ssl, ssl_hub_id, aggregator_spec, backend_spec, backend, settings, calibration
+    card, ssl, ssl_hub_id, aggregator_spec, backend_spec, backend, settings, decision
 ):
     """The README.md of an export (front matter for model hubs, then the card).
 
@@ -75,8 +118,8 @@ def model_card(
         The exported module specs.
     settings : EvalSettings
         The exported input settings.
-    calibration : dict or None
-        The exported calibration.
+    decision : dict
+        The exported decision rule (``DecisionRule.to_dict()``, with its calibration).
 
     Returns
     -------
@@ -184,18 +227,7 @@ def model_card(
         ),
         "",
     ]
-    if calibration is not None:
-        lines += [
-            (
-                "Calibration (shipped in `hyperparams.yaml`): `LLR = "
-                f"{calibration['scale']:.6g} * score + {calibration['offset']:.6g}` "
-                f"(fitted with bona fide prior {calibration['prior']:g}); `AntiSpoofModel` "
-                "returns the LLR, `calibrated=False` the raw score."
-            ),
-            "",
-        ]
-    else:
-        lines += ["No calibration is shipped: scores are raw (not log-likelihood ratios).", ""]
+    lines += _decision_lines(decision)
     if card.get("origin"):
         lines += ["## Origin", "", card["origin"], ""]
     if card.get("data"):

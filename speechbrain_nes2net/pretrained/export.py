@@ -51,7 +51,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE
-from speechbrain_nes2net.evaluation.calibration import load_calibration
+from speechbrain_nes2net.evaluation.calibration import DecisionRule, load_calibration
+from speechbrain_nes2net.evaluation.files import read_decision
 from speechbrain_nes2net.lobes.ssl import SSLFrontend, is_local_source
 from speechbrain_nes2net.pretrained.card import model_card
 from speechbrain_nes2net.pretrained.modules import (
@@ -76,6 +77,14 @@ from speechbrain_nes2net.training.checkpoints import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Version of the folder layout: 2 added the ``decision`` rule.
+EXPORT_FORMAT = 2
+_DECISION_SOURCES = {
+    "calibration": "the Bayes decision of the calibrated score at the bona fide prior",
+    "dev_eer": "the development EER threshold (no calibration could be fitted)",
+    "logit_0": "no threshold was fitted; the raw score's sign",
+}
 
 _CUSTOM_INTERFACE = '''"""Interface for speechbrain.inference.interfaces.foreign_class.
 
@@ -128,9 +137,11 @@ def _ssl_yaml(frontend, hub_id):
 # ------------------------------------------------------------------ export
 
 
-def _hyperparams_text(ssl_entry, aggregator_spec, backend_spec, settings, calibration, header):
+def _hyperparams_text(ssl_entry, aggregator_spec, backend_spec, settings, decision, header):
+    calibration = decision["calibration"]
     calibration_text = "null" if calibration is None else flow(calibration)
     return f"""{header}
+export_format: {EXPORT_FORMAT}
 # Input: any audio; read as {settings.sample_rate} Hz mono (channels averaged, resampled).
 sample_rate: {settings.sample_rate}
 eval_samples: {scalar(settings.eval_samples)}   # first N samples, repeat-padded (null: all)
@@ -142,6 +153,9 @@ window_hop_seconds: {scalar(settings.window_hop_seconds)}
 # Scores: higher = more bona fide; the raw score is the back-end's bona fide
 # logit. A calibration maps it to a log-likelihood ratio: scale * score + offset.
 calibration: {calibration_text}
+# Decisions (EncoderClassifier labels, AntiSpoofModel, nes2net-score --labels):
+# bona fide when the raw score >= threshold ({decision["source"]}: {_DECISION_SOURCES[decision["source"]]}).
+decision: {flow(decision)}
 
 # Model --------------------------------------------------------------------
 {ssl_entry}
@@ -163,6 +177,7 @@ embedding_model: !new:speechbrain_nes2net.pretrained.modules.AntiSpoofEncoder
     sample_rate: !ref <sample_rate>
 classifier: !new:speechbrain_nes2net.pretrained.modules.AntiSpoofHead
     backend: !ref <backend>
+    decision: !ref <decision>
 
 label_encoder: !new:speechbrain_nes2net.pretrained.modules.LabelEncoder
 audio_normalizer: !new:speechbrain_nes2net.pretrained.modules.AudioNormalizer
@@ -221,7 +236,7 @@ def write_export(
     backend_spec,
     settings=None,
     ssl_hub_id=None,
-    calibration=None,
+    decision=None,
     card=None,
     overwrite=False,
     verify=True,
@@ -244,8 +259,9 @@ def write_export(
         Reference the SSL model by this hub id instead of storing its weights
         (only right when it was frozen in training: the check below compares
         the hub model's scores with the live one's).
-    calibration : ScoreCalibration, dict or path, optional
-        Score calibration (``ScoreCalibration.to_dict()`` or a JSON file of it).
+    decision : DecisionRule or dict, optional
+        How the model decides (with its calibration); without one, labels
+        follow the raw score's sign, with a warning.
     card : dict, optional
         Model card facts (see :func:`model_card`).
     overwrite : bool
@@ -268,8 +284,15 @@ def write_export(
             f"{type(ssl).__name__}"
         )
     settings = (settings or EvalSettings()).resolved()
-    calibration = load_calibration(calibration)
-    calibration = None if calibration is None else calibration.to_dict()
+    if decision is None:
+        logger.warning(
+            "No decision rule (calibration or threshold) for this export: its labels follow "
+            "the raw score's sign, which can be far from the model's equal-error point"
+        )
+        decision = DecisionRule(0.0, source="logit_0")
+    if isinstance(decision, dict):
+        decision = DecisionRule.from_dict(decision)
+    decision = decision.to_dict()
     _check_spec(aggregator_spec, aggregator, "aggregator")
     _check_spec(backend_spec, backend, "backend")
     AntiSpoofHead(backend)  # fails early for a back-end without an output layer
@@ -288,7 +311,7 @@ def write_export(
         ]
     )
     text = _hyperparams_text(
-        _ssl_yaml(ssl, ssl_hub_id), aggregator_spec, backend_spec, settings, calibration, header
+        _ssl_yaml(ssl, ssl_hub_id), aggregator_spec, backend_spec, settings, decision, header
     )
     _check_no_absolute_paths(text, "hyperparams.yaml")
 
@@ -316,7 +339,7 @@ def write_export(
             backend_spec=backend_spec,
             backend=backend,
             settings=settings,
-            calibration=calibration,
+            decision=decision,
         )
         _check_no_absolute_paths(card_text, "README.md")
         (staging / "README.md").write_text(card_text, encoding="utf-8")
@@ -508,6 +531,26 @@ def _run_card(hparams, specs, run_folder, checkpoints, checkpoint, average, metr
 _UNSET = object()
 
 
+def _export_decision(run_folder, calibration, prior, run_choice):
+    """The decision rule an export of a run ships (see :func:`export_run`)."""
+    if calibration is not None:
+        return DecisionRule.from_calibration(load_calibration(calibration), prior)
+    decision, _ = read_decision(run_folder)
+    if decision is None:
+        logger.warning(
+            "%s has no decision.json (runs of recipes/train.py before version 0.2): pass a "
+            "calibration fitted on development scores", run_folder,
+        )
+        return None
+    if not run_choice:
+        logger.warning(
+            "The run's decision rule was fitted for the checkpoint its test evaluation used, "
+            "not for these weights: pass a calibration fitted on their development scores"
+        )
+        return None
+    return decision
+
+
 def export_run(
     run_folder,
     export_folder,
@@ -517,6 +560,7 @@ def export_run(
     test_set=None,
     eval_samples=_UNSET,
     calibration=None,
+    decision_prior=None,
     ssl_hub_id=None,
     window_seconds=None,
     window_hop_seconds=None,
@@ -558,7 +602,12 @@ def export_run(
     eval_samples : int or None, optional
         Override the evaluation length (None: full utterances).
     calibration : ScoreCalibration, dict or path, optional
-        Score calibration to ship.
+        Score calibration to ship instead of the run's (``decision.json``,
+        fitted on its development scores by ``recipes/train.py``); the
+        decision is then its Bayes threshold at ``decision_prior``.
+    decision_prior : float, optional
+        Bona fide prior of the decision with ``calibration`` (default: the
+        run's ``decision_prior``, else 0.5).
     ssl_hub_id : str, optional
         Hub id of a frozen SSL model loaded from a local folder.
     window_seconds, window_hop_seconds : float, optional
@@ -611,6 +660,10 @@ def export_run(
     card = _run_card(
         hparams, specs, run_folder, checkpoints, checkpoint, average, metric, ssl, hub_id
     )
+    run_choice = checkpoint == "best" and metric == hparams.get("selection_metric", "EER")
+    run_choice = run_choice and average == int(hparams.get("average_checkpoints", 1) or 1)
+    prior = decision_prior if decision_prior is not None else hparams.get("decision_prior", 0.5)
+    decision = _export_decision(run_folder, calibration, prior, run_choice)
     return write_export(
         export_folder,
         ssl,
@@ -620,7 +673,7 @@ def export_run(
         specs["backend"],
         settings=settings,
         ssl_hub_id=hub_id,
-        calibration=calibration,
+        decision=decision,
         card=card,
         overwrite=overwrite,
         verify=verify,

@@ -40,7 +40,7 @@ from speechbrain_nes2net.pretrained.modules import (
     MonoWaveforms,
     prepare_waveforms,
 )
-from speechbrain_nes2net.scores import LABELS, class_log_probabilities
+from speechbrain_nes2net.scores import LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,9 @@ class AntiSpoofModel(Pretrained):
 
     Scores are the back-end's bona fide logit, mapped to a calibrated LLR when
     the export carries a ``calibration`` (``calibrated=False`` gives the raw
-    score). Files are read through the toolkit's one audio path (any sample
+    score). Labels follow the export's decision rule (:attr:`decision`: bona
+    fide when the raw score reaches its threshold, fitted on development
+    scores), as ``EncoderClassifier`` labels the same folder. Files are read through the toolkit's one audio path (any sample
     rate, any channel count). Files are scored as the training recipe
     evaluated them: the first ``eval_samples`` samples, else the full
     utterance repeat-padded to ``eval_min_samples``; a waveform longer than
@@ -177,6 +179,9 @@ class AntiSpoofModel(Pretrained):
         self.window_seconds = settings.window_seconds
         self.window_hop_seconds = settings.window_hop_seconds
         self.eval_window = self.encoder.window
+        #: The decision rule (None in folders exported before version 0.2:
+        #: then the back-end's own posteriors decide, as before).
+        self.decision = self.mods.classifier.decision
         self.calibration = load_calibration(get("calibration") or None)
 
     # ------------------------------------------------------------ internals
@@ -220,11 +225,6 @@ class AntiSpoofModel(Pretrained):
     @staticmethod
     def _bonafide(logits):
         return logits[:, -1]
-
-    @staticmethod
-    def _log_odds(logits):
-        log_probs = class_log_probabilities(logits)
-        return log_probs[:, 1] - log_probs[:, 0]
 
     def read_audio(self, path):
         """Reads a file as the recipe evaluates it (first ``eval_samples`` only when set).
@@ -328,7 +328,7 @@ class AntiSpoofModel(Pretrained):
 
     def _file_score(self, path, logits, windows, calibrated):
         score = float(self._finish(self._bonafide(logits[None]), calibrated)[0])
-        label = LABELS[int(self._log_odds(logits[None])[0] > 0)]
+        label = LABELS[int(self.mods.classifier.log_odds_of(logits[None])[0] >= 0)]
         return FileScore(str(path), score, label, windows=windows)
 
     def _score_one(self, path, calibrated):

@@ -31,14 +31,16 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchaudio
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.data_utils import batch_pad_right
 
 from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, fixed_length, to_mono
+from speechbrain_nes2net.evaluation.calibration import DecisionRule
 from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
 from speechbrain_nes2net.lobes.windows import forward_by_windows
-from speechbrain_nes2net.scores import LABELS, class_log_probabilities
+from speechbrain_nes2net.scores import LABELS, bonafide_scores, class_log_probabilities
 
 
 class AudioNormalizer:
@@ -305,14 +307,22 @@ class AntiSpoofHead(nn.Module):
     """The back-end's output layer as ``EncoderClassifier``'s ``classifier``.
 
     ``forward`` returns (batch, 2) log-posteriors in label-encoder order
-    (index 0 spoof, 1 bonafide; :func:`~speechbrain_nes2net.scores.class_log_probabilities`),
-    ``logits`` the raw back-end logits.
+    (index 0 spoof, 1 bonafide), so that ``EncoderClassifier`` labels a file
+    with the larger one. With the model's decision rule (fitted on
+    development scores when the model was exported, see
+    :class:`~speechbrain_nes2net.evaluation.calibration.DecisionRule`), the
+    posteriors are those of the calibrated score at the rule's prior, and
+    the label is the rule's decision; without one, they are the back-end's
+    own (:func:`~speechbrain_nes2net.scores.class_log_probabilities`).
+    ``logits`` gives the raw back-end logits.
 
     Arguments
     ---------
     backend : torch.nn.Module
         The back-end whose output layer to use: ``fc`` (Nes2Net) or
         ``drop`` + ``out_layer`` (AASIST).
+    decision : dict or DecisionRule, optional
+        The decision rule (``DecisionRule.to_dict()`` in ``hyperparams.yaml``).
 
     Example
     -------
@@ -321,9 +331,13 @@ class AntiSpoofHead(nn.Module):
     >>> log_probs = AntiSpoofHead(backend)(torch.rand(3, 8))
     >>> log_probs.shape, bool(torch.allclose(log_probs.exp().sum(dim=1), torch.ones(3)))
     (torch.Size([3, 2]), True)
+    >>> head = AntiSpoofHead(backend, {"threshold": -1.2, "source": "dev_eer"})
+    >>> odds = head.log_odds_of(torch.tensor([[-1.5], [-1.0]]))
+    >>> (odds >= 0).tolist()  # bona fide from the raw score -1.2 up
+    [False, True]
     """
 
-    def __init__(self, backend):
+    def __init__(self, backend, decision=None):
         super().__init__()
         if not (hasattr(backend, "fc") or hasattr(backend, "out_layer")):
             raise ValueError(
@@ -331,6 +345,9 @@ class AntiSpoofHead(nn.Module):
                 "AntiSpoofHead supports the Nes2Net and AASIST back-ends"
             )
         self.backend = backend
+        if isinstance(decision, dict):
+            decision = DecisionRule.from_dict(decision)
+        self.decision = decision
 
     def logits(self, embeddings):
         """(batch, n_out) raw logits of pooled embeddings."""
@@ -338,9 +355,17 @@ class AntiSpoofHead(nn.Module):
             return self.backend.fc(embeddings)
         return self.backend.out_layer(self.backend.drop(embeddings))
 
+    def log_odds_of(self, logits):
+        """(batch,) posterior log-odds of bona fide: >= 0 is the model's bona fide decision."""
+        if self.decision is None:
+            log_probs = class_log_probabilities(logits)
+            return log_probs[:, 1] - log_probs[:, 0]
+        return self.decision.log_odds(bonafide_scores(logits))
+
     def forward(self, embeddings):
         """(batch, 2) class log-posteriors (0 spoof, 1 bonafide)."""
-        return class_log_probabilities(self.logits(embeddings))
+        log_odds = self.log_odds_of(self.logits(embeddings))
+        return torch.stack([F.logsigmoid(-log_odds), F.logsigmoid(log_odds)], dim=1)
 
 
 class LabelEncoder(CategoricalEncoder):

@@ -156,7 +156,8 @@ def parse_args(argv=None):
     parser.add_argument("--savedir", help="where SpeechBrain collects the model files")
     decision = parser.add_mutually_exclusive_group()
     decision.add_argument(
-        "--labels", action="store_true", help="add the model's decision (bonafide/spoof)"
+        "--labels", action="store_true",
+        help="add the model's decision (bonafide/spoof, at the threshold shipped with the model)"
     )
     decision.add_argument(
         "--threshold", type=float, help="add a label: bonafide when score >= THRESHOLD"

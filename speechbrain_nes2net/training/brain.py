@@ -452,7 +452,9 @@ class AntiSpoofBrain(sb.Brain):
                 self._step_schedulers()
             return
         records, failures, stage_loss = self._gather(self.score_records, self.failures, stage_loss)
-        summary = score_summary(records)
+        # Test sets are also scored at the decision rule fitted on dev (train.py).
+        decision = getattr(self, "decision", None) if stage == sb.Stage.TEST else None
+        summary = score_summary(records, decision)
         summary["n_failed"] = len(failures)
         stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
         if stage == sb.Stage.VALID:

@@ -24,6 +24,7 @@ Authors
 """
 
 import importlib.util
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,13 @@ from pathlib import Path
 import torch
 from speechbrain.utils.distributed import run_on_main
 
+from speechbrain_nes2net.evaluation.files import fit_decision, write_decision
 from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
-from speechbrain_nes2net.training.feature_cache import DTYPES, FeatureCache, model_fingerprint
+from speechbrain_nes2net.training.feature_cache import (
+    DTYPES,
+    FeatureCache,
+    model_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -300,6 +306,107 @@ def eval_dataset(hparams, manifest, eval_samples=None):
         ),
         sort_by_duration=eval_samples is None,
     )
+
+
+def dev_set(hparams, manifests, dataset):
+    """The development set, scored after training like a test set (named after ``valid_data``).
+
+    Its scores fit the decision rule the trained model ships
+    (:func:`fit_run_decision`).
+    """
+    manifest = manifest_for(manifests, hparams["valid_data"], "valid_data")
+    return TestSet(hparams["valid_data"].replace("/", "_"), dataset, manifest, {"corpus": "eer"})
+
+
+def fit_run_decision(hparams, dev):
+    """Fits the run's decision rule on its development scores; writes ``decision.json``.
+
+    The rule (a calibration and its Bayes threshold at ``decision_prior``, or a
+    documented fallback) is what an export of the run decides with; its error
+    rates on the development set go into the dev metrics file as well.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hyperparameters (``output_folder``, ``decision_prior``).
+    dev : TestSet
+        The development set, already scored (:func:`dev_set`).
+
+    Returns
+    -------
+    DecisionRule
+    """
+    scores = Path(hparams["output_folder"]) / "scores"
+    rule, rates = fit_decision(
+        scores / f"{dev.name}_scores.txt", dev.manifest, hparams.get("decision_prior", 0.5)
+    )
+    metrics_path = scores / f"{dev.name}_metrics.json"
+    metrics = {**json.loads(metrics_path.read_text()), **rates}
+    metrics = {k: None if isinstance(v, float) and v != v else v for k, v in metrics.items()}
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    path = write_decision(hparams["output_folder"], rule, metrics)
+    logger.info(
+        "Decision rule (%s, prior %.3g): bona fide when the score is >= %.4g; on %s "
+        "bona fide rejection %.2f%%, spoof acceptance %.2f%% -> %s",
+        rule.source, rule.prior, rule.threshold, dev.name,
+        100 * rates["bpcer"], 100 * rates["apcer"], path,
+    )
+    return rule
+
+
+def test_summary(output_folder, tests, seen_attacks=(), debug=False):
+    """The end-of-run lines of each test set: per-attack EER, the decision's rates, the EER.
+
+    Per attack (from the corpus report): seen attacks (in the training data)
+    and unseen ones apart, so that the generalisation gap shows. At the
+    decision rule's threshold: the share of bona fide trials rejected and of
+    spoofs accepted. Then the test EER line, the last line of each set. A
+    debug run scores a few batches; its lines say so.
+
+    Arguments
+    ---------
+    output_folder : str or Path
+        The run's output folder (holds ``scores/``).
+    tests : list of TestSet
+        The scored test sets.
+    seen_attacks : collection of str
+        Attacks of the training data.
+    debug : bool
+        Whether this was a ``--debug`` run.
+
+    Returns
+    -------
+    list of str
+    """
+    lines = []
+    scores = Path(output_folder) / "scores"
+    percent = lambda value: "n/a" if value is None else f"{100 * value:.2f}%"  # noqa: E731
+    for test_set in tests:
+        metrics = json.loads((scores / f"{test_set.name}_metrics.json").read_text())
+        report_path = scores / f"{test_set.name}_report.json"
+        attacks = {}
+        if report_path.is_file():
+            attacks = json.loads(report_path.read_text()).get("breakdowns", {}).get("attack", {})
+        groups = {True: [], False: []}
+        for attack, block in sorted(attacks.items()):
+            groups[attack in seen_attacks].append(f"{attack} {percent(block.get('eer'))}")
+        parts = [f"{', '.join(groups[True])} (seen in training)"] if groups[True] else []
+        parts += [f"{', '.join(groups[False])} (unseen)"] if groups[False] else []
+        if parts:
+            lines.append(f"{test_set.name} EER per attack: " + "; ".join(parts))
+        if metrics.get("decision_threshold") is not None:
+            lines.append(
+                f"{test_set.name} at the shipped threshold {metrics['decision_threshold']:.4g}: "
+                f"{percent(metrics.get('bpcer'))} of bona fide rejected, "
+                f"{percent(metrics.get('apcer'))} of spoofs accepted"
+            )
+        lines.append(
+            f"{test_set.name}: EER {percent(metrics['eer'])} "
+            f"({metrics['n_bonafide']} bona fide, {metrics['n_spoof']} spoof"
+            + (", debug run: a few batches" if debug else "")
+            + f") -> {scores}"
+        )
+    return lines
 
 
 def test_sets(hparams, manifests):
