@@ -1,5 +1,6 @@
 """The exported-model interface: EncoderClassifier slots and AntiSpoofModel."""
 
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from speechbrain_nes2net.lobes.ssl import (
     make_tiny_ssl_model,
     ssl_frame_lengths,
 )
+from speechbrain_nes2net.evaluation.calibration import DecisionRule, ScoreCalibration, decision_from_dev
 from speechbrain_nes2net.pretrained.export import write_export
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.pretrained.modules import (
@@ -262,7 +264,7 @@ def test_calibration_crop_and_attentive_pooling(tiny, audio, tmp_path):
         AGGREGATOR,
         astp,
         settings=settings,
-        calibration={"scale": 2.0, "offset": -0.5, "prior": 0.2},
+        decision=DecisionRule.from_calibration(ScoreCalibration(scale=2.0, offset=-0.5, prior=0.2)),
     )
     model = AntiSpoofModel.from_hparams(source=str(export))
     for name in ("mono16k.flac", "short.flac"):
@@ -278,6 +280,52 @@ def test_calibration_crop_and_attentive_pooling(tiny, audio, tmp_path):
     with pytest.raises(NotImplementedError, match="score_windows"):
         model.frame_scores(audio["mono16k.flac"])
     assert len(model.score_windows(audio["long.wav"]).scores) > 1
+
+
+CLASSIFY = textwrap.dedent(
+    """
+    import json, sys
+    from speechbrain.inference.classifiers import EncoderClassifier
+    clf = EncoderClassifier.from_hparams(source=sys.argv[1], savedir=sys.argv[2])
+    print(json.dumps([clf.classify_file(path)[3][0] for path in sys.argv[3:]]))
+    """
+)
+
+
+def test_exported_labels_follow_the_calibrated_threshold_not_logit_0(tiny, audio, tmp_path):
+    # Development scores whose EER threshold is far below 0 (-1.2): a model that
+    # decided at logit 0 would call much of the bona fide speech spoof.
+    rng = np.random.default_rng(0)
+    decision = decision_from_dev(rng.normal(-0.2, 1.0, 400), rng.normal(-2.2, 1.0, 400))
+    assert decision.source == "calibration" and -1.4 < decision.threshold < -1.0
+    ssl, aggregator, trained = tiny["modules"]
+    backend = backend_spec().build().eval()
+    backend.load_state_dict(trained.state_dict())
+    names = ["mono16k.flac", "tel8k.wav", "stereo44k.wav", "short.flac"]
+    with torch.no_grad():  # raw scores near -0.7: between the threshold and 0
+        backend.fc.weight.mul_(0.01)
+        backend.fc.bias.fill_(-0.7)
+    export = write_export(
+        tmp_path / "decided", ssl, aggregator, backend, AGGREGATOR, backend_spec(),
+        settings=EvalSettings(eval_min_samples=8000), decision=decision,
+    )
+    model = AntiSpoofModel.from_hparams(source=str(export), savedir=str(tmp_path / "sd"))
+    results = model.score_files([audio[name] for name in names])
+    raw = np.array([model.score_file(audio[name], calibrated=False) for name in names])
+    assert ((raw > decision.threshold) & (raw < 0)).all(), raw  # the rules disagree here
+    assert [r.label for r in results] == ["bonafide"] * len(names)  # calibrated LLR >= 0
+    assert [r.score for r in results] == pytest.approx(list(decision.calibration.apply(raw)), abs=1e-5)
+    # Stock SpeechBrain in a fresh process: the same labels.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    labels = subprocess.run(
+        [sys.executable, "-c", CLASSIFY, str(export), str(tmp_path / "clf")]
+        + [str(audio[name]) for name in names],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()[-1]
+    assert json.loads(labels) == ["bonafide"] * len(names)
+    # The model card says where the threshold is and why.
+    card = (export / "README.md").read_text()
+    assert f"raw score is >= {decision.threshold:.6g}" in card and "Bayes decision" in card
 
 
 def test_score_files_reports_bad_files_and_scores_the_rest(tiny, audio, tmp_path):

@@ -74,6 +74,27 @@ def test_demo_console_has_no_python_warning(demo_run):
     assert result.stdout.rstrip().splitlines()[-1].startswith("demo_test: EER")
 
 
+@pytest.mark.slow
+def test_the_full_demo_ships_a_threshold_that_holds_on_its_test_set(tmp_path):
+    # The demo as a newcomer runs it: an unseen attack in test, the decision
+    # threshold fitted on dev. At that threshold both error rates stay within
+    # twice the test EER plus 2 points.
+    out = tmp_path / "demo"
+    result = run(TRAIN + ["hparams/demo.yaml", f"--output_folder={out}", "--noprogressbar"])
+    metrics = json.loads((out / "scores" / "demo_test_metrics.json").read_text())
+    bound = 2 * metrics["eer"] + 0.02
+    assert metrics["bpcer"] <= bound and metrics["apcer"] <= bound, metrics
+    decision = json.loads((out / "decision.json").read_text())["decision"]
+    assert decision["threshold"] == metrics["decision_threshold"]
+    exported = (out / "pretrained" / "hyperparams.yaml").read_text()
+    assert f"threshold: {decision['threshold']!r}" in exported
+    lines = result.stdout.rstrip().splitlines()
+    assert lines[-3].startswith("demo_test EER per attack: A01") and "A04" in lines[-3]
+    assert "(seen in training)" in lines[-3] and "(unseen)" in lines[-3]
+    assert lines[-2].startswith("demo_test at the shipped threshold")
+    assert lines[-1].startswith("demo_test: EER")
+
+
 EVALUATE = [sys.executable, str(ROOT / "recipes" / "evaluate.py")]
 
 

@@ -22,6 +22,7 @@ True
 """
 
 import json
+import logging
 import math
 import numbers
 import warnings
@@ -31,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from speechbrain_nes2net.evaluation.metrics import as_scores, compute_eer
+
+logger = logging.getLogger(__name__)
 
 
 def effective_prior(p_spoof=0.05, c_miss=1, c_fa=10):
@@ -424,8 +427,15 @@ def decision_from_dev(bonafide_dev, spoof_dev, prior=0.5, min_trials=MIN_TRIALS_
         return DecisionRule(0.0, prior, None, "logit_0")
     if min(bona.size, spoof.size) >= min_trials:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # perfectly separated dev sets still give a threshold
+            # A perfectly separated dev set still gives a threshold in the gap.
+            warnings.simplefilter("ignore")
             calibration = fit_calibration(bona, spoof, prior=prior)
+        if bona.min() > spoof.max():
+            logger.info(
+                "The development scores separate the classes perfectly: the calibration's "
+                "scale (%.3g) is as large as the fit allows; LLRs are overconfident",
+                calibration.scale,
+            )
         if calibration.scale > 0:
             return DecisionRule.from_calibration(calibration, prior)
         reason = f"the calibration fitted on it decreases with the score (scale {calibration.scale:.3g})"

@@ -46,7 +46,8 @@ def _decision_lines(decision):
         lines += [
             (
                 "Calibration (fitted on the development scores, shipped in `hyperparams.yaml`): "
-                f"`LLR = {calibration['scale']:.6g} * score + {calibration['offset']:.6g}`; "
+                f"`LLR = {calibration['scale']:.6g} * score "
+                f"{'+' if calibration['offset'] >= 0 else '-'} {abs(calibration['offset']):.6g}`; "
                 "`AntiSpoofModel` returns the LLR, `calibrated=False` the raw score."
             ),
             "",

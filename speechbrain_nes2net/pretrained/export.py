@@ -75,6 +75,7 @@ from speechbrain_nes2net.training.checkpoints import (
     load_checkpoint_average,
     select_checkpoints,
 )
+from speechbrain_nes2net.training.recipe import waveform_augmentation
 
 logger = logging.getLogger(__name__)
 
@@ -471,11 +472,7 @@ def _run_card(hparams, specs, run_folder, checkpoints, checkpoint, average, metr
         "loss": type(hparams["loss"]).__name__ if "loss" in hparams else None,
         "batch size": (hparams.get("train_dataloader_options") or {}).get("batch_size"),
         "training crop (samples)": describe("train_samples"),
-        "augmentation": (
-            type(hparams["waveform_augment"]).__name__
-            if hparams.get("waveform_augment") is not None
-            else "none"
-        ),
+        "augmentation": repr(waveform_augmentation(hparams) or "none"),
         "seed": describe("seed"),
         "checkpoint": (
             f"{checkpoint}"
@@ -491,7 +488,8 @@ def _run_card(hparams, specs, run_folder, checkpoints, checkpoint, average, metr
         )
     metrics = {}
     meta = checkpoints[0].meta if len(checkpoints) == 1 else {}
-    if meta:
+    dev_scored = (Path(run_folder) / "scores" / f"{str(data['dev']).replace('/', '_')}_metrics.json")
+    if meta and not dev_scored.is_file():
         metrics["dev (selected checkpoint)"] = {
             "eer": meta["EER"] / 100 if meta.get("EER") is not None else None,
             "min_dcf": meta.get("minDCF"),
