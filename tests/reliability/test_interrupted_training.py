@@ -202,7 +202,7 @@ def test_restart_from_an_intra_epoch_checkpoint_trains_every_batch_once(
     # The batches after the checkpoint get other random crops than in the
     # uninterrupted run (the new DataLoader iterator draws once from the
     # restored generator), so the result is close, not identical; the
-    # tolerance is documented in the README ("Interrupted training").
+    # tolerance is documented in docs/RELIABILITY.md ("Interrupted training").
     lines, expected = epoch_lines(out), epoch_lines(reference_run)
     assert lines[1] == expected[1]
     assert abs(valid_stat(lines[3], "EER") - valid_stat(expected[3], "EER")) <= 12.5
