@@ -392,7 +392,7 @@ def decision_from_dev(bonafide_dev, spoof_dev, prior=0.5, min_trials=MIN_TRIALS_
     ``prior``; with fewer than ``min_trials`` trials of a class, or a
     calibration that does not increase with the score, the development EER
     threshold; with one class missing, 0 (the raw score's sign). Both
-    fallbacks warn, naming why.
+    fallbacks log a warning that says why.
 
     Arguments
     ---------
@@ -418,11 +418,10 @@ def decision_from_dev(bonafide_dev, spoof_dev, prior=0.5, min_trials=MIN_TRIALS_
     bona = np.asarray(bonafide_dev, dtype=np.float64).reshape(-1)
     spoof = np.asarray(spoof_dev, dtype=np.float64).reshape(-1)
     if bona.size == 0 or spoof.size == 0:
-        warnings.warn(
-            f"the development set has {bona.size} bona fide and {spoof.size} spoof scores: "
-            "no calibration or threshold can be fitted, the decision is the raw score's sign "
-            "(score >= 0); give a development set with both classes",
-            stacklevel=2,
+        logger.warning(
+            "The development set has %d bona fide and %d spoof scores: no calibration or "
+            "threshold can be fitted, the decision is the raw score's sign (score >= 0); give "
+            "a development set with both classes", bona.size, spoof.size,
         )
         return DecisionRule(0.0, prior, None, "logit_0")
     if min(bona.size, spoof.size) >= min_trials:
@@ -442,9 +441,8 @@ def decision_from_dev(bonafide_dev, spoof_dev, prior=0.5, min_trials=MIN_TRIALS_
     else:
         reason = f"it has {bona.size} bona fide and {spoof.size} spoof scores (a calibration needs {min_trials} of each)"
     _, threshold = compute_eer(bona, spoof)
-    warnings.warn(
-        f"no calibration from the development set: {reason}; the decision threshold is "
-        f"its EER threshold {threshold:.4g} instead",
-        stacklevel=2,
+    logger.warning(
+        "No calibration from the development set: %s; the decision threshold is its EER "
+        "threshold %.4g instead", reason, threshold,
     )
     return DecisionRule(float(threshold), prior, None, "dev_eer")

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import transformers
 from speechbrain.dataio.dataio import length_to_mask
+from speechbrain.integrations.huggingface.hubert import HuBERT
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 from speechbrain.integrations.huggingface.wavlm import WavLM
 
@@ -133,8 +134,49 @@ def transformers_quieted():
             transformers.utils.logging.enable_progress_bar()
 
 
-#: SpeechBrain lobe for each transformers ``model_type``.
-_LOBES = {"wavlm": WavLM, "wav2vec2": Wav2Vec2}
+#: SpeechBrain lobe for each transformers ``model_type`` (data2vec audio
+#: loads through the wav2vec 2.0 lobe, which builds any ``AutoModel``).
+_LOBES = {"wavlm": WavLM, "wav2vec2": Wav2Vec2, "hubert": HuBERT, "data2vec-audio": Wav2Vec2}
+#: The transformers model class of each ``model_type`` (tiny test models).
+_HF_MODELS = {
+    "wavlm": ("WavLMConfig", "WavLMModel"),
+    "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
+    "hubert": ("HubertConfig", "HubertModel"),
+    "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
+}
+#: The model types :class:`SSLFrontend` takes.
+SSL_TYPES = tuple(_LOBES)
+
+
+def ssl_config(source):
+    """The transformers configuration of an SSL model folder or hub id.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = make_tiny_ssl_model(tempfile.mkdtemp() + "/tiny", hidden_size=32, num_layers=3)
+    >>> config = ssl_config(folder)
+    >>> config.model_type, config.hidden_size
+    ('wavlm', 32)
+    """
+    _model_type(str(source))  # clear errors for a folder without config.json, or no network
+    return transformers.AutoConfig.from_pretrained(str(source))
+
+
+def ssl_dim(source):
+    """The width of an SSL model's hidden states (the back-end's input size).
+
+    1024 for WavLM-Large, XLS-R 300M and HuBERT-Large; 768 for Base models.
+    Recipes size the aggregation and the back-end from it
+    (``ssl_dim: !apply:speechbrain_nes2net.lobes.ssl.ssl_dim [!ref <ssl_source>]``),
+    without a dimensionality-reduction layer, as Nes2Net intends.
+    """
+    return int(ssl_config(source).hidden_size)
+
+
+def ssl_num_states(source):
+    """How many hidden states :class:`SSLFrontend` returns: transformer layers + 1 (25 for Large)."""
+    return int(ssl_config(source).num_hidden_layers) + 1
 
 
 class SSLFrontend(nn.Module):
@@ -148,13 +190,20 @@ class SSLFrontend(nn.Module):
     hidden states, fairseq ``features_only`` ``x``) hand over the output *after*
     it, so that LayerNorm is applied to the last state here.
 
+    Model types: WavLM (Base, Base+, Large), wav2vec 2.0 / XLS-R (any size),
+    HuBERT and data2vec audio (:data:`SSL_TYPES`), chosen from the folder's or
+    hub id's configuration.
+
     Padding: the waveform normalisation (when the folder's preprocessor says
     ``do_normalize``) is done per waveform over its valid samples, as s3prl
     does, instead of by the lobe over the padded row. With a ``layer`` feature
-    encoder, the valid frames of a padded batch then equal those of each
-    waveform alone; a ``group`` (GroupNorm) feature encoder normalises over the
-    whole padded row, so there they differ. Padded frames hold no meaningful
-    values.
+    encoder (Large models), the valid frames of a padded batch then equal those
+    of each waveform alone. A ``group`` (GroupNorm) feature encoder (wav2vec 2.0
+    and HuBERT Base) normalises over the whole padded row, and data2vec audio's
+    stack of positional convolutions carries padded frames into the last valid
+    ones: for those, padded batches score slightly otherwise than each waveform
+    alone (score them in batches of one, or of equal lengths). Padded frames
+    hold no meaningful values.
 
     Arguments
     ---------
@@ -233,7 +282,9 @@ class SSLFrontend(nn.Module):
             wavs = normalize_waveforms(wavs, wav_lens)
         with transformers_quieted():
             states = self.ssl(wavs, wav_lens)
-        if self.ssl.model.config.do_stable_layer_norm:
+        # Pre-LN models (Large, do_stable_layer_norm) record their last state
+        # before the final LayerNorm; post-LN models (Base) already after it.
+        if getattr(self.ssl.model.config, "do_stable_layer_norm", False):
             final = self.ssl.model.encoder.layer_norm(states[-1])
             states = torch.cat([states[:-1], final.unsqueeze(0)], dim=0)
         return states
@@ -307,7 +358,7 @@ def make_tiny_ssl_model(
     dropout=0.0,
     seed=0,
 ):
-    """Writes a small randomly initialised WavLM / wav2vec 2.0 model folder.
+    """Writes a small randomly initialised SSL model folder (WavLM, wav2vec 2.0, HuBERT, data2vec).
 
     The folder holds ``config.json``, the weights and a
     ``preprocessor_config.json`` whose ``do_normalize`` tells SpeechBrain's
@@ -321,7 +372,7 @@ def make_tiny_ssl_model(
     folder : str or Path
         Output folder.
     model_type : str
-        'wavlm' or 'wav2vec2'.
+        'wavlm', 'wav2vec2', 'hubert' or 'data2vec-audio'.
     hidden_size, num_layers, num_heads, intermediate_size : int
         Transformer size.
     conv_channels : int
@@ -341,8 +392,8 @@ def make_tiny_ssl_model(
     """
     from speechbrain.utils.distributed import run_on_main
 
-    if model_type not in ("wavlm", "wav2vec2"):
-        raise ValueError(f"model_type={model_type!r} must be 'wavlm' or 'wav2vec2'")
+    if model_type not in _HF_MODELS:
+        raise ValueError(f"model_type={model_type!r} must be one of {sorted(_HF_MODELS)}")
     settings = dict(
         model_type=model_type, hidden_size=hidden_size, num_layers=num_layers,
         num_heads=num_heads, intermediate_size=intermediate_size,
@@ -379,11 +430,14 @@ def _write_tiny_ssl_model(folder, settings):
     # not change the random stream of the run that asked for it.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings["seed"])
-        if settings["model_type"] == "wavlm":
-            config = transformers.WavLMConfig(num_buckets=32, max_bucket_distance=80, **common)
-            model = transformers.WavLMModel(config)
-        else:
-            model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**common))
+        config_name, model_name = _HF_MODELS[settings["model_type"]]
+        extra = {
+            "wavlm": {"num_buckets": 32, "max_bucket_distance": 80},
+            # data2vec's positional embedding is a stack of convolutions: 2 small ones.
+            "data2vec-audio": {"num_conv_pos_embeddings": 2, "conv_pos_kernel_size": 5},
+        }.get(settings["model_type"], {})
+        config = getattr(transformers, config_name)(**{**common, **extra})
+        model = getattr(transformers, model_name)(config)
     if folder.exists():
         shutil.rmtree(folder)  # a model with other settings
     folder.mkdir(parents=True)

@@ -115,8 +115,20 @@ class ModuleSpec:
 
 
 def _plain(value, what):
-    """Turns round-trip YAML data into plain Python, refusing tagged objects."""
+    """Turns round-trip YAML data into plain Python, refusing objects.
+
+    An ``!apply:`` argument that computes plain data (``ssl_dim: !apply:
+    speechbrain_nes2net.lobes.ssl.ssl_dim [<ssl_source>]``) is computed: the
+    export writes its value.
+    """
     tag = getattr(getattr(value, "tag", None), "value", None)
+    if tag is not None and tag.startswith("!apply:"):
+        function = ModuleSpec(tag[len("!apply:"):], kind="apply").resolve()
+        if isinstance(value, dict):
+            result = function(**_plain(dict(value), what))
+        else:
+            result = function(*_plain(list(value), what))
+        return _plain(result, what)
     if tag is not None:
         raise ExportError(
             f"{what} has an argument built with {tag}; an export needs plain values "

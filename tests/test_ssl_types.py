@@ -1,0 +1,53 @@
+"""Any SSL front-end SpeechBrain wraps: WavLM, wav2vec 2.0 / XLS-R, HuBERT, data2vec audio."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechbrain_nes2net.lobes.ssl import SSL_TYPES, SSLFrontend, make_tiny_ssl_model, ssl_dim, ssl_num_states
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("model_type", SSL_TYPES)
+def test_every_type_gives_all_states_in_the_official_layout(model_type, tmp_path):
+    folder = make_tiny_ssl_model(tmp_path / "m", model_type=model_type, hidden_size=48, num_layers=3)
+    frontend = SSLFrontend(folder).eval()
+    model = frontend.ssl.model
+    assert model.config.model_type == model_type
+    wavs = torch.randn(2, 12000)
+    with torch.no_grad():
+        states = frontend(wavs)
+        hidden = model(frontend_input(frontend, wavs), output_hidden_states=True)
+    assert states.shape[:2] == (ssl_num_states(folder), 2) == (4, 2) and states.shape[-1] == ssl_dim(folder) == 48
+    # The last state is the encoder's output after its final LayerNorm (the
+    # official "last layer"), the others are the inputs of the layers.
+    assert torch.allclose(states[-1], hidden.last_hidden_state, atol=1e-5)
+    for layer in range(3):
+        assert torch.allclose(states[layer], hidden.hidden_states[layer], atol=1e-5)
+
+
+def frontend_input(frontend, wavs):
+    """The waveforms as the front-end hands them to the model (normalised when it says so)."""
+    from speechbrain_nes2net.lobes.ssl import normalize_waveforms
+
+    return normalize_waveforms(wavs) if frontend.normalize else wavs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", [t for t in SSL_TYPES if t != "wavlm"])  # the demo's own
+def test_the_demo_recipe_trains_on_each_type(model_type, tmp_path):
+    folder = make_tiny_ssl_model(tmp_path / "ssl", model_type=model_type)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "recipes/train.py", "hparams/demo.yaml", f"--output_folder={tmp_path / 'run'}",
+         f"--ssl_source={folder}", "--number_of_epochs=1", "--n_train=12", "--n_dev=6", "--n_test=6",
+         "--noprogressbar"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.rstrip().splitlines()[-1].startswith("demo_test: EER")
