@@ -47,6 +47,7 @@ RELEASED_OBJECTIVES = {
     "aasist_ctrsvdd.yaml": "focal",
     "demo.yaml": "focal",
     "nes2net_x_custom.yaml": "focal",
+    "nes2net_x_hubert_ctrsvdd.yaml": "focal",
     "nes2net_x_asvspoof2019.yaml": "weighted_ce",
     "nes2net_x_asvspoof5.yaml": "weighted_ce",
     "nes2net_x_partialspoof.yaml": "weighted_ce",

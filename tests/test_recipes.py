@@ -176,6 +176,7 @@ YAML_CORPORA = {
     "nes2net_x_asvspoof5.yaml": "asvspoof5",
     "nes2net_x_partialspoof.yaml": "partialspoof",
     "nes2net_x_custom.yaml": "custom",
+    "nes2net_x_hubert_ctrsvdd.yaml": "ctrsvdd",
 }
 
 
