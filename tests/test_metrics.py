@@ -359,10 +359,11 @@ def test_calibration_is_the_optimum_of_the_weighted_objective():
     y = np.r_[np.ones(bona.size), np.zeros(spoof.size)]
     w = np.r_[np.full(bona.size, prior / bona.size), np.full(spoof.size, (1 - prior) / spoof.size)]
     logit = math.log(prior / (1 - prior))
-    best, grad, _ = _objective(np.array([cal.scale, cal.offset]), x, y, w, logit)
+    design = np.stack([x, np.ones_like(x)], axis=1)  # raw scores and the offset's column
+    best, grad, _ = _objective(np.array([cal.scale, cal.offset]), design, y, w, logit)
     assert np.abs(grad).max() < 1e-7
     for d_scale, d_offset in [(0.01, 0), (-0.01, 0), (0, 0.01), (0, -0.01)]:
-        moved = _objective(np.array([cal.scale + d_scale, cal.offset + d_offset]), x, y, w, logit)[
+        moved = _objective(np.array([cal.scale + d_scale, cal.offset + d_offset]), design, y, w, logit)[
             0
         ]
         assert moved > best

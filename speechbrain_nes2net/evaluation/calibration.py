@@ -172,23 +172,93 @@ def load_calibration(calibration):
     return ScoreCalibration.from_dict(calibration)
 
 
-def _objective(params, x, y, weights, prior_logit):
-    """Prior-weighted cross-entropy (nats), its gradient and Hessian."""
-    z = params[0] * x + params[1] + prior_logit
+def _objective(params, design, y, weights, prior_logit):
+    """Prior-weighted cross-entropy (nats) of ``design @ params``, its gradient and Hessian."""
+    z = design @ params + prior_logit
     # Loss of a bona fide trial softplus(-z), of a spoof trial softplus(z).
     signed = np.where(y, -z, z)
     loss = np.sum(weights * np.logaddexp(0.0, signed))
     posterior = 0.5 * (1.0 + np.tanh(0.5 * z))  # a sigmoid that cannot overflow
-    residual = weights * (posterior - y)
-    grad = np.array([np.sum(residual * x), np.sum(residual)])
-    curvature = weights * posterior * (1.0 - posterior)
-    hess = np.array(
-        [
-            [np.sum(curvature * x * x), np.sum(curvature * x)],
-            [np.sum(curvature * x), np.sum(curvature)],
-        ]
-    )
+    grad = design.T @ (weights * (posterior - y))
+    hess = design.T @ ((weights * posterior * (1.0 - posterior))[:, None] * design)
     return loss, grad, hess
+
+
+def fit_linear_llr(features, is_bonafide, prior=0.5, max_iter=100, tol=1e-10):
+    """Fits ``llr = features @ weights + offset`` by prior-weighted logistic regression.
+
+    The one solver behind calibration (one feature, :func:`fit_calibration`)
+    and fusion (a score per system,
+    :func:`speechbrain_nes2net.evaluation.fusion.fit_fusion`). Minimises
+    ``prior * mean_bona log(1 + e^-(llr + logit(prior))) + (1 - prior) *
+    mean_spoof log(1 + e^(llr + logit(prior)))``, so the output is a
+    likelihood ratio; with ``prior=0.5`` this minimises Cllr. Newton's method
+    with a backtracking line search on standardised features (the objective is
+    convex).
+
+    Arguments
+    ---------
+    features : array-like
+        (trials, k) scores.
+    is_bonafide : array-like
+        (trials,) booleans.
+    prior : float
+        Bona fide prior that weights the two classes.
+    max_iter : int
+        Newton iterations at most.
+    tol : float
+        Stop when the gradient norm falls below this.
+
+    Returns
+    -------
+    (numpy.ndarray, float)
+        The (k,) weights and the offset.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([True, False], 2000)
+    >>> x = np.where(labels, 2.0, -2.0) + rng.normal(0, 1, 4000)
+    >>> weights, offset = fit_linear_llr(np.stack([x, rng.normal(0, 1, 4000)], axis=1), labels)
+    >>> round(float(weights[0]), 1), abs(float(weights[1])) < 0.05  # true LLR 4 x; noise: ~0
+    (3.8, True)
+    """
+    if not 0 < prior < 1:
+        raise ValueError(f"prior must be in (0, 1), got {prior}")
+    features = np.asarray(features, dtype=np.float64)
+    y = np.asarray(is_bonafide, dtype=bool)
+    n_bona, n_spoof = int(y.sum()), int((~y).sum())
+    if n_bona == 0 or n_spoof == 0:
+        raise ValueError(f"need trials of both classes, got {n_bona} bona fide and {n_spoof} spoof")
+    centre = features.mean(axis=0)
+    spread = features.std(axis=0)
+    spread[spread == 0] = 1.0  # a constant feature: keep the unit scale
+    design = np.concatenate([(features - centre) / spread, np.ones((len(y), 1))], axis=1)
+    weights = np.where(y, prior / n_bona, (1 - prior) / n_spoof)
+    prior_logit = math.log(prior / (1 - prior))
+
+    params = np.zeros(design.shape[1])
+    loss, grad, hess = _objective(params, design, y, weights, prior_logit)
+    for _ in range(max_iter):
+        if np.linalg.norm(grad) < tol:
+            break
+        try:
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            step = grad
+        size = 1.0
+        while size > 1e-12:
+            candidate = params - size * step
+            new = _objective(candidate, design, y, weights, prior_logit)
+            if new[0] <= loss:
+                break
+            size *= 0.5
+        else:
+            break  # no descent possible: at the optimum to machine precision
+        params = candidate
+        loss, grad, hess = new
+    scales = params[:-1] / spread
+    return scales, float(params[-1] - scales @ centre)
 
 
 def fit_calibration(bonafide_dev, spoof_dev, prior=0.5, max_iter=100, tol=1e-10):
@@ -198,8 +268,7 @@ def fit_calibration(bonafide_dev, spoof_dev, prior=0.5, max_iter=100, tol=1e-10)
     (1 - prior) * mean_spoof log(1 + e^(llr + logit(prior)))``, so the output
     is a likelihood ratio, not posterior log-odds: the prior is added back only
     for training. With ``prior=0.5`` this minimises Cllr on the development set.
-    Solved with Newton's method and a backtracking line search on standardised
-    scores (a few iterations; the objective is convex).
+    Solved by :func:`fit_linear_llr` (Newton's method; the objective is convex).
 
     Arguments
     ---------
@@ -241,42 +310,10 @@ def fit_calibration(bonafide_dev, spoof_dev, prior=0.5, max_iter=100, tol=1e-10)
             "calibration scale is unbounded and will be very large",
             stacklevel=2,
         )
-    scores = np.concatenate((bona, spoof))
-    centre = scores.mean()
-    spread = scores.std() or 1.0  # constant scores: keep the unit scale
-    x = (scores - centre) / spread
-    y = np.concatenate((np.ones(bona.size), np.zeros(spoof.size)))
-    weights = np.concatenate(
-        (np.full(bona.size, prior / bona.size), np.full(spoof.size, (1 - prior) / spoof.size))
-    )
-    prior_logit = math.log(prior / (1 - prior))
-
-    params = np.zeros(2)
-    loss, grad, hess = _objective(params, x, y, weights, prior_logit)
-    for _ in range(max_iter):
-        if np.linalg.norm(grad) < tol:
-            break
-        try:
-            step = np.linalg.solve(hess, grad)
-        except np.linalg.LinAlgError:
-            step = grad
-        size = 1.0
-        while size > 1e-12:
-            candidate = params - size * step
-            new = _objective(candidate, x, y, weights, prior_logit)
-            if new[0] <= loss:
-                break
-            size *= 0.5
-        else:
-            break  # no descent possible: at the optimum to machine precision
-        params = candidate
-        loss, grad, hess = new
-    scale = params[0] / spread
-    return ScoreCalibration(
-        scale=float(scale),
-        offset=float(params[1] - scale * centre),
-        prior=float(prior),
-    )
+    scores = np.concatenate((bona, spoof))[:, None]
+    labels = np.concatenate((np.ones(bona.size, dtype=bool), np.zeros(spoof.size, dtype=bool)))
+    (scale,), offset = fit_linear_llr(scores, labels, prior, max_iter, tol)
+    return ScoreCalibration(scale=float(scale), offset=float(offset), prior=float(prior))
 
 
 # ------------------------------------------------------------------ decisions
