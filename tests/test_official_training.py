@@ -23,7 +23,10 @@ from speechbrain.dataio.batch import PaddedBatch
 from torch.utils.data import DataLoader, Sampler
 
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
-from speechbrain_nes2net.official.backend import aggregator_from_official, backend_from_official
+from speechbrain_nes2net.official.backend import (
+    aggregator_from_official,
+    backend_from_official,
+)
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,14 +128,17 @@ def official_modules(fixture, key):
     float32 module first would round them (by more than a step of 1e-6).
     """
     state, config = fixture[key], dict(fixture["config"])
-    aggregator_config = {name: config.pop(name) for name in ("agg", "n_layers", "dim") if name in config}
+    aggregator_config = {
+        name: config.pop(name) for name in ("agg", "n_layers", "dim") if name in config
+    }
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         backend = backend_from_official(fixture["model_name"], config, state)
         aggregator = None
         if "aggregator_name" in fixture:
-            aggregator = aggregator_from_official(fixture["aggregator_name"], aggregator_config, state)
+            name = fixture["aggregator_name"]
+            aggregator = aggregator_from_official(name, aggregator_config, state)
     finally:
         torch.set_default_dtype(default)
     return backend, aggregator
@@ -204,12 +210,15 @@ def assert_same_step(ours, official, before, lr, what):
         if not official[key].is_floating_point():  # num_batches_tracked
             assert torch.equal(ours[key], official[key]), f"{what} {key}"
             continue
-        torch.testing.assert_close(ours[key], official[key], rtol=RTOL, atol=1e-12, msg=f"{what} {key}")
+        torch.testing.assert_close(
+            ours[key], official[key], rtol=RTOL, atol=1e-12, msg=f"{what} {key}"
+        )
         step, expected = ours[key] - before[key], official[key] - before[key]
         error = float((step - expected).norm())
         full_step = lr * expected.numel() ** 0.5
         assert error <= RTOL * (float(expected.norm()) + full_step), (
-            f"{what} {key}: update off by {error:.3g} (official update norm {float(expected.norm()):.3g})"
+            f"{what} {key}: update off by {error:.3g} "
+            f"(official update norm {float(expected.norm()):.3g})"
         )
 
 
@@ -218,21 +227,24 @@ def test_our_training_steps_equal_the_official_loop(fixture_name, tmp_path, tiny
     fixture = load_fixture(fixture_name)
     records = train_like_the_release(fixture, RECIPES[fixture_name], tmp_path, tiny_wavlm)
     assert len(records) == 3
-    torch.testing.assert_close(
-        torch.tensor([r["lr"] for r in records], dtype=torch.float64), fixture["lrs"], rtol=1e-9, atol=0
-    )
-    torch.testing.assert_close(
-        torch.tensor([r["loss"] for r in records], dtype=torch.float64), fixture["losses"], rtol=RTOL, atol=0
-    )
+    lrs = torch.tensor([r["lr"] for r in records], dtype=torch.float64)
+    torch.testing.assert_close(lrs, fixture["lrs"], rtol=1e-9, atol=0)
+    losses = torch.tensor([r["loss"] for r in records], dtype=torch.float64)
+    torch.testing.assert_close(losses, fixture["losses"], rtol=RTOL, atol=0)
     before_backend, before_aggregator = official_modules(fixture, "state_before")
     lr = float(fixture["lrs"].max())
     for step in (1, 3):
         backend, aggregator = official_modules(fixture, f"state_after_{step}")
-        assert_same_step(records[step - 1]["backend"], backend.state_dict(),
-                         before_backend.state_dict(), lr, f"back-end after step {step}")  # fmt: skip
+        ours = records[step - 1]
+        assert_same_step(
+            ours["backend"], backend.state_dict(), before_backend.state_dict(), lr,
+            f"back-end after step {step}",
+        )  # fmt: skip
         if aggregator is not None:
-            assert_same_step(records[step - 1]["aggregator"], aggregator.state_dict(),
-                             before_aggregator.state_dict(), lr, f"aggregator after step {step}")  # fmt: skip
+            assert_same_step(
+                ours["aggregator"], aggregator.state_dict(), before_aggregator.state_dict(), lr,
+                f"aggregator after step {step}",
+            )  # fmt: skip
 
 
 def test_the_fixtures_record_real_updates():
