@@ -125,9 +125,10 @@ class AntiSpoofBrain(sb.Brain):
     'minDCF' or 'loss', or 'aug_' + one of them for the augmented dev pass;
     lower is better; also drives an ``EpochCounterWithStopper`` for early
     stopping), ``valid_epochs`` ('all' or 'cosine_minima'),
-    ``valid_epochs_period``, ``valid_start_epoch``, ``valid_augmented``, ``selection_candidates``
-    ('validated' or 'either_loss_improves'), ``average_checkpoints``
-    (evaluate the parameter average of the best N candidates),
+    ``valid_epochs_period``, ``valid_start_epoch``, ``valid_augmented``,
+    ``selection_candidates`` ('validated' or 'either_loss_improves'),
+    ``average_checkpoints`` (evaluate the parameter average of the best N
+    candidates),
     ``train_logger`` and optional ``tensorboard_train_logger``,
     ``keep_checkpoints``, ``output_folder``.
     """
