@@ -10,7 +10,8 @@ Usage::
 
 Every choice lives in the YAML; override any key on the command line
 (``--lr_backend=1e-5``). Outputs, under ``output_folder``: the train log,
-checkpoints (best by dev EER, resumable), ``scores/<test set>_scores.txt``
+checkpoints (the best by the YAML's ``selection_metric`` among the validated
+epochs, and the newest, to resume from), ``scores/<test set>_scores.txt``
 (``ID score``, higher = more bona fide), ``scores/<test set>_metrics.json``,
 the corpus reports, and, when the YAML sets ``export_folder``, the trained
 model exported for ``EncoderClassifier.from_hparams``.
@@ -29,6 +30,7 @@ from speechbrain_nes2net.manifest import attacks_of
 from speechbrain_nes2net.pretrained.export import export_run
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.recipe import (
+    augmented_valid_dataset,
     check_recipe_config,
     check_run_options,
     dev_set,
@@ -58,6 +60,7 @@ def main(argv):
 
     manifests = prepare_corpora(hparams)
     train_set, valid_set = train_valid_datasets(hparams, manifests)
+    augmented_valid_set = augmented_valid_dataset(hparams, manifests)  # valid_augmented: True
     tests = test_sets(hparams, manifests)
 
     brain = AntiSpoofBrain(
@@ -72,6 +75,7 @@ def main(argv):
         valid_set,
         train_loader_kwargs=hparams["train_dataloader_options"],
         valid_loader_kwargs=hparams["eval_dataloader_options"],
+        augmented_valid_set=augmented_valid_set,
     )
     # The development set first: its scores fit the decision rule (calibrated
     # threshold) that the test metrics and the exported model use.

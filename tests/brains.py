@@ -33,10 +33,11 @@ def demo_brain(folder, ssl_source, **overrides):
     return brain, hparams, train, valid
 
 
-def fit(brain, hparams, train, valid):
-    """Trains with the demo's loader settings."""
+def fit(brain, hparams, train, valid, **options):
+    """Trains with the demo's loader settings (``options``: more ``Brain.fit`` arguments)."""
     brain.fit(
         hparams["epoch_counter"], train, valid,
         train_loader_kwargs=hparams["train_dataloader_options"],
         valid_loader_kwargs=hparams["eval_dataloader_options"],
+        **options,
     )  # fmt: skip

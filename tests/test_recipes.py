@@ -211,6 +211,54 @@ def test_corpus_recipe_runs_one_epoch_on_a_small_corpus(yaml_name, tmp_path, tin
         assert {"asvspoof2021_la_eval_metrics.json", "in_the_wild_metrics.json"} <= set(metrics)
 
 
+def validated_epochs(train_log):
+    """The epochs whose train-log line has validation statistics."""
+    return [
+        int(line.split("epoch: ")[1].split(",")[0])
+        for line in Path(train_log).read_text().splitlines()
+        if line.startswith("epoch: ") and "valid loss" in line
+    ]
+
+
+def checkpoint_metas(save_folder):
+    """The meta data of the run's checkpoints, oldest first."""
+    import yaml
+
+    metas = [yaml.safe_load(p.read_text()) for p in Path(save_folder).glob("CKPT+*/CKPT.yaml")]
+    return sorted(metas, key=lambda meta: meta["unixtime"])
+
+
+@pytest.mark.slow
+def test_ctrsvdd_recipe_validates_on_the_official_epochs_and_resumes(tmp_path, tiny_wavlm):
+    # The CtrSVDD release validates only after epoch 1 and around each minimum
+    # of its restarting cosine (train.py check_condition). A shortened schedule:
+    # T_max 2 and 8 epochs, in two runs: 4 epochs (the last one not validated),
+    # then the same command for 8 epochs, which resumes from that checkpoint.
+    out = tmp_path / "run"
+    base = TRAIN + [
+        "hparams/nes2net_x_ctrsvdd.yaml", f"--output_folder={out}",
+        f"--ssl_source={tiny_wavlm}", "--ssl_dim=64", "--ssl_layers=3",
+        "--num_workers=0", "--batch_size=4", "--cosine_t_max=2",
+    ] + small_corpus_args("nes2net_x_ctrsvdd.yaml", tmp_path)  # fmt: skip
+    from test_official_training import load_fixture
+
+    official = [e for e in load_fixture("ctrsvdd_nes2net_x.pt")["check_condition"]["2"] if e <= 8]
+    assert official == [1, 6, 7]
+    run(base + ["--number_of_epochs=4"])
+    assert validated_epochs(out / "train_log.txt") == [e for e in official if e <= 4]
+    newest = checkpoint_metas(out / "save")[-1]
+    assert (newest["epoch"], newest.get("candidate"), "EER" in newest) == (4, False, False)
+    run(base + ["--number_of_epochs=8"])
+    assert validated_epochs(out / "train_log.txt") == official
+    assert logged_epochs(out / "train_log.txt") == list(range(1, 9))  # every epoch once
+    metas = checkpoint_metas(out / "save")
+    # Candidates (statistics in the meta data) are the validated epochs only;
+    # the newest checkpoint (epoch 8, not validated) is kept to resume from.
+    assert sorted(m["epoch"] for m in metas if "EER" in m) == official
+    assert (metas[-1]["epoch"], metas[-1].get("candidate")) == (8, False)
+    assert "epoch loaded" in (out / "train_log.txt").read_text()
+
+
 def small_corpus_args(yaml_name, tmp_path):
     """The command-line arguments that point ``yaml_name`` at a small corpus in its real layout."""
     if YAML_CORPORA[yaml_name] == "custom":

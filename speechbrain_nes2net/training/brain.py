@@ -12,9 +12,24 @@ The SSL model and the rest have their own optimisers (``ssl_opt_class``,
 ``backend_opt_class``) and share a learning-rate schedule type
 (``lr_scheduler``, stepped per ``lr_schedule_interval``). The SSL model can
 be frozen for good (``freeze_ssl``) or for the first ``ssl_frozen_epochs``
-epochs. Validation computes the EER every epoch and the checkpointer keeps the
-best checkpoints by it. Under DDP, validation and test sets are sharded over
-the processes and the scores gathered, so nothing is scored twice.
+epochs.
+
+Validation (loss, EER, minDCF) runs after the epochs ``valid_epochs`` names:
+``all``, or ``cosine_minima``, the CtrSVDD release's epochs around the minima
+of its restarting cosine (:func:`~speechbrain_nes2net.training.recipe.cosine_minima`),
+from epoch ``valid_start_epoch`` on.
+Every epoch ends with a checkpoint, so that a run resumes anywhere; only the
+checkpoints of validated epochs are selection candidates (their meta data
+holds the statistics; the others hold ``candidate: False``), and the
+checkpointer keeps the best ``keep_checkpoints`` candidates by
+``selection_metric`` plus the newest checkpoint. With ``valid_augmented``, the
+dev set is also scored through ``waveform_augment`` (statistics ``aug_loss``,
+``aug_EER``, ``aug_minDCF``), and ``selection_candidates: either_loss_improves``
+makes a validated epoch a candidate only when the clean or the augmented dev
+loss reaches its lowest so far (the ASVspoof 2019 release's save rule).
+
+Under DDP, validation and test sets are sharded over the processes and the
+scores gathered, so nothing is scored twice.
 
 Authors
  * speechbrain-nes2net contributors
@@ -46,6 +61,7 @@ from speechbrain_nes2net.training.recipe import (
     feature_cache,
     schedules_whole_run,
     tensorboard_logger,
+    validates,
     waveform_augmentation,
 )
 
@@ -109,12 +125,16 @@ class AntiSpoofBrain(sb.Brain):
     ``backend_opt_class``, ``ssl_opt_class``, optional ``lr_scheduler`` and
     ``lr_schedule_interval`` ('epoch' or 'step'), ``freeze_ssl``,
     ``ssl_frozen_epochs``, ``selection_metric`` ('EER', 'minDCF' or 'loss',
-    lower is better; also drives an ``EpochCounterWithStopper`` for early
-    stopping), ``average_checkpoints`` (evaluate the parameter average of the
-    best N checkpoints), ``train_logger``, ``keep_checkpoints``,
-    ``output_folder``, and the optional components switched on by scalars
-    (:mod:`speechbrain_nes2net.training.recipe`): ``feature_cache``,
-    ``tensorboard``, batch augmentation from ``noise_csv`` / ``rir_csv``.
+    or 'aug_' + one of them for the augmented dev pass; lower is better; also
+    drives an ``EpochCounterWithStopper`` for early stopping),
+    ``valid_epochs`` ('all' or 'cosine_minima'), ``valid_epochs_period``,
+    ``valid_start_epoch``, ``valid_augmented``, ``selection_candidates``
+    ('validated' or 'either_loss_improves'), ``average_checkpoints``
+    (evaluate the parameter average of the best N candidates),
+    ``train_logger``, ``keep_checkpoints``, ``output_folder``, and the optional
+    components switched on by scalars (:mod:`speechbrain_nes2net.training.recipe`):
+    ``feature_cache``, ``tensorboard``, batch augmentation from ``noise_csv`` /
+    ``rir_csv``.
     """
 
     def __init__(self, *args, **kwargs):
@@ -279,9 +299,10 @@ class AntiSpoofBrain(sb.Brain):
     # -------------------------------------------------------------- optimisers
 
     def on_fit_start(self):
-        """Checks the feature cache settings before the first batch."""
+        """Checks the feature cache settings before the first batch; resumes the dev lows."""
         self.check_feature_cache()
         super().on_fit_start()
+        self._recover_dev_lows()
 
     def init_optimizers(self):
         """One optimiser (and scheduler) for the SSL model, one for the rest."""
@@ -313,12 +334,16 @@ class AntiSpoofBrain(sb.Brain):
         self.optimizer = self.optimizers_dict["backend"]
 
     def fit(self, epoch_counter, train_set, valid_set=None, progressbar=None,
-            train_loader_kwargs={}, valid_loader_kwargs={}):  # noqa: B006 (SpeechBrain's signature)
+            train_loader_kwargs={}, valid_loader_kwargs={},  # noqa: B006 (SpeechBrain's signature)
+            augmented_valid_set=None):
         """SpeechBrain's ``fit``, remembering how many optimiser steps an epoch has.
 
         A per-step schedule over the whole run (``T_max: null``, see
         :meth:`_schedule_length`) needs that number when the optimisers are
-        built, which happens inside ``fit``.
+        built, which happens inside ``fit``. ``augmented_valid_set`` (with
+        ``valid_augmented: True``) is the dev set through the training
+        augmentation, scored before ``valid_set`` at every validation
+        (:func:`~speechbrain_nes2net.training.recipe.augmented_valid_dataset`).
         """
         if not isinstance(train_set, (DataLoader, LoopedLoader)) and not self.test_only:
             train_set = self.make_dataloader(train_set, stage=sb.Stage.TRAIN, **train_loader_kwargs)
@@ -326,6 +351,22 @@ class AntiSpoofBrain(sb.Brain):
             # SpeechBrain steps after every grad_accumulation_factor batches; the
             # batches of an incomplete last group are not stepped in that epoch.
             self.optimizer_steps_per_epoch = max(1, len(train_set) // self.grad_accumulation_factor)
+        if (
+            valid_set is not None
+            and getattr(self.hparams, "valid_augmented", False)
+            and augmented_valid_set is None
+        ):
+            raise RecipeConfigError(
+                "valid_augmented: True but fit() got no augmented_valid_set "
+                "(recipe.augmented_valid_dataset builds it)"
+            )
+        if augmented_valid_set is not None and not isinstance(
+            augmented_valid_set, (DataLoader, LoopedLoader)
+        ):
+            augmented_valid_set = self.make_dataloader(
+                augmented_valid_set, stage=sb.Stage.VALID, ckpt_prefix=None, **valid_loader_kwargs
+            )
+        self.augmented_valid_loader = augmented_valid_set
         super().fit(epoch_counter, train_set, valid_set, progressbar, train_loader_kwargs,
                     valid_loader_kwargs)  # fmt: skip
 
@@ -349,6 +390,91 @@ class AntiSpoofBrain(sb.Brain):
                 "known only in fit(); set T_max to a number to build the optimisers otherwise"
             )
         return {"T_max": self.hparams.number_of_epochs * steps}
+
+    # -------------------------------------------------- validation and selection
+
+    def validates(self, epoch):
+        """Whether ``epoch`` ends with a validation (``valid_epochs``)."""
+        return validates(self.hparams, epoch)
+
+    def _fit_valid(self, valid_set, epoch, enable):
+        """Validates after the epochs of ``valid_epochs``; after the others, checkpoints only.
+
+        With ``valid_augmented``, the augmented dev pass runs first (as in
+        the ASVspoof 2019 release) and its statistics join the clean pass'.
+        """
+        if valid_set is None:
+            return super()._fit_valid(valid_set, epoch, enable)
+        if not self.validates(epoch):
+            self._end_epoch_without_validation(epoch)
+            return None
+        self.augmented_stats = {}
+        if getattr(self, "augmented_valid_loader", None) is not None:
+            self.valid_pass = "augmented"
+            try:
+                super()._fit_valid(self.augmented_valid_loader, epoch, enable)
+            finally:
+                self.valid_pass = "clean"
+        return super()._fit_valid(valid_set, epoch, enable)
+
+    def _end_epoch_without_validation(self, epoch):
+        """Logs the training loss and saves a checkpoint that is no selection candidate.
+
+        The checkpoint lets a run resume after this epoch; its meta data has
+        no statistic, so no selection (``min_key``) ever picks it, and the
+        next save deletes it unless it is still the newest.
+        """
+        self._log_stats(
+            stats_meta={"epoch": epoch, **self._learning_rates()},
+            train_stats={"loss": self.train_loss},
+        )
+        if self.checkpointer is not None:
+            self._save_epoch_checkpoint(epoch, stats=None)
+
+    def _is_candidate(self, stats):
+        """Whether validated statistics make their checkpoint a selection candidate.
+
+        ``selection_candidates: either_loss_improves`` (the ASVspoof 2019
+        release's save rule): the clean or the augmented dev loss is at most
+        its lowest so far (the release's ``<=``: a tie counts); the lowest
+        values are updated. Otherwise every validated epoch is a candidate.
+        Candidates are then ranked by ``selection_metric``.
+        """
+        if getattr(self.hparams, "selection_candidates", "validated") != "either_loss_improves":
+            return True
+        improved = False
+        for key in ("loss", "aug_loss"):
+            if stats[key] <= self.dev_lows.get(key, float("inf")):
+                self.dev_lows[key] = stats[key]
+                improved = True
+        return improved
+
+    def _save_epoch_checkpoint(self, epoch, stats, candidate=False):
+        """The end-of-epoch checkpoint: a candidate (statistics in its meta data) or not."""
+        if candidate:
+            meta = {**stats, "epoch": epoch}
+        else:
+            meta = {"epoch": epoch, "candidate": False}
+            if stats is not None:
+                meta["stats"] = stats
+        if getattr(self.hparams, "selection_candidates", "validated") == "either_loss_improves":
+            meta["dev_lows"] = dict(self.dev_lows)  # for a resumed run
+        self.checkpointer.save_and_keep_only(
+            meta=meta,
+            min_keys=[self.selection_metric],
+            num_to_keep=getattr(self.hparams, "keep_checkpoints", 3),
+        )
+
+    def _recover_dev_lows(self):
+        """The lowest dev statistics so far, from the newest checkpoint that has them."""
+        self.dev_lows = {}
+        if self.checkpointer is None:
+            return
+        latest = self.checkpointer.find_checkpoint(
+            ckpt_predicate=lambda ckpt: "dev_lows" in ckpt.meta
+        )
+        if latest is not None:
+            self.dev_lows = dict(latest.meta["dev_lows"])
 
     def freeze_optimizers(self, optimizers):
         """Leaves the SSL optimiser out while the SSL model is frozen."""
@@ -406,8 +532,25 @@ class AntiSpoofBrain(sb.Brain):
     # -------------------------------------------------------------- evaluation
 
     def on_evaluate_start(self, max_key=None, min_key=None):
-        """Loads the best checkpoint, or the average of the best ``average_checkpoints``."""
+        """Loads the best checkpoint, or the average of the best ``average_checkpoints``.
+
+        A run that validated no epoch (``valid_start_epoch`` after its last
+        epoch, e.g. a short test run) has no candidate: its newest checkpoint
+        is loaded instead, with a warning.
+        """
         count = int(getattr(self.hparams, "average_checkpoints", 1) or 1)
+        key = min_key or self.selection_metric
+        if (
+            self.checkpointer is not None
+            and self.checkpointer.list_checkpoints()
+            and self.checkpointer.find_checkpoint(min_key=key) is None
+        ):
+            logger.warning(
+                "No checkpoint of a validated epoch (none has %s): evaluating the newest "
+                "checkpoint (valid_epochs / valid_start_epoch validated no epoch)", key,
+            )
+            self.checkpointer.recover_if_possible()
+            return None
         if count <= 1 or self.checkpointer is None:
             return super().on_evaluate_start(max_key=max_key, min_key=min_key)
         try:
@@ -457,20 +600,20 @@ class AntiSpoofBrain(sb.Brain):
         summary = score_summary(records, decision)
         summary["n_failed"] = len(failures)
         stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
+        if stage == sb.Stage.VALID and getattr(self, "valid_pass", "clean") == "augmented":
+            self.augmented_stats = {f"aug_{name}": value for name, value in stats.items()}
+            return
         if stage == sb.Stage.VALID:
+            stats.update(getattr(self, "augmented_stats", {}))
             self._log_stats(
                 stats_meta={"epoch": epoch, **self._learning_rates()},
                 train_stats={"loss": self.train_loss},
                 valid_stats=stats,
             )
-            key = self.selection_metric
-            self.checkpointer.save_and_keep_only(
-                meta={**stats, "epoch": epoch},
-                min_keys=[key],
-                num_to_keep=getattr(self.hparams, "keep_checkpoints", 3),
-            )
+            if self.checkpointer is not None:
+                self._save_epoch_checkpoint(epoch, stats, candidate=self._is_candidate(stats))
             if hasattr(self.hparams.epoch_counter, "update_metric"):
-                self.hparams.epoch_counter.update_metric(stats[key])
+                self.hparams.epoch_counter.update_metric(stats[self.selection_metric])
         else:
             test_set = getattr(self, "test_set", None)
             name = test_set.name if test_set is not None else "test"

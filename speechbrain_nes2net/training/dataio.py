@@ -72,9 +72,10 @@ def audio_pipeline(
         A SpeechBrain dynamic item taking ``wav`` and providing ``sig`` and
         ``audio_error``.
     """
-    # Only decode what the fixed-length evaluation protocol keeps.
+    # Only decode what the fixed-length evaluation protocol keeps (not when
+    # augmenting: the augmentation sees the whole utterance, as in the releases).
     max_seconds = None
-    if num_samples is not None and not random_crop:
+    if num_samples is not None and not random_crop and augment is None:
         max_seconds = num_samples / sample_rate
 
     @sb.utils.data_pipeline.takes("wav")

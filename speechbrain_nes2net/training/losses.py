@@ -94,7 +94,11 @@ class WeightedCrossEntropy(nn.Module):
             raise ValueError(
                 f"class weights must be positive, got {spoof_weight}, {bonafide_weight}"
             )
-        self.register_buffer("weight", torch.tensor([spoof_weight, bonafide_weight]))
+        # float64, cast to the logits' dtype when used: float32 would round
+        # 0.1 and 0.9 before a float64 loss sees them.
+        self.register_buffer(
+            "weight", torch.tensor([spoof_weight, bonafide_weight], dtype=torch.float64)
+        )
 
     def forward(self, logits, labels):
         """Computes the loss of (batch, 2) logits against (batch,) 0/1 labels."""

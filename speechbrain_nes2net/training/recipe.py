@@ -59,17 +59,22 @@ class RecipeConfigError(ValueError):
     """A recipe YAML that cannot work, with what to fix."""
 
 
+#: Validation statistics; ``aug_<name>`` is the same statistic on the
+#: augmented dev pass (``valid_augmented``).
+STATISTICS = ("EER", "minDCF", "loss")
 #: Keys with a fixed set of values.
 CHOICES = {
-    "selection_metric": ("EER", "minDCF", "loss"),
+    "selection_metric": STATISTICS + tuple(f"aug_{name}" for name in STATISTICS),
     "lr_schedule_interval": ("epoch", "step"),
+    "valid_epochs": ("all", "cosine_minima"),
+    "selection_candidates": ("validated", "either_loss_improves"),
     "feature_cache_dtype": tuple(DTYPES),
 }
 #: Keys that must be true or false.
-BOOLEANS = ("freeze_ssl", "train_random_crop", "tensorboard")
+BOOLEANS = ("freeze_ssl", "train_random_crop", "valid_augmented", "tensorboard")
 #: Keys that must be whole numbers >= 0 (null allowed where the key is optional).
 COUNTS = (
-    "number_of_epochs", "ssl_frozen_epochs", "train_samples", "valid_samples",
+    "number_of_epochs", "ssl_frozen_epochs", "train_samples", "valid_samples", "valid_start_epoch",
     "eval_min_samples", "keep_checkpoints", "average_checkpoints", "ssl_dim", "ssl_layers",
 )
 #: Keys that must be positive numbers (null allowed where the key is optional).
@@ -178,6 +183,8 @@ def _check_values(hparams):
         if value is not None and not (_is_number(value) and value > 0):
             raise RecipeConfigError(f"{key}={value!r} must be a positive number")
     schedules_whole_run(hparams.get("lr_scheduler"), hparams.get("lr_schedule_interval", "epoch"))
+    valid_epochs_period(hparams)
+    _check_selection(hparams)
     fraction = hparams.get("max_failed_fraction")
     if fraction is not None and not (_is_number(fraction) and 0 <= fraction <= 1):
         raise RecipeConfigError(f"max_failed_fraction={fraction!r} must be a number in [0, 1]")
@@ -203,6 +210,148 @@ def schedules_whole_run(scheduler_factory, interval):
             f"lr_schedule_interval: step, not {interval!r}"
         )
     return True
+
+
+def cosine_minima(epoch, period):
+    """Whether the CtrSVDD release validates after ``epoch``: its ``check_condition``.
+
+    The release (``train.py``, ``check_condition(i, m)`` with ``m`` the
+    cosine's ``T_max``) validates after epoch 1 and after the three epochs
+    around each minimum of the restarting cosine, ``(epoch - m) % 2m`` in
+    ``{2m - 1, 0, 1}``, from epoch 2m + 2 on (not around the first minimum).
+
+    Arguments
+    ---------
+    epoch : int
+        Epoch number, from 1.
+    period : int
+        The cosine's ``T_max`` in epochs (half its period).
+
+    Returns
+    -------
+    bool
+
+    Example
+    -------
+    >>> [epoch for epoch in range(1, 76) if cosine_minima(epoch, 5)]
+    [1, 14, 15, 16, 24, 25, 26, 34, 35, 36, 44, 45, 46, 54, 55, 56, 64, 65, 66, 74, 75]
+    """
+    m = period
+    return epoch == 1 or (epoch > 2 * m + 1 and (epoch - m) % (2 * m) in (2 * m - 1, 0, 1))
+
+
+def valid_epochs_period(hparams):
+    """The period of ``valid_epochs: cosine_minima``, or None for ``all``.
+
+    ``valid_epochs_period`` when set, else the ``T_max`` of ``lr_scheduler``
+    (which must then count epochs: ``lr_schedule_interval: epoch``).
+
+    Arguments
+    ---------
+    hparams : dict or namespace
+        The recipe's hyperparameters.
+
+    Returns
+    -------
+    int or None
+
+    Raises
+    ------
+    RecipeConfigError
+        When neither gives a whole number of epochs >= 1.
+
+    Example
+    -------
+    >>> from functools import partial
+    >>> from torch.optim.lr_scheduler import CosineAnnealingLR
+    >>> valid_epochs_period({"valid_epochs": "cosine_minima",
+    ...                      "lr_scheduler": partial(CosineAnnealingLR, T_max=5)})
+    5
+    """
+    get = _getter(hparams)
+    if get("valid_epochs", "all") != "cosine_minima":
+        return None
+    period = get("valid_epochs_period")
+    if period is not None:
+        if not (isinstance(period, int) and not isinstance(period, bool) and period >= 1):
+            raise RecipeConfigError(
+                f"valid_epochs_period={period!r} must be a whole number of epochs >= 1"
+            )
+        return period
+    t_max = getattr(get("lr_scheduler"), "keywords", {}).get("T_max")
+    interval = get("lr_schedule_interval", "epoch")
+    whole_epochs = isinstance(t_max, int) and not isinstance(t_max, bool) and t_max >= 1
+    if not whole_epochs or interval != "epoch":
+        raise RecipeConfigError(
+            "valid_epochs: cosine_minima validates around the minima of a cosine schedule "
+            "stepped per epoch, and takes its period from lr_scheduler's T_max; this recipe has "
+            f"T_max={t_max!r} with lr_schedule_interval={interval!r}. Set valid_epochs_period "
+            "(epochs) or use valid_epochs: all"
+        )
+    return t_max
+
+
+def validates(hparams, epoch):
+    """Whether the recipe validates (and may select a checkpoint) after ``epoch``.
+
+    ``valid_epochs`` (``all`` or ``cosine_minima``), from epoch
+    ``valid_start_epoch`` on (default 1; the ASVspoof 5 release starts at 11).
+
+    Arguments
+    ---------
+    hparams : dict or namespace
+        The recipe's hyperparameters (``valid_epochs``, its period,
+        ``valid_start_epoch``).
+    epoch : int
+        Epoch number, from 1.
+
+    Returns
+    -------
+    bool
+
+    Example
+    -------
+    >>> validates({"valid_epochs": "all"}, 7)
+    True
+    >>> validates({"valid_epochs": "cosine_minima", "valid_epochs_period": 2}, 8)
+    False
+    >>> validates({"valid_epochs": "all", "valid_start_epoch": 11}, 10)
+    False
+    """
+    get = _getter(hparams)
+    if epoch < (get("valid_start_epoch") or 1):
+        return False
+    period = valid_epochs_period(hparams)
+    return period is None or cosine_minima(epoch, period)
+
+
+def _getter(hparams):
+    """``get(key, default)`` on a dict or on a namespace (the Brain's hparams)."""
+    if isinstance(hparams, dict):
+        return hparams.get
+    return lambda key, default=None: getattr(hparams, key, default)
+
+
+def _check_selection(hparams):
+    """The augmented dev pass and the candidate rule need each other's settings."""
+    augmented = hparams.get("valid_augmented", False)
+    if augmented and waveform_augmentation(hparams) is None:
+        raise RecipeConfigError(
+            "valid_augmented: True scores the dev set a second time through RawBoost, "
+            "which is off (rawboost_algo: 0); set rawboost_algo or valid_augmented: False"
+        )
+    metric = hparams.get("selection_metric", "EER")
+    if str(metric).startswith("aug_") and not augmented:
+        raise RecipeConfigError(
+            f"selection_metric={metric!r} is a statistic of the augmented dev pass, which "
+            "needs valid_augmented: True"
+        )
+    candidates = hparams.get("selection_candidates", "validated")
+    if candidates == "either_loss_improves" and not augmented:
+        raise RecipeConfigError(
+            "selection_candidates: either_loss_improves compares the clean and the augmented "
+            "dev loss, which needs valid_augmented: True"
+        )
 
 
 def _is_number(value):
@@ -294,6 +443,27 @@ def train_valid_datasets(hparams, manifests):
         hparams.get("valid_samples"),
     )
     return train, valid
+
+
+def augmented_valid_dataset(hparams, manifests):
+    """The dev set through the RawBoost augmentation, for ``valid_augmented: True``; else None.
+
+    Like the ASVspoof 2019 release's second dev loop: each utterance is
+    augmented whole, then cut to ``valid_samples`` from its start (or kept
+    whole), afresh at every validation.
+    """
+    if not hparams.get("valid_augmented", False):
+        return None
+    samples = hparams.get("valid_samples")
+    return manifest_dataset(
+        manifest_for(manifests, hparams["valid_data"], "valid_data"),
+        audio_pipeline(
+            num_samples=samples,
+            min_samples=hparams.get("eval_min_samples", 0),
+            augment=waveform_augmentation(hparams),
+        ),
+        sort_by_duration=samples is None,
+    )
 
 
 def eval_dataset(hparams, manifest, eval_samples=None):

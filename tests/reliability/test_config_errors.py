@@ -144,6 +144,16 @@ WRONG_VALUES = [
         id="unknown-lr-schedule-interval",
     ),
     pytest.param(
+        ["--valid_epochs=minima"],
+        ["valid_epochs='minima'", "'cosine_minima'"],
+        id="unknown-validation-schedule",
+    ),
+    pytest.param(
+        ["--valid_epochs=cosine_minima", "--lr_schedule_interval=step"],
+        ["valid_epochs: cosine_minima", "lr_schedule_interval='step'", "valid_epochs_period"],
+        id="cosine-minima-on-a-per-step-schedule",
+    ),
+    pytest.param(
         ["--freeze_ssl=maybe"],
         ["freeze_ssl"],
         id="freeze-ssl-not-a-bool",
