@@ -52,11 +52,11 @@ def top_level_nulls(text):
     return re.findall(r"^([A-Za-z_]\w*):\s*null\b", text, re.M)
 
 
-#: null keys that are data locations or official settings, not switches: a
-#: path overrides a null scalar, and lr_scheduler: null is the release's
-#: constant learning rate.
+#: null keys whose value is a scalar (a path or a number overrides a null
+#: scalar: data locations, valid_epochs_period from the scheduler), or an
+#: official setting (lr_scheduler: null is the release's constant learning rate).
 NULL_ALLOWED = {"asvspoof2021_la_folder", "asvspoof2021_df_folder", "in_the_wild_folder",
-                "noise_csv", "rir_csv", "lr_scheduler"}
+                "noise_csv", "rir_csv", "lr_scheduler", "valid_epochs_period"}
 
 
 @pytest.mark.parametrize("yaml_path", sorted((ROOT / "hparams").glob("*.yaml")), ids=lambda p: p.name)

@@ -78,7 +78,7 @@ CONFIG_ERRORS = [
     ),
     pytest.param(
         {"valid_augmented": True, "waveform_augment": None},
-        ["valid_augmented: True", "waveform_augment", "null"],
+        ["valid_augmented: True", "RawBoost", "rawboost_algo: 0"],
         id="augmented-pass-without-augmentation",
     ),
     pytest.param(
