@@ -36,10 +36,12 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_nes2net.evaluation.files import read_decision
 from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
+from speechbrain_nes2net.training.config import (
+    check_run_options,
+)
 from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
 from speechbrain_nes2net.training.recipe import (
     TestSet,
-    check_run_options,
     finish_distributed,
 )
 

@@ -29,17 +29,19 @@ from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
 from speechbrain_nes2net.manifest import attacks_of
 from speechbrain_nes2net.pretrained.export import export_run
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
-from speechbrain_nes2net.training.recipe import (
-    augmented_valid_dataset,
+from speechbrain_nes2net.training.config import (
     check_recipe_config,
     check_run_options,
+)
+from speechbrain_nes2net.training.recipe import (
+    augmented_valid_dataset,
     dev_set,
     finish_distributed,
     fit_run_decision,
     manifest_for,
     prepare_corpora,
-    test_sets,
-    test_summary,
+    run_summary,
+    scored_test_sets,
     train_valid_datasets,
 )
 
@@ -61,7 +63,7 @@ def main(argv):
     manifests = prepare_corpora(hparams)
     train_set, valid_set = train_valid_datasets(hparams, manifests)
     augmented_valid_set = augmented_valid_dataset(hparams, manifests)  # valid_augmented: True
-    tests = test_sets(hparams, manifests)
+    tests = scored_test_sets(hparams, manifests)
 
     brain = AntiSpoofBrain(
         modules=hparams["modules"],
@@ -107,7 +109,7 @@ def main(argv):
             print(note)
         # The test EER lines come last: the run's summary.
         seen = attacks_of(manifest_for(manifests, hparams["train_data"], "train_data"))
-        for line in test_summary(hparams["output_folder"], tests, seen, debug=brain.debug):
+        for line in run_summary(hparams["output_folder"], tests, seen, debug=brain.debug):
             print(line)
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from brains import demo_brain, fit
+
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import ruamel.yaml
-import yaml
 import torch
 import transformers
+import yaml
 
 from speechbrain_nes2net.lobes.nes2net import Nes2NetX
 from speechbrain_nes2net.manifest import read_manifest
@@ -34,9 +34,9 @@ from speechbrain_nes2net.official.frontend import (
     official_state_dict_from_hf,
 )
 from speechbrain_nes2net.pretrained.export import export_run
-from speechbrain_nes2net.training.checkpoints import select_checkpoints
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.pretrained.yaml_spec import ExportError, ModuleSpec
+from speechbrain_nes2net.training.checkpoints import select_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "data" / "official_nes2net"

@@ -17,13 +17,17 @@ from speechbrain.inference.interfaces import foreign_class
 
 from data_prep.demo_prepare import speech_like
 from speechbrain_nes2net.audio import load_audio
+from speechbrain_nes2net.evaluation.calibration import (
+    DecisionRule,
+    ScoreCalibration,
+    decision_from_dev,
+)
 from speechbrain_nes2net.lobes.pooling import frame_mask
 from speechbrain_nes2net.lobes.ssl import (
     SSLFrontend,
     make_tiny_ssl_model,
     ssl_frame_lengths,
 )
-from speechbrain_nes2net.evaluation.calibration import DecisionRule, ScoreCalibration, decision_from_dev
 from speechbrain_nes2net.pretrained.export import write_export
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.pretrained.modules import (

@@ -59,7 +59,7 @@ def test_demo_end_to_end_writes_scores_metrics_and_report(demo_run):
     scores = read_scores(out / "scores" / "demo_test_scores.txt")
     assert len(scores) == 16 and all(k.startswith("demo_test_") for k in scores)
     report = json.loads((out / "scores" / "demo_test_report.json").read_text())
-    assert set(report["breakdowns"]["attack"]) == {"A01", "A02"}
+    assert set(report["breakdowns"]["attack"]) == {"A01", "A02", "A03", "A04"}
     assert logged_epochs(out / "train_log.txt") == [1, 2]
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechbrain_nes2net.lobes.ssl import SSL_TYPES, SSLFrontend, make_tiny_ssl_model, ssl_dim, ssl_num_states
+from speechbrain_nes2net.lobes.ssl import (
+    SSL_TYPES,
+    SSLFrontend,
+    make_tiny_ssl_model,
+    ssl_dim,
+    ssl_num_states,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

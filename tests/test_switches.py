@@ -19,8 +19,10 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
-from speechbrain_nes2net.training.recipe import (
+from speechbrain_nes2net.training.config import (
     RecipeConfigError,
+)
+from speechbrain_nes2net.training.recipe import (
     batch_augmentation,
     feature_cache,
     tensorboard_logger,

@@ -19,13 +19,15 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
-from speechbrain_nes2net.training.recipe import (
+from speechbrain_nes2net.training.config import (
     RecipeConfigError,
-    augmented_valid_dataset,
     check_recipe_config,
     cosine_minima,
-    prepare_corpora,
     validates,
+)
+from speechbrain_nes2net.training.recipe import (
+    augmented_valid_dataset,
+    prepare_corpora,
 )
 
 # ------------------------------------------------------------ valid_epochs

@@ -16,7 +16,7 @@ epochs.
 
 Validation (loss, EER, minDCF) runs after the epochs ``valid_epochs`` names:
 ``all``, or ``cosine_minima``, the CtrSVDD release's epochs around the minima
-of its restarting cosine (:func:`~speechbrain_nes2net.training.recipe.cosine_minima`),
+of its restarting cosine (:func:`~speechbrain_nes2net.training.config.cosine_minima`),
 from epoch ``valid_start_epoch`` on.
 Every epoch ends with a checkpoint, so that a run resumes anywhere; only the
 checkpoints of validated epochs are selection candidates (their meta data
@@ -55,13 +55,15 @@ from speechbrain_nes2net.training.checkpoints import (
     load_checkpoint_average,
     select_checkpoints,
 )
-from speechbrain_nes2net.training.recipe import (
+from speechbrain_nes2net.training.config import (
     RecipeConfigError,
+    schedules_whole_run,
+    validates,
+)
+from speechbrain_nes2net.training.recipe import (
     batch_augmentation,
     feature_cache,
-    schedules_whole_run,
     tensorboard_logger,
-    validates,
     waveform_augmentation,
 )
 

@@ -33,16 +33,14 @@ import torch
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_nes2net.evaluation.files import fit_decision, write_decision
+from speechbrain_nes2net.training.config import RecipeConfigError
 from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
 from speechbrain_nes2net.training.feature_cache import (
-    DTYPES,
     FeatureCache,
     model_fingerprint,
 )
 
 logger = logging.getLogger(__name__)
-
-TEST_SET_KEYS = {"data", "eval_samples", "report"}
 
 
 @dataclass
@@ -53,101 +51,6 @@ class TestSet:
     dataset: object
     manifest: str
     report: dict = field(default_factory=dict)
-
-
-class RecipeConfigError(ValueError):
-    """A recipe YAML that cannot work, with what to fix."""
-
-
-#: Validation statistics; ``aug_<name>`` is the same statistic on the
-#: augmented dev pass (``valid_augmented``).
-STATISTICS = ("EER", "minDCF", "loss")
-#: Keys with a fixed set of values.
-CHOICES = {
-    "selection_metric": STATISTICS + tuple(f"aug_{name}" for name in STATISTICS),
-    "lr_schedule_interval": ("epoch", "step"),
-    "valid_epochs": ("all", "cosine_minima"),
-    "selection_candidates": ("validated", "either_loss_improves"),
-    "feature_cache_dtype": tuple(DTYPES),
-}
-#: Keys that must be true or false.
-BOOLEANS = ("freeze_ssl", "train_random_crop", "valid_augmented", "tensorboard")
-#: Keys that must be whole numbers >= 0 (null allowed where the key is optional).
-COUNTS = (
-    "number_of_epochs", "ssl_frozen_epochs", "train_samples", "valid_samples", "valid_start_epoch",
-    "eval_min_samples", "keep_checkpoints", "average_checkpoints", "ssl_dim", "ssl_layers",
-)
-#: Keys that must be positive numbers (null allowed where the key is optional).
-POSITIVE_NUMBERS = ("lr_backend", "lr_ssl", "eval_window_seconds")
-
-
-def check_recipe_config(hparams):
-    """Catches configuration mistakes before any data or model work.
-
-    Arguments
-    ---------
-    hparams : dict
-        The loaded recipe YAML.
-
-    Raises
-    ------
-    RecipeConfigError
-        Naming the key and what is expected.
-    """
-    _check_values(hparams)
-    _check_ssl_shape(hparams)
-    preparation = hparams.get("data_preparation")
-    if not isinstance(preparation, dict) or not preparation:
-        raise RecipeConfigError(
-            "data_preparation must map corpus names to !name: prepare functions"
-        )
-    for key in ("train_data", "valid_data"):
-        _check_reference(hparams, key, hparams.get(key), preparation)
-    for name, spec in (hparams.get("test_sets") or {}).items():
-        if not isinstance(spec, dict) or "data" not in spec:
-            raise RecipeConfigError(
-                f"test_sets.{name} must be a mapping with a 'data: <corpus>/<split>' entry"
-            )
-        unknown = set(spec) - TEST_SET_KEYS
-        if unknown:
-            raise RecipeConfigError(
-                f"test_sets.{name} has unknown keys {sorted(unknown)}; "
-                f"allowed: {sorted(TEST_SET_KEYS)}"
-            )
-        _check_reference(hparams, f"test_sets.{name}.data", spec["data"], preparation)
-        if spec.get("eval_samples") is not None:
-            _check_count(f"test_sets.{name}.eval_samples", spec["eval_samples"])
-        report = spec.get("report")
-        if report is not None and not (isinstance(report, dict) and "corpus" in report):
-            raise RecipeConfigError(
-                f"test_sets.{name}.report must be a mapping with a 'corpus' entry "
-                "(and that corpus' report options)"
-            )
-
-
-def check_run_options(run_opts):
-    """Catches run options this machine cannot honour, before any model is built.
-
-    Arguments
-    ---------
-    run_opts : dict
-        SpeechBrain's run options (``sb.parse_arguments``).
-
-    Raises
-    ------
-    RecipeConfigError
-        For a CUDA ``--device`` on a machine where torch sees no GPU.
-
-    Example
-    -------
-    >>> check_run_options({"device": "cpu"})
-    """
-    device = str(run_opts.get("device") or "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RecipeConfigError(
-            f"--device={device} but torch sees no CUDA device on this machine "
-            "(torch.cuda.is_available() is False); use --device=cpu"
-        )
 
 
 def finish_distributed():
@@ -165,233 +68,6 @@ def finish_distributed():
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-
-
-def _check_values(hparams):
-    """Types and ranges of the scalar settings, named key by key."""
-    for key, allowed in CHOICES.items():
-        if key in hparams and hparams[key] not in allowed:
-            raise RecipeConfigError(f"{key}={hparams[key]!r} must be one of {list(allowed)}")
-    for key in BOOLEANS:
-        if key in hparams and not isinstance(hparams[key], bool):
-            raise RecipeConfigError(f"{key}={hparams[key]!r} must be True or False")
-    for key in COUNTS:
-        if hparams.get(key) is not None:
-            _check_count(key, hparams[key])
-    for key in POSITIVE_NUMBERS:
-        value = hparams.get(key)
-        if value is not None and not (_is_number(value) and value > 0):
-            raise RecipeConfigError(f"{key}={value!r} must be a positive number")
-    schedules_whole_run(hparams.get("lr_scheduler"), hparams.get("lr_schedule_interval", "epoch"))
-    valid_epochs_period(hparams)
-    _check_selection(hparams)
-    fraction = hparams.get("max_failed_fraction")
-    if fraction is not None and not (_is_number(fraction) and 0 <= fraction <= 1):
-        raise RecipeConfigError(f"max_failed_fraction={fraction!r} must be a number in [0, 1]")
-
-
-def schedules_whole_run(scheduler_factory, interval):
-    """Whether ``lr_scheduler`` has ``T_max: null``: annealing over the whole run.
-
-    ``T_max: null`` counts the run's optimiser steps (number_of_epochs x
-    steps per epoch, known once the training loader exists), so it needs
-    ``lr_schedule_interval: step``.
-
-    Raises
-    ------
-    RecipeConfigError
-        ``T_max: null`` with another interval.
-    """
-    if getattr(scheduler_factory, "keywords", {}).get("T_max", 0) is not None:
-        return False
-    if interval != "step":
-        raise RecipeConfigError(
-            "lr_scheduler has T_max: null (the whole run in optimiser steps), which needs "
-            f"lr_schedule_interval: step, not {interval!r}"
-        )
-    return True
-
-
-def cosine_minima(epoch, period):
-    """Whether the CtrSVDD release validates after ``epoch``: its ``check_condition``.
-
-    The release (``train.py``, ``check_condition(i, m)`` with ``m`` the
-    cosine's ``T_max``) validates after epoch 1 and after the three epochs
-    around each minimum of the restarting cosine, ``(epoch - m) % 2m`` in
-    ``{2m - 1, 0, 1}``, from epoch 2m + 2 on (not around the first minimum).
-
-    Arguments
-    ---------
-    epoch : int
-        Epoch number, from 1.
-    period : int
-        The cosine's ``T_max`` in epochs (half its period).
-
-    Returns
-    -------
-    bool
-
-    Example
-    -------
-    >>> [epoch for epoch in range(1, 76) if cosine_minima(epoch, 5)]
-    [1, 14, 15, 16, 24, 25, 26, 34, 35, 36, 44, 45, 46, 54, 55, 56, 64, 65, 66, 74, 75]
-    """
-    m = period
-    return epoch == 1 or (epoch > 2 * m + 1 and (epoch - m) % (2 * m) in (2 * m - 1, 0, 1))
-
-
-def valid_epochs_period(hparams):
-    """The period of ``valid_epochs: cosine_minima``, or None for ``all``.
-
-    ``valid_epochs_period`` when set, else the ``T_max`` of ``lr_scheduler``
-    (which must then count epochs: ``lr_schedule_interval: epoch``).
-
-    Arguments
-    ---------
-    hparams : dict or namespace
-        The recipe's hyperparameters.
-
-    Returns
-    -------
-    int or None
-
-    Raises
-    ------
-    RecipeConfigError
-        When neither gives a whole number of epochs >= 1.
-
-    Example
-    -------
-    >>> from functools import partial
-    >>> from torch.optim.lr_scheduler import CosineAnnealingLR
-    >>> valid_epochs_period({"valid_epochs": "cosine_minima",
-    ...                      "lr_scheduler": partial(CosineAnnealingLR, T_max=5)})
-    5
-    """
-    get = _getter(hparams)
-    if get("valid_epochs", "all") != "cosine_minima":
-        return None
-    period = get("valid_epochs_period")
-    if period is not None:
-        if not (isinstance(period, int) and not isinstance(period, bool) and period >= 1):
-            raise RecipeConfigError(
-                f"valid_epochs_period={period!r} must be a whole number of epochs >= 1"
-            )
-        return period
-    t_max = getattr(get("lr_scheduler"), "keywords", {}).get("T_max")
-    interval = get("lr_schedule_interval", "epoch")
-    whole_epochs = isinstance(t_max, int) and not isinstance(t_max, bool) and t_max >= 1
-    if not whole_epochs or interval != "epoch":
-        raise RecipeConfigError(
-            "valid_epochs: cosine_minima validates around the minima of a cosine schedule "
-            "stepped per epoch, and takes its period from lr_scheduler's T_max; this recipe has "
-            f"T_max={t_max!r} with lr_schedule_interval={interval!r}. Set valid_epochs_period "
-            "(epochs) or use valid_epochs: all"
-        )
-    return t_max
-
-
-def validates(hparams, epoch):
-    """Whether the recipe validates (and may select a checkpoint) after ``epoch``.
-
-    ``valid_epochs`` (``all`` or ``cosine_minima``), from epoch
-    ``valid_start_epoch`` on (default 1; the ASVspoof 5 release starts at 11).
-
-    Arguments
-    ---------
-    hparams : dict or namespace
-        The recipe's hyperparameters (``valid_epochs``, its period,
-        ``valid_start_epoch``).
-    epoch : int
-        Epoch number, from 1.
-
-    Returns
-    -------
-    bool
-
-    Example
-    -------
-    >>> validates({"valid_epochs": "all"}, 7)
-    True
-    >>> validates({"valid_epochs": "cosine_minima", "valid_epochs_period": 2}, 8)
-    False
-    >>> validates({"valid_epochs": "all", "valid_start_epoch": 11}, 10)
-    False
-    """
-    get = _getter(hparams)
-    if epoch < (get("valid_start_epoch") or 1):
-        return False
-    period = valid_epochs_period(hparams)
-    return period is None or cosine_minima(epoch, period)
-
-
-def _getter(hparams):
-    """``get(key, default)`` on a dict or on a namespace (the Brain's hparams)."""
-    if isinstance(hparams, dict):
-        return hparams.get
-    return lambda key, default=None: getattr(hparams, key, default)
-
-
-def _check_selection(hparams):
-    """The augmented dev pass and the candidate rule need each other's settings."""
-    augmented = hparams.get("valid_augmented", False)
-    if augmented and waveform_augmentation(hparams) is None:
-        raise RecipeConfigError(
-            "valid_augmented: True scores the dev set a second time through RawBoost, "
-            "which is off (rawboost_algo: 0); set rawboost_algo or valid_augmented: False"
-        )
-    metric = hparams.get("selection_metric", "EER")
-    if str(metric).startswith("aug_") and not augmented:
-        raise RecipeConfigError(
-            f"selection_metric={metric!r} is a statistic of the augmented dev pass, which "
-            "needs valid_augmented: True"
-        )
-    candidates = hparams.get("selection_candidates", "validated")
-    if candidates == "either_loss_improves" and not augmented:
-        raise RecipeConfigError(
-            "selection_candidates: either_loss_improves compares the clean and the augmented "
-            "dev loss, which needs valid_augmented: True"
-        )
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_count(key, value):
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        raise RecipeConfigError(f"{key}={value!r} must be a whole number >= 0")
-
-
-def _check_ssl_shape(hparams):
-    """ssl_dim and ssl_layers must describe the SSL model the YAML loaded."""
-    model = getattr(getattr(hparams.get("ssl"), "ssl", None), "model", None)
-    config = getattr(model, "config", None)
-    if config is None:
-        return
-    if "ssl_dim" in hparams and hparams["ssl_dim"] != config.hidden_size:
-        raise RecipeConfigError(
-            f"ssl_dim={hparams['ssl_dim']} but the SSL model {hparams.get('ssl_source')} has "
-            f"hidden size {config.hidden_size}; set --ssl_dim={config.hidden_size}"
-        )
-    layers = config.num_hidden_layers + 1
-    if "ssl_layers" in hparams and hparams["ssl_layers"] != layers:
-        raise RecipeConfigError(
-            f"ssl_layers={hparams['ssl_layers']} but the SSL model {hparams.get('ssl_source')} "
-            f"returns {layers} hidden states ({config.num_hidden_layers} layers + their input); "
-            f"set --ssl_layers={layers}"
-        )
-
-
-def _check_reference(hparams, key, value, preparation):
-    if not isinstance(value, str) or value.count("/") != 1:
-        raise RecipeConfigError(f"{key} must be '<corpus>/<split>', got {value!r}")
-    corpus = value.split("/")[0]
-    if corpus not in preparation:
-        raise RecipeConfigError(
-            f"{key}={value!r} names corpus {corpus!r}, which is not under "
-            f"data_preparation (have: {sorted(preparation)})"
-        )
 
 
 def prepare_corpora(hparams):
@@ -524,7 +200,7 @@ def fit_run_decision(hparams, dev):
     return rule
 
 
-def test_summary(output_folder, tests, seen_attacks=(), debug=False):
+def run_summary(output_folder, tests, seen_attacks=(), debug=False):
     """The end-of-run lines of each test set: per-attack EER, the decision's rates, the EER.
 
     Per attack (from the corpus report): seen attacks (in the training data)
@@ -579,7 +255,7 @@ def test_summary(output_folder, tests, seen_attacks=(), debug=False):
     return lines
 
 
-def test_sets(hparams, manifests):
+def scored_test_sets(hparams, manifests):
     """The test sets to score, as :class:`TestSet` s.
 
     ``test_manifests`` (a list of manifest files, e.g. on the command line

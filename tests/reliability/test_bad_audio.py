@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-
 from brains import demo_brain, fit
+
 from speechbrain_nes2net.audio import AudioError, audio_info, load_audio
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
 from speechbrain_nes2net.manifest import write_manifest

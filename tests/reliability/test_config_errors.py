@@ -8,7 +8,7 @@ the recipe does not catch in time is stopped as soon as the epoch loop starts.
 
 The second group are values of the right YAML shape but the wrong type or
 range (and SSL sizes that contradict the loaded model), which
-``speechbrain_nes2net.training.recipe.check_recipe_config`` catches by key.
+``speechbrain_nes2net.training.config.check_recipe_config`` catches by key.
 """
 
 import subprocess
