@@ -35,15 +35,15 @@ from speechbrain_nes2net.training.config import (
 )
 from speechbrain_nes2net.training.recipe import (
     augmented_valid_dataset,
-    dev_set,
+    dev_sets,
     finish_distributed,
     fit_run_decision,
-    manifest_for,
     prepare_corpora,
     run_summary,
     scored_test_sets,
     train_valid_datasets,
 )
+from speechbrain_nes2net.training.sampling import parse_data_spec
 
 
 def main(argv):
@@ -81,16 +81,16 @@ def main(argv):
     )
     # The development set first: its scores fit the decision rule (calibrated
     # threshold) that the test metrics and the exported model use.
-    dev = dev_set(hparams, manifests, valid_set)
-    for test_set in [dev] + tests:
+    devs = dev_sets(hparams, manifests, valid_set)
+    for test_set in devs + tests:
         brain.test_set = test_set
         brain.evaluate(
             test_set.dataset,
             min_key=brain.selection_metric,
             test_loader_kwargs=dict(hparams["eval_dataloader_options"]),
         )
-        if test_set is dev and sb.utils.distributed.if_main_process():
-            brain.decision = fit_run_decision(hparams, dev)
+        if test_set is devs[-1] and sb.utils.distributed.if_main_process():
+            brain.decision = fit_run_decision(hparams, devs)
 
     main_process = sb.utils.distributed.if_main_process()
     finish_distributed()
@@ -108,7 +108,10 @@ def main(argv):
         if note and any(test_set.report for test_set in tests):
             print(note)
         # The test EER lines come last: the run's summary.
-        seen = attacks_of(manifest_for(manifests, hparams["train_data"], "train_data"))
+        seen = set().union(*(  # the attacks of the corpora trained on
+            attacks_of(manifests[reference])
+            for reference in parse_data_spec(hparams["train_data"]) if reference in manifests
+        ))  # fmt: skip
         for line in run_summary(hparams["output_folder"], tests, seen, debug=brain.debug):
             print(line)
 

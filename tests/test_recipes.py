@@ -177,6 +177,7 @@ YAML_CORPORA = {
     "nes2net_x_partialspoof.yaml": "partialspoof",
     "nes2net_x_custom.yaml": "custom",
     "nes2net_x_hubert_ctrsvdd.yaml": "ctrsvdd",
+    "nes2net_x_multi.yaml": "multi",
 }
 
 
@@ -263,6 +264,11 @@ def small_corpus_args(yaml_name, tmp_path):
     """The command-line arguments that point ``yaml_name`` at a small corpus in its real layout."""
     if YAML_CORPORA[yaml_name] == "custom":
         return [f"--data_folder={build_custom_tree(tmp_path / 'corpus')}", "--split_seed=3"]
+    if YAML_CORPORA[yaml_name] == "multi":  # two of its three corpora
+        ctrsvdd = BUILDERS["ctrsvdd"](tmp_path / "ctrsvdd")
+        add_training_split(ctrsvdd, "dev", "train")
+        la = BUILDERS["asvspoof2019"](tmp_path / "la")
+        return [f"--ctrsvdd_folder={ctrsvdd.root}", f"--asvspoof2019_folder={la.root}"]
     corpus = BUILDERS[YAML_CORPORA[yaml_name]](tmp_path / "corpus")
     if corpus.name == "ctrsvdd":
         add_training_split(corpus, "dev", "train")

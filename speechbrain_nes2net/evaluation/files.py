@@ -215,7 +215,7 @@ def load_segment_scores(path):
 
 
 def score_summary(records, decision=None):
-    """EER, minDCF and class counts of (id, score, label) records.
+    """EER, minDCF and class counts of (id, score, label[, ...]) records.
 
     With a :class:`~speechbrain_nes2net.evaluation.calibration.DecisionRule`,
     also the error rates of its decisions (:func:`decision_rates`). With one
@@ -229,8 +229,8 @@ def score_summary(records, decision=None):
     >>> summary["eer"], summary["n_bonafide"], summary["n_spoof"]
     (0.5, 2, 2)
     """
-    bonafide = [score for _, score, label in records if label == 1]
-    spoof = [score for _, score, label in records if label == 0]
+    bonafide = [record[1] for record in records if record[2] == 1]
+    spoof = [record[1] for record in records if record[2] == 0]
     summary = {"n_bonafide": len(bonafide), "n_spoof": len(spoof)}
     if decision is not None:
         summary.update(decision_rates(decision, bonafide, spoof))
@@ -285,30 +285,43 @@ def decision_rates(decision, bonafide, spoof):
     }
 
 
-def fit_decision(scores_path, manifest_path, prior=0.5):
-    """The decision rule fitted on a development set's score file, and its rates there.
+def fit_decision(scores_paths, manifest_paths, prior=0.5):
+    """The decision rule fitted on development score files, and its rates there.
 
     Arguments
     ---------
-    scores_path : str or Path
-        ``ID score`` lines of the development set.
-    manifest_path : str or Path
-        Its manifest (labels).
+    scores_paths : str, Path or list of them
+        ``ID score`` lines of the development set(s).
+    manifest_paths : str, Path or list of them
+        Their manifests (labels), in the same order.
     prior : float
         Bona fide prior of the decision.
 
     Returns
     -------
     (DecisionRule, dict)
-        The rule (see :func:`~speechbrain_nes2net.evaluation.calibration.decision_from_dev`)
-        and :func:`decision_rates` on the development set.
+        The rule (see :func:`~speechbrain_nes2net.evaluation.calibration.decision_from_dev`),
+        fitted on the sets' scores pooled, and :func:`decision_rates` on them.
+    """
+    if isinstance(scores_paths, (str, Path)):
+        scores_paths, manifest_paths = [scores_paths], [manifest_paths]
+    parts = [class_scores(path, manifest) for path, manifest in zip(scores_paths, manifest_paths)]
+    bona = np.concatenate([b for b, _ in parts])
+    spoof = np.concatenate([s for _, s in parts])
+    rule = decision_from_dev(bona, spoof, prior)
+    return rule, decision_rates(rule, bona, spoof)
+
+
+def class_scores(scores_path, manifest_path):
+    """The bona fide and the spoof scores of a score file, labelled by its manifest.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
     """
     scores = read_scores(scores_path)
     labels = read_manifest(manifest_path).set_index("ID")["label"].reindex(scores.index)
-    bona = scores[labels == "bonafide"].to_numpy()
-    spoof = scores[labels == "spoof"].to_numpy()
-    rule = decision_from_dev(bona, spoof, prior)
-    return rule, decision_rates(rule, bona, spoof)
+    return scores[labels == "bonafide"].to_numpy(), scores[labels == "spoof"].to_numpy()
 
 
 #: File of a training run holding its decision rule and development statistics.
@@ -357,7 +370,7 @@ def write_test_outputs(folder, name, records, summary, failures=()):
     scores_path = folder / f"{name}_scores.txt"
     tmp = scores_path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
-        for utt_id, score, _ in sorted(records):
+        for utt_id, score, *_ in sorted(records):
             handle.write(f"{utt_id} {score:.6f}\n")
     os.replace(tmp, scores_path)
     failed_path = folder / f"{name}_failed.csv"

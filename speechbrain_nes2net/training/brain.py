@@ -35,11 +35,13 @@ Authors
  * speechbrain-nes2net contributors
 """
 
+import csv
 import logging
 from pathlib import Path
 
 import speechbrain as sb
 import torch
+from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataloader import LoopedLoader
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -61,6 +63,7 @@ from speechbrain_nes2net.training.config import (
     validates,
 )
 from speechbrain_nes2net.training.recipe import (
+    CorpusMixture,
     batch_augmentation,
     feature_cache,
     tensorboard_logger,
@@ -141,6 +144,7 @@ class AntiSpoofBrain(sb.Brain):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.mixture = None  # the CorpusMixture of a multi-corpus training set
         hparams = vars(self.hparams)
         self.feature_cache = feature_cache(hparams)
         self.tensorboard_logger = tensorboard_logger(hparams)
@@ -244,15 +248,13 @@ class AntiSpoofBrain(sb.Brain):
             # Nothing to learn from, but every parameter stays in the graph (DDP).
             loss = logits.sum() * 0.0
         if stage != sb.Stage.TRAIN:
-            keep = usable.cpu().tolist()
+            scores = bonafide_scores(logits).float().cpu().tolist()
+            records = zip(batch.id, scores, labels.cpu().tolist(), batch.corpus)
             self.score_records.extend(
-                record
-                for record, ok in zip(
-                    zip(batch.id, bonafide_scores(logits).float().cpu().tolist(), labels.cpu().tolist()),
-                    keep,
-                )
-                if ok
+                record for record, ok in zip(records, usable.cpu().tolist()) if ok
             )
+        elif self.mixture is not None:
+            self.drawn.extend(zip(batch.id, batch.corpus))
         return loss
 
     def _record_failures(self, batch, usable, stage):
@@ -525,7 +527,19 @@ class AntiSpoofBrain(sb.Brain):
             )
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        """Shards validation and test sets over the DDP processes."""
+        """Shards validation and test sets over the DDP processes; draws corpus mixtures.
+
+        A training :class:`~speechbrain_nes2net.training.recipe.CorpusMixture`
+        is read in the order its sampler draws (SpeechBrain calls the
+        sampler's ``set_epoch`` every epoch, and under DDP hands each process
+        every ``world_size``-th position of the draw).
+        """
+        if isinstance(dataset, torch.utils.data.ConcatDataset):
+            loader_kwargs = dict(loader_kwargs, collate_fn=PaddedBatch)
+        if stage == sb.Stage.TRAIN and isinstance(dataset, CorpusMixture):
+            self.mixture = dataset
+            self.train_sampler = dataset.sampler
+            loader_kwargs = dict(loader_kwargs, sampler=dataset.sampler, shuffle=False)
         if stage != sb.Stage.TRAIN and self.distributed_launch and "sampler" not in loader_kwargs:
             rank, world = _world()
             loader_kwargs = dict(loader_kwargs, sampler=ShardSampler(dataset, rank, world))
@@ -572,6 +586,7 @@ class AntiSpoofBrain(sb.Brain):
     def on_stage_start(self, stage, epoch=None):
         """Resets the score records and failure counts of a stage."""
         self.score_records = []
+        self.drawn = []  # (ID, corpus) of the utterances a mixture epoch trained on
         self.failures = []
         self.utterances_seen = 0
         cache = self.feature_cache
@@ -593,6 +608,8 @@ class AntiSpoofBrain(sb.Brain):
                     epoch, len(self.failures), self.utterances_seen,
                 )
             self._check_failure_rate(final=True)
+            if self.mixture is not None:
+                self._record_mixture_epoch(epoch)
             if getattr(self.hparams, "lr_schedule_interval", "epoch") == "epoch":
                 self._step_schedulers()
             return
@@ -602,6 +619,8 @@ class AntiSpoofBrain(sb.Brain):
         summary = score_summary(records, decision)
         summary["n_failed"] = len(failures)
         stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
+        if stage == sb.Stage.VALID:
+            stats.update(self._per_corpus_stats(records, stats))
         if stage == sb.Stage.VALID and getattr(self, "valid_pass", "clean") == "augmented":
             self.augmented_stats = {f"aug_{name}": value for name, value in stats.items()}
             return
@@ -630,6 +649,51 @@ class AntiSpoofBrain(sb.Brain):
                     # A debug run scores a few batches: the rest is left out and counted.
                     allow_missing = bool(failures) or self.debug
                     write_corpus_report(folder, name, scores_path, test_set, allow_missing)
+
+    def _per_corpus_stats(self, records, pooled):
+        """EER and minDCF of each validation corpus, when there are several.
+
+        ``valid_pooling: worst`` makes the selection statistics (``EER``,
+        ``minDCF``) those of the worst corpus instead of the pooled ones; the
+        pooled values are kept as ``EER_pooled`` / ``minDCF_pooled``.
+        """
+        corpora = sorted({record[3] for record in records})
+        if len(corpora) < 2:
+            return {}
+        stats = {}
+        for corpus in corpora:
+            summary = score_summary([r for r in records if r[3] == corpus])
+            stats[f"EER_{corpus}"] = 100 * summary["eer"]
+            stats[f"minDCF_{corpus}"] = summary["min_dcf"]
+        if getattr(self.hparams, "valid_pooling", "pooled") == "worst":
+            stats["EER_pooled"], stats["minDCF_pooled"] = pooled["EER"], pooled["minDCF"]
+            stats["EER"] = max(stats[f"EER_{c}"] for c in corpora)
+            stats["minDCF"] = max(stats[f"minDCF_{c}"] for c in corpora)
+        return stats
+
+    def _record_mixture_epoch(self, epoch):
+        """Logs the epoch's draw per corpus; writes who trained on what (``mixture/epoch_N.csv``)."""
+        rank, world = _world()
+        drawn = [(utt, corpus, rank) for utt, corpus in self.drawn]
+        if world > 1:
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, drawn)
+            drawn = [row for part in gathered for row in part]
+        if not sb.utils.distributed.if_main_process():
+            return
+        counts = {name: 0 for name in self.mixture.names}
+        for _, corpus, _ in drawn:
+            counts[corpus] += 1
+        logger.info(
+            "Epoch %s trained on %s", epoch,
+            ", ".join(f"{count} utterances of {name}" for name, count in counts.items()),
+        )
+        folder = Path(self.hparams.output_folder) / "mixture"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"epoch_{epoch}.csv", "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["ID", "corpus", "process"])
+            writer.writerows(drawn)
 
     def _log_stats(self, **stats):
         """Logs to the train log and, when configured, to TensorBoard."""

@@ -14,6 +14,7 @@ Authors
 import torch
 
 from speechbrain_nes2net.training.feature_cache import DTYPES
+from speechbrain_nes2net.training.sampling import parse_data_spec
 
 TEST_SET_KEYS = {"data", "eval_samples", "report"}
 
@@ -73,7 +74,16 @@ def check_recipe_config(hparams):
             "data_preparation must map corpus names to !name: prepare functions"
         )
     for key in ("train_data", "valid_data"):
-        _check_reference(hparams, key, hparams.get(key), preparation)
+        try:
+            references = parse_data_spec(hparams.get(key), key)
+        except ValueError as err:
+            raise RecipeConfigError(str(err)) from None
+        for reference in references:
+            _check_reference(hparams, key, reference, preparation)
+    if hparams.get("valid_pooling", "pooled") not in ("pooled", "worst"):
+        raise RecipeConfigError(
+            f"valid_pooling={hparams['valid_pooling']!r} must be 'pooled' or 'worst'"
+        )
     for name, spec in (hparams.get("test_sets") or {}).items():
         if not isinstance(spec, dict) or "data" not in spec:
             raise RecipeConfigError(

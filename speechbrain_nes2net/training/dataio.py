@@ -106,7 +106,7 @@ def label_pipeline(label):
     return torch.tensor([LABEL_IDS[label]])
 
 
-def manifest_dataset(path, pipeline, sort_by_duration=False):
+def manifest_dataset(path, pipeline, sort_by_duration=False, corpus=""):
     """Reads a manifest into a :class:`DynamicItemDataset` with our pipelines.
 
     Arguments
@@ -118,19 +118,25 @@ def manifest_dataset(path, pipeline, sort_by_duration=False):
     sort_by_duration : bool
         Order the utterances longest first, for evaluation batches with little
         padding.
+    corpus : str
+        The ``<corpus>/<split>`` the manifest is (each item's ``corpus``;
+        several corpora train and validate together, see
+        :mod:`speechbrain_nes2net.training.sampling`).
 
     Returns
     -------
     DynamicItemDataset
         Items with ``id``, ``sig``, ``audio_error``, ``label_id``, ``label``,
-        ``attack``.
+        ``attack``, ``corpus``.
     """
     frame = read_manifest(path)
     records = frame.set_index("ID").to_dict(orient="index")
+    for record in records.values():
+        record["corpus"] = corpus
     dataset = DynamicItemDataset(records)
     dataset.add_dynamic_item(pipeline)
     dataset.add_dynamic_item(label_pipeline)
-    dataset.set_output_keys(["id", "sig", "audio_error", "label_id", "label", "attack"])
+    dataset.set_output_keys(["id", "sig", "audio_error", "label_id", "label", "attack", "corpus"])
     if sort_by_duration:
         dataset = dataset.filtered_sorted(sort_key="duration", reverse=True)
     return dataset

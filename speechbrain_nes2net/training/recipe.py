@@ -32,13 +32,19 @@ from pathlib import Path
 import torch
 from speechbrain.utils.distributed import run_on_main
 
-from speechbrain_nes2net.evaluation.files import fit_decision, write_decision
+from speechbrain_nes2net.evaluation.files import (
+    class_scores,
+    decision_rates,
+    fit_decision,
+    write_decision,
+)
 from speechbrain_nes2net.training.config import RecipeConfigError
 from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
 from speechbrain_nes2net.training.feature_cache import (
     FeatureCache,
     model_fingerprint,
 )
+from speechbrain_nes2net.training.sampling import CorpusMixtureSampler, parse_data_spec
 
 logger = logging.getLogger(__name__)
 
@@ -100,24 +106,87 @@ def manifest_for(manifests, reference, what):
     return manifests[reference]
 
 
+class CorpusMixture(torch.utils.data.ConcatDataset):
+    """Several corpora concatenated; ``sampler`` draws each epoch of them by weight.
+
+    Arguments
+    ---------
+    datasets : list of Dataset
+        One dataset per corpus.
+    names : list of str
+        Their ``<corpus>/<split>`` names.
+    sampler : CorpusMixtureSampler, optional
+        The training draw (None for validation: every utterance once).
+    """
+
+    def __init__(self, datasets, names, sampler=None):
+        super().__init__(datasets)
+        self.names = list(names)
+        self.sampler = sampler
+
+
+def corpus_datasets(hparams, manifests, key, pipeline, sort_by_duration=False, mixture=False):
+    """The dataset of ``train_data`` / ``valid_data``: one corpus, or several concatenated.
+
+    Several entries (see :func:`~speechbrain_nes2net.training.sampling.parse_data_spec`)
+    give a :class:`CorpusMixture` (entries of corpora whose ``data_folder``
+    is null are left out); for training (``mixture``) with the sampler of
+    ``mixture_epoch_length``, ``mixture_replacement`` and ``seed``.
+    """
+    spec = parse_data_spec(hparams[key], key)
+    if len(spec) > 1:
+        # A mixture leaves out the corpora whose data_folder is null.
+        prepared = {reference.split("/")[0] for reference in manifests}
+        for reference in [r for r in spec if r.split("/")[0] not in prepared]:
+            logger.info("%s: %s left out, its corpus is not set", key, reference)
+            del spec[reference]
+        if not spec:
+            raise RecipeConfigError(f"{key}: none of its corpora is set (give their data folders)")
+    datasets = [
+        manifest_dataset(
+            manifest_for(manifests, reference, key), pipeline(), sort_by_duration, corpus=reference
+        )
+        for reference in spec
+    ]
+    if len(datasets) == 1:
+        return datasets[0]
+    sampler = None
+    if mixture:
+        sampler = CorpusMixtureSampler(
+            [len(dataset) for dataset in datasets],
+            list(spec.values()),
+            epoch_length=hparams.get("mixture_epoch_length"),
+            replacement=hparams.get("mixture_replacement", False),
+            seed=hparams.get("seed", 0),
+        )
+        counts = ", ".join(f"{name} {count}" for name, count in zip(spec, sampler.counts()))
+        logger.info(
+            "Training on a mixture of %d corpora, %d utterances an epoch: %s",
+            len(datasets), len(sampler), counts,
+        )
+    return CorpusMixture(datasets, list(spec), sampler)
+
+
 def train_valid_datasets(hparams, manifests):
-    """The training (cropped, augmented) and validation datasets."""
+    """The training (cropped, augmented) and validation datasets (one corpus or a mixture)."""
     augment = waveform_augmentation(hparams)
     if augment is not None:
         logger.info("Training utterances are augmented: %r", augment)
-    train = manifest_dataset(
-        manifest_for(manifests, hparams["train_data"], "train_data"),
-        audio_pipeline(
+    train = corpus_datasets(
+        hparams, manifests, "train_data", mixture=True,
+        pipeline=lambda: audio_pipeline(
             num_samples=hparams["train_samples"],
             random_crop=hparams.get("train_random_crop", True),
             augment=augment,
         ),
-    )
-    valid = eval_dataset(
-        hparams,
-        manifest_for(manifests, hparams["valid_data"], "valid_data"),
-        hparams.get("valid_samples"),
-    )
+    )  # fmt: skip
+    samples = hparams.get("valid_samples")
+    valid = corpus_datasets(
+        hparams, manifests, "valid_data", sort_by_duration=samples is None,
+        pipeline=lambda: audio_pipeline(
+            num_samples=samples, min_samples=hparams.get("eval_min_samples", 0)
+        ),
+    )  # fmt: skip
     return train, valid
 
 
@@ -131,15 +200,14 @@ def augmented_valid_dataset(hparams, manifests):
     if not hparams.get("valid_augmented", False):
         return None
     samples = hparams.get("valid_samples")
-    return manifest_dataset(
-        manifest_for(manifests, hparams["valid_data"], "valid_data"),
-        audio_pipeline(
+    return corpus_datasets(
+        hparams, manifests, "valid_data", sort_by_duration=samples is None,
+        pipeline=lambda: audio_pipeline(
             num_samples=samples,
             min_samples=hparams.get("eval_min_samples", 0),
             augment=waveform_augmentation(hparams),
         ),
-        sort_by_duration=samples is None,
-    )
+    )  # fmt: skip
 
 
 def eval_dataset(hparams, manifest, eval_samples=None):
@@ -154,29 +222,39 @@ def eval_dataset(hparams, manifest, eval_samples=None):
     )
 
 
-def dev_set(hparams, manifests, dataset):
-    """The development set, scored after training like a test set (named after ``valid_data``).
+def dev_sets(hparams, manifests, dataset):
+    """The development set(s), scored after training like test sets.
 
-    Its scores fit the decision rule the trained model ships
-    (:func:`fit_run_decision`).
+    One per ``valid_data`` corpus, named ``<corpus>_<split>``; their scores
+    fit the decision rule the trained model ships (:func:`fit_run_decision`).
     """
-    manifest = manifest_for(manifests, hparams["valid_data"], "valid_data")
-    return TestSet(hparams["valid_data"].replace("/", "_"), dataset, manifest, {"corpus": "eer"})
+    if isinstance(dataset, CorpusMixture):
+        parts = zip(dataset.names, dataset.datasets)
+    else:
+        parts = [(next(iter(parse_data_spec(hparams["valid_data"], "valid_data"))), dataset)]
+    return [
+        TestSet(
+            reference.replace("/", "_"), part, manifest_for(manifests, reference, "valid_data"),
+            {"corpus": "eer"},
+        )  # fmt: skip
+        for reference, part in parts
+    ]
 
 
-def fit_run_decision(hparams, dev):
+def fit_run_decision(hparams, devs):
     """Fits the run's decision rule on its development scores; writes ``decision.json``.
 
     The rule (a calibration and its Bayes threshold at ``decision_prior``, or a
-    documented fallback) is what an export of the run decides with; its error
-    rates on the development set go into the dev metrics file as well.
+    documented fallback) is what an export of the run decides with; with
+    several development corpora it is fitted on their scores pooled. Its error
+    rates on each development set go into that set's metrics file as well.
 
     Arguments
     ---------
     hparams : dict
         The recipe's hyperparameters (``output_folder``, ``decision_prior``).
-    dev : TestSet
-        The development set, already scored (:func:`dev_set`).
+    devs : list of TestSet
+        The development sets, already scored (:func:`dev_sets`).
 
     Returns
     -------
@@ -184,17 +262,24 @@ def fit_run_decision(hparams, dev):
     """
     scores = Path(hparams["output_folder"]) / "scores"
     rule, rates = fit_decision(
-        scores / f"{dev.name}_scores.txt", dev.manifest, hparams.get("decision_prior", 0.5)
+        [scores / f"{dev.name}_scores.txt" for dev in devs],
+        [dev.manifest for dev in devs],
+        hparams.get("decision_prior", 0.5),
     )
-    metrics_path = scores / f"{dev.name}_metrics.json"
-    metrics = {**json.loads(metrics_path.read_text()), **rates}
-    metrics = {k: None if isinstance(v, float) and v != v else v for k, v in metrics.items()}
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    path = write_decision(hparams["output_folder"], rule, metrics)
+    pooled = {"test_set": "+".join(dev.name for dev in devs), **rates}
+    for dev in devs:
+        path = scores / f"{dev.name}_metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics.update(decision_rates(rule, *class_scores(scores / f"{dev.name}_scores.txt", dev.manifest)))
+        metrics = {k: None if isinstance(v, float) and v != v else v for k, v in metrics.items()}
+        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        if len(devs) == 1:
+            pooled = metrics
+    path = write_decision(hparams["output_folder"], rule, pooled)
     logger.info(
         "Decision rule (%s, prior %.3g): bona fide when the score is >= %.4g; on %s "
         "bona fide rejection %.2f%%, spoof acceptance %.2f%% -> %s",
-        rule.source, rule.prior, rule.threshold, dev.name,
+        rule.source, rule.prior, rule.threshold, pooled["test_set"],
         100 * rates["bpcer"], 100 * rates["apcer"], path,
     )
     return rule

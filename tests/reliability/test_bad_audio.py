@@ -94,7 +94,7 @@ def test_all_zero_audio_trains_and_scores_finite(tmp_path):
     fit(brain, hparams, train, valid)
     assert np.isfinite(brain.train_loss)
     brain.evaluate(valid, min_key="EER", test_loader_kwargs=hparams["eval_dataloader_options"])
-    scores = [score for _, score, _ in brain.score_records]
+    scores = [record[1] for record in brain.score_records]
     assert len(scores) == 8 and np.isfinite(scores).all()
 
 
