@@ -85,7 +85,7 @@ def zero_padded_frames(x, mask):
     if mask is None:
         return x
     shape = (mask.shape[0], 1, mask.shape[1]) + (1,) * (x.dim() - 3)
-    return x.masked_fill(~mask.view(shape), 0.0)
+    return x * mask.view(shape).to(x.dtype)
 
 
 class SqueezeExcitation(SEBlock):
