@@ -118,20 +118,7 @@ class SqueezeExcitation(SEBlock):
         super().__init__(channels, se_channels, channels)
 
     def forward(self, x, mask=None):
-        """Rescales the channels of (batch, channels, time) ``x``.
-
-        Arguments
-        ---------
-        x : torch.Tensor
-            Shape (batch, channels, time).
-        mask : torch.Tensor, optional
-            Boolean (batch, time) mask of the valid frames.
-
-        Returns
-        -------
-        torch.Tensor
-            ``x`` with each channel scaled by its weight in (0, 1).
-        """
+        """Rescales the channels of (batch, channels, time) ``x``; ``mask`` marks valid frames."""
         s = masked_mean(x, mask).unsqueeze(-1)
         s = self.sigmoid(self.conv2(self.relu(self.conv1(s))))
         return s * x
@@ -202,20 +189,7 @@ class Res2NetInnerBlock(nn.Module):
         return nn.BatchNorm1d(self.width)
 
     def forward(self, x, mask=None):
-        """Processes (batch, channels, time) ``x``.
-
-        Arguments
-        ---------
-        x : torch.Tensor
-            Shape (batch, channels, time).
-        mask : torch.Tensor, optional
-            Boolean (batch, time) mask of the valid frames.
-
-        Returns
-        -------
-        torch.Tensor
-            Shape (batch, channels, time).
-        """
+        """Processes (batch, channels, time) ``x``; ``mask`` (batch, time) marks valid frames."""
         out = self.bn_in(self.activation(self.conv_in(x)))
         groups = torch.split(out, self.width, dim=1)
         outputs = self._group_chain(groups, mask)
@@ -416,17 +390,8 @@ class Nes2Net(nn.Module):
     def embed(self, x, lengths=None):
         """Returns the pooled utterance embedding before the output layer.
 
-        Arguments
-        ---------
-        x : torch.Tensor
-            Features of shape (batch, time, channels).
-        lengths : torch.Tensor, optional
-            Relative lengths (batch,) of the utterances in the padded batch.
-
-        Returns
-        -------
-        torch.Tensor
-            Shape (batch, channels), or (batch, 2 * channels) with ASTP.
+        Takes the arguments of :meth:`forward`; the embedding has shape
+        (batch, channels), or (batch, 2 * channels) with ASTP.
         """
         out, mask = self._encode(x, lengths)
         if self.pooling is None:
@@ -436,20 +401,13 @@ class Nes2Net(nn.Module):
     def frames(self, x, lengths=None):
         """Returns the frame features after the final BN and activation.
 
-        These are what the pooling averages (or ASTP weighs) into
-        :meth:`embed`; padded frames are set to zero.
-
-        Arguments
-        ---------
-        x : torch.Tensor
-            Features of shape (batch, time, channels).
-        lengths : torch.Tensor, optional
-            Relative lengths (batch,) of the utterances in the padded batch.
+        Takes the arguments of :meth:`forward`. These are the frames the
+        pooling averages (or ASTP weighs) into :meth:`embed`.
 
         Returns
         -------
         torch.Tensor
-            Shape (batch, time, channels).
+            Shape (batch, time, channels); padded frames are zero.
 
         Example
         -------
