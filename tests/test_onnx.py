@@ -14,10 +14,10 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from speechbrain_nes2net.lobes.aggregation import build_aggregator  # noqa: E402
-from speechbrain_nes2net.lobes.nes2net import Nes2Net, Nes2NetX  # noqa: E402
+from speechbrain_nes2net.lobes.aggregation import build_aggregator
+from speechbrain_nes2net.lobes.nes2net import Nes2Net, Nes2NetX
 
-SMALL = dict(input_size=64, outer_ratio=4, inner_ratio=4)
+SMALL = {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4}
 #: (batch, time) shapes the exported graphs are run at; export uses (2, 37).
 SHAPES = [(3, 23), (1, 81)]
 
@@ -115,7 +115,10 @@ def test_exported_lengths_mask_the_padding(tmp_path):
     session = _export(model, _inputs(2, 37, True), tmp_path / "backend.onnx", ["features", "lengths"], dynamo=False)
     alone = torch.randn(1, 8, 64)
     padded = torch.cat([alone, torch.full((1, 16, 64), 1e3)], dim=1)
-    run = lambda x, lengths: session.run(None, {"features": x.numpy(), "lengths": lengths.numpy()})[0]  # noqa: E731
+
+    def run(x, lengths):
+        return session.run(None, {"features": x.numpy(), "lengths": lengths.numpy()})[0]
+
     # A leak moves this score by ~1e-5 to 1e-4; float32 rounding by ~1e-7.
     assert np.abs(run(padded, torch.tensor([8 / 24])) - run(alone, torch.ones(1))).max() <= 2e-6
 
