@@ -21,7 +21,7 @@ printed too; see ``timing.py``). The last line is::
 
 Usage::
 
-    python benchmarks/run.py            # full run, about 1 minute on 2 idle cores
+    python benchmarks/run.py            # full run, about 80 s on 2 idle cores
     python benchmarks/run.py --quick    # smoke run of every benchmark (small sizes)
 """
 
