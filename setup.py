@@ -33,7 +33,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "hypothesis"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "onnx", "onnxruntime"],
         "plots": ["matplotlib"],
         "tensorboard": ["tensorboard"],
         "dev": ["pytest", "pytest-xdist", "hypothesis", "matplotlib", "ruff"],

@@ -1,4 +1,4 @@
-"""A straightforward Nes2Net-X: the baseline the fast lobe is timed against.
+"""A straightforward Nes2Net-X: the baseline the library's lobe is timed against.
 
 This is a plain port of the structure described in docs/DESIGN.md (architecture),
 written the way the reference code is organised: channels-first tensors, the
@@ -15,11 +15,11 @@ It is benchmark code, not part of the library: nothing imports it except
 Example
 -------
 >>> from speechbrain_nes2net.lobes.nes2net import Nes2NetX
->>> fast = Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4).eval()
+>>> lobe = Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4).eval()
 >>> plain = ReferenceNes2NetX(input_size=64, outer_ratio=4, inner_ratio=4).eval()
->>> _ = plain.load_state_dict(fast.state_dict())
+>>> _ = plain.load_state_dict(lobe.state_dict())
 >>> x = torch.randn(2, 30, 64)
->>> bool((plain(x) - fast(x)).abs().max() < 1e-5)
+>>> bool((plain(x) - lobe(x)).abs().max() < 1e-5)
 True
 """
 

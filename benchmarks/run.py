@@ -6,8 +6,11 @@
   tiny SSL model;
 - the library's Nes2Net-X vs the straightforward port
   (``bench_nes2net_x.py``): forward and forward+backward, train and eval
-  mode, batch 34 x 200 frames (target >= 1.5x for train-mode
-  forward+backward on CPU);
+  mode, batch 34 x 200 frames. The lobe is plain PyTorch now, as the port
+  is: the ratios should be about 1x and never below it. The former target
+  (>= 1.5x for train-mode forward+backward, met with fused autograd kernels
+  over private ATen operators) was dropped with those kernels; the ratio is
+  still printed, in the summary line too;
 - the sort-based metrics vs SpeechBrain's (``bench_metrics.py``).
 
 Every comparison first checks that both sides compute the same scores, then
@@ -18,7 +21,7 @@ printed too; see ``timing.py``). The last line is::
 
 Usage::
 
-    python benchmarks/run.py            # full run, about 1 minute on 2 idle cores
+    python benchmarks/run.py            # full run, about 80 s on 2 idle cores
     python benchmarks/run.py --quick    # smoke run of every benchmark (small sizes)
 """
 
@@ -93,14 +96,16 @@ def main(argv=None):
 
     rows = [
         ("batched back-end scoring vs batch 1, In-the-Wild durations (target >= 3x)", backend["speedup"], backend["speedup_median"]),
-        ("batched back-end vs the port at batch 1, In-the-Wild durations", backend["speedup_vs_baseline"], backend["speedup_vs_baseline_median"]),
+        ("batched back-end vs the port at batch 1, In-the-Wild durations", backend["speedup_vs_port"], backend["speedup_vs_port_median"]),
+        ("back-end at batch 1, port / lobe, In-the-Wild durations", backend["batch1_port_vs_lobe"], backend["batch1_port_vs_lobe_median"]),
         ("batched back-end scoring vs batch 1, long utterances (2-16 s)", backend_long["speedup"], backend_long["speedup_median"]),
-        ("batched back-end vs the port at batch 1, long utterances", backend_long["speedup_vs_baseline"], backend_long["speedup_vs_baseline_median"]),
+        ("batched back-end vs the port at batch 1, long utterances", backend_long["speedup_vs_port"], backend_long["speedup_vs_port_median"]),
+        ("back-end at batch 1, port / lobe, long utterances", backend_long["batch1_port_vs_lobe"], backend_long["batch1_port_vs_lobe_median"]),
         ("batched whole-model scoring vs batch 1", model["speedup"], model["speedup_median"]),
-        ("Nes2Net-X train forward", nes2net_x["train_forward"]["speedup"], nes2net_x["train_forward"]["speedup_median"]),
-        ("Nes2Net-X train forward+backward (target >= 1.5x)", nes2net_x["train_forward_backward"]["speedup"], nes2net_x["train_forward_backward"]["speedup_median"]),
-        ("Nes2Net-X eval forward", nes2net_x["eval_forward"]["speedup"], nes2net_x["eval_forward"]["speedup_median"]),
-        ("Nes2Net-X eval forward+backward", nes2net_x["eval_forward_backward"]["speedup"], nes2net_x["eval_forward_backward"]["speedup_median"]),
+        ("Nes2Net-X train forward, port / lobe", nes2net_x["train_forward"]["speedup"], nes2net_x["train_forward"]["speedup_median"]),
+        ("Nes2Net-X train forward+backward, port / lobe (former target >= 1.5x, dropped)", nes2net_x["train_forward_backward"]["speedup"], nes2net_x["train_forward_backward"]["speedup_median"]),
+        ("Nes2Net-X eval forward, port / lobe", nes2net_x["eval_forward"]["speedup"], nes2net_x["eval_forward"]["speedup_median"]),
+        ("Nes2Net-X eval forward+backward, port / lobe", nes2net_x["eval_forward_backward"]["speedup"], nes2net_x["eval_forward_backward"]["speedup_median"]),
         ("EER: SpeechBrain / ours, same trials", metrics["speedup_same_size"], float("nan")),
     ]
     print("| ratio | best call | median call |")
@@ -118,8 +123,8 @@ def main(argv=None):
     if load > cores:
         print(
             f"warning: the load average ({load:.1f}) exceeded the {cores} cores: other "
-            "processes competed for the CPUs, so the timings (batch-1 scoring and the "
-            "baseline most) are unreliable; run again on a quieter machine"
+            "processes competed for the CPUs, so the timings (batch-1 scoring most) are "
+            "unreliable; run again on a quieter machine"
         )
     print(
         f"summary: batched_backend_speedup={backend['speedup']:.2f} "

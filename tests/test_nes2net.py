@@ -180,6 +180,107 @@ def test_padded_batch_scores_equal_single_utterance_scores(model):
     assert (batched - alone).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("cls", [Nes2Net, Nes2NetX])
+def test_one_frame_utterances_score_as_alone(cls):
+    model = _randomise(cls(input_size=64, outer_ratio=4, inner_ratio=4, kernel_size=5, dilation=3))
+    x = torch.randn(3, 12, 64)
+    x[1:, 1:] = 1e3
+    lengths = torch.tensor([1.0, 1 / 12, 0.01])  # 0.12 frames still count as one
+    with torch.no_grad():
+        batched = model(x, lengths)
+        alone = torch.cat([model(x[:1]), model(x[1:2, :1]), model(x[2:, :1])])
+    assert (batched - alone).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        Nes2Net(input_size=64, outer_ratio=4, inner_ratio=4, dilation=2),
+        Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4, pooling="ASTP", n_out=2),
+        Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4, activation="selu", se_min_channels=2),
+    ],
+    ids=["nes2net", "nes2net_x_astp", "nes2net_x_selu"],
+)
+def test_frames_pool_into_the_embedding(model):
+    model = _randomise(model)
+    x, lengths = torch.randn(3, 30, 64), torch.tensor([1.0, 0.5, 0.1])
+    with torch.no_grad():
+        frames = model.frames(x, lengths)
+        embedding = model.embed(x, lengths)
+        logits = model(x, lengths)
+    counts = torch.tensor([30, 15, 3])
+    valid = torch.arange(30) < counts[:, None]
+    assert frames.shape == (3, 30, 64)
+    # After the final batch norm and activation (what inference.frame_scores reads).
+    captured = []
+    hook = model.norm.register_forward_hook(lambda module, args, out: captured.append(out))
+    with torch.no_grad():
+        model(x, lengths)
+    hook.remove()
+    expected = model.activation(captured[0]).transpose(1, 2)
+    assert (frames[valid] - expected[valid]).abs().max().item() < 1e-6
+    assert all(bool((frames[i, n:] == 0).all()) for i, n in enumerate(counts.tolist()))
+    if model.pooling is None:
+        pooled = frames.sum(dim=1) / counts[:, None]
+    else:
+        pooled = model.pooling(frames.transpose(1, 2), valid)
+    assert (pooled - embedding).abs().max().item() < 1e-5
+    assert (model.fc(embedding) - logits).abs().max().item() < 1e-6
+
+
+def test_frames_of_a_padded_batch_equal_frames_alone():
+    model = _randomise(Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4, dilation=2))
+    x = torch.randn(2, 40, 64)
+    x[1, 17:] = -1e3
+    with torch.no_grad():
+        frames = model.frames(x, torch.tensor([1.0, 17 / 40]))
+        alone = model.frames(x[1:, :17])
+    assert (frames[1, :17] - alone[0]).abs().max().item() < 1e-5
+
+
+#: Keys and shapes every checkpoint of a one-block back-end (input_size=8,
+#: outer_ratio=2, inner_ratio=2) holds, besides the blocks' own.
+_BLOCK_STATE = {
+    "conv_in.weight": (4, 4, 1), "conv_in.bias": (4,),
+    "convs.0.bias": (2,), "conv_out.weight": (4, 4, 1), "conv_out.bias": (4,),
+    "se.conv1.conv.weight": (4, 4, 1), "se.conv1.conv.bias": (4,),
+    "se.conv2.conv.weight": (4, 4, 1), "se.conv2.conv.bias": (4,),
+}  # fmt: skip
+
+
+def _norm_state(prefix, size):
+    names = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    return {f"{prefix}.{name}": () if name == "num_batches_tracked" else (size,) for name in names}
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs,extra",
+    [
+        (Nes2Net, {}, {"blocks.0.convs.0.weight": (2, 2, 3), "fc.weight": (1, 8), "fc.bias": (1,)}),
+        (
+            Nes2NetX,
+            {"pooling": "ASTP", "n_out": 2, "attention_channels": 3},
+            {
+                "blocks.0.convs.0.weight": (2, 2, 3, 1), "blocks.0.stack_weights.0": (2,),
+                "pooling.attention_in.weight": (3, 8, 1), "pooling.attention_in.bias": (3,),
+                "pooling.attention_out.weight": (8, 3, 1), "pooling.attention_out.bias": (8,),
+                "fc.weight": (2, 16), "fc.bias": (2,),
+            },
+        ),
+    ],
+    ids=["nes2net", "nes2net_x_astp"],
+)
+def test_checkpoint_layout_is_unchanged(cls, kwargs, extra):
+    # Saved checkpoints, exports and the official key mapping rely on these names.
+    expected = {f"blocks.0.{key}": shape for key, shape in _BLOCK_STATE.items()}
+    for prefix, size in [("blocks.0.bn_in", 4), ("blocks.0.bns.0", 2), ("blocks.0.bn_out", 4),
+                         ("block_norms.0", 4), ("norm", 8)]:  # fmt: skip
+        expected.update(_norm_state(prefix, size))
+    expected.update(extra)
+    model = cls(input_size=8, outer_ratio=2, inner_ratio=2, **kwargs)
+    assert {key: tuple(value.shape) for key, value in model.state_dict().items()} == expected
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

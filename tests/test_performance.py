@@ -3,9 +3,10 @@
 - batched scoring of utterances of different lengths equals batch-1 scoring,
   for the back-ends and for the whole model (SSL front-end, aggregation,
   back-end);
-- the fast Nes2Net-X paths (time-major layout, fused stack steps and tail)
-  compute exactly what the module-by-module path and the straightforward port
-  in ``benchmarks/`` compute: outputs, gradients and running statistics;
+- the Nes2Net-X lobe computes exactly what the straightforward port in
+  ``benchmarks/`` computes: outputs, gradients and running statistics;
+- a padded batch scores every utterance as it is scored alone, whatever the
+  padding holds;
 - ``benchmarks/run.py --quick`` runs and ends with the summary line.
 """
 
@@ -18,13 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechbrain_nes2net.lobes.nes2net import (
-    Nes2Net,
-    Nes2NetX,
-    PointwiseConv1d,
-    StackConv2d,
-    TemporalConv1d,
-)
+from speechbrain_nes2net.lobes.nes2net import Nes2Net, Nes2NetX
 from speechbrain_nes2net.lobes.pooling import frame_mask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +111,7 @@ def test_sorted_batches_cover_every_utterance_once_longest_first():
     assert all(len(b) <= 3 for b in budgeted)
 
 
-# ------------------------------------------------------------- fast Nes2Net-X
+# ------------------------------------------------------ the lobe and the port
 
 
 def _run(model, x, lengths, training):
@@ -142,13 +137,10 @@ def _assert_same(a, b, atol):
         assert (value.double() - state_b[name].double()).abs().max().item() <= atol, name
 
 
-def _hooked(model):
-    """A copy whose conv/norm modules carry no-op forward hooks: the module path."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            module.register_forward_hook(lambda *args: None)
-    return model
+def _port(model, **config):
+    port = ReferenceNes2NetX(input_size=64, outer_ratio=4, inner_ratio=4, **config)
+    port.to(next(model.parameters()).dtype).load_state_dict(model.state_dict())
+    return port
 
 
 @pytest.mark.parametrize(
@@ -162,23 +154,18 @@ def _hooked(model):
 )
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("lengths", [None, [1.0, 0.7, 0.35]], ids=["full", "padded"])
-def test_fused_paths_equal_module_path_and_port(config, training, lengths):
+def test_nes2net_x_equals_the_port(config, training, lengths):
+    # Outputs, input and parameter gradients, and the updated running
+    # statistics, in float64, train mode (batch statistics) and eval mode.
     torch.manual_seed(0)
-    fast = Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4, **config).double()
-    _randomise(fast)
-    assert fast.blocks[0].fused_steps() and fast._fused_tail()
-    module_path = _hooked(fast)
-    assert not module_path.blocks[0].fused_steps() and not module_path._fused_tail()
-    port = ReferenceNes2NetX(input_size=64, outer_ratio=4, inner_ratio=4, **config).double()
-    port.load_state_dict(fast.state_dict())
+    model = _randomise(Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4, **config).double())
+    port = _port(model, **config)
     x = torch.randn(3, 23, 64, dtype=torch.float64)
     lengths = None if lengths is None else torch.tensor(lengths)
-    result = _run(fast, x, lengths, training)
-    _assert_same(result, _run(module_path, x, lengths, training), 1e-10)
-    _assert_same(result, _run(port, x, lengths, training), 1e-10)
+    _assert_same(_run(model, x, lengths, training), _run(port, x, lengths, training), 1e-10)
 
 
-@pytest.mark.parametrize("positive_scales", [True, False], ids=["positive", "mixed_sign"])
+@pytest.mark.parametrize("scales", ["positive", "mixed_sign"])
 @pytest.mark.parametrize(
     "cls,config",
     [
@@ -189,14 +176,12 @@ def test_fused_paths_equal_module_path_and_port(config, training, lengths):
     ],
     ids=["x_relu", "x_selu", "x_astp", "nes2net"],
 )
-def test_scoring_paths_equal_module_path_and_port(cls, config, positive_scales):
-    # Under torch.no_grad in eval mode, ReLU followed by a batch norm whose
-    # scales are all positive is folded into the preceding product or
-    # convolution (a clamp replaces ReLU + affine map); mixed signs, SELU and
-    # hooks take the unfolded paths. All must score alike.
+def test_scoring_equals_the_port_and_batch1(cls, config, scales):
+    # Scoring (eval, no autograd) with batch norms of positive or mixed-sign
+    # scales: the same scores as the port and as each utterance alone.
     torch.manual_seed(0)
     model = _randomise(cls(input_size=64, outer_ratio=4, inner_ratio=4, **config).double())
-    if positive_scales:
+    if scales == "positive":
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -204,59 +189,45 @@ def test_scoring_paths_equal_module_path_and_port(cls, config, positive_scales):
     x = torch.randn(4, 29, 64, dtype=torch.float64)
     lengths = torch.tensor([1.0, 0.8, 0.5, 0.2])
     with torch.no_grad():
-        fast = model(x, lengths)
-        module_path = _hooked(model)(x, lengths)
-        assert (fast - module_path).abs().max().item() <= 1e-10
+        scores = model(x, lengths)
         if cls is Nes2NetX:
-            port = ReferenceNes2NetX(input_size=64, outer_ratio=4, inner_ratio=4, **config).double()
-            port.load_state_dict(model.state_dict())
-            assert (fast - port.eval()(x, lengths)).abs().max().item() <= 1e-10
-        # batch-1 equals batched on the same paths
+            assert (scores - _port(model, **config).eval()(x, lengths)).abs().max().item() <= 1e-10
         alone = torch.cat([model(x[i : i + 1, : round(29 * float(lengths[i]))]) for i in range(4)])
-        assert (fast - alone).abs().max().item() <= 1e-10
+        assert (scores - alone).abs().max().item() <= 1e-10
 
 
 @pytest.mark.parametrize("cls", [Nes2Net, Nes2NetX])
-def test_folded_scoring_weights_follow_every_change_of_the_parameters(cls):
-    # Scoring reuses batch norms folded into the weights until a parameter or
-    # running statistic changes: a training step (optimiser and running
-    # averages), load_state_dict, an in-place edit and a dtype change must
-    # all be seen, and each score must equal the module path's.
+def test_scores_follow_every_change_of_the_parameters(cls):
+    # A training step (optimiser and running averages), load_state_dict, an
+    # in-place edit and a dtype change must all show in the next scores:
+    # each equals the score of a fresh model built from the same state.
     torch.manual_seed(0)
     model = _randomise(cls(input_size=64, outer_ratio=4, inner_ratio=4))
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.weight.abs_().add_(0.1)  # positive scales: the folded path
     x = torch.randn(3, 27, 64)
     lengths = torch.tensor([1.0, 0.7, 0.4])
 
     def check():
+        fresh = cls(input_size=64, outer_ratio=4, inner_ratio=4).to(next(model.parameters()).dtype)
+        fresh.load_state_dict(model.state_dict())
         with torch.no_grad():
-            fast = model.eval()(x, lengths)
-            assert (fast - _hooked(model).eval()(x, lengths)).abs().max().item() <= 1e-5
-        return fast
+            scores = model.eval()(x.to(fresh.fc.weight.dtype), lengths)
+            assert scores.dtype == fresh.fc.weight.dtype
+            assert torch.equal(scores, fresh.eval()(x.to(fresh.fc.weight.dtype), lengths))
+        return scores
 
     before = check()
-    assert check().equal(before)  # cached: the same numbers again
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     model.train()(torch.randn(4, 31, x.shape[2])).sum().backward()
     optimizer.step()
     after_step = check()
     assert (after_step - before).abs().max().item() > 1e-4
-
-    other = _randomise(cls(input_size=64, outer_ratio=4, inner_ratio=4), seed=3)
-    model.load_state_dict(other.state_dict())
+    model.load_state_dict(_randomise(cls(input_size=64, outer_ratio=4, inner_ratio=4), seed=3).state_dict())
+    assert (check() - after_step).abs().max().item() > 1e-4
     with torch.no_grad():
-        assert (check() - other.eval()(x, lengths)).abs().max().item() <= 1e-5
         model.blocks[0].bns[0].running_var.mul_(2.0)
     check()
     model.double()
-    with torch.no_grad():
-        fast = model(x.double(), lengths)
-        assert fast.dtype == torch.float64
-        assert (fast - _hooked(model)(x.double(), lengths)).abs().max().item() <= 1e-10
-    assert "_scoring_cache" not in str(list(model.state_dict()))
+    check()
 
 
 @pytest.mark.parametrize(
@@ -269,64 +240,83 @@ def test_folded_scoring_weights_follow_every_change_of_the_parameters(cls):
     ],
     ids=["x", "x_k5_d3", "x_selu_d2", "nes2net_k5_d2"],
 )
-def test_packed_scoring_equals_the_padded_batch(cls, config):
-    # Scoring lays the utterances of a padded batch end to end with zero gaps
-    # as wide as the widest convolution padding; the padded path (taken when
-    # an autograd graph is built) is the reference, with garbage in the padding.
+def test_padded_batch_equals_utterances_alone_in_float64(cls, config):
+    # Garbage in the padding, wide temporal kernels and a one-frame
+    # utterance; scored with and without autograd.
     torch.manual_seed(1)
     model = _randomise(cls(input_size=64, outer_ratio=4, inner_ratio=4, **config).double())
     x = torch.randn(5, 37, 64, dtype=torch.float64)
     lengths = torch.tensor([1.0, 0.9, 0.5, 0.1, 1 / 37], dtype=torch.float64)
     x[frame_mask(lengths, 37).logical_not()] = 1e3
     with torch.no_grad():
-        assert model._packs() and model._temporal_padding() == (config.get("kernel_size", 3) // 2) * config.get("dilation", 1)
-        packed = model(x, lengths)
+        scored = model(x, lengths)
+        alone = torch.cat([model(x[i : i + 1, : round(37 * float(lengths[i]))]) for i in range(5)])
     with torch.enable_grad():
-        assert not model._packs()
-        padded = model(x, lengths).detach()
-    assert (packed - padded).abs().max().item() <= 1e-10
-    alone = torch.cat([model(x[i : i + 1, : round(37 * float(lengths[i]))]) for i in range(5)])
-    assert (packed - alone).abs().max().item() <= 1e-10
+        with_graph = model(x, lengths).detach()
+    assert (scored - alone).abs().max().item() <= 1e-10
+    assert (with_graph - alone).abs().max().item() <= 1e-10
 
 
-def test_packing_only_when_scoring_with_plain_modules():
-    model = Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4).eval()
+@pytest.mark.parametrize(
+    "cls,config",
+    [
+        (Nes2Net, {}),
+        (Nes2NetX, {"kernel_size": 5, "dilation": 3}),
+        (Nes2NetX, {"activation": "selu", "se_min_channels": 2}),
+        (Nes2NetX, {"pooling": "ASTP", "n_out": 2}),
+    ],
+    ids=["nes2net", "x_k5_d3", "x_selu", "x_astp"],
+)
+def test_huge_values_in_the_padding_never_reach_the_scores(cls, config):
+    model = _randomise(cls(input_size=64, outer_ratio=4, inner_ratio=4, **config).double())
+    x = torch.randn(3, 30, 64, dtype=torch.float64)
+    lengths = torch.tensor([1.0, 0.5, 0.2])
+    poisoned = x.clone()
+    poisoned[1, 15:] = 1e6
+    poisoned[2, 6:] = -1e6
+    poisoned[2, 20:] = torch.linspace(-1e6, 1e6, 64, dtype=torch.float64)
     with torch.no_grad():
-        assert model._packs()
-        assert not _hooked(model)._packs()  # hooks see the ordinary padded calls
-        assert not Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4, pooling="ASTP").eval()._packs()
-        model.blocks[1].train()
-        assert not model._packs()  # a module in training mode: batch statistics
+        assert (model(x, lengths) - model(poisoned, lengths)).abs().max().item() <= 1e-10
+
+
+def test_inference_mode_scores_equal_no_grad_scores():
+    model = _randomise(Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4))
+    x, lengths = torch.randn(3, 25, 64), torch.tensor([1.0, 0.6, 0.3])
+    with torch.no_grad():
+        expected = model(x, lengths)
+    with torch.inference_mode():
+        assert torch.equal(model(x, lengths), expected)
+        assert torch.equal(model(x, lengths), expected)
 
 
 def test_port_check_in_the_benchmark_accepts_the_lobe():
-    fast, baseline = bench_nes2net_x.build_pair(input_size=128)
+    lobe, port = bench_nes2net_x.build_pair(input_size=128)
     found = bench_nes2net_x.check_same_function(
-        fast, baseline, torch.randn(3, 21, 128), torch.tensor([1.0, 0.6, 0.3])
+        lobe, port, torch.randn(3, 21, 128), torch.tensor([1.0, 0.6, 0.3])
     )
     assert found["train_gradient_rel"] <= bench_nes2net_x.GRADIENT_TOLERANCE
     assert found["eval_output"] <= bench_nes2net_x.OUTPUT_TOLERANCE
 
 
 def test_port_check_in_the_benchmark_catches_a_difference():
-    fast, baseline = bench_nes2net_x.build_pair(input_size=128)
+    lobe, port = bench_nes2net_x.build_pair(input_size=128)
     with torch.no_grad():
-        baseline.blocks[1].stack_weights[2][0] += 0.01
+        port.blocks[1].stack_weights[2][0] += 0.01
     with pytest.raises(AssertionError, match="differ"):
-        bench_nes2net_x.check_same_function(fast, baseline, torch.randn(2, 15, 128), torch.ones(2))
+        bench_nes2net_x.check_same_function(lobe, port, torch.randn(2, 15, 128), torch.ones(2))
 
 
-def test_momentum_none_cumulative_average_matches_the_module_path():
+def test_momentum_none_cumulative_average_matches_the_port():
     model = Nes2NetX(input_size=64, outer_ratio=4, inner_ratio=4)
-    for module in model.modules():
+    port = _port(model)
+    for module in list(model.modules()) + list(port.modules()):
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.momentum = None
-    module_path = _hooked(model)
     for _ in range(3):
         x = torch.randn(4, 17, 64)
         model.train()(x).sum().backward()
-        module_path.train()(x).sum().backward()
-    reference = module_path.state_dict()
+        port.train()(x).sum().backward()
+    reference = port.state_dict()
     for name, value in model.state_dict().items():
         assert torch.allclose(value.double(), reference[name].double(), atol=1e-5), name
 
@@ -340,33 +330,7 @@ def test_mac_counter_hooks_see_every_module_call():
     # stack convs (2 + 3 + 4) entries * 4 * 4 * 3; then the output layer.
     per_block = 10 * (2 * 16 * 16 + (2 + 3 + 4) * 4 * 4 * 3) + 2 * 16 * 16
     assert macs == 3 * per_block + 64
-    assert model.blocks[0].fused_steps()  # hooks were removed afterwards
-
-
-@pytest.mark.parametrize(
-    "module,reference",
-    [
-        (PointwiseConv1d(6, 5), lambda m, x: torch.nn.functional.conv1d(x, m.weight, m.bias)),
-        (
-            TemporalConv1d(6, 6, 3, padding=2, dilation=2),
-            lambda m, x: torch.nn.functional.conv1d(x, m.weight, m.bias, padding=2, dilation=2),
-        ),
-    ],
-    ids=["pointwise", "temporal"],
-)
-@pytest.mark.parametrize("time_major", [True, False])
-def test_layout_modules_compute_the_plain_convolution(module, reference, time_major):
-    x = torch.randn(2, 11, 6).transpose(1, 2) if time_major else torch.randn(2, 6, 11)
-    assert torch.allclose(module(x), reference(module, x), atol=1e-6)
-
-
-def test_stack_conv_takes_any_stack_layout():
-    conv = StackConv2d(4, 4, (3, 1), padding=(2, 0), dilation=(2, 1))
-    stack = torch.randn(2, 4, 9, 3)  # channels-first (batch, width, time, entries)
-    expected = torch.nn.functional.conv2d(stack, conv.weight, conv.bias, padding=(2, 0), dilation=(2, 1))
-    assert torch.allclose(conv(stack), expected, atol=1e-6)
-    entry_major = stack.permute(3, 0, 2, 1).contiguous().permute(1, 3, 2, 0)
-    assert torch.allclose(conv(entry_major), expected, atol=1e-6)
+    assert not any(m._forward_hooks for m in model.modules())  # removed afterwards
 
 
 # ------------------------------------------------------------- the runner
