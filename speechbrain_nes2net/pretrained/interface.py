@@ -450,28 +450,11 @@ class AntiSpoofModel(Pretrained):
             wav = MonoWaveforms()(audio.reshape(1, -1) if audio.dim() == 1 else audio)
         else:
             wav = self.read_audio(audio).unsqueeze(0)
-        captured = {}
-        # The input of the last ReLU/SELU is the output of the back-end's final
-        # BatchNorm1d; cloned, in case the activation runs in place.
-        hook = backend.norm.register_forward_hook(
-            lambda module, inputs, output: captured.__setitem__("norm", output.detach().clone())
-        )
-        try:
-            logits = self.logits_batch(wav)
-        finally:
-            hook.remove()
-        normed = captured["norm"]
-        # BatchNorm1d takes (batch, channels, time) or (frames, channels).
-        frames = normed[0].transpose(0, 1) if normed.dim() == 3 else normed
         with torch.no_grad():
-            frame_logits = backend.fc(backend.activation(frames)).cpu()
-        utterance = logits.cpu()[0]
-        if not torch.allclose(frame_logits.mean(dim=0), utterance, atol=1e-4, rtol=1e-4):
-            raise RuntimeError(
-                "the frame scores do not average to the utterance score "
-                f"({frame_logits.mean(dim=0).tolist()} vs {utterance.tolist()}); the back-end's "
-                "layout has changed, frame_scores needs updating"
-            )
+            features, lengths = self.encoder.features(wav.to(self.device))
+            frames = backend.frames(features, lengths)[0]  # (time, channels), one file
+            frame_logits = backend.fc(frames).cpu()
+            logits = backend.fc(frames.mean(dim=0, keepdim=True)).cpu()
         scores = self._finish(self._bonafide(frame_logits), calibrated)
         shift = self._frame_shift()
         return FrameScores(
