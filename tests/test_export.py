@@ -15,6 +15,7 @@ import torch
 import transformers
 import yaml
 
+from speechbrain_nes2net.evaluation.calibration import DecisionRule
 from speechbrain_nes2net.lobes.nes2net import Nes2NetX
 from speechbrain_nes2net.manifest import read_manifest
 from speechbrain_nes2net.official.backend import (
@@ -134,11 +135,14 @@ def test_exported_demo_scores_like_the_training_run_in_a_fresh_process(
     scored = json.loads(result.stdout.strip().splitlines()[-1])
     training = read_scores(demo_run / "scores" / "demo_test_scores.txt")
     assert set(scored) == set(training) and len(training) == 12
+    # The exported head decides by the run's decision rule (fitted on dev):
+    # its log-odds are the rule's log-odds of the training score.
+    hparams = ruamel.yaml.YAML(typ="rt").load((demo_export / "hyperparams.yaml").read_text())
+    rule = DecisionRule.from_dict(json.loads(json.dumps(hparams["decision"])))
     for utt_id, expected in training.items():
         got = scored[utt_id]
-        # A one-logit model: the bona fide log-odds is the training score.
-        assert got["log_odds"] == pytest.approx(expected, abs=1e-5), utt_id
         assert got["score"] == pytest.approx(expected, abs=1e-5), utt_id
+        assert got["log_odds"] == pytest.approx(float(rule.log_odds(expected)), abs=1e-5), utt_id
         assert got["label"] == ("bonafide" if got["index"] == 1 else "spoof")
         assert got["index"] == int(got["log_odds"] > 0)
         assert got["max_log_prob"] <= 0

@@ -55,10 +55,14 @@ def top_level_nulls(text):
 
 
 #: null keys whose value is a scalar (a path or a number overrides a null
-#: scalar: data locations, valid_epochs_period from the scheduler), or an
-#: official setting (lr_scheduler: null is the release's constant learning rate).
-NULL_ALLOWED = {"asvspoof2021_la_folder", "asvspoof2021_df_folder", "in_the_wild_folder",
-                "noise_csv", "rir_csv", "lr_scheduler", "valid_epochs_period"}
+#: scalar: data locations, valid_epochs_period from the scheduler, the mixture's
+#: epoch length), or an official setting (lr_scheduler: null is the release's
+#: constant learning rate).
+NULL_ALLOWED = {
+    "asvspoof2019_folder", "asvspoof2021_la_folder", "asvspoof2021_df_folder",
+    "asvspoof5_folder", "ctrsvdd_folder", "in_the_wild_folder",
+    "noise_csv", "rir_csv", "lr_scheduler", "valid_epochs_period", "mixture_epoch_length",
+}
 
 
 @pytest.mark.parametrize("yaml_path", sorted((ROOT / "hparams").glob("*.yaml")), ids=lambda p: p.name)
