@@ -57,3 +57,23 @@ def test_the_demo_recipe_trains_on_each_type(model_type, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.rstrip().splitlines()[-1].startswith("demo_test: EER")
+
+
+def recipe_body(path):
+    """A YAML's lines after its header comment, without comments and blank lines."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.split(" #")[0].rstrip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_the_hubert_recipe_is_the_ctrsvdd_recipe_with_another_front_end():
+    # An example of another front-end is only worth having while it trains as
+    # the official recipe does: nothing but the SSL model may differ.
+    ctrsvdd = recipe_body(ROOT / "hparams" / "nes2net_x_ctrsvdd.yaml")
+    hubert = recipe_body(ROOT / "hparams" / "nes2net_x_hubert_ctrsvdd.yaml")
+    changed = [(a, b) for a, b in zip(ctrsvdd, hubert) if a != b]
+    assert len(ctrsvdd) == len(hubert)
+    assert changed == [
+        ("output_folder: !ref results/nes2net_x_ctrsvdd/<seed>",
+         "output_folder: !ref results/nes2net_x_hubert_ctrsvdd/<seed>"),
+        ("ssl_source: microsoft/wavlm-large", "ssl_source: facebook/hubert-large-ll60k"),
+    ]
