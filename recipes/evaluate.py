@@ -49,7 +49,14 @@ from speechbrain_nes2net.training.recipe import (
 def parse(argv):
     """Splits the command line into this script's options and SpeechBrain's."""
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], add_help=True, allow_abbrev=False
+        usage="%(prog)s HYPERPARAMS_YAML --test_manifest CSV --test_name NAME [options] "
+        "[--key=value ...]",
+        description=__doc__.split("\n\n")[0],
+        epilog="HYPERPARAMS_YAML: the hyperparams.yaml a training run saved in its output "
+        "folder. Other --key=value arguments override the YAML as in train.py (e.g. "
+        "--average_checkpoints=5, --device=cuda:0), with SpeechBrain's run options.",
+        add_help=True,
+        allow_abbrev=False,
     )
     parser.add_argument("--test_manifest", required=True, help="manifest CSV to score")
     parser.add_argument("--test_name", required=True, help="name of the output files")
