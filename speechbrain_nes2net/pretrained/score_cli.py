@@ -23,6 +23,13 @@ and in ``failed.csv`` next to the output (``ID,path,reason``; written
 whenever ``--output`` is given); the others are still scored, and the exit
 status is 1 when any file failed, 2 for usage errors.
 
+Engines: ``--model`` names an exported model folder (torch; ``--precision
+bf16`` or ``auto`` runs the SSL front-end in bfloat16, see
+:mod:`speechbrain_nes2net.precision`) or an ``.onnx`` file written by
+``nes2net-export-onnx`` (onnxruntime, no torch model; ``--engine`` forces
+either). Files, preprocessing, batches, windows and failures are handled by
+the same code on both (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`).
+
 Authors
  * speechbrain-nes2net contributors
 """
@@ -36,8 +43,12 @@ import sys
 from pathlib import Path
 
 from speechbrain_nes2net.audio import is_audio_path
+from speechbrain_nes2net.precision import PRECISIONS
+from speechbrain_nes2net.pretrained.scoring import DEFAULT_MAX_BATCH_SECONDS
 
 LIST_SUFFIXES = {".txt", ".lst", ".list", ".scp"}
+#: The values of ``--engine``.
+ENGINES = ("auto", "torch", "onnxruntime")
 
 
 class InputError(ValueError):
@@ -152,7 +163,23 @@ def parse_args(argv=None):
         help="output format (default: csv for a .csv output, else txt)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="files per batch (default 8)")
+    parser.add_argument(
+        "--max-batch-seconds", type=float, default=DEFAULT_MAX_BATCH_SECONDS,
+        help=f"most padded audio per batch (default {DEFAULT_MAX_BATCH_SECONDS:g} s)",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="auto",
+        help="torch (a model folder) or onnxruntime (an .onnx export); auto: by --model",
+    )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32",
+        help="torch engine: fp32 (default), bf16 (SSL front-end in bfloat16), or auto "
+        "(bf16 where the CPU/GPU computes it natively)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads of the engine (default: torch's / onnxruntime's)"
+    )
     parser.add_argument("--savedir", help="where SpeechBrain collects the model files")
     decision = parser.add_mutually_exclusive_group()
     decision.add_argument(
@@ -169,6 +196,17 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.max_batch_seconds is not None and args.max_batch_seconds <= 0:
+        parser.error("--max-batch-seconds must be positive")
+    if args.engine == "auto":
+        args.engine = "onnxruntime" if str(args.model).lower().endswith(".onnx") else "torch"
+    if args.engine == "onnxruntime" and args.precision == "bf16":
+        parser.error(
+            "--precision bf16 is the torch engine's; an ONNX export runs at its own precision "
+            "(fp32, or int8 when exported with nes2net-export-onnx --quantize int8)"
+        )
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     return args
 
 
@@ -203,6 +241,29 @@ def write_failures(path, entries, results):
                 writer.writerow([utt_id, str(audio), result.error])
 
 
+def load_model(args):
+    """The scoring model the arguments name: AntiSpoofModel (torch) or OnnxAntiSpoofModel."""
+    logging.getLogger("speechbrain").setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.engine == "onnxruntime":
+        from speechbrain_nes2net.pretrained.onnx_model import OnnxAntiSpoofModel
+
+        if not Path(args.model).is_file():
+            raise FileNotFoundError(f"{args.model}: no such ONNX file")
+        return OnnxAntiSpoofModel(args.model, threads=args.threads)
+    import torch
+
+    from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return AntiSpoofModel.from_hparams(
+        source=args.model,
+        savedir=args.savedir,
+        run_opts={"device": args.device, "precision": args.precision},
+    )
+
+
 def main(argv=None):
     """Runs the command line; returns the exit status (0 ok, 1 some files failed, 2 usage)."""
     args = parse_args(argv)
@@ -218,14 +279,8 @@ def main(argv=None):
     # Imported here so that --help and input errors answer at once.
     import tqdm
 
-    from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
-
-    logging.getLogger("speechbrain").setLevel(logging.WARNING)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        model = AntiSpoofModel.from_hparams(
-            source=args.model, savedir=args.savedir, run_opts={"device": args.device}
-        )
+        model = load_model(args)
     except Exception as err:  # noqa: BLE001  (any loading failure is a usage problem)
         print(f"nes2net-score: cannot load the model {args.model}: {err}", file=sys.stderr)
         return 2
@@ -236,6 +291,7 @@ def main(argv=None):
             batch_size=args.batch_size,
             calibrated=not args.raw,
             progress=bar.update,
+            max_batch_seconds=args.max_batch_seconds,
         )
 
     fmt = args.format or ("csv" if (args.output or "").lower().endswith(".csv") else "txt")
@@ -257,13 +313,18 @@ def main(argv=None):
         print(
             f"nes2net-score: cannot score {result.path} ({utt_id}): {result.error}", file=sys.stderr
         )
+    stats = model.batch_stats
     summary = f"nes2net-score: scored {len(entries) - len(failed)} of {len(entries)} files"
+    details = (
+        f" ({args.engine}, {model.precision}; {stats.batches} batches, "
+        f"{100 * stats.padding_fraction:.1f}% of the computed audio was padding)"
+    )
     if failed:
         where = f"; failures in {Path(args.output).parent / 'failed.csv'}" if args.output else ""
-        print(f"{summary}, {len(failed)} failed{where}", file=sys.stderr)
+        print(f"{summary}, {len(failed)} failed{where}{details}", file=sys.stderr)
         return 1
     if not args.quiet:
-        print(summary, file=sys.stderr)
+        print(summary + details, file=sys.stderr)
     return 0
 
 
