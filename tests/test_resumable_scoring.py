@@ -104,6 +104,14 @@ def assert_same_scores(scores, reference):
         assert abs(score - reference[utt_id]) <= 1.01e-6, utt_id
 
 
+def assert_clean_log(log):
+    """Each file logged once, every line whole (a torn line would be glued to the next)."""
+    lines = log.read_text().splitlines()[1:]
+    assert sorted(int(line.split("\t")[0]) for line in lines) == list(range(N_FILES))
+    for line in lines:
+        assert len(line.split("\t")) == (6 if "\tok\t" in line else 5), line
+
+
 def test_uninterrupted_run_is_in_input_order_and_failures_are_listed(reference, tmp_path):
     assert list(reference) == [f"utt{i:03d}" for i in range(N_FILES) if i != 7]
 
@@ -197,6 +205,7 @@ def test_full_disk_ends_with_a_clear_error_and_resumes(
     assert main(score_args(export, corpus, out)) == 1
     assert "resuming:" in capsys.readouterr().err
     assert_same_scores(read_scores(out), reference)
+    assert_clean_log(log)
 
 
 @pytest.mark.slow
@@ -227,4 +236,5 @@ def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_scores(
     assert result.returncode == 1, result.stderr[-3000:]
     assert "resuming:" in result.stderr
     assert_same_scores(read_scores(out), reference)
-    assert sum(1 for _ in iter_records(log)) == N_FILES  # each file logged once
+    assert_clean_log(log)
+
