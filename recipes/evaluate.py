@@ -154,12 +154,15 @@ def main(argv):
             hparams["eval_dataloader_options"], (rank, world_size),
             restart=args.restart, chunk_size=args.chunk_size,
         )  # fmt: skip
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every shard's log opened (or restarted) first
         brain.on_stage_start(sb.Stage.TEST)
         evaluation.score_shard(retry_failed=args.retry_failed)
     except ScoreLogError as err:
         raise SystemExit(f"evaluate.py: {err}") from None
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if distributed:
+        evaluation.wait_for_shards()
         torch.distributed.barrier()
     waiting = evaluation.incomplete_shards()
     if waiting:  # --shard without torchrun: the last shard to finish writes the outputs

@@ -190,6 +190,9 @@ class ScoreLog:
         Delete an existing log (and its retries) and start fresh.
     fsync_seconds : float
         Most seconds between two fsyncs while appending.
+    readonly : bool
+        Only read the log's state (another process may be appending to it):
+        a torn last line is skipped, not cut off.
 
     Raises
     ------
@@ -212,7 +215,9 @@ class ScoreLog:
     ([2], 2)
     """
 
-    def __init__(self, path, header, restart=False, fsync_seconds=DEFAULT_FSYNC_SECONDS):
+    def __init__(
+        self, path, header, restart=False, fsync_seconds=DEFAULT_FSYNC_SECONDS, readonly=False
+    ):
         self.path = Path(path)
         self.retry_path = self.path.with_name(self.path.name + ".retry")
         self.header = header
@@ -225,6 +230,7 @@ class ScoreLog:
         self.next_chunk, self.done_in_next = 0, set()
         self.n_done = self.n_failed = 0
         self.resumed = False
+        self.readonly = readonly
         if restart:
             for stale in (self.path, self.retry_path):
                 if stale.exists():
@@ -255,7 +261,8 @@ class ScoreLog:
                 "refusing to mix them: rerun with --restart to score everything again, "
                 "or choose another output"
             )
-        _cut_torn_tail(self.path)
+        if not self.readonly:
+            _cut_torn_tail(self.path)
         self.resumed = True
         chunk, done = 0, set()
         for position, utt_id, status, _ in iter_records(self.path):
@@ -305,6 +312,8 @@ class ScoreLog:
 
     def _open(self):
         """The file object records are appended to (opened on first use)."""
+        if self.readonly:
+            raise ScoreLogError(f"{self.path} was opened read-only")
         return open(self.path, "a", encoding="utf-8")
 
     def append(self, records):

@@ -27,6 +27,7 @@ Authors
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 
 import speechbrain as sb
@@ -143,10 +144,11 @@ class ShardedEvaluation:
         }
         self.log = self.open_log(self.rank, restart=restart)
 
-    def open_log(self, rank, restart=False):
-        """The score log of shard ``rank`` (created when missing)."""
+    def open_log(self, rank, restart=False, readonly=False):
+        """The score log of shard ``rank`` (created when missing, unless ``readonly``)."""
         header = dict(self.header, shard=[rank, self.world_size])
-        return ScoreLog(shard_log_path(self.folder, self.name, rank, self.world_size), header, restart)
+        path = shard_log_path(self.folder, self.name, rank, self.world_size)
+        return ScoreLog(path, header, restart, readonly=readonly)
 
     def _dataset(self, rows):
         records = {}
@@ -233,10 +235,23 @@ class ShardedEvaluation:
             if rank == self.rank:
                 done = self.log.complete
             else:
-                done = path.exists() and self.open_log(rank).complete
+                # Read only: that shard's process may be appending to it.
+                done = path.exists() and self.open_log(rank, readonly=True).complete
             if not done:
                 missing.append(rank)
         return missing
+
+    def wait_for_shards(self, poll_seconds=30.0):
+        """Waits (polling the logs, no collective that could time out) until every shard is complete.
+
+        Under torchrun a process whose shard is done waits here for the
+        others, however long a resumed shard takes; torchrun stops the job
+        if any process dies.
+        """
+        pause = 0.2
+        while self.incomplete_shards():
+            time.sleep(pause)
+            pause = min(2 * pause, poll_seconds)
 
     def merged(self):
         """``(records, failures, loss)`` of all shards: records ``(ID, score, label, corpus)``."""
