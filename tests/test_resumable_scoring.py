@@ -238,3 +238,26 @@ def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_scores(
     assert_same_scores(read_scores(out), reference)
     assert_clean_log(log)
 
+
+
+def test_score_log_cuts_torn_tails_only_when_writing_and_names_corrupt_lines(tmp_path):
+    from speechbrain_nes2net.evaluation.score_log import OK, ScoreLogError
+
+    header = {"model": "m", "n_inputs": 6, "chunk_size": 3, "shard": [0, 1]}
+    path = tmp_path / "s.log"
+    log = ScoreLog(path, header)
+    log.append([(0, "a", OK, ["0.1"]), (2, "c", OK, ["0.3"])])
+    log.close()
+    with open(path, "a") as handle:
+        handle.write("1\tb\tok\t0.")  # torn by a kill
+    reader = ScoreLog(path, header, readonly=True)
+    assert reader.missing(0) == [1] and path.read_text().endswith("0.")  # left alone
+    log = ScoreLog(path, header)
+    assert path.read_text().endswith("0.3\n")  # cut before appending
+    log.append([(1, "b", OK, ["0.2"])])
+    log.close()
+    assert ScoreLog(path, header).missing(1) == [3, 4, 5]
+    with open(path, "a") as handle:
+        handle.write("garbage line\n4\te\tok\t0.5\n")
+    with pytest.raises(ScoreLogError, match=r"s\.log:5: expected 'position"):
+        ScoreLog(path, header)
