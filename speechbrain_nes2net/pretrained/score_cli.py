@@ -574,7 +574,7 @@ def main_resumable(args):
     except ScoreLogError as err:
         print(f"nes2net-score: {err}", file=sys.stderr)
         return 2
-    retry = args.retry_failed and log.n_failed > 0
+    retry = args.retry_failed and log.n_failed > 0 and bool(log.failed_to_retry())
     model = None
     if log.complete and not retry:
         print(

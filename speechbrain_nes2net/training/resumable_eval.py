@@ -203,7 +203,7 @@ class ShardedEvaluation:
             Utterances scored by this call (0: the shard was complete).
         """
         log, before = self.log, self.log.n_done
-        if log.complete and not (retry_failed and log.n_failed):
+        if log.complete and not (retry_failed and log.n_failed and log.failed_to_retry()):
             logger.info(
                 "Shard %d of %d: nothing to score, all %d utterances are in %s",
                 self.rank, self.world_size, log.n_expected, log.path,
