@@ -621,6 +621,8 @@ def main_resumable(args):
     for utt_id, path, reason in examples:
         print(f"nes2net-score: cannot score {path} ({utt_id}): {reason}", file=sys.stderr)
     summary = f"nes2net-score: scored {n_ok} of {n_inputs} files"
+    if model is None:
+        summary += " (all in earlier runs)"
     details = ""
     if model is not None:
         stats = model.batch_stats
