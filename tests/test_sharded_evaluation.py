@@ -114,6 +114,7 @@ def test_two_process_gloo_run_killed_at_random_points_resumes_to_the_same_scores
     assert all(0 < n < total for n in counts), counts  # the kills landed mid-run
     assert not (scores_dir / "big_scores.txt").exists()
     run(command)
+    assert "resuming" in (out / "log.txt").read_text()  # not scored again from the start
     scores = read_scores(scores_dir / "big_scores.txt")
     expected = expected_scores(out)
     assert sorted(scores) == sorted(expected)  # every ID once, none lost
