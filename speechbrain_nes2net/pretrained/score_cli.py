@@ -255,16 +255,6 @@ def write_scores(handle, entries, results, fmt, with_label, threshold):
         handle.write(f"{utt_id} {result.score:.6f}{label}\n")
 
 
-def write_failures(path, entries, results):
-    """Writes ``ID,path,reason`` of the failed files (a header only when none failed)."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["ID", "path", "reason"])
-        for (utt_id, audio), result in zip(entries, results):
-            if not result.ok:
-                writer.writerow([utt_id, str(audio), result.error])
-
-
 def load_model(args):
     """The scoring model the arguments name: AntiSpoofModel (torch) or OnnxAntiSpoofModel."""
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
@@ -671,19 +661,13 @@ def main(argv=None):
             max_batch_seconds=args.max_batch_seconds,
         )
 
-    fmt = args.format or ("csv" if (args.output or "").lower().endswith(".csv") else "txt")
+    # Without --output the scores go to stdout (a file output is main_resumable's).
+    fmt = args.format or "txt"
     with_label = args.labels or args.threshold is not None
-    if args.output:
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "w", encoding="utf-8", newline="") as handle:
-            write_scores(handle, entries, results, fmt, with_label, args.threshold)
-        write_failures(output.parent / "failed.csv", entries, results)
-    else:
-        buffer = io.StringIO()
-        write_scores(buffer, entries, results, fmt, with_label, args.threshold)
-        sys.stdout.write(buffer.getvalue())
-        sys.stdout.flush()
+    buffer = io.StringIO()
+    write_scores(buffer, entries, results, fmt, with_label, args.threshold)
+    sys.stdout.write(buffer.getvalue())
+    sys.stdout.flush()
 
     failed = [(utt_id, result) for (utt_id, _), result in zip(entries, results) if not result.ok]
     for utt_id, result in failed:
@@ -697,8 +681,7 @@ def main(argv=None):
         f"{100 * stats.padding_fraction:.1f}% of the computed audio was padding)"
     )
     if failed:
-        where = f"; failures in {Path(args.output).parent / 'failed.csv'}" if args.output else ""
-        print(f"{summary}, {len(failed)} failed{where}{details}", file=sys.stderr)
+        print(f"{summary}, {len(failed)} failed{details}", file=sys.stderr)
         return 1
     if not args.quiet:
         print(summary + details, file=sys.stderr)
