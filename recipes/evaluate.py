@@ -22,6 +22,17 @@ receives ``<test_name>_scores.txt``, ``<test_name>_metrics.json`` and, with
 options such as ``keys_dir=/data/ASVspoof2021/keys``). Other ``--key=value``
 arguments override the YAML, as in ``train.py`` (e.g. ``--device=cuda:0``).
 
+Large corpora: scores are appended to
+``scores/<test_name>_scores.shard-R-of-N.log`` as batches finish, and a rerun
+of the same command scores only what is missing (``--restart`` starts over,
+``--retry_failed`` retries unusable files); a changed checkpoint, option or
+manifest is refused. ``torchrun --nproc_per_node=N recipes/evaluate.py ...``
+(gloo on CPU, NCCL on GPU; ``--nnodes`` for several machines, with the output
+folder on a shared file system) gives each process a shard, and the main
+process merges them; ``--shard=R/N`` runs one shard without torchrun (the
+process that completes the last shard writes the outputs). See
+:mod:`speechbrain_nes2net.training.resumable_eval`.
+
 Authors
  * speechbrain-nes2net contributors
 """
@@ -31,19 +42,21 @@ import os
 import sys
 
 import speechbrain as sb
+import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_nes2net.evaluation.files import read_decision
+from speechbrain_nes2net.evaluation.score_log import DEFAULT_CHUNK_SIZE, ScoreLogError
 from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.config import (
     check_run_options,
 )
-from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
 from speechbrain_nes2net.training.recipe import (
     TestSet,
     finish_distributed,
 )
+from speechbrain_nes2net.training.resumable_eval import ShardedEvaluation
 
 
 def parse(argv):
@@ -69,7 +82,36 @@ def parse(argv):
         "--report_option", action="append", default=[], metavar="KEY=VALUE",
         help="a report option, repeatable (e.g. keys_dir=/data/ASVspoof2021/keys)",
     )
+    parser.add_argument(
+        "--restart", action="store_true", help="discard the score logs and score everything again"
+    )
+    parser.add_argument(
+        "--retry_failed", action="store_true", help="score unusable files of earlier runs again"
+    )
+    parser.add_argument(
+        "--chunk_size", type=int, default=DEFAULT_CHUNK_SIZE,
+        help=f"manifest rows planned and held at once (default {DEFAULT_CHUNK_SIZE})",
+    )
+    parser.add_argument(
+        "--shard", default=None, metavar="R/N",
+        help="without torchrun: score shard R of N (0-based) only; outputs once all are done",
+    )
     return parser.parse_known_args(argv)
+
+
+def shard_of(option):
+    """``(rank, world_size)``: torchrun's, else ``--shard R/N``, else ``(0, 1)``."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed:
+        if option:
+            raise SystemExit("--shard is for runs without torchrun (torchrun gives the shards)")
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if not option:
+        return 0, 1
+    rank, sep, world = option.partition("/")
+    if not (sep and rank.isdigit() and world.isdigit() and int(rank) < int(world)):
+        raise SystemExit(f"--shard {option!r} must be R/N with 0 <= R < N, e.g. 0/4")
+    return int(rank), int(world)
 
 
 def report_options(corpus, options):
@@ -100,14 +142,6 @@ def main(argv):
         sb.core.DEFAULT_LOG_CONFIG, {"handlers": {"file_handler": {"filename": log_file}}}
     )
 
-    dataset = manifest_dataset(
-        args.test_manifest,
-        audio_pipeline(
-            num_samples=args.eval_samples,
-            min_samples=hparams.get("eval_min_samples", 0),
-        ),
-        sort_by_duration=args.eval_samples is None,
-    )
     brain = AntiSpoofBrain(
         modules=hparams["modules"],
         hparams=hparams,
@@ -117,13 +151,36 @@ def main(argv):
     # The run's decision rule (fitted on its dev scores): rates at its threshold.
     brain.decision, _ = read_decision(hparams["output_folder"])
     brain.test_set = TestSet(
-        args.test_name, dataset, args.test_manifest, report_options(args.report, args.report_option)
+        args.test_name, None, args.test_manifest, report_options(args.report, args.report_option)
     )
-    brain.evaluate(
-        dataset,
-        min_key=brain.selection_metric,
-        test_loader_kwargs=dict(hparams["eval_dataloader_options"]),
-    )
+    brain.on_evaluate_start(min_key=brain.selection_metric)
+    rank, world_size = shard_of(args.shard)
+    try:
+        evaluation = ShardedEvaluation(
+            brain, args.test_manifest, args.test_name, args.eval_samples,
+            hparams["eval_dataloader_options"], (rank, world_size),
+            restart=args.restart, chunk_size=args.chunk_size,
+        )  # fmt: skip
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every shard's log opened (or restarted) first
+        brain.on_stage_start(sb.Stage.TEST)
+        evaluation.score_shard(retry_failed=args.retry_failed)
+    except ScoreLogError as err:
+        raise SystemExit(f"evaluate.py: {err}") from None
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed:
+        evaluation.wait_for_shards()
+        torch.distributed.barrier()
+    waiting = evaluation.incomplete_shards()
+    if waiting:  # --shard without torchrun: the last shard to finish writes the outputs
+        print(f"{args.test_name}: shard {rank} of {world_size} done; waiting for shards "
+              f"{waiting} (run them with --shard=R/{world_size})")  # fmt: skip
+        return
+    records, failures, loss = [], [], 0.0
+    if sb.utils.distributed.if_main_process():
+        records, failures, loss = evaluation.merged()
+    brain.score_records, brain.failures = records, failures
+    brain.on_stage_end(sb.Stage.TEST, loss)
     main_process = sb.utils.distributed.if_main_process()
     finish_distributed()
     if main_process and brain.test_set.report and plots_extra_note():

@@ -23,12 +23,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import transformers
-from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.integrations.huggingface.hubert import HuBERT
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 from speechbrain.integrations.huggingface.wavlm import WavLM
 
 from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE
+from speechbrain_nes2net.precision import autocast
 
 
 def normalize_waveforms(wavs, wav_lens=None, eps=1e-5):
@@ -62,12 +62,41 @@ def normalize_waveforms(wavs, wav_lens=None, eps=1e-5):
     if wav_lens is None:
         return F.layer_norm(wavs, wavs.shape[1:], eps=eps)
     # Same rounding as speechbrain.integrations.huggingface.make_padding_masks.
-    lengths = torch.round(wav_lens * wavs.shape[1])
-    mask = length_to_mask(lengths, max_len=wavs.shape[1], dtype=wavs.dtype, device=wavs.device)
+    return normalize_valid_samples(wavs, torch.round(wav_lens * wavs.shape[1]), eps)
+
+
+def normalize_valid_samples(wavs, counts, eps=1e-5):
+    """:func:`normalize_waveforms` with sample counts instead of relative lengths.
+
+    Written with shape-generic operators only (no Python-side sizes), so that
+    it traces into graphs with dynamic batch and time axes (ONNX export).
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        (batch, samples) waveforms.
+    counts : torch.Tensor
+        (batch,) valid samples of each waveform (any numeric dtype).
+    eps : float
+        Added to the variance.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, samples), padding set to zero.
+
+    Example
+    -------
+    >>> normalize_valid_samples(torch.tensor([[1.0, 3.0, 9.0]]), torch.tensor([2]))
+    tensor([[-1.0000,  1.0000,  0.0000]])
+    """
+    positions = torch.arange(wavs.shape[1], device=wavs.device)
+    valid = positions.unsqueeze(0) < counts.to(wavs.device).unsqueeze(1)
+    mask = valid.to(wavs.dtype)
     count = mask.sum(dim=1, keepdim=True)
     mean = (wavs * mask).sum(dim=1, keepdim=True) / count
     var = ((wavs - mean) ** 2 * mask).sum(dim=1, keepdim=True) / count
-    return torch.where(mask.bool(), (wavs - mean) * torch.rsqrt(var + eps), 0.0)
+    return torch.where(valid, (wavs - mean) * torch.rsqrt(var + eps), 0.0)
 
 
 def is_local_source(source):
@@ -205,6 +234,11 @@ class SSLFrontend(nn.Module):
     alone (score them in batches of one, or of equal lengths). Padded frames
     hold no meaningful values.
 
+    Precision: with ``precision = "bf16"`` (an attribute, set by the scoring
+    code, see :mod:`speechbrain_nes2net.precision`) the transformer runs under
+    ``torch.autocast`` in bfloat16 and the states are returned in float32, so
+    that the aggregation and the back-end (under 2% of the time) stay exact.
+
     Arguments
     ---------
     source : str or Path
@@ -237,6 +271,8 @@ class SSLFrontend(nn.Module):
 
     def __init__(self, source, save_path=None, freeze=False, normalize=None):
         super().__init__()
+        self._precision = "fp32"
+        self._bf16_weights = None
         source = str(source)
         model_type = _model_type(source)
         if model_type not in _LOBES:
@@ -280,14 +316,71 @@ class SSLFrontend(nn.Module):
             raise ValueError(f"expected (batch, samples) waveforms, got shape {tuple(wavs.shape)}")
         if self.normalize:
             wavs = normalize_waveforms(wavs, wav_lens)
-        with transformers_quieted():
+        with transformers_quieted(), autocast(self.precision, wavs.device), self._weights():
             states = self.ssl(wavs, wav_lens)
-        # Pre-LN models (Large, do_stable_layer_norm) record their last state
-        # before the final LayerNorm; post-LN models (Base) already after it.
-        if getattr(self.ssl.model.config, "do_stable_layer_norm", False):
-            final = self.ssl.model.encoder.layer_norm(states[-1])
-            states = torch.cat([states[:-1], final.unsqueeze(0)], dim=0)
-        return states
+            # Pre-LN models (Large, do_stable_layer_norm) record their last state
+            # before the final LayerNorm; post-LN models (Base) already after it.
+            if getattr(self.ssl.model.config, "do_stable_layer_norm", False):
+                final = self.ssl.model.encoder.layer_norm(states[-1])
+                states = torch.cat([states[:-1], final.unsqueeze(0).to(states.dtype)], dim=0)
+        # Our own bf16 hands float32 states on (the aggregation and back-end run
+        # in float32); under an outer autocast (SpeechBrain's --precision) the
+        # states stay as the lobe made them, as before.
+        return states.float() if self.precision != "fp32" else states
+
+    @property
+    def precision(self):
+        """'fp32' or 'bf16': the precision the transformer runs in (see :mod:`speechbrain_nes2net.precision`).
+
+        The states come out in float32 either way. Not saved with the
+        weights: scoring code sets it, after the weights are loaded (bf16
+        keeps bfloat16 copies of the matrix weights, made when it is set).
+        """
+        return self._precision
+
+    @precision.setter
+    def precision(self, value):
+        if value not in ("fp32", "bf16"):
+            raise ValueError(f"SSLFrontend.precision must be 'fp32' or 'bf16', got {value!r}")
+        self._precision = value
+        self._bf16_weights = None  # (re)made from the current weights on the next forward
+
+    def _matrix_weights(self):
+        """The weights and biases of the transformer's linear layers (over 90% of its MACs)."""
+        return [
+            param
+            for module in self.ssl.model.modules()
+            if isinstance(module, nn.Linear)
+            for param in (module.weight, module.bias)
+            if param is not None
+        ]
+
+    @contextlib.contextmanager
+    def _weights(self):
+        """In bf16, the linear layers compute with bfloat16 copies of their weights.
+
+        ``torch.autocast`` casts every weight of a frozen model to bfloat16
+        again at every call (its cache only keeps weights that require
+        gradients): for a Large model that is about a sixth of the bf16 time.
+        The copies are made once (when the precision is set) and swapped in
+        for the forward pass only, so the module keeps its float32 weights
+        (``state_dict``, training) and LayerNorm parameters stay float32.
+        """
+        if self._precision != "bf16":
+            yield
+            return
+        params = self._matrix_weights()
+        if self._bf16_weights is None:
+            with torch.no_grad():
+                self._bf16_weights = [param.detach().to(torch.bfloat16) for param in params]
+        originals = [param.data for param in params]
+        try:
+            for param, low in zip(params, self._bf16_weights):
+                param.data = low
+            yield
+        finally:
+            for param, original in zip(params, originals):
+                param.data = original
 
 
 def ssl_frame_lengths(ssl, wav_lens, num_samples, num_frames):

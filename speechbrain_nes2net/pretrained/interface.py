@@ -19,59 +19,26 @@ Authors
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torchaudio
 from speechbrain.inference.interfaces import Pretrained
-from speechbrain.utils.data_utils import batch_pad_right
+from speechbrain.utils.run_opts import RunOptions
 
-from speechbrain_nes2net.audio import (
-    DEFAULT_SAMPLE_RATE,
-    AudioError,
-    audio_info,
-    load_audio,
-)
+from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, load_audio
 from speechbrain_nes2net.evaluation.calibration import load_calibration
 from speechbrain_nes2net.lobes.nes2net import Nes2Net
-from speechbrain_nes2net.lobes.windows import window_outputs
-from speechbrain_nes2net.pretrained.modules import (
-    EvalSettings,
-    MonoWaveforms,
-    prepare_waveforms,
+from speechbrain_nes2net.lobes.ssl import SSLFrontend
+from speechbrain_nes2net.precision import resolve_precision
+from speechbrain_nes2net.pretrained.modules import EvalSettings, MonoWaveforms
+from speechbrain_nes2net.pretrained.scoring import (  # noqa: F401  (FileScore: public here too)
+    FileScore,
+    FileScoring,
+    WindowScores,
 )
-from speechbrain_nes2net.scores import LABELS
 
 logger = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------- audio
-
-
-# ------------------------------------------------------------------- modules
-
-
-# ----------------------------------------------------------------- interface
-
-
-@dataclass
-class WindowScores:
-    """Scores of one recording in overlapping windows.
-
-    Attributes
-    ----------
-    starts, ends : list of float
-        Window boundaries in seconds.
-    scores : list of float
-        Bona fide score of each window.
-    score : float
-        The recording's score: the mean of the window scores.
-    """
-
-    starts: list
-    ends: list
-    scores: list
-    score: float
 
 
 @dataclass
@@ -96,38 +63,21 @@ class FrameScores:
     score: float
 
 
-@dataclass
-class FileScore:
-    """The outcome of scoring one file with :meth:`AntiSpoofModel.score_files`.
-
-    Attributes
-    ----------
-    path : str
-        The file.
-    score : float or None
-        Bona fide score (None when the file failed).
-    label : str or None
-        The model's decision, 'bonafide' or 'spoof' (the label
-        ``EncoderClassifier`` gives).
-    error : str or None
-        Why the file could not be scored.
-    windows : WindowScores or None
-        Per-window scores when the file was scored in windows.
-    """
-
-    path: str
-    score: float = None
-    label: str = None
-    error: str = None
-    windows: WindowScores = field(default=None, repr=False)
-
-    @property
-    def ok(self):
-        """Whether the file was scored."""
-        return self.error is None
+def _resolved_run_opts(run_opts):
+    """``run_opts`` with ``precision: auto`` resolved for its device (SpeechBrain knows no 'auto')."""
+    if run_opts is None:
+        return None
+    if isinstance(run_opts, RunOptions):
+        if getattr(run_opts, "precision", None) == "auto":
+            run_opts.precision = resolve_precision("auto", run_opts.device or "cpu")
+        return run_opts
+    run_opts = dict(run_opts)
+    if run_opts.get("precision") == "auto":
+        run_opts["precision"] = resolve_precision("auto", run_opts.get("device") or "cpu")
+    return run_opts
 
 
-class AntiSpoofModel(Pretrained):
+class AntiSpoofModel(FileScoring, Pretrained):
     """Bona fide scores from an exported SSL + Nes2Net model folder.
 
     Load it like any SpeechBrain interface, from the same folder that
@@ -158,12 +108,18 @@ class AntiSpoofModel(Pretrained):
     (an exact decomposition of the utterance score, not a model trained on
     segment labels); otherwise :meth:`score_windows` gives window-level
     resolution.
+
+    Precision: ``run_opts={"precision": "bf16"}`` (SpeechBrain's run option;
+    also ``"auto"``: bf16 where the CPU or GPU computes it natively, see
+    :mod:`speechbrain_nes2net.precision`) or :meth:`set_precision` runs the
+    SSL front-end in bfloat16; the aggregation, back-end and scores stay in
+    float32.
     """
 
     MODULES_NEEDED = ["compute_features", "mean_var_norm", "embedding_model", "classifier"]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, modules=None, hparams=None, run_opts=None, freeze_params=True):
+        super().__init__(modules, hparams, _resolved_run_opts(run_opts), freeze_params)
         get = lambda name, default=None: getattr(self.hparams, name, default)
         # Defaults of windows etc. come from one place: EvalSettings.
         settings = EvalSettings(
@@ -179,10 +135,42 @@ class AntiSpoofModel(Pretrained):
         self.window_seconds = settings.window_seconds
         self.window_hop_seconds = settings.window_hop_seconds
         self.eval_window = self.encoder.window
+        self.num_samples = self.encoder.num_samples
+        self.min_samples = self.encoder.min_samples
         #: The decision rule (None in folders exported before version 0.2:
         #: then the back-end's own posteriors decide, as before).
         self.decision = self.mods.classifier.decision
         self.calibration = load_calibration(get("calibration") or None)
+        self.set_precision(self.precision)
+
+    def set_precision(self, precision):
+        """Scores from now on in ``precision``: 'fp32', 'bf16' or 'auto'.
+
+        bf16 runs the SSL front-end under ``torch.autocast`` in bfloat16
+        (:mod:`speechbrain_nes2net.precision`); 'auto' picks bf16 where the
+        device computes it natively, else fp32.
+
+        Arguments
+        ---------
+        precision : str
+            'fp32', 'bf16' or 'auto'.
+
+        Returns
+        -------
+        str
+            The precision now used ('fp32' or 'bf16').
+        """
+        resolved = resolve_precision(precision, self.device)
+        ssl = self.encoder.ssl
+        if resolved != "fp32" and not isinstance(ssl, SSLFrontend):
+            raise ValueError(
+                f"precision={precision!r} needs an SSLFrontend front-end; this model's is "
+                f"{type(ssl).__name__}: score it in fp32"
+            )
+        if isinstance(ssl, SSLFrontend):
+            ssl.precision = resolved
+        self.precision = resolved
+        return resolved
 
     # ------------------------------------------------------------ internals
 
@@ -190,11 +178,6 @@ class AntiSpoofModel(Pretrained):
     def encoder(self):
         """The :class:`AntiSpoofEncoder` (``embedding_model``)."""
         return self.mods.embedding_model
-
-    def _finish(self, scores, calibrated):
-        if calibrated and self.calibration is not None:
-            return self.calibration.apply(scores)
-        return scores
 
     def logits_batch(self, wavs, wav_lens=None, preprocess=True, windows=True):
         """Raw back-end logits (batch, n_out) of 16 kHz mono waveforms.
@@ -222,32 +205,13 @@ class AntiSpoofModel(Pretrained):
             embeddings = self.encoder(wavs, wav_lens, preprocess=preprocess, windows=windows)
             return self.mods.classifier.logits(embeddings)
 
-    @staticmethod
-    def _bonafide(logits):
-        return logits[:, -1]
+    def _forward_logits(self, wavs, wav_lens):
+        """(batch, n_out) float32 CPU logits of prepared waveforms (the engine of :class:`FileScoring`)."""
+        return self.logits_batch(wavs, wav_lens, preprocess=False, windows=False).cpu().float()
 
-    def read_audio(self, path):
-        """Reads a file as the recipe evaluates it (first ``eval_samples`` only when set).
-
-        Arguments
-        ---------
-        path : str or Path
-            Audio file, any rate and channel count soundfile reads.
-
-        Returns
-        -------
-        torch.Tensor
-            (samples,) mono waveform at the model rate.
-
-        Raises
-        ------
-        AudioError
-            Naming the file and the reason.
-        """
-        max_seconds = None
-        if self.eval_samples is not None:
-            max_seconds = self.eval_samples / self.sample_rate
-        return load_audio(path, sample_rate=self.sample_rate, max_seconds=max_seconds)
+    def _log_odds(self, logits):
+        """(batch,) bona fide log-odds of the model's decision rule (>= 0: bona fide)."""
+        return self.mods.classifier.log_odds_of(logits)
 
     # ------------------------------------------------------------- scoring
 
@@ -279,62 +243,6 @@ class AntiSpoofModel(Pretrained):
     def forward(self, wavs, wav_lens=None):
         """Same as :meth:`score_batch` on 16 kHz waveforms."""
         return self.score_batch(wavs, wav_lens)
-
-    def score_file(self, path, calibrated=True):
-        """The bona fide score of one audio file.
-
-        Arguments
-        ---------
-        path : str or Path
-            Audio file (any sample rate and channel count).
-        calibrated : bool
-            Map to a calibrated LLR when the export carries a calibration.
-
-        Returns
-        -------
-        float
-
-        Raises
-        ------
-        AudioError
-            When the file cannot be read (naming the file and the reason).
-        """
-        return self._score_one(path, calibrated).score
-
-    def _prepare(self, wav):
-        """The recipe's evaluation preprocessing of one (samples,) waveform."""
-        encoder = self.encoder
-        return prepare_waveforms(wav[None], None, encoder.num_samples, encoder.min_samples)[0][0]
-
-    def _score_wav(self, wav, calibrated, batch_size=8):
-        """Logits (n_out,) of one waveform, and its windows when it is scored by windows."""
-        wav = self._prepare(wav)
-        if self.eval_window is None or wav.shape[0] <= self.eval_window:
-            return self.logits_batch(wav[None], preprocess=False)[0].cpu(), None
-        logits, sizes = window_outputs(
-            lambda w, l: self.logits_batch(w, l, preprocess=False, windows=False).cpu(),
-            wav, self.eval_window, batch_size,
-        )  # fmt: skip
-        ends = torch.tensor(sizes).cumsum(0).tolist()
-        starts = [0] + ends[:-1]
-        scores = self._finish(self._bonafide(logits), calibrated)
-        windows = WindowScores(
-            starts=[start / self.sample_rate for start in starts],
-            ends=[end / self.sample_rate for end in ends],
-            scores=[float(score) for score in scores],
-            score=float(scores.mean()),
-        )
-        return logits.mean(dim=0), windows
-
-    def _file_score(self, path, logits, windows, calibrated):
-        score = float(self._finish(self._bonafide(logits[None]), calibrated)[0])
-        label = LABELS[int(self.mods.classifier.log_odds_of(logits[None])[0] >= 0)]
-        return FileScore(str(path), score, label, windows=windows)
-
-    def _score_one(self, path, calibrated):
-        """Scores one file; raises on bad audio."""
-        logits, windows = self._score_wav(self.read_audio(path), calibrated)
-        return self._file_score(path, logits, windows, calibrated)
 
     def _window_bounds(self, num_samples, window_seconds, hop_seconds):
         window = max(1, round(window_seconds * self.sample_rate))
@@ -467,95 +375,3 @@ class AntiSpoofModel(Pretrained):
     def _frame_shift(self):
         config = self.encoder.ssl.ssl.model.config
         return math.prod(config.conv_stride) / self.sample_rate
-
-    # ------------------------------------------------------- many files
-
-    def score_files(self, paths, batch_size=8, calibrated=True, progress=None):
-        """Scores many files in batches of similar duration; bad files are reported.
-
-        Files are sorted by duration (from their headers) and scored
-        ``batch_size`` at a time, padded and with lengths, as the training
-        recipe evaluates (each file gets the score it gets alone); waveforms
-        longer than ``eval_window_seconds`` are scored alone by windows. A
-        file that cannot be read (missing, corrupt, empty, non-finite) is
-        reported with the reason and the others are still scored; if a whole
-        batch fails, its files are retried one by one.
-
-        Arguments
-        ---------
-        paths : list of str or Path
-            Audio files.
-        batch_size : int
-            Files per batch.
-        calibrated : bool
-            Map to calibrated LLRs when the export carries a calibration.
-        progress : callable, optional
-            Called with the number of files just finished (e.g. a tqdm
-            ``update``).
-
-        Returns
-        -------
-        list of FileScore
-            In the order of ``paths``.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        tick = progress or (lambda n: None)
-        results = [None] * len(paths)
-        durations = {}
-        for index, path in enumerate(paths):
-            try:
-                durations[index] = audio_info(path).duration
-            except AudioError as err:
-                results[index] = FileScore(str(path), error=err.reason)
-                tick(1)
-        ordered = sorted(durations, key=lambda i: durations[i], reverse=True)
-        for first in range(0, len(ordered), batch_size):
-            chunk = ordered[first : first + batch_size]
-            scored = self._score_chunk([paths[i] for i in chunk], calibrated, batch_size)
-            for index, result in zip(chunk, scored):
-                results[index] = result
-            tick(len(chunk))
-        return results
-
-    def _guarded(self, path, calibrated):
-        try:
-            return self._score_one(path, calibrated)
-        except AudioError as err:
-            return FileScore(str(path), error=err.reason)
-        except (RuntimeError, ValueError) as err:
-            return FileScore(str(path), error=f"scoring failed ({err})")
-
-    def _score_chunk(self, paths, calibrated, batch_size):
-        results, wavs, loaded = [None] * len(paths), [], []
-        for position, path in enumerate(paths):
-            try:
-                wav = self._prepare(self.read_audio(path))
-            except AudioError as err:
-                results[position] = FileScore(str(path), error=err.reason)
-                continue
-            if self.eval_window is not None and wav.shape[0] > self.eval_window:
-                try:
-                    logits, windows = self._score_wav(wav, calibrated, batch_size)
-                    results[position] = self._file_score(path, logits, windows, calibrated)
-                except (RuntimeError, ValueError) as err:
-                    results[position] = FileScore(str(path), error=f"scoring failed ({err})")
-                continue
-            wavs.append(wav)
-            loaded.append(position)
-        if not loaded:
-            return results
-        try:
-            batch, lengths = batch_pad_right(wavs)
-            logits = self.logits_batch(batch, lengths, preprocess=False).cpu()
-        except (RuntimeError, ValueError) as err:
-            for position in loaded:
-                if len(loaded) == 1:
-                    error = f"scoring failed ({err})"
-                    results[position] = FileScore(str(paths[position]), error=error)
-                else:  # find the culprit: retry one by one
-                    results[position] = self._guarded(paths[position], calibrated)
-            return results
-        for position, file_logits in zip(loaded, logits):
-            results[position] = self._file_score(paths[position], file_logits, None, calibrated)
-        return results

@@ -23,21 +23,44 @@ and in ``failed.csv`` next to the output (``ID,path,reason``; written
 whenever ``--output`` is given); the others are still scored, and the exit
 status is 1 when any file failed, 2 for usage errors.
 
+Engines: ``--model`` names an exported model folder (torch; ``--precision
+bf16`` or ``auto`` runs the SSL front-end in bfloat16, see
+:mod:`speechbrain_nes2net.precision`) or an ``.onnx`` file written by
+``nes2net-export-onnx`` (onnxruntime, no torch model; ``--engine`` forces
+either). Files, preprocessing, batches, windows and failures are handled by
+the same code on both (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`).
+
 Authors
  * speechbrain-nes2net contributors
 """
 
 import argparse
 import csv
+import hashlib
 import io
 import logging
 import os
 import sys
+from array import array
+from itertools import islice
 from pathlib import Path
 
-from speechbrain_nes2net.audio import is_audio_path
+from speechbrain_nes2net.audio import AudioError, is_audio_path
+from speechbrain_nes2net.evaluation.score_log import (
+    DEFAULT_CHUNK_SIZE,
+    FAILED,
+    OK,
+    ScoreLog,
+    ScoreLogError,
+    merged_records,
+)
+from speechbrain_nes2net.precision import PRECISIONS
+from speechbrain_nes2net.pretrained.scoring import DEFAULT_MAX_BATCH_SECONDS
+from speechbrain_nes2net.scores import LABELS
 
 LIST_SUFFIXES = {".txt", ".lst", ".list", ".scp"}
+#: The values of ``--engine``.
+ENGINES = ("auto", "torch", "onnxruntime")
 
 
 class InputError(ValueError):
@@ -50,30 +73,40 @@ def _folder_files(folder):
 
 
 def _list_file(path):
-    entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) > 2:
-            raise InputError(
-                f"{path}:{number}: expected 'path' or 'ID path', got {len(fields)} fields"
-            )
-        audio = Path(fields[-1]).expanduser()
-        if not audio.is_absolute():
-            audio = path.parent / audio
-        utt_id = fields[0] if len(fields) == 2 else audio.stem
-        entries.append((utt_id, audio))
-    return entries
+    return list(_iter_list_file(path))
+
+
+def _iter_list_file(path):
+    """Yields ``(ID, path)`` of a list file's lines, reading it line by line."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split()
+            if len(fields) > 2:
+                raise InputError(
+                    f"{path}:{number}: expected 'path' or 'ID path', got {len(fields)} fields"
+                )
+            audio = Path(fields[-1]).expanduser()
+            if not audio.is_absolute():
+                audio = path.parent / audio
+            utt_id = fields[0] if len(fields) == 2 else audio.stem
+            yield utt_id, audio
 
 
 def _manifest(path):
+    return list(_iter_manifest(path))
+
+
+def _iter_manifest(path):
+    """Yields ``(ID, wav)`` of a CSV manifest's rows, reading it row by row."""
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or not {"ID", "wav"} <= set(reader.fieldnames):
             raise InputError(f"{path}: a CSV input needs 'ID' and 'wav' columns (a manifest)")
-        return [(row["ID"], Path(row["wav"])) for row in reader]
+        for row in reader:
+            yield row["ID"], Path(row["wav"])
 
 
 def collect_inputs(paths):
@@ -152,7 +185,23 @@ def parse_args(argv=None):
         help="output format (default: csv for a .csv output, else txt)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="files per batch (default 8)")
+    parser.add_argument(
+        "--max-batch-seconds", type=float, default=DEFAULT_MAX_BATCH_SECONDS,
+        help=f"most padded audio per batch (default {DEFAULT_MAX_BATCH_SECONDS:g} s)",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="auto",
+        help="torch (a model folder) or onnxruntime (an .onnx export); auto: by --model",
+    )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32",
+        help="torch engine: fp32 (default), bf16 (SSL front-end in bfloat16), or auto "
+        "(bf16 where the CPU/GPU computes it natively)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads of the engine (default: torch's / onnxruntime's)"
+    )
     parser.add_argument("--savedir", help="where SpeechBrain collects the model files")
     decision = parser.add_mutually_exclusive_group()
     decision.add_argument(
@@ -166,9 +215,22 @@ def parse_args(argv=None):
         "--raw", action="store_true", help="raw scores even when the model carries a calibration"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_resume_arguments(parser)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.max_batch_seconds is not None and args.max_batch_seconds <= 0:
+        parser.error("--max-batch-seconds must be positive")
+    if args.engine == "auto":
+        args.engine = "onnxruntime" if str(args.model).lower().endswith(".onnx") else "torch"
+    if args.engine == "onnxruntime" and args.precision == "bf16":
+        parser.error(
+            "--precision bf16 is the torch engine's; an ONNX export runs at its own precision "
+            "(fp32, or int8 when exported with nes2net-export-onnx --quantize int8)"
+        )
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    check_resume_arguments(parser, args)
     return args
 
 
@@ -193,19 +255,385 @@ def write_scores(handle, entries, results, fmt, with_label, threshold):
         handle.write(f"{utt_id} {result.score:.6f}{label}\n")
 
 
-def write_failures(path, entries, results):
-    """Writes ``ID,path,reason`` of the failed files (a header only when none failed)."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["ID", "path", "reason"])
-        for (utt_id, audio), result in zip(entries, results):
-            if not result.ok:
-                writer.writerow([utt_id, str(audio), result.error])
+def load_model(args):
+    """The scoring model the arguments name: AntiSpoofModel (torch) or OnnxAntiSpoofModel."""
+    logging.getLogger("speechbrain").setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.engine == "onnxruntime":
+        from speechbrain_nes2net.pretrained.onnx_model import OnnxAntiSpoofModel
+
+        if not Path(args.model).is_file():
+            raise FileNotFoundError(f"{args.model}: no such ONNX file")
+        return OnnxAntiSpoofModel(args.model, threads=args.threads)
+    import torch
+
+    from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return AntiSpoofModel.from_hparams(
+        source=args.model,
+        savedir=args.savedir,
+        run_opts={"device": args.device, "precision": args.precision},
+    )
+
+
+# ------------------------------------------- resumable, streaming scoring (--output FILE)
+#
+# With --output, files are read lazily from the PATHs, scored by chunks and
+# appended to a score log (speechbrain_nes2net.evaluation.score_log) as
+# batches finish; the output and failed.csv are written from the log at the
+# end. A rerun of the same command scores only what the log lacks.
+
+
+def add_resume_arguments(parser):
+    """Adds ``--restart``, ``--retry-failed`` and ``--chunk-size`` (used with ``--output``)."""
+    group = parser.add_argument_group(
+        "resuming (with --output: scores are logged to OUTPUT.scorelog as they come, "
+        "and a rerun of the same command scores only the missing files)"
+    )
+    group.add_argument(
+        "--restart", action="store_true", help="discard the score log and score every file again"
+    )
+    group.add_argument(
+        "--retry-failed", action="store_true",
+        help="score the files that failed in an earlier run again (they are final otherwise)",
+    )  # fmt: skip
+    group.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+        help=f"files planned and held at once (default {DEFAULT_CHUNK_SIZE}); bounds memory",
+    )  # fmt: skip
+
+
+def check_resume_arguments(parser, args):
+    """Rejects resume options that cannot apply."""
+    if args.chunk_size < 1:
+        parser.error("--chunk-size must be at least 1")
+    if (args.restart or args.retry_failed) and not args.output:
+        parser.error("--restart and --retry-failed need --output (the score log lives next to it)")
+
+
+def _walk_folder(folder, directory=None):
+    """Yields ``(ID, path)`` of a folder's audio files in the order of :func:`_folder_files`.
+
+    Only one directory listing is held at a time (sorted by name, which is
+    the order sorted full paths have).
+    """
+    directory = folder if directory is None else directory
+    with os.scandir(directory) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_dir():
+            yield from _walk_folder(folder, path)
+        elif entry.is_file() and is_audio_path(path):
+            yield path.relative_to(folder).with_suffix("").as_posix(), path
+
+
+def iter_inputs(paths):
+    """Streams the ``(ID, audio path)`` pairs of :func:`collect_inputs`, in the same order.
+
+    Nothing is held but the current list file row or folder listing; the
+    duplicate check is :func:`input_digest`'s.
+
+    Arguments
+    ---------
+    paths : list of str
+        Audio files, folders, list files or CSV manifests.
+
+    Yields
+    ------
+    (str, Path)
+
+    Raises
+    ------
+    InputError
+        For a PATH that does not exist or names nothing scorable.
+    """
+    for arg in paths:
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            found = False
+            for entry in _walk_folder(path):
+                found = True
+                yield entry
+            if not found:
+                raise InputError(f"{path}: folder holds no audio files")
+        elif path.suffix.lower() == ".csv" and path.is_file():
+            yield from _iter_manifest(path)
+        elif path.suffix.lower() in LIST_SUFFIXES and path.is_file():
+            yield from _iter_list_file(path)
+        elif path.exists() or is_audio_path(path):
+            yield path.stem, path
+        else:
+            raise InputError(f"{arg}: no such file or folder")
+
+
+def _hash64(text):
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def input_digest(paths):
+    """Counts and hashes the input list; refuses IDs that name different files.
+
+    Holds 16 bytes per file (two 64-bit hashes, for the duplicate check),
+    not the list itself.
+
+    Arguments
+    ---------
+    paths : list of str
+        The PATH arguments.
+
+    Returns
+    -------
+    (int, str)
+        The number of inputs and the SHA-256 of their ``ID<TAB>path`` lines.
+
+    Raises
+    ------
+    InputError
+        As :func:`collect_inputs` does.
+    """
+    import numpy as np
+
+    digest, count = hashlib.sha256(), 0
+    id_hashes, pair_hashes = array("Q"), array("Q")
+    for utt_id, audio in iter_inputs(paths):
+        line = f"{utt_id}\t{audio}\n"
+        digest.update(line.encode())
+        id_hashes.append(_hash64(utt_id))
+        pair_hashes.append(_hash64(line))
+        count += 1
+    pairs = np.unique(np.stack([np.frombuffer(id_hashes, np.uint64),
+                                np.frombuffer(pair_hashes, np.uint64)], axis=1), axis=0)  # fmt: skip
+    ids, counts = np.unique(pairs[:, 0], return_counts=True)
+    if (counts > 1).any():
+        clashing = {int(h) for h in ids[counts > 1]}
+        examples = sorted({u for u, _ in iter_inputs(paths) if _hash64(u) in clashing})
+        raise InputError(
+            f"{len(clashing)} IDs name different files, e.g. {examples[:5]}; "
+            "score them separately or use a list file with 'ID path' lines"
+        )
+    return count, digest.hexdigest()
+
+
+def model_fingerprint(model):
+    """What identifies the model: a folder's content hash, a file's hash, or a hub id.
+
+    Example
+    -------
+    >>> model_fingerprint("speechbrain/some-model-id")
+    'hub:speechbrain/some-model-id'
+    """
+    source = Path(model).expanduser()
+    if source.is_dir():
+        from speechbrain_nes2net.pretrained.onnx_export import folder_fingerprint
+
+        return "folder:" + folder_fingerprint(source)
+    if source.is_file():
+        digest = hashlib.sha256()
+        with open(source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return "file:" + digest.hexdigest()
+    return f"hub:{model}"
+
+
+def log_header(args, n_inputs, inputs_digest):
+    """The score log header of a run: the model, the options that change scores, the inputs."""
+    precision = "fp32"  # an ONNX export runs at its own precision (part of its hash)
+    if args.engine == "torch":
+        from speechbrain_nes2net.precision import resolve_precision
+
+        precision = resolve_precision(args.precision, args.device)
+    return {
+        "tool": "nes2net-score",
+        "model": model_fingerprint(args.model),
+        "options": {"engine": args.engine, "precision": precision, "calibrated": not args.raw},
+        "inputs": inputs_digest,
+        "n_inputs": n_inputs,
+        "chunk_size": args.chunk_size,
+        "shard": [0, 1],
+    }
+
+
+def _record(position, utt_id, path, result):
+    if result.ok:
+        return position, utt_id, OK, [repr(result.score), result.label or "", str(path)]
+    return position, utt_id, FAILED, [result.error, str(path)]
+
+
+def _score_listed(model, items, args, append, progress):
+    """Scores ``(position, ID, path)`` items batch by batch, appending each batch's records."""
+    paths = [path for _, _, path in items]
+    lengths = model.file_lengths(paths)
+    unreadable = [
+        (position, utt_id, FAILED, [length.reason, str(path)])
+        for (position, utt_id, path), length in zip(items, lengths)
+        if isinstance(length, AudioError)
+    ]
+    append(unreadable)
+    progress(len(unreadable))
+    for batch in model.plan(lengths, args.batch_size, args.max_batch_seconds):
+        results = model.score_batch_files([paths[i] for i in batch], args.batch_size, not args.raw)
+        append([_record(*items[i], result) for i, result in zip(batch, results)])
+        progress(len(batch))
+
+
+def score_into_log(model, log, args, progress):
+    """Scores what the log lacks, chunk after chunk, in the order of the inputs."""
+    entries = enumerate(iter_inputs(args.paths))
+    for chunk in range(log.n_chunks):
+        items = [(p, utt_id, path) for p, (utt_id, path) in islice(entries, log.chunk_size)]
+        wanted = set(log.missing(chunk))
+        todo = [item for item in items if item[0] in wanted]
+        if todo:
+            _score_listed(model, todo, args, log.append, progress)
+            log.sync()
+    if args.retry_failed:
+        failed = log.failed_to_retry()
+        if failed:
+            items = [(p, u, path) for p, (u, path) in enumerate(iter_inputs(args.paths)) if p in failed]
+            _score_listed(model, items, args, log.append_retries, progress)
+
+
+def write_from_log(log_paths, output, fmt, with_label, threshold):
+    """Writes the output and ``failed.csv`` from complete score logs, in input order.
+
+    Both are written to temporary files and renamed, so a full disk leaves
+    the previous files and the logs as they were.
+
+    Returns
+    -------
+    (int, int, list)
+        Files scored, files failed, and the first few failures
+        ``(ID, path, reason)``.
+    """
+    output = Path(output)
+    failed_path = output.parent / "failed.csv"
+    tmp_out = output.with_name(output.name + ".tmp")
+    tmp_failed = failed_path.with_name(failed_path.name + ".tmp")
+    n_ok, n_failed, examples = 0, 0, []
+    with open(tmp_out, "w", encoding="utf-8", newline="") as out, open(
+        tmp_failed, "w", encoding="utf-8", newline=""
+    ) as failed:
+        failures = csv.writer(failed, lineterminator="\n")
+        failures.writerow(["ID", "path", "reason"])
+        scores = csv.writer(out, lineterminator="\n")
+        if fmt == "csv":
+            scores.writerow(["ID", "score"] + (["label"] if with_label else []) + ["path"])
+        for _, utt_id, status, fields in merged_records(log_paths):
+            if status == FAILED:
+                n_failed += 1
+                failures.writerow([utt_id, fields[1], fields[0]])
+                if len(examples) < 20:
+                    examples.append((utt_id, fields[1], fields[0]))
+                continue
+            n_ok += 1
+            score = float(fields[0])
+            label = ""
+            if with_label:
+                label = fields[1] if threshold is None else LABELS[int(score >= threshold)]
+            if fmt == "csv":
+                scores.writerow([utt_id, f"{score:.6f}"] + ([label] if with_label else []) + [fields[2]])
+            else:
+                out.write(f"{utt_id} {score:.6f}{' ' + label if with_label else ''}\n")
+        for handle in (out, failed):
+            handle.flush()
+            os.fsync(handle.fileno())
+    os.replace(tmp_out, output)
+    os.replace(tmp_failed, failed_path)
+    return n_ok, n_failed, examples
+
+
+def main_resumable(args):
+    """``nes2net-score --output FILE``: streaming, resumable scoring (exit status as :func:`main`; 3: cannot write)."""
+    output = Path(args.output)
+    log_path = output.with_name(output.name + ".scorelog")
+    try:
+        n_inputs, digest = input_digest(args.paths)
+    except InputError as err:
+        print(f"nes2net-score: {err}", file=sys.stderr)
+        return 2
+    if not n_inputs:
+        print("nes2net-score: nothing to score", file=sys.stderr)
+        return 2
+    header = log_header(args, n_inputs, digest)
+    try:
+        log = ScoreLog(log_path, header, restart=args.restart)
+    except ScoreLogError as err:
+        print(f"nes2net-score: {err}", file=sys.stderr)
+        return 2
+    retry = args.retry_failed and log.n_failed > 0 and bool(log.failed_to_retry())
+    model = None
+    if log.complete and not retry:
+        print(
+            f"nes2net-score: nothing to score: all {n_inputs} files are in {log_path} "
+            f"from an earlier run (--restart scores them again); writing {output}",
+            file=sys.stderr,
+        )
+    else:
+        if log.resumed and log.n_done:
+            print(
+                f"nes2net-score: resuming: {log.n_done} of {n_inputs} files already in {log_path}",
+                file=sys.stderr,
+            )
+        import tqdm
+
+        try:
+            model = load_model(args)
+        except Exception as err:  # noqa: BLE001  (any loading failure is a usage problem)
+            print(f"nes2net-score: cannot load the model {args.model}: {err}", file=sys.stderr)
+            return 2
+        bar = tqdm.tqdm(
+            total=n_inputs, initial=log.n_done, unit="file", file=sys.stderr, disable=args.quiet
+        )
+        try:
+            with bar:
+                score_into_log(model, log, args, bar.update)
+            log.close()
+        except ScoreLogError as err:
+            print(f"nes2net-score: {err}", file=sys.stderr)
+            return 3
+    fmt = args.format or ("csv" if str(output).lower().endswith(".csv") else "txt")
+    with_label = args.labels or args.threshold is not None
+    try:
+        n_ok, n_failed, examples = write_from_log(
+            [log_path], output, fmt, with_label, args.threshold
+        )
+    except OSError as err:
+        print(
+            f"nes2net-score: cannot write {output}: {err.strerror or err}; the scores are kept "
+            f"in {log_path}: fix this and rerun the same command",
+            file=sys.stderr,
+        )
+        return 3
+    for utt_id, path, reason in examples:
+        print(f"nes2net-score: cannot score {path} ({utt_id}): {reason}", file=sys.stderr)
+    summary = f"nes2net-score: scored {n_ok} of {n_inputs} files"
+    if model is None:
+        summary += " (all in earlier runs)"
+    details = ""
+    if model is not None:
+        stats = model.batch_stats
+        details = (
+            f" ({args.engine}, {model.precision}; {stats.batches} batches, "
+            f"{100 * stats.padding_fraction:.1f}% of the computed audio was padding)"
+        )
+    if n_failed:
+        where = output.parent / "failed.csv"
+        print(f"{summary}, {n_failed} failed; failures in {where}{details}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(summary + details, file=sys.stderr)
+    return 0
 
 
 def main(argv=None):
     """Runs the command line; returns the exit status (0 ok, 1 some files failed, 2 usage)."""
     args = parse_args(argv)
+    if args.output:
+        return main_resumable(args)
     try:
         entries = collect_inputs(args.paths)
     except InputError as err:
@@ -218,14 +646,8 @@ def main(argv=None):
     # Imported here so that --help and input errors answer at once.
     import tqdm
 
-    from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
-
-    logging.getLogger("speechbrain").setLevel(logging.WARNING)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        model = AntiSpoofModel.from_hparams(
-            source=args.model, savedir=args.savedir, run_opts={"device": args.device}
-        )
+        model = load_model(args)
     except Exception as err:  # noqa: BLE001  (any loading failure is a usage problem)
         print(f"nes2net-score: cannot load the model {args.model}: {err}", file=sys.stderr)
         return 2
@@ -236,34 +658,33 @@ def main(argv=None):
             batch_size=args.batch_size,
             calibrated=not args.raw,
             progress=bar.update,
+            max_batch_seconds=args.max_batch_seconds,
         )
 
-    fmt = args.format or ("csv" if (args.output or "").lower().endswith(".csv") else "txt")
+    # Without --output the scores go to stdout (a file output is main_resumable's).
+    fmt = args.format or "txt"
     with_label = args.labels or args.threshold is not None
-    if args.output:
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "w", encoding="utf-8", newline="") as handle:
-            write_scores(handle, entries, results, fmt, with_label, args.threshold)
-        write_failures(output.parent / "failed.csv", entries, results)
-    else:
-        buffer = io.StringIO()
-        write_scores(buffer, entries, results, fmt, with_label, args.threshold)
-        sys.stdout.write(buffer.getvalue())
-        sys.stdout.flush()
+    buffer = io.StringIO()
+    write_scores(buffer, entries, results, fmt, with_label, args.threshold)
+    sys.stdout.write(buffer.getvalue())
+    sys.stdout.flush()
 
     failed = [(utt_id, result) for (utt_id, _), result in zip(entries, results) if not result.ok]
     for utt_id, result in failed:
         print(
             f"nes2net-score: cannot score {result.path} ({utt_id}): {result.error}", file=sys.stderr
         )
+    stats = model.batch_stats
     summary = f"nes2net-score: scored {len(entries) - len(failed)} of {len(entries)} files"
+    details = (
+        f" ({args.engine}, {model.precision}; {stats.batches} batches, "
+        f"{100 * stats.padding_fraction:.1f}% of the computed audio was padding)"
+    )
     if failed:
-        where = f"; failures in {Path(args.output).parent / 'failed.csv'}" if args.output else ""
-        print(f"{summary}, {len(failed)} failed{where}", file=sys.stderr)
+        print(f"{summary}, {len(failed)} failed{details}", file=sys.stderr)
         return 1
     if not args.quiet:
-        print(summary, file=sys.stderr)
+        print(summary + details, file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,146 @@
+"""``recipes/evaluate.py`` under torchrun (gloo): sharded, killed, resumed, merged once."""
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from speechbrain_nes2net.evaluation.score_log import iter_records
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+EVALUATE = str(ROOT / "recipes" / "evaluate.py")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+REPEATS = 8
+
+
+def run(args, check=True):
+    result = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def read_scores(path):
+    lines = [line.split() for line in Path(path).read_text().splitlines()]
+    ids = [utt_id for utt_id, _ in lines]
+    assert len(ids) == len(set(ids)), "an ID is listed twice"
+    return {utt_id: float(score) for utt_id, score in lines}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A one-epoch demo run and a test manifest repeating its test files (128 rows)."""
+    out = tmp_path_factory.mktemp("sharded") / "run"
+    run([sys.executable, str(ROOT / "recipes" / "train.py"), "hparams/demo.yaml",
+         f"--output_folder={out}", "--number_of_epochs=1", "--n_train=16", "--n_dev=8",
+         "--n_test=8", "--noprogressbar"])  # fmt: skip
+    with open(out / "save" / "manifests" / "test.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows, fields = list(reader), reader.fieldnames
+    manifest = out / "repeated.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for copy in range(REPEATS):
+            for row in rows:
+                writer.writerow(dict(row, ID=f"{row['ID']}_r{copy}"))
+    return out, manifest
+
+
+def expected_scores(out):
+    """The training run's test scores, repeated as in the manifest."""
+    base = read_scores(out / "scores" / "demo_test_scores.txt")
+    return {f"{k}_r{c}": v for c in range(REPEATS) for k, v in base.items()}
+
+
+def logged(folder, pattern="big_scores.shard-*.log"):
+    return sum(sum(1 for _ in iter_records(p)) for p in Path(folder).glob(pattern))
+
+
+def children(pid):
+    """Child process ids of ``pid`` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def rank_of(pid):
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next((int(v[5:]) for v in environ if v.startswith(b"RANK=")), None)
+
+
+def kill_when_logged(command, folder, target, which):
+    """Starts ``command``; once ``target`` records are logged, SIGKILLs it (or one worker)."""
+    process = subprocess.Popen(command, cwd=ROOT, env=ENV, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    # Rank 1's own log when killing rank 1, so that it dies inside its shard.
+    pattern = "big_scores.shard-*.log" if which == "all" else f"big_scores.shard-{which}-of-2.log"
+    while time.monotonic() < deadline and process.poll() is None and logged(folder, pattern) < target:
+        time.sleep(0.005)
+    if which == "all":  # the whole job pre-empted (workers run in sessions of their own)
+        for pid in children(process.pid) + [process.pid]:
+            os.kill(pid, signal.SIGKILL)
+    else:
+        worker = [pid for pid in children(process.pid) if rank_of(pid) == which]
+        assert worker, "the worker had finished before the kill"
+        os.kill(worker[0], signal.SIGKILL)  # one worker dies; torchrun stops the others
+    process.wait(timeout=120)
+    return logged(folder)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_killed_at_random_points_resumes_to_the_same_scores(trained):
+    out, manifest = trained
+    scores_dir = out / "scores"
+    command = TORCHRUN + [
+        EVALUATE, str(out / "hyperparams.yaml"), f"--test_manifest={manifest}",
+        "--test_name=big", "--chunk_size=8", "--distributed_backend=gloo",
+    ]  # fmt: skip
+    total = 8 * 2 * REPEATS
+    rng = random.Random(11)
+    counts = [kill_when_logged(command, scores_dir, rng.randrange(4, total // 2), "all")]
+    # Rank 1 dies inside its shard, a few batches after where the first kill left it.
+    rank1 = logged(scores_dir, "big_scores.shard-1-of-2.log")
+    counts.append(kill_when_logged(command, scores_dir, rank1 + rng.randrange(2, 8), 1))
+    assert all(0 < n < total for n in counts), counts  # the kills landed mid-run
+    assert not (scores_dir / "big_scores.txt").exists()
+    run(command)
+    assert "resuming" in (out / "log.txt").read_text()  # not scored again from the start
+    scores = read_scores(scores_dir / "big_scores.txt")
+    expected = expected_scores(out)
+    assert sorted(scores) == sorted(expected)  # every ID once, none lost
+    for utt_id, score in scores.items():
+        assert abs(score - expected[utt_id]) <= 1.01e-6, utt_id
+    assert logged(scores_dir) == total  # each utterance scored into the logs once
+    # A rerun does no scoring and says so.
+    run(command)
+    log = (out / "log.txt").read_text()
+    assert log.count("nothing to score, all 64 utterances are in") >= 2
+
+
+@pytest.mark.slow
+def test_a_shard_runs_and_restarts_alone_without_torchrun(trained):
+    out, manifest = trained
+    base = [
+        sys.executable, EVALUATE, str(out / "hyperparams.yaml"), f"--test_manifest={manifest}",
+        "--test_name=alone", "--chunk_size=8",
+    ]  # fmt: skip
+    result = run(base + ["--shard=1/2"])
+    assert "shard 1 of 2 done; waiting for shards [0]" in result.stdout
+    assert not (out / "scores" / "alone_scores.txt").exists()
+    run(base + ["--shard=0/2"])
+    scores = read_scores(out / "scores" / "alone_scores.txt")
+    expected = expected_scores(out)
+    assert sorted(scores) == sorted(expected)
+    # A changed option is refused, not mixed in.
+    result = run(base + ["--shard=0/2", "--eval_samples=16000"], check=False)
+    assert result.returncode != 0 and "eval_samples" in result.stderr
