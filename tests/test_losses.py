@@ -53,6 +53,7 @@ RELEASED_OBJECTIVES = {
     "nes2net_x_asvspoof2019.yaml": "weighted_ce",
     "nes2net_x_asvspoof5.yaml": "weighted_ce",
     "nes2net_x_partialspoof.yaml": "weighted_ce",
+    "nes2net_x_partialspoof_localization.yaml": "weighted_ce",
 }
 
 

@@ -175,6 +175,7 @@ YAML_CORPORA = {
     "nes2net_x_asvspoof2019.yaml": "asvspoof2019",
     "nes2net_x_asvspoof5.yaml": "asvspoof5",
     "nes2net_x_partialspoof.yaml": "partialspoof",
+    "nes2net_x_partialspoof_localization.yaml": "partialspoof",
     "nes2net_x_custom.yaml": "custom",
     "nes2net_x_hubert_ctrsvdd.yaml": "ctrsvdd",
     "nes2net_x_multi.yaml": "multi",

@@ -585,6 +585,7 @@ def _range_reference(range_reference, labels_of, finest, durations):
         table, source = range_reference, "given ranges"
 
     def ranges(utt_id):
+        """The spoofed (start, end) stretches of ``utt_id`` in the reference."""
         if utt_id not in table:
             raise ValueError(f"partialspoof report: no reference ranges for {utt_id} in {source}")
         entry = table[utt_id]
@@ -610,7 +611,20 @@ def _localization_block(
             "scores; pass allow_missing=True to leave them out"
         )
     labels_of = _label_source(segment_labels, data)
+    asked = resolutions is not None
     resolutions = [float(r) for r in (resolutions or SEGMENT_SHIFTS)]
+    unavailable = []
+    if not asked and ids:  # the released resolutions whose label files are there
+        for shift in list(resolutions):
+            try:
+                labels_of(ids[0], shift)
+            except FileNotFoundError:
+                resolutions.remove(shift)
+                unavailable.append(shift)
+        if not resolutions:
+            raise ValueError(
+                "partialspoof report: no segment label file at any released resolution"
+            )
     durations = dict(zip(data["ID"], data["duration"].astype(float)))
     finest = min(resolutions)
     if range_reference is None and ids and SEGMENT_SHIFTS[0] < finest:
@@ -654,6 +668,7 @@ def _localization_block(
         "n_utterances": len(ids),
         "utterances_without_frame_scores": lacking,
         "resolutions": blocks,
+        "resolutions_without_label_files": unavailable,
         "utterance_from_frames": _block(bona, spoof, _eer_metrics),
     }
 
@@ -785,16 +800,19 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
 # ---------------------------------------------------------------------------
 
 
-def write_corpus_report(folder, name, scores_path, test_set, allow_missing=False):
+def write_corpus_report(folder, name, scores_path, test_set, allow_missing=False, frame_scores=None):
     """Writes the corpus report of a test set; a failure is logged, not raised.
 
     The score file is already written, so a report problem (e.g. missing ASV
     keys) costs no scoring: fix it and rerun ``recipes/evaluate.py``. When
     files were unusable (``allow_missing``), the report leaves them out and
-    counts them in its ``missing`` section.
+    counts them in its ``missing`` section. ``frame_scores`` (the frame score
+    file of a localisation model) goes to the ``partialspoof`` rule.
     """
     options = dict(test_set.report)
     corpus = options.pop("corpus")
+    if frame_scores is not None and corpus == "partialspoof":
+        options.setdefault("frame_scores", str(frame_scores))
     try:
         report = build_report(
             corpus, scores_path, test_set.manifest, allow_missing=allow_missing, **options

@@ -77,8 +77,14 @@ class Nes2NetLocalizer(nn.Module):
         """Channels of the input features."""
         return self.backend.input_size
 
-    def forward(self, x, lengths=None):
-        """Utterance logits (batch, n_out) of (batch, time, channels) features."""
+    def forward(self, x, lengths=None, with_frames=False):
+        """Utterance logits (batch, n_out) of (batch, time, channels) features.
+
+        With ``with_frames``, :meth:`forward_with_frames` (a DDP-wrapped module
+        is called through ``forward`` only).
+        """
+        if with_frames:
+            return self.forward_with_frames(x, lengths)
         return self.backend(x, lengths)
 
     def embed(self, x, lengths=None):

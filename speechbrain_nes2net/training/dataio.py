@@ -271,7 +271,8 @@ def manifest_dataset(path, pipeline, sort_by_duration=False, corpus=""):
     -------
     DynamicItemDataset
         Items with ``id``, ``sig``, ``audio_error``, ``label_id``, ``label``,
-        ``attack``, ``corpus``.
+        ``attack``, ``corpus``, ``duration`` (seconds, from the manifest), and
+        ``segment_truth`` with :func:`localization_pipeline`.
     """
     frame = read_manifest(path)
     records = frame.set_index("ID").to_dict(orient="index")
@@ -280,7 +281,7 @@ def manifest_dataset(path, pipeline, sort_by_duration=False, corpus=""):
     dataset = DynamicItemDataset(records)
     dataset.add_dynamic_item(pipeline)
     dataset.add_dynamic_item(label_pipeline)
-    keys = ["id", "sig", "audio_error", "label_id", "label", "attack", "corpus"]
+    keys = ["id", "sig", "audio_error", "label_id", "label", "attack", "corpus", "duration"]
     if "segment_truth" in getattr(pipeline, "provides", ()):
         keys.append("segment_truth")
     dataset.set_output_keys(keys)
