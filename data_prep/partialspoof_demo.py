@@ -226,6 +226,36 @@ def build_partialspoof_demo(
     return root
 
 
+def prepare_partialspoof_demo(data_folder, save_folder, n_train=48, n_dev=16, n_eval=16, seed=2023):
+    """Writes the synthetic corpus (if needed) and its PartialSpoof manifests.
+
+    The ``data_preparation`` entry of ``hparams/demo_localization.yaml``:
+    :func:`build_partialspoof_demo` then
+    :func:`data_prep.partialspoof_prepare.prepare_partialspoof` on the result,
+    so the manifests are exactly those of the real corpus.
+
+    Arguments
+    ---------
+    data_folder : str or Path
+        The ``database/`` folder to write.
+    save_folder : str or Path
+        Where the manifests go.
+    n_train, n_dev, n_eval : int
+        Utterances per split.
+    seed : int
+        Seed of the whole corpus.
+
+    Returns
+    -------
+    dict
+        Split name -> manifest path.
+    """
+    from data_prep.partialspoof_prepare import prepare_partialspoof
+
+    build_partialspoof_demo(data_folder, n_train, n_dev, n_eval, seed=seed)
+    return prepare_partialspoof(data_folder, save_folder)
+
+
 def read_truth(folder):
     """ID -> {'split', 'duration', 'spoof': [(start, end), ...]} of a synthetic corpus."""
     data = json.loads((Path(folder) / TRUTH_FILE).read_text())

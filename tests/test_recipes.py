@@ -182,8 +182,15 @@ YAML_CORPORA = {
 }
 
 
+#: The self-contained demos and the options that make their --debug run small.
+DEMOS = {
+    "demo.yaml": ["--n_train=8", "--n_dev=4", "--n_test=4"],
+    "demo_localization.yaml": ["--n_train=4", "--n_dev=4", "--n_eval=4"],
+}
+
+
 def test_every_recipe_yaml_is_covered():
-    shipped = {p.name for p in (ROOT / "hparams").glob("*.yaml")} - {"demo.yaml"}
+    shipped = {p.name for p in (ROOT / "hparams").glob("*.yaml")} - set(DEMOS)
     assert shipped == set(YAML_CORPORA)
 
 
@@ -286,19 +293,19 @@ def small_corpus_args(yaml_name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("yaml_name", ["demo.yaml"] + sorted(YAML_CORPORA))
+@pytest.mark.parametrize("yaml_name", sorted(DEMOS) + sorted(YAML_CORPORA))
 def test_every_recipe_runs_with_debug(yaml_name, tmp_path, tiny_wavlm):
     # SpeechBrain's recipe harness: --debug runs a few batches of every stage
     # and keeps no checkpoint; the recipe must still end cleanly with its reports.
-    if yaml_name == "demo.yaml":
-        args = ["--n_train=8", "--n_dev=4", "--n_test=4"]
+    if yaml_name in DEMOS:
+        args = DEMOS[yaml_name]
     else:
         args = small_corpus_args(yaml_name, tmp_path) + [
             f"--ssl_source={tiny_wavlm}", "--ssl_dim=64", "--ssl_layers=3", "--batch_size=2",
         ]
     out = tmp_path / "run"
     result = run(TRAIN + [f"hparams/{yaml_name}", f"--output_folder={out}", "--debug",
-                          "--debug_batches=2", "--num_workers=0" if yaml_name != "demo.yaml" else "--noprogressbar"]
+                          "--debug_batches=2", "--num_workers=0" if yaml_name not in DEMOS else "--noprogressbar"]
                  + args)
     summary = [line for line in result.stdout.splitlines() if line.endswith(str(out / "scores"))]
     assert summary and all("debug run: a few batches" in line for line in summary)

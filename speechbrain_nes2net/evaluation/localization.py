@@ -484,3 +484,141 @@ def segment_count(duration, shift):
     (7, 2)
     """
     return max(1, math.ceil(round(duration / shift, 6)))
+
+
+def fit_frames_to_duration(frame_scores, frame_shift, duration):
+    """Frame scores cut or extended to the ``ceil(duration / frame_shift)`` frames of a file.
+
+    An SSL model gives ``floor((samples - 400) / 320) + 1`` frames (WavLM,
+    wav2vec 2.0 at 16 kHz), up to two fewer than the 20 ms label grid has
+    segments; the last frame score is repeated over the missing tail, so that
+    frame ``t`` stands for ``[t * frame_shift, (t + 1) * frame_shift)`` and
+    the frames cover the whole file. Frames of repeat-padding past the
+    duration are cut.
+
+    Arguments
+    ---------
+    frame_scores : array-like
+        One score per frame from the start of the file.
+    frame_shift : float
+        Frame hop in seconds.
+    duration : float
+        The file's duration in seconds.
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Example
+    -------
+    >>> fit_frames_to_duration([1.0, 2.0], 0.02, 0.07).tolist()
+    [1.0, 2.0, 2.0, 2.0]
+    >>> fit_frames_to_duration([1.0, 2.0, 3.0], 0.02, 0.03).tolist()
+    [1.0, 2.0]
+    """
+    scores = np.asarray(frame_scores, dtype=np.float64).reshape(-1)
+    count = segment_count(duration, frame_shift)
+    if scores.size >= count or scores.size == 0:
+        return scores[:count]
+    return np.concatenate([scores, np.full(count - scores.size, scores[-1])])
+
+
+#: Columns of the time-range CSV (``nes2net-score --frames``).
+RANGE_COLUMNS = ("ID", "start", "end", "label", "score")
+
+
+def localize_frames(frame_scores, frame_shift, duration, segment_shift, threshold, pooling="min"):
+    """A file's spoof localisation from its frame scores: decided segments as time ranges.
+
+    The frames are fitted to the duration (:func:`fit_frames_to_duration`),
+    pooled to segments of ``segment_shift`` (:func:`pool_frame_scores`), each
+    segment decided bona fide when its score is at least ``threshold``, and
+    consecutive segments with one label merged (:func:`decision_ranges`; the
+    last range ends at ``duration``). This is what
+    ``AntiSpoofModel.localize`` and ``nes2net-score --frames`` return.
+
+    Arguments
+    ---------
+    frame_scores : array-like
+        One bona fide score per frame from the start of the file.
+    frame_shift : float
+        Frame hop in seconds.
+    duration : float
+        The file's duration in seconds.
+    segment_shift : float
+        Decision resolution in seconds (a whole multiple of ``frame_shift``).
+    threshold : float
+        Segment decision threshold (bona fide when score >= threshold).
+    pooling : str
+        How frames combine into a segment ('min', 'mean', 'max').
+
+    Returns
+    -------
+    list of TimeRange
+        ``(start, end, label, score)``, covering ``[0, duration]`` once; the
+        score of a range is the mean of its segment scores.
+
+    Example
+    -------
+    >>> frames = [2.0, 2.0, 2.0, 2.0, -3.0, -1.0, 2.0, 2.0, 1.0]   # 20 ms, 0.17 s file
+    >>> [(r.start, r.end, r.label) for r in localize_frames(frames, 0.02, 0.17, 0.04, 0.0)]
+    [(0.0, 0.08, 'bonafide'), (0.08, 0.12, 'spoof'), (0.12, 0.17, 'bonafide')]
+    """
+    frames = fit_frames_to_duration(frame_scores, frame_shift, duration)
+    segments = pool_frame_scores(frames, frame_shift, segment_shift, pooling)
+    return decision_ranges(segments, segment_shift, threshold, duration)
+
+
+def write_ranges_csv(handle, rows):
+    """Writes ``ID,start,end,label,score`` rows (times in seconds, 6 decimals).
+
+    Arguments
+    ---------
+    handle : file object
+        Opened for text writing.
+    rows : iterable of (str, TimeRange)
+        (ID, range) pairs, in the order to write.
+
+    Example
+    -------
+    >>> import io
+    >>> out = io.StringIO()
+    >>> write_ranges_csv(out, [("f", TimeRange(0.0, 0.32, "spoof", -1.5))])
+    >>> print(out.getvalue().strip())
+    ID,start,end,label,score
+    f,0.000000,0.320000,spoof,-1.500000
+    """
+    import csv
+
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(RANGE_COLUMNS)
+    for utt_id, item in rows:
+        writer.writerow(
+            [utt_id, f"{item.start:.6f}", f"{item.end:.6f}", item.label, f"{item.score:.6f}"]
+        )
+
+
+def read_ranges_csv(path):
+    """ID -> list of TimeRange of a file :func:`write_ranges_csv` wrote.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "r.csv")
+    >>> with open(path, "w") as f:
+    ...     write_ranges_csv(f, [("f", TimeRange(0.0, 0.5, "bonafide", 1.0))])
+    >>> read_ranges_csv(path)["f"][0].end
+    0.5
+    """
+    import csv
+
+    ranges = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != RANGE_COLUMNS:
+            raise ValueError(f"{path}: expected the columns {','.join(RANGE_COLUMNS)}, got {reader.fieldnames}")
+        for row in reader:
+            ranges.setdefault(row["ID"], []).append(
+                TimeRange(float(row["start"]), float(row["end"]), row["label"], float(row["score"]))
+            )
+    return ranges

@@ -18,6 +18,15 @@ when score >= T); ``--format csv`` (or an output name ending in ``.csv``)
 writes a CSV with ``ID,score[,label],path``. IDs are file names without
 extension (for folders: the path inside the folder without extension).
 
+With ``--frames`` (a localisation model, trained by
+``hparams/nes2net_x_partialspoof_localization.yaml``), the output is instead
+where each file is spoofed: a CSV ``ID,start,end,label,score``, one row per
+time range (seconds; consecutive segments of ``--segment-shift`` seconds,
+default the model's, with one decision merged; ``score`` the mean raw segment
+score of the range, ``label`` bonafide / spoof at the model's segment
+threshold or ``--threshold``), the ranges of a file covering it once (see
+``AntiSpoofModel.localize`` and docs/LOCALIZATION.md).
+
 Files that cannot be scored (missing, corrupt, empty) are reported on stderr
 and in ``failed.csv`` next to the output (``ID,path,reason``; written
 whenever ``--output`` is given); the others are still scored, and the exit
@@ -165,10 +174,23 @@ def parse_args(argv=None):
     parser.add_argument(
         "--raw", action="store_true", help="raw scores even when the model carries a calibration"
     )
+    parser.add_argument(
+        "--frames", action="store_true",
+        help="localisation models: write where each file is spoofed, as CSV rows "
+        "ID,start,end,label,score (time ranges in seconds)",
+    )
+    parser.add_argument(
+        "--segment-shift", type=float,
+        help="with --frames: decision resolution in seconds (default: the model's)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.frames and args.labels:
+        parser.error("--frames writes labels already; --labels does not apply")
+    if args.segment_shift is not None and not args.frames:
+        parser.error("--segment-shift applies with --frames only")
     return args
 
 
@@ -191,6 +213,33 @@ def write_scores(handle, entries, results, fmt, with_label, threshold):
     for utt_id, _, result in rows:
         label = f" {_label(result, threshold)}" if with_label else ""
         handle.write(f"{utt_id} {result.score:.6f}{label}\n")
+
+
+def localize_files(model, entries, segment_shift=None, threshold=None, progress=None):
+    """Time ranges of each file (``AntiSpoofModel.localize``); a bad file is reported, not raised.
+
+    Returns
+    -------
+    (list of (str, TimeRange), list of FileScore)
+        (ID, range) rows of the localised files, and one result per entry
+        (``error`` set for the failed ones, as :func:`write_failures` takes).
+    """
+    from speechbrain_nes2net.audio import AudioError
+    from speechbrain_nes2net.pretrained.interface import FileScore
+
+    rows, results = [], []
+    for utt_id, path in entries:
+        try:
+            ranges = model.localize(path, segment_shift=segment_shift, threshold=threshold)
+            rows.extend((utt_id, item) for item in ranges)
+            results.append(FileScore(str(path)))
+        except NotImplementedError:  # the model, not the file: stop
+            raise
+        except (AudioError, OSError, RuntimeError) as err:
+            results.append(FileScore(str(path), error=str(err)))
+        if progress is not None:
+            progress(1)
+    return rows, results
 
 
 def write_failures(path, entries, results):
@@ -231,24 +280,43 @@ def main(argv=None):
         return 2
 
     with tqdm.tqdm(total=len(entries), unit="file", file=sys.stderr, disable=args.quiet) as bar:
-        results = model.score_files(
-            [path for _, path in entries],
-            batch_size=args.batch_size,
-            calibrated=not args.raw,
-            progress=bar.update,
-        )
+        if args.frames:
+            try:
+                rows, results = localize_files(
+                    model, entries, args.segment_shift, args.threshold, bar.update
+                )
+            except (NotImplementedError, ValueError) as err:
+                print(f"nes2net-score: --frames: {err}", file=sys.stderr)
+                return 2
+        else:
+            results = model.score_files(
+                [path for _, path in entries],
+                batch_size=args.batch_size,
+                calibrated=not args.raw,
+                progress=bar.update,
+            )
 
     fmt = args.format or ("csv" if (args.output or "").lower().endswith(".csv") else "txt")
     with_label = args.labels or args.threshold is not None
+
+    def write(handle):
+        """The ranges (--frames) or the scores."""
+        if args.frames:
+            from speechbrain_nes2net.evaluation.localization import write_ranges_csv
+
+            write_ranges_csv(handle, rows)
+        else:
+            write_scores(handle, entries, results, fmt, with_label, args.threshold)
+
     if args.output:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         with open(output, "w", encoding="utf-8", newline="") as handle:
-            write_scores(handle, entries, results, fmt, with_label, args.threshold)
+            write(handle)
         write_failures(output.parent / "failed.csv", entries, results)
     else:
         buffer = io.StringIO()
-        write_scores(buffer, entries, results, fmt, with_label, args.threshold)
+        write(buffer)
         sys.stdout.write(buffer.getvalue())
         sys.stdout.flush()
 

@@ -48,7 +48,6 @@ Authors
 
 import csv
 import logging
-import math
 from pathlib import Path
 
 import speechbrain as sb
@@ -63,7 +62,12 @@ from speechbrain_nes2net.evaluation.files import (
     write_frame_scores,
     write_test_outputs,
 )
-from speechbrain_nes2net.evaluation.localization import pool_frame_scores, segment_eer
+from speechbrain_nes2net.evaluation.localization import (
+    fit_frames_to_duration,
+    pool_frame_scores,
+    segment_count,
+    segment_eer,
+)
 from speechbrain_nes2net.evaluation.reports import write_corpus_report
 from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths, ssl_frame_shift
 from speechbrain_nes2net.lobes.windows import forward_by_windows, split_windows
@@ -353,9 +357,13 @@ class AntiSpoofBrain(sb.Brain):
     def _record_frames(self, batch, frames, truth, usable):
         """Keeps (ID, frame scores, segment truth or None) of the usable utterances.
 
-        Without segment truth (test sets), the frames of a file repeat-padded
-        to ``eval_min_samples`` are cut to its own duration, so that frame
-        ``t`` is the file's time ``t x frame shift``.
+        The frames are fitted to the file's own duration (from the manifest,
+        :func:`~speechbrain_nes2net.evaluation.localization.fit_frames_to_duration`):
+        those of repeat-padding to ``eval_min_samples`` are cut, and the last
+        frame is repeated over the tail the SSL model gives no frame for, so
+        that frame ``t`` is the file's time ``[t, t + 1) x frame shift``; the
+        segment truth (which followed the padding) is cut to the segments of
+        that duration.
         """
         frame_logits, counts = frames
         frame_logits = frame_logits.detach().float().cpu()
@@ -370,11 +378,16 @@ class AntiSpoofBrain(sb.Brain):
         for i, (utt_id, ok) in enumerate(zip(batch.id, usable.cpu().tolist())):
             if not ok:
                 continue
-            count = counts[i]
-            if truth is None and durations is not None:
-                count = min(count, max(1, math.ceil(round(float(durations[i]) / self.frame_shift, 6))))
-            labels = None if truth is None else targets[i, : target_counts[i]].numpy()
-            self.frame_records.append((utt_id, frame_logits[i, :count].numpy(), labels))
+            scores = frame_logits[i, : counts[i]].numpy()
+            target_count = None if truth is None else target_counts[i]
+            if durations is not None:
+                seconds = float(durations[i])
+                scores = fit_frames_to_duration(scores, self.frame_shift, seconds)
+                if truth is not None:
+                    shift = self.segment_loss.segment_shift
+                    target_count = min(target_count, segment_count(seconds, shift))
+            labels = None if truth is None else targets[i, :target_count].numpy()
+            self.frame_records.append((utt_id, scores, labels))
 
     def _record_failures(self, batch, usable, stage):
         """Counts utterances and keeps (ID, reason) of the unusable ones."""
