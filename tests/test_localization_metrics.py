@@ -124,3 +124,17 @@ def test_labels_to_ranges_uses_partialspoof_polarity():
     assert [(r.start, r.end, r.label) for r in ranges] == [
         (0.0, 0.02, "bonafide"), (0.02, 0.06, "spoof"), (0.06, 0.08, "bonafide")
     ]
+
+
+def test_boundary_inside_a_20ms_frame_by_hand():
+    # 0.1 s file, 20 ms frames, spoofed 0.05-0.08 s: the boundary at 0.05 s cuts
+    # frame 2 ([0.04, 0.06)) in half. Its segment label is spoof (any part), so the
+    # segment EER is 0; in time, that frame's first 10 ms are bona fide speech
+    # rejected: bona fide 0.07 s, spoof 0.03 s, and at threshold -1 the false
+    # rejection is 0.01 / 0.07 with no miss -> range EER (1/7 + 0) / 2.
+    frames = [1.0, 1.0, -1.0, -1.0, 1.0]
+    assert segment_eer({"f": frames}, {"f": [1, 1, 0, 0, 1]})["eer"] == 0.0
+    result = range_eer([(frames, 0.02, [(0.05, 0.08)], 0.1)])
+    assert result["bonafide_seconds"] == pytest.approx(0.07)
+    assert result["spoof_seconds"] == pytest.approx(0.03)
+    assert result["eer"] == pytest.approx(1 / 14, abs=1e-12) and result["eer_threshold"] == -1.0

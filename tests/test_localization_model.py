@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from speechbrain_nes2net.lobes.localization import Nes2NetLocalizer, pool_frame_logits
 from speechbrain_nes2net.lobes.nes2net import Nes2NetX
+from speechbrain_nes2net.training.config import RecipeConfigError, check_recipe_config
 from speechbrain_nes2net.training.losses import SegmentLoss
 
 
@@ -98,3 +99,35 @@ def test_segment_loss_trains_the_frame_head_and_the_trunk():
 def test_segment_loss_refuses_a_resolution_finer_than_the_frames():
     with pytest.raises(ValueError, match="whole multiple of the SSL frame shift"):
         SegmentLoss(segment_shift=0.01)
+
+
+def _localization_config(**changes):
+    """A minimal recipe config with a segment objective (data preparation left empty)."""
+    hparams = {
+        "segment_loss": SegmentLoss(segment_shift=0.02, frame_shift=0.02),
+        "backend": Nes2NetLocalizer("Nes2NetX", input_size=8, outer_ratio=2, inner_ratio=2),
+        "selection_metric": "segment_EER",
+        "localization_shift": 0.16,
+    }
+    hparams.update(changes)
+    return hparams
+
+
+@pytest.mark.parametrize(
+    "changes, fragments",
+    [
+        ({"segment_loss": None}, ["selection_metric='segment_EER'", "needs a segment_loss"]),
+        ({"backend": "plain"}, ["has none", "Nes2NetLocalizer"]),
+        ({"segment_loss_weight": -1.0}, ["segment_loss_weight=-1.0", ">= 0"]),
+        ({"localization_shift": 0.05}, ["localization_shift=0.05", "whole multiple"]),
+    ],
+    ids=["segment-metric-without-objective", "backend-without-frames", "negative-weight",
+         "shift-off-the-frames"],
+)
+def test_localisation_settings_are_checked_with_a_clear_message(changes, fragments):
+    if changes.get("backend") == "plain":
+        changes["backend"] = Nes2NetX(input_size=8, outer_ratio=2, inner_ratio=2)
+    with pytest.raises(RecipeConfigError) as error:
+        check_recipe_config(_localization_config(**changes))
+    for fragment in fragments:
+        assert fragment in str(error.value)

@@ -153,12 +153,15 @@ class AntiSpoofModel(Pretrained):
     the mean of their logits, as ``AntiSpoofBrain`` evaluates long test files.
     :meth:`score_windows` scores any recording in overlapping windows.
 
-    Localisation: Nes2Net pools over time, so there is no frame-level head.
-    With mean pooling, though, the utterance logit is the average of the
-    output layer applied to each frame, which :meth:`frame_scores` returns
-    (an exact decomposition of the utterance score, not a model trained on
-    segment labels); otherwise :meth:`score_windows` gives window-level
-    resolution.
+    Localisation: a model trained on segment labels (a
+    :class:`~speechbrain_nes2net.lobes.localization.Nes2NetLocalizer`
+    back-end) returns where a file is spoofed, as time ranges:
+    :meth:`localize` (docs/LOCALIZATION.md). A plain Nes2Net pools over time,
+    so it has no frame-level head. With mean pooling, though, the utterance
+    logit is the average of the output layer applied to each frame, which
+    :meth:`frame_scores` returns (an exact decomposition of the utterance
+    score, not a model trained on segment labels); otherwise
+    :meth:`score_windows` gives window-level resolution.
     """
 
     MODULES_NEEDED = ["compute_features", "mean_var_norm", "embedding_model", "classifier"]

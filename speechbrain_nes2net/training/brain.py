@@ -236,7 +236,10 @@ class AntiSpoofBrain(sb.Brain):
         A waveform longer than ``window`` samples goes by consecutive windows
         (:func:`~speechbrain_nes2net.lobes.windows.split_windows`): its logits
         are the mean of the windows' logits, its frames theirs one after the
-        other.
+        other, each window's fitted to its duration (the SSL model gives a
+        window a frame or two fewer than it spans), so that frame ``t`` stays
+        at ``t x frame shift`` across windows, as ``AntiSpoofModel.localize``
+        joins them.
         """
         counts = torch.round(lengths.to(torch.float64) * wavs.shape[1]).long().tolist()
         if not window or max(counts) <= window:
@@ -248,7 +251,14 @@ class AntiSpoofBrain(sb.Brain):
                 for piece in split_windows(wav[:count], window)
             ]
             logits.append(torch.stack([part[0][0] for part in parts]).mean(dim=0))
-            frames.append(torch.cat([part[1][0, : part[2][0]] for part in parts]))
+            pieces = split_windows(wav[:count], window)
+            frames.append(torch.cat([
+                torch.as_tensor(fit_frames_to_duration(
+                    part[1][0, : part[2][0]].float().cpu(), self.frame_shift,
+                    piece.shape[0] / self.sample_rate,
+                ), dtype=torch.float32, device=wavs.device)
+                for part, piece in zip(parts, pieces)
+            ]))  # fmt: skip
         frame_counts = torch.tensor([f.shape[0] for f in frames], device=wavs.device)
         padded = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
         return torch.stack(logits), padded, frame_counts
