@@ -218,6 +218,12 @@ def test_corpus_recipe_runs_one_epoch_on_a_small_corpus(yaml_name, tmp_path, tin
             assert state["_last_lr"][0] == pytest.approx(1e-7)
     if yaml_name == "nes2net_x_asvspoof2019.yaml":
         assert {"asvspoof2021_la_eval_metrics.json", "in_the_wild_metrics.json"} <= set(metrics)
+    if yaml_name == "nes2net_x_partialspoof_localization.yaml":
+        # Frame scores, segment and range EER at the label files' resolutions, the segment rule.
+        assert (out / "scores" / "partialspoof_eval_frame_scores.npz").is_file()
+        report = json.loads((out / "scores" / "partialspoof_eval_report.json").read_text())
+        assert set(report["localization"]["resolutions"]) == {"0.02", "0.16"}
+        assert json.loads((out / "localization.json").read_text())["segment_shift"] == 0.16
 
 
 def validated_epochs(train_log):
