@@ -38,6 +38,7 @@ from speechbrain_nes2net.training.recipe import (
     dev_sets,
     finish_distributed,
     fit_run_decision,
+    fit_run_localization,
     prepare_corpora,
     run_summary,
     scored_test_sets,
@@ -91,6 +92,7 @@ def main(argv):
         )
         if test_set is devs[-1] and sb.utils.distributed.if_main_process():
             brain.decision = fit_run_decision(hparams, devs)
+            fit_run_localization(hparams, devs)  # localisation runs: the segment rule
 
     main_process = sb.utils.distributed.if_main_process()
     finish_distributed()

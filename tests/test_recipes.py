@@ -175,14 +175,22 @@ YAML_CORPORA = {
     "nes2net_x_asvspoof2019.yaml": "asvspoof2019",
     "nes2net_x_asvspoof5.yaml": "asvspoof5",
     "nes2net_x_partialspoof.yaml": "partialspoof",
+    "nes2net_x_partialspoof_localization.yaml": "partialspoof",
     "nes2net_x_custom.yaml": "custom",
     "nes2net_x_hubert_ctrsvdd.yaml": "ctrsvdd",
     "nes2net_x_multi.yaml": "multi",
 }
 
 
+#: The self-contained demos and the options that make their --debug run small.
+DEMOS = {
+    "demo.yaml": ["--n_train=8", "--n_dev=4", "--n_test=4"],
+    "demo_localization.yaml": ["--n_train=4", "--n_dev=4", "--n_eval=4"],
+}
+
+
 def test_every_recipe_yaml_is_covered():
-    shipped = {p.name for p in (ROOT / "hparams").glob("*.yaml")} - {"demo.yaml"}
+    shipped = {p.name for p in (ROOT / "hparams").glob("*.yaml")} - set(DEMOS)
     assert shipped == set(YAML_CORPORA)
 
 
@@ -210,6 +218,12 @@ def test_corpus_recipe_runs_one_epoch_on_a_small_corpus(yaml_name, tmp_path, tin
             assert state["_last_lr"][0] == pytest.approx(1e-7)
     if yaml_name == "nes2net_x_asvspoof2019.yaml":
         assert {"asvspoof2021_la_eval_metrics.json", "in_the_wild_metrics.json"} <= set(metrics)
+    if yaml_name == "nes2net_x_partialspoof_localization.yaml":
+        # Frame scores, segment and range EER at the label files' resolutions, the segment rule.
+        assert (out / "scores" / "partialspoof_eval_frame_scores.npz").is_file()
+        report = json.loads((out / "scores" / "partialspoof_eval_report.json").read_text())
+        assert set(report["localization"]["resolutions"]) == {"0.02", "0.16"}
+        assert json.loads((out / "localization.json").read_text())["segment_shift"] == 0.16
 
 
 def validated_epochs(train_log):
@@ -285,19 +299,19 @@ def small_corpus_args(yaml_name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("yaml_name", ["demo.yaml"] + sorted(YAML_CORPORA))
+@pytest.mark.parametrize("yaml_name", sorted(DEMOS) + sorted(YAML_CORPORA))
 def test_every_recipe_runs_with_debug(yaml_name, tmp_path, tiny_wavlm):
     # SpeechBrain's recipe harness: --debug runs a few batches of every stage
     # and keeps no checkpoint; the recipe must still end cleanly with its reports.
-    if yaml_name == "demo.yaml":
-        args = ["--n_train=8", "--n_dev=4", "--n_test=4"]
+    if yaml_name in DEMOS:
+        args = DEMOS[yaml_name]
     else:
         args = small_corpus_args(yaml_name, tmp_path) + [
             f"--ssl_source={tiny_wavlm}", "--ssl_dim=64", "--ssl_layers=3", "--batch_size=2",
         ]
     out = tmp_path / "run"
     result = run(TRAIN + [f"hparams/{yaml_name}", f"--output_folder={out}", "--debug",
-                          "--debug_batches=2", "--num_workers=0" if yaml_name != "demo.yaml" else "--noprogressbar"]
+                          "--debug_batches=2", "--num_workers=0" if yaml_name not in DEMOS else "--noprogressbar"]
                  + args)
     summary = [line for line in result.stdout.splitlines() if line.endswith(str(out / "scores"))]
     assert summary and all("debug run: a few batches" in line for line in summary)

@@ -214,6 +214,48 @@ def load_segment_scores(path):
     return scores, None if shift is None else float(shift[0])
 
 
+def write_frame_scores(folder, name, records, frame_shift):
+    """Writes ``<name>_frame_scores.npz``: ID -> frame scores, ``__shift__`` the frame hop.
+
+    The format :func:`load_segment_scores` reads (and the ``partialspoof``
+    report's ``frame_scores``): one float32 array per utterance, one bona
+    fide score per frame from the start of the file.
+
+    Arguments
+    ---------
+    folder : str or Path
+        Output folder.
+    name : str
+        Test set name.
+    records : iterable of (str, array-like)
+        (ID, frame scores).
+    frame_shift : float
+        Frame hop in seconds.
+
+    Returns
+    -------
+    Path
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = write_frame_scores(tempfile.mkdtemp(), "dev", [("a", [1.0, -2.0])], 0.02)
+    >>> scores, shift = load_segment_scores(path)
+    >>> scores["a"].tolist(), shift
+    ([1.0, -2.0], 0.02)
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}_frame_scores.npz"
+    arrays = {str(utt): np.asarray(scores, dtype=np.float32) for utt, scores in records}
+    if "__shift__" in arrays:
+        raise ValueError("an utterance cannot be called __shift__")
+    tmp = folder / f".{name}_frame_scores.tmp.npz"
+    np.savez(tmp, __shift__=np.array([frame_shift]), **arrays)
+    os.replace(tmp, path)
+    return path
+
+
 def score_summary(records, decision=None):
     """EER, minDCF and class counts of (id, score, label[, ...]) records.
 

@@ -88,6 +88,8 @@ def to_markdown(report):
     if "segment" in report:
         out += ["", f"## Segment level ({report['segment']['shift']} s)", ""]
         out += _table([("segments", report["segment"])], "level")
+    if "localization" in report:
+        out += _localization_markdown(report["localization"])
     for factor, groups in report.get("breakdowns", {}).items():
         out += ["", f"## Per {factor}", ""]
         out += _table(list(groups.items()), factor)
@@ -110,6 +112,28 @@ def to_markdown(report):
     ]
     out += [f"- {k}: {v}" for k, v in report.get("definitions", {}).items()]
     return "\n".join(out) + "\n"
+
+
+def _localization_markdown(block):
+    """The per-resolution table of a localisation report."""
+    out = [
+        "",
+        f"## Localisation (frame scores every {block['frame_shift']} s, {block['pooling']} "
+        "over each segment)",
+        "",
+        "| resolution (s) | bona fide segments | spoof segments | segment EER (%) | range EER (%) |",
+        "|---|---|---|---|---|",
+    ]
+    for shift, row in block["resolutions"].items():
+        out.append(
+            f"| {shift} | {row['n_bonafide']} | {row['n_spoof']} | {100 * row['eer']:.3f} | "
+            f"{100 * row['range_eer']:.3f} |"
+        )
+    utterance = block["utterance_from_frames"]
+    if "eer" in utterance:
+        out += ["", f"- utterance EER of the minimum frame score: {100 * utterance['eer']:.3f}%"]
+    out += [f"- range EER reference: {block['range_reference']}"]
+    return out
 
 
 def _json_ready(value):

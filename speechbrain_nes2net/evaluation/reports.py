@@ -26,7 +26,11 @@ Corpus rules (``corpus`` argument):
 - ``in_the_wild``: EER.
 - ``partialspoof``: utterance-level EER; segment-level EER when
   ``segment_scores`` and ``segment_labels`` are given (see
-  :func:`load_segment_scores`).
+  :func:`load_segment_scores`); with ``frame_scores`` (the frame scores of a
+  localisation model, an ``.npz`` as the recipes write them), the segment EER
+  at every released resolution (frames pooled to segments, see
+  :mod:`speechbrain_nes2net.evaluation.localization`), the range-based EER at
+  each, and the utterance EER of the minimum frame score.
 - ``eer``: any manifest: EER pooled and per attack.
 
 A per-attack ("spoof-only") breakdown compares the spoofed trials of one value
@@ -70,7 +74,7 @@ import numpy as np
 import pandas as pd
 
 from speechbrain_nes2net import manifest
-from speechbrain_nes2net.evaluation import metrics
+from speechbrain_nes2net.evaluation import localization, metrics
 from speechbrain_nes2net.evaluation.calibration import load_calibration
 from speechbrain_nes2net.evaluation.files import (
     MAX_EXAMPLES,
@@ -85,6 +89,10 @@ logger = logging.getLogger(__name__)
 
 BONAFIDE = "bonafide"
 SPOOF = "spoof"
+#: The released PartialSpoof segment resolutions, in seconds.
+SEGMENT_SHIFTS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
+#: Frame hop of frame score files without a ``__shift__`` entry (WavLM / wav2vec 2.0).
+DEFAULT_FRAME_SHIFT = 0.02
 
 
 
@@ -539,17 +547,154 @@ def _segment_block(inputs, data, segment_scores, segment_labels, segment_shift, 
     return block
 
 
+def _label_source(segment_labels, data):
+    """A callable (ID, shift) -> labels: given, a template, or the manifest's templates."""
+    if callable(segment_labels):
+        return segment_labels
+    from data_prep.partialspoof_prepare import load_segment_labels
+
+    if isinstance(segment_labels, (str, Path)):
+        return lambda utt_id, shift: load_segment_labels(str(segment_labels), utt_id, shift)
+    if segment_labels is not None:
+        raise ValueError(
+            "partialspoof report: with frame_scores, segment_labels is a callable "
+            "(ID, shift) -> labels or a label path template with {shift} (default: the "
+            "manifest's segment_labels column)"
+        )
+    if "segment_labels" not in data.columns:
+        raise ValueError(
+            "partialspoof report: frame_scores need segment labels: the manifest has no "
+            "segment_labels column; pass segment_labels (a template or a callable)"
+        )
+    templates = dict(zip(data["ID"], data["segment_labels"]))
+    return lambda utt_id, shift: load_segment_labels(templates[utt_id], utt_id, shift)
+
+
+def _range_reference(range_reference, labels_of, finest, durations):
+    """ID -> spoofed (start, end) stretches: given, from a truth JSON, or from the finest labels."""
+    if range_reference is None:
+        return lambda utt_id: localization.spoof_ranges_from_labels(
+            labels_of(utt_id, finest), finest, durations[utt_id]
+        ), f"segment labels at {finest} s"
+    if isinstance(range_reference, (str, Path)):
+        import json
+
+        table = json.loads(Path(range_reference).read_text(encoding="utf-8"))
+        source = str(range_reference)
+    else:
+        table, source = range_reference, "given ranges"
+
+    def ranges(utt_id):
+        """The spoofed (start, end) stretches of ``utt_id`` in the reference."""
+        if utt_id not in table:
+            raise ValueError(f"partialspoof report: no reference ranges for {utt_id} in {source}")
+        entry = table[utt_id]
+        return [tuple(pair) for pair in (entry["spoof"] if isinstance(entry, dict) else entry)]
+
+    return ranges, source
+
+
+def _localization_block(
+    inputs, data, frame_scores, segment_labels, resolutions, pooling, range_reference, tolerance
+):
+    """Segment and range EER at each resolution from frame scores."""
+    if isinstance(frame_scores, (str, Path)):
+        frame_scores, frame_shift = load_segment_scores(frame_scores)
+    else:
+        frame_scores, frame_shift = dict(frame_scores), None
+    frame_shift = frame_shift or DEFAULT_FRAME_SHIFT
+    ids = [i for i in data["ID"] if i in frame_scores]
+    lacking = len(data) - len(ids)
+    if lacking and not inputs.allow_missing:
+        raise ValueError(
+            f"partialspoof report: {lacking} of {len(data)} scored utterances have no frame "
+            "scores; pass allow_missing=True to leave them out"
+        )
+    labels_of = _label_source(segment_labels, data)
+    asked = resolutions is not None
+    resolutions = [float(r) for r in (resolutions or SEGMENT_SHIFTS)]
+    unavailable = []
+    if not asked and ids:  # the released resolutions whose label files are there
+        for shift in list(resolutions):
+            try:
+                labels_of(ids[0], shift)
+            except FileNotFoundError:
+                resolutions.remove(shift)
+                unavailable.append(shift)
+        if not resolutions:
+            raise ValueError(
+                "partialspoof report: no segment label file at any released resolution"
+            )
+    durations = dict(zip(data["ID"], data["duration"].astype(float)))
+    finest = min(resolutions)
+    if range_reference is None and ids and SEGMENT_SHIFTS[0] < finest:
+        try:  # the finest released labels, when they are there
+            labels_of(ids[0], SEGMENT_SHIFTS[0])
+            finest = SEGMENT_SHIFTS[0]
+        except FileNotFoundError:
+            pass
+    reference, reference_source = _range_reference(range_reference, labels_of, finest, durations)
+    spoof_ranges = {utt_id: reference(utt_id) for utt_id in ids}
+    blocks = {}
+    for shift in resolutions:
+        scores = {
+            utt_id: localization.pool_frame_scores(frame_scores[utt_id], frame_shift, shift, pooling)
+            for utt_id in ids
+        }
+        labels = {utt_id: labels_of(utt_id, shift) for utt_id in ids}
+        allowed = tolerance * max(1, round(frame_shift / shift))
+        try:
+            block = localization.segment_eer(scores, labels, allowed)
+        except ValueError as err:
+            raise ValueError(f"partialspoof report, segments at {shift} s: {err}") from None
+        ranged = localization.range_eer(
+            (scores[u], shift, spoof_ranges[u], durations[u]) for u in ids
+        )
+        block.update(
+            range_eer=ranged["eer"],
+            range_eer_threshold=ranged["eer_threshold"],
+            bonafide_seconds=ranged["bonafide_seconds"],
+            spoof_seconds=ranged["spoof_seconds"],
+        )
+        blocks[f"{shift:.2f}"] = block
+    by_min = data[data["ID"].isin(ids)]
+    minimum = by_min["ID"].map(lambda u: float(np.min(frame_scores[u])))
+    bona = minimum[by_min["label"] == BONAFIDE].to_numpy()
+    spoof = minimum[by_min["label"] != BONAFIDE].to_numpy()
+    return {
+        "frame_shift": frame_shift,
+        "pooling": pooling,
+        "range_reference": reference_source,
+        "n_utterances": len(ids),
+        "utterances_without_frame_scores": lacking,
+        "resolutions": blocks,
+        "resolutions_without_label_files": unavailable,
+        "utterance_from_frames": _block(bona, spoof, _eer_metrics),
+    }
+
+
 def _partialspoof(
     inputs,
     segment_scores=None,
     segment_labels=None,
     segment_shift=None,
     segment_length_tolerance=1,
+    frame_scores=None,
+    resolutions=None,
+    segment_pooling="min",
+    range_reference=None,
 ):
     corpus = "partialspoof"
     data = inputs.select(pd.Series(True, index=inputs.manifest.index))
     report = inputs.start(
-        {"segment_shift": segment_shift, "segment_length_tolerance": segment_length_tolerance}
+        {
+            "segment_shift": segment_shift,
+            "segment_length_tolerance": segment_length_tolerance,
+            "frame_scores": None if frame_scores is None or isinstance(frame_scores, dict)
+            else str(frame_scores),
+            "resolutions": resolutions,
+            "segment_pooling": segment_pooling,
+        }
     )
     bona, spoof = _split(data)
     headline = _headline(bona, spoof, _eer_metrics, corpus, "utterances")
@@ -566,6 +711,26 @@ def _partialspoof(
         definitions["segment"] = (
             "EER over all segments of all scored utterances (label 1 = bona fide); "
             "score/label lengths differing by up to the tolerance are cut to the shorter"
+        )
+    if frame_scores is not None:
+        report["localization"] = _localization_block(
+            inputs, data, frame_scores, segment_labels, resolutions, segment_pooling,
+            range_reference, segment_length_tolerance,
+        )  # fmt: skip
+        definitions.update(
+            localization_segment_eer=(
+                f"per resolution: frame scores pooled into segments ({segment_pooling} of the "
+                "frames of each segment, from the start of the file; a finer resolution repeats "
+                "each frame score), then the EER over all segments of all utterances against "
+                "the released segment labels (1 = bona fide)"
+            ),
+            localization_range_eer=(
+                "range-based EER (Zhang et al., Interspeech 2023): the segment scores as time "
+                "ranges; at each threshold, bona fide time called spoof over all bona fide time "
+                "and spoofed time called bona fide over all spoofed time, summed over the "
+                "utterances (each over [0, duration]); the EER where they are closest"
+            ),
+            localization_utterance_from_frames="utterance EER of each file's minimum frame score",
         )
     return _finish(report, inputs, data, headline, "utterances", definitions)
 
@@ -607,7 +772,13 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
         ``segment_scores`` (``.npz`` path or dict), ``segment_labels`` (dict
         or callable ``(ID, shift)``, e.g.
         ``functools.partial(data_prep.partialspoof_prepare.load_segment_labels,
-        template)``), ``segment_shift``, ``segment_length_tolerance`` (1).
+        template)``), ``segment_shift``, ``segment_length_tolerance`` (1);
+        ``frame_scores`` (``.npz`` of ID -> frame scores with ``__shift__``,
+        or a dict), ``resolutions`` (default: the released 0.01-0.64 s),
+        ``segment_pooling`` ('min'), ``range_reference`` (ID -> spoofed
+        (start, end) ranges, or a JSON file of them; default: the labels at
+        the finest resolution); ``segment_labels`` then defaults to the
+        manifest's ``segment_labels`` templates.
 
     Returns
     -------
@@ -629,16 +800,19 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
 # ---------------------------------------------------------------------------
 
 
-def write_corpus_report(folder, name, scores_path, test_set, allow_missing=False):
+def write_corpus_report(folder, name, scores_path, test_set, allow_missing=False, frame_scores=None):
     """Writes the corpus report of a test set; a failure is logged, not raised.
 
     The score file is already written, so a report problem (e.g. missing ASV
     keys) costs no scoring: fix it and rerun ``recipes/evaluate.py``. When
     files were unusable (``allow_missing``), the report leaves them out and
-    counts them in its ``missing`` section.
+    counts them in its ``missing`` section. ``frame_scores`` (the frame score
+    file of a localisation model) goes to the ``partialspoof`` rule.
     """
     options = dict(test_set.report)
     corpus = options.pop("corpus")
+    if frame_scores is not None and corpus == "partialspoof":
+        options.setdefault("frame_scores", str(frame_scores))
     try:
         report = build_report(
             corpus, scores_path, test_set.manifest, allow_missing=allow_missing, **options

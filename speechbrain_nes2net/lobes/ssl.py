@@ -13,6 +13,7 @@ Authors
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -381,6 +382,31 @@ class SSLFrontend(nn.Module):
         finally:
             for param, original in zip(params, originals):
                 param.data = original
+
+
+def ssl_frame_shift(ssl, sample_rate=16000):
+    """The frame hop of an SSL front-end in seconds (the product of its CNN strides).
+
+    Arguments
+    ---------
+    ssl : SSLFrontend
+        The front-end (or anything with ``ssl.model.config.conv_stride``).
+    sample_rate : int
+        Rate of the waveforms.
+
+    Returns
+    -------
+    float
+        0.02 for WavLM, wav2vec 2.0, HuBERT and data2vec at 16 kHz.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace as NS
+    >>> ssl_frame_shift(NS(ssl=NS(model=NS(config=NS(conv_stride=(5, 2, 2, 2, 2, 2, 2))))))
+    0.02
+    """
+    ssl = getattr(ssl, "module", ssl)  # a DDP wrapper
+    return math.prod(ssl.ssl.model.config.conv_stride) / sample_rate
 
 
 def ssl_frame_lengths(ssl, wav_lens, num_samples, num_frames):

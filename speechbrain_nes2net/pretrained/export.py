@@ -75,7 +75,7 @@ from speechbrain_nes2net.training.checkpoints import (
     load_checkpoint_average,
     select_checkpoints,
 )
-from speechbrain_nes2net.training.recipe import waveform_augmentation
+from speechbrain_nes2net.training.recipe import LOCALIZATION_FILE, waveform_augmentation
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +198,26 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 
+def _localization_text(localization, backend):
+    """The ``localization`` entry of a localisation model's ``hyperparams.yaml``."""
+    if not hasattr(backend, "forward_with_frames"):
+        raise ExportError(
+            f"a localisation rule was given, but the back-end {type(backend).__name__} has no "
+            "frame-level head"
+        )
+    keys = ("segment_shift", "frame_shift", "pooling", "decision")
+    missing = [key for key in keys if key not in localization]
+    if missing:
+        raise ExportError(f"the localisation rule lacks {missing} (expected {list(keys)})")
+    entry = {key: localization[key] for key in keys}
+    return (
+        "\n# Localisation (AntiSpoofModel.localize, nes2net-score --frames): frame scores\n"
+        "# pooled to segment_shift s (pooling), a segment bona fide when its raw score >=\n"
+        "# decision.threshold (fitted on development segments).\n"
+        f"localization: {flow(entry)}\n"
+    )
+
+
 def _loadables_text(ssl_entry):
     names = ["aggregator", "backend", "label_encoder"]
     if "SSLFrontendFromConfig" in ssl_entry:
@@ -241,6 +261,7 @@ def write_export(
     card=None,
     overwrite=False,
     verify=True,
+    localization=None,
 ):
     """Writes live modules as an export folder.
 
@@ -270,6 +291,11 @@ def write_export(
     verify : bool
         Load the written folder with :class:`AntiSpoofModel` and check that it
         reproduces the live modules' logits.
+    localization : dict, optional
+        The segment decision rule of a localisation model (what a run's
+        ``localization.json`` holds: ``segment_shift``, ``pooling``,
+        ``decision``), written as the ``localization`` entry that
+        :meth:`AntiSpoofModel.localize` reads.
 
     Returns
     -------
@@ -314,6 +340,8 @@ def write_export(
     text = _hyperparams_text(
         _ssl_yaml(ssl, ssl_hub_id), aggregator_spec, backend_spec, settings, decision, header
     )
+    if localization is not None:
+        text += _localization_text(localization, backend)
     _check_no_absolute_paths(text, "hyperparams.yaml")
 
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -662,6 +690,16 @@ def export_run(
     run_choice = run_choice and average == int(hparams.get("average_checkpoints", 1) or 1)
     prior = decision_prior if decision_prior is not None else hparams.get("decision_prior", 0.5)
     decision = _export_decision(run_folder, calibration, prior, run_choice)
+    localization = None
+    if hasattr(modules["backend"], "forward_with_frames"):
+        path = run_folder / LOCALIZATION_FILE
+        if path.is_file():
+            localization = json.loads(path.read_text())
+        else:
+            logger.warning(
+                "%s has no %s: the export's localize() decides segments of 0.16 s at raw "
+                "score 0", run_folder, LOCALIZATION_FILE,
+            )
     return write_export(
         export_folder,
         ssl,
@@ -675,6 +713,7 @@ def export_run(
         card=card,
         overwrite=overwrite,
         verify=verify,
+        localization=localization,
     )
 
 

@@ -28,10 +28,19 @@ from speechbrain.utils.run_opts import RunOptions
 
 from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, load_audio
 from speechbrain_nes2net.evaluation.calibration import load_calibration
+from speechbrain_nes2net.evaluation.localization import (
+    fit_frames_to_duration,
+    localize_frames,
+)
 from speechbrain_nes2net.lobes.nes2net import Nes2Net
 from speechbrain_nes2net.lobes.ssl import SSLFrontend
+from speechbrain_nes2net.lobes.windows import split_windows
 from speechbrain_nes2net.precision import resolve_precision
-from speechbrain_nes2net.pretrained.modules import EvalSettings, MonoWaveforms
+from speechbrain_nes2net.pretrained.modules import (
+    EvalSettings,
+    MonoWaveforms,
+    prepare_waveforms,
+)
 from speechbrain_nes2net.pretrained.scoring import (  # noqa: F401  (FileScore: public here too)
     FileScore,
     FileScoring,
@@ -102,12 +111,15 @@ class AntiSpoofModel(FileScoring, Pretrained):
     the mean of their logits, as ``AntiSpoofBrain`` evaluates long test files.
     :meth:`score_windows` scores any recording in overlapping windows.
 
-    Localisation: Nes2Net pools over time, so there is no frame-level head.
-    With mean pooling, though, the utterance logit is the average of the
-    output layer applied to each frame, which :meth:`frame_scores` returns
-    (an exact decomposition of the utterance score, not a model trained on
-    segment labels); otherwise :meth:`score_windows` gives window-level
-    resolution.
+    Localisation: a model trained on segment labels (a
+    :class:`~speechbrain_nes2net.lobes.localization.Nes2NetLocalizer`
+    back-end) returns where a file is spoofed, as time ranges:
+    :meth:`localize` (docs/LOCALIZATION.md). A plain Nes2Net pools over time,
+    so it has no frame-level head. With mean pooling, though, the utterance
+    logit is the average of the output layer applied to each frame, which
+    :meth:`frame_scores` returns (an exact decomposition of the utterance
+    score, not a model trained on segment labels); otherwise
+    :meth:`score_windows` gives window-level resolution.
 
     Precision: ``run_opts={"precision": "bf16"}`` (SpeechBrain's run option;
     also ``"auto"``: bf16 where the CPU or GPU computes it natively, see
@@ -371,6 +383,86 @@ class AntiSpoofModel(FileScoring, Pretrained):
             scores=[float(score) for score in scores],
             score=float(self._finish(self._bonafide(logits.cpu()), calibrated)[0]),
         )
+
+    def localize(self, audio, segment_shift=None, threshold=None):
+        """Where a recording is spoofed: its decided segments as time ranges.
+
+        For a localisation model (a back-end trained on segment labels,
+        :class:`~speechbrain_nes2net.lobes.localization.Nes2NetLocalizer`):
+        the frame scores of the whole file (no crop; repeat-padded to
+        ``eval_min_samples`` like scoring, the padding's frames cut; longer
+        than ``eval_window_seconds``: consecutive windows, frames joined) are
+        pooled to segments and decided by the rule the export ships (its
+        ``localization`` entry, fitted on development segments by the
+        recipe), as
+        :func:`~speechbrain_nes2net.evaluation.localization.localize_frames`
+        describes.
+
+        Arguments
+        ---------
+        audio : str, Path or torch.Tensor
+            An audio file (any rate and channel count) or a (samples,)
+            waveform at the model rate.
+        segment_shift : float, optional
+            Decision resolution in seconds, a multiple of the 20 ms frames
+            (default: the export's, e.g. 0.16).
+        threshold : float, optional
+            Bona fide when the segment score (raw, the pooled frame logits)
+            is at least this (default: the export's).
+
+        Returns
+        -------
+        list of TimeRange
+            ``start``, ``end`` (seconds), ``label`` ('bonafide' / 'spoof'),
+            ``score`` (the mean raw segment score of the range), covering the
+            recording once.
+
+        Raises
+        ------
+        NotImplementedError
+            For a model without a frame-level head (use :meth:`frame_scores`
+            or :meth:`score_windows`).
+        """
+        backend = self.encoder.backend
+        if not hasattr(backend, "forward_with_frames"):
+            raise NotImplementedError(
+                f"this model's back-end ({type(backend).__name__}) has no frame-level head "
+                "trained on segment labels; train a localisation recipe "
+                "(hparams/nes2net_x_partialspoof_localization.yaml), or use frame_scores / "
+                "score_windows"
+            )
+        rule = dict(getattr(self.hparams, "localization", None) or {})
+        shift = float(segment_shift or rule.get("segment_shift") or 0.16)
+        if threshold is None:
+            threshold = (rule.get("decision") or {}).get("threshold", 0.0)
+        if isinstance(audio, torch.Tensor):
+            wav = MonoWaveforms()(audio.reshape(1, -1) if audio.dim() == 1 else audio)[0]
+        else:
+            wav = load_audio(audio, sample_rate=self.sample_rate)
+        duration = wav.shape[0] / self.sample_rate
+        frames = self._frame_logits(wav)
+        return localize_frames(
+            frames, self._frame_shift(), duration, shift, float(threshold),
+            rule.get("pooling", "min"),
+        )  # fmt: skip
+
+    def _frame_logits(self, wav):
+        """Frame logits (frames,) of a whole (samples,) waveform, by windows when long."""
+        encoder, backend = self.encoder, self.encoder.backend
+        pieces = [wav]
+        if self.eval_window is not None and wav.shape[0] > self.eval_window:
+            pieces = split_windows(wav, self.eval_window)
+        frames = []
+        with torch.no_grad():
+            for piece in pieces:
+                count = piece.shape[0]
+                padded = prepare_waveforms(piece[None], None, None, encoder.min_samples)[0]
+                features, lengths = encoder.features(padded.to(self.device), preprocess=False)
+                logits = backend.forward_with_frames(features, lengths)[1][0].cpu()
+                kept = max(1, round(count / padded.shape[1] * logits.shape[0]))
+                seconds = count / self.sample_rate  # each window's frames cover it exactly
+                frames.extend(fit_frames_to_duration(logits[:kept], self._frame_shift(), seconds))
+        return frames
 
     def _frame_shift(self):
         config = self.encoder.ssl.ssl.model.config

@@ -18,10 +18,26 @@ when score >= T); ``--format csv`` (or an output name ending in ``.csv``)
 writes a CSV with ``ID,score[,label],path``. IDs are file names without
 extension (for folders: the path inside the folder without extension).
 
+With ``--frames`` (a localisation model, trained by
+``hparams/nes2net_x_partialspoof_localization.yaml``), the output is instead
+where each file is spoofed: a CSV ``ID,start,end,label,score``, one row per
+time range (seconds; consecutive segments of ``--segment-shift`` seconds,
+default the model's, with one decision merged; ``score`` the mean raw segment
+score of the range, ``label`` bonafide / spoof at the model's segment
+threshold or ``--threshold``), the ranges of a file covering it once (see
+``AntiSpoofModel.localize`` and docs/LOCALIZATION.md).
+
 Files that cannot be scored (missing, corrupt, empty) are reported on stderr
 and in ``failed.csv`` next to the output (``ID,path,reason``; written
 whenever ``--output`` is given); the others are still scored, and the exit
 status is 1 when any file failed, 2 for usage errors.
+
+Resuming: with ``--output`` the scores are logged to ``OUTPUT.scorelog`` as
+batches finish (files read lazily, in chunks of ``--chunk-size``); a rerun
+of the same command scores only what is missing, refuses a changed model,
+score-changing option or input list, and writes the output in input order
+(``--restart`` starts again, ``--retry-failed`` retries failed files; exit
+status 3 when the log or the output cannot be written). See docs/SCALE.md.
 
 Engines: ``--model`` names an exported model folder (torch; ``--precision
 bf16`` or ``auto`` runs the SSL front-end in bfloat16, see
@@ -214,6 +230,15 @@ def parse_args(argv=None):
     parser.add_argument(
         "--raw", action="store_true", help="raw scores even when the model carries a calibration"
     )
+    parser.add_argument(
+        "--frames", action="store_true",
+        help="localisation models: write where each file is spoofed, as CSV rows "
+        "ID,start,end,label,score (time ranges in seconds)",
+    )
+    parser.add_argument(
+        "--segment-shift", type=float,
+        help="with --frames: decision resolution in seconds (default: the model's)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_resume_arguments(parser)
     args = parser.parse_args(argv)
@@ -231,6 +256,16 @@ def parse_args(argv=None):
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     check_resume_arguments(parser, args)
+    if args.frames and args.labels:
+        parser.error("--frames writes labels already; --labels does not apply")
+    if args.segment_shift is not None and not args.frames:
+        parser.error("--segment-shift applies with --frames only")
+    if args.frames and (args.restart or args.retry_failed):
+        parser.error(
+            "--restart and --retry-failed apply to score logs; --frames writes its ranges at the end"
+        )
+    if args.frames and args.engine == "onnxruntime":
+        parser.error("--frames needs the torch model folder (the ONNX graph gives utterance scores)")
     return args
 
 
@@ -629,6 +664,43 @@ def main_resumable(args):
     return 0
 
 
+def localize_files(model, entries, segment_shift=None, threshold=None, progress=None):
+    """Time ranges of each file (``AntiSpoofModel.localize``); a bad file is reported, not raised.
+
+    Returns
+    -------
+    (list of (str, TimeRange), list of FileScore)
+        (ID, range) rows of the localised files, and one result per entry
+        (``error`` set for the failed ones, as :func:`write_failures` takes).
+    """
+    from speechbrain_nes2net.audio import AudioError
+    from speechbrain_nes2net.pretrained.interface import FileScore
+
+    rows, results = [], []
+    for utt_id, path in entries:
+        try:
+            ranges = model.localize(path, segment_shift=segment_shift, threshold=threshold)
+            rows.extend((utt_id, item) for item in ranges)
+            results.append(FileScore(str(path)))
+        except NotImplementedError:  # the model, not the file: stop
+            raise
+        except (AudioError, OSError, RuntimeError) as err:
+            results.append(FileScore(str(path), error=str(err)))
+        if progress is not None:
+            progress(1)
+    return rows, results
+
+
+def write_failures(path, entries, results):
+    """Writes ``ID,path,reason`` of the failed files (a header only when none failed)."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["ID", "path", "reason"])
+        for (utt_id, audio), result in zip(entries, results):
+            if not result.ok:
+                writer.writerow([utt_id, str(audio), result.error])
+
+
 def main(argv=None):
     """Runs the command line; returns the exit status (0 ok, 1 some files failed, 2 usage)."""
     args = parse_args(argv)
@@ -653,21 +725,48 @@ def main(argv=None):
         return 2
 
     with tqdm.tqdm(total=len(entries), unit="file", file=sys.stderr, disable=args.quiet) as bar:
-        results = model.score_files(
-            [path for _, path in entries],
-            batch_size=args.batch_size,
-            calibrated=not args.raw,
-            progress=bar.update,
-            max_batch_seconds=args.max_batch_seconds,
-        )
+        if args.frames:
+            try:
+                rows, results = localize_files(
+                    model, entries, args.segment_shift, args.threshold, bar.update
+                )
+            except (NotImplementedError, ValueError) as err:
+                print(f"nes2net-score: --frames: {err}", file=sys.stderr)
+                return 2
+        else:
+            results = model.score_files(
+                [path for _, path in entries],
+                batch_size=args.batch_size,
+                calibrated=not args.raw,
+                progress=bar.update,
+                max_batch_seconds=args.max_batch_seconds,
+            )
 
-    # Without --output the scores go to stdout (a file output is main_resumable's).
+    # Scores without --output go to stdout (to a file: main_resumable); time
+    # ranges (--frames) to stdout or --output, written at the end.
     fmt = args.format or "txt"
     with_label = args.labels or args.threshold is not None
-    buffer = io.StringIO()
-    write_scores(buffer, entries, results, fmt, with_label, args.threshold)
-    sys.stdout.write(buffer.getvalue())
-    sys.stdout.flush()
+
+    def write(handle):
+        """The ranges (--frames) or the scores."""
+        if args.frames:
+            from speechbrain_nes2net.evaluation.localization import write_ranges_csv
+
+            write_ranges_csv(handle, rows)
+        else:
+            write_scores(handle, entries, results, fmt, with_label, args.threshold)
+
+    if args.output:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "w", encoding="utf-8", newline="") as handle:
+            write(handle)
+        write_failures(output.parent / "failed.csv", entries, results)
+    else:
+        buffer = io.StringIO()
+        write(buffer)
+        sys.stdout.write(buffer.getvalue())
+        sys.stdout.flush()
 
     failed = [(utt_id, result) for (utt_id, _), result in zip(entries, results) if not result.ok]
     for utt_id, result in failed:
@@ -681,7 +780,8 @@ def main(argv=None):
         f"{100 * stats.padding_fraction:.1f}% of the computed audio was padding)"
     )
     if failed:
-        print(f"{summary}, {len(failed)} failed{details}", file=sys.stderr)
+        where = f"; failures in {Path(args.output).parent / 'failed.csv'}" if args.output else ""
+        print(f"{summary}, {len(failed)} failed{where}{details}", file=sys.stderr)
         return 1
     if not args.quiet:
         print(summary + details, file=sys.stderr)

@@ -31,6 +31,17 @@ loss reaches its lowest so far (the ASVspoof 2019 release's save rule).
 Under DDP, validation and test sets are sharded over the processes and the
 scores gathered, so nothing is scored twice.
 
+Localisation (a back-end with frame outputs,
+:class:`~speechbrain_nes2net.lobes.localization.Nes2NetLocalizer`): with a
+``segment_loss``, training adds the segment objective on the frame logits to
+the utterance objective (``utterance_loss_weight`` x utterance loss +
+``segment_loss_weight`` x segment loss), against the ``segment_truth`` of the
+batch; validation reports ``segment_EER`` (frames pooled to the training
+resolution, in %), a possible ``selection_metric``; every evaluated set also
+gets its frame scores, ``scores/<name>_frame_scores.npz`` (ID -> one bona fide
+logit per SSL frame, ``__shift__`` the frame hop), which the ``partialspoof``
+report turns into segment and range EERs.
+
 Authors
  * speechbrain-nes2net contributors
 """
@@ -46,10 +57,20 @@ from speechbrain.dataio.dataloader import LoopedLoader
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from speechbrain_nes2net.evaluation.files import score_summary, write_test_outputs
+from speechbrain_nes2net.evaluation.files import (
+    score_summary,
+    write_frame_scores,
+    write_test_outputs,
+)
+from speechbrain_nes2net.evaluation.localization import (
+    fit_frames_to_duration,
+    pool_frame_scores,
+    segment_count,
+    segment_eer,
+)
 from speechbrain_nes2net.evaluation.reports import write_corpus_report
-from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
-from speechbrain_nes2net.lobes.windows import forward_by_windows
+from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths, ssl_frame_shift
+from speechbrain_nes2net.lobes.windows import forward_by_windows, split_windows
 from speechbrain_nes2net.scores import bonafide_scores
 from speechbrain_nes2net.training.checkpoints import (
     MODEL_MODULES,
@@ -157,10 +178,12 @@ class AntiSpoofBrain(sb.Brain):
 
         Returns
         -------
-        (logits, labels, usable)
+        (logits, labels, usable, frames)
             ``usable`` marks the utterances whose audio loaded; the others
             went through the model as silence (so that every DDP process runs
             the same batches) and are left out of the loss and the scores.
+            ``frames`` is None, or for a localisation back-end the (batch,
+            frames) frame logits and the (batch,) frame counts.
         """
         batch = batch.to(self.device)
         wavs, lengths = batch.sig
@@ -173,24 +196,84 @@ class AntiSpoofBrain(sb.Brain):
             labels = augment.replicate_labels(labels)
             usable = augment.replicate_labels(usable)
         if stage == sb.Stage.TRAIN:
-            return self._model_forward(wavs, lengths, training=True), labels, usable
+            if self.localizes and self.segment_loss is not None:
+                logits, frame_logits, counts = self._model_forward(
+                    wavs, lengths, training=True, frames=True
+                )
+                return logits, labels, usable, (frame_logits, counts)
+            return self._model_forward(wavs, lengths, training=True), labels, usable, None
         # Long test files by windows (speechbrain_nes2net.lobes.windows), so
         # that a 30-minute recording does not exhaust memory.
         seconds = getattr(self.hparams, "eval_window_seconds", None)
+        window = int(seconds * self.sample_rate) if seconds else None
+        if self.localizes:
+            logits, frame_logits, counts = self._evaluate_frames(wavs, lengths, window)
+            return logits, labels, usable, (frame_logits, counts)
         logits = forward_by_windows(
             lambda w, l: self._model_forward(w, l, training=False),
-            wavs, lengths, int(seconds * self.sample_rate) if seconds else None,
-            batch_size=max(1, wavs.shape[0]),
+            wavs, lengths, window, batch_size=max(1, wavs.shape[0]),
         )  # fmt: skip
-        return logits, labels, usable
+        return logits, labels, usable, None
+
+    @property
+    def localizes(self):
+        """Whether the back-end gives frame logits (a localisation model)."""
+        return hasattr(_unwrap(self.modules["backend"]), "forward_with_frames")
+
+    @property
+    def segment_loss(self):
+        """The segment objective (``segment_loss``), or None."""
+        return getattr(self.hparams, "segment_loss", None)
+
+    @property
+    def frame_shift(self):
+        """Hop of the SSL frames in seconds."""
+        return ssl_frame_shift(self.modules["ssl"], self.sample_rate)
+
+    def _evaluate_frames(self, wavs, lengths, window):
+        """Utterance logits, frame logits and frame counts of an evaluation batch.
+
+        A waveform longer than ``window`` samples goes by consecutive windows
+        (:func:`~speechbrain_nes2net.lobes.windows.split_windows`): its logits
+        are the mean of the windows' logits, its frames theirs one after the
+        other, each window's fitted to its duration (the SSL model gives a
+        window a frame or two fewer than it spans), so that frame ``t`` stays
+        at ``t x frame shift`` across windows, as ``AntiSpoofModel.localize``
+        joins them.
+        """
+        counts = torch.round(lengths.to(torch.float64) * wavs.shape[1]).long().tolist()
+        if not window or max(counts) <= window:
+            return self._model_forward(wavs, lengths, training=False, frames=True)
+        logits, frames = [], []
+        for wav, count in zip(wavs, counts):
+            parts = [
+                self._model_forward(piece[None], torch.ones(1, device=wavs.device), False, True)
+                for piece in split_windows(wav[:count], window)
+            ]
+            logits.append(torch.stack([part[0][0] for part in parts]).mean(dim=0))
+            pieces = split_windows(wav[:count], window)
+            frames.append(torch.cat([
+                torch.as_tensor(fit_frames_to_duration(
+                    part[1][0, : part[2][0]].float().cpu(), self.frame_shift,
+                    piece.shape[0] / self.sample_rate,
+                ), dtype=torch.float32, device=wavs.device)
+                for part, piece in zip(parts, pieces)
+            ]))  # fmt: skip
+        frame_counts = torch.tensor([f.shape[0] for f in frames], device=wavs.device)
+        padded = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
+        return torch.stack(logits), padded, frame_counts
 
     @property
     def sample_rate(self):
         """Sampling rate of the waveforms the model takes."""
         return getattr(self.hparams, "sample_rate", 16000)
 
-    def _model_forward(self, wavs, lengths, training):
-        """SSL front-end -> aggregation -> back-end on a padded batch."""
+    def _model_forward(self, wavs, lengths, training, frames=False):
+        """SSL front-end -> aggregation -> back-end on a padded batch.
+
+        With ``frames`` (a localisation back-end): (logits, frame logits,
+        frame counts).
+        """
         modules = {
             name: self.modules[name] if training else _unwrap(self.modules[name])
             for name in MODEL_MODULES
@@ -206,6 +289,10 @@ class AntiSpoofBrain(sb.Brain):
                 else:
                     states, lengths = ssl_states(modules["ssl"], wavs, lengths)
         features = modules["aggregator"](states, lengths)
+        if frames:
+            logits, frame_logits = modules["backend"](features, lengths, with_frames=True)
+            counts = torch.round(lengths * features.shape[1]).long().clamp(min=1)
+            return logits, frame_logits, counts
         return modules["backend"](features, lengths)
 
     def _use_feature_cache(self, training):
@@ -241,21 +328,76 @@ class AntiSpoofBrain(sb.Brain):
 
     def compute_objectives(self, predictions, batch, stage):
         """Computes the loss on usable utterances; outside training, records the scores."""
-        logits, labels, usable = predictions
+        logits, labels, usable, frames = predictions
         if usable.any():
             loss = self.hparams.loss(logits[usable], labels[usable])
         else:
             # Nothing to learn from, but every parameter stays in the graph (DDP).
             loss = logits.sum() * 0.0
+        truth = getattr(batch, "segment_truth", None)
+        if frames is not None and truth is not None and self.segment_loss is not None:
+            loss = self._with_segment_loss(loss, frames, truth, usable)
         if stage != sb.Stage.TRAIN:
             scores = bonafide_scores(logits).float().cpu().tolist()
             records = zip(batch.id, scores, labels.cpu().tolist(), batch.corpus)
             self.score_records.extend(
                 record for record, ok in zip(records, usable.cpu().tolist()) if ok
             )
+            if frames is not None:
+                self._record_frames(batch, frames, truth, usable)
         elif self.mixture is not None:
             self.drawn.extend(zip(batch.id, batch.corpus))
         return loss
+
+    def _with_segment_loss(self, loss, frames, truth, usable):
+        """``utterance_loss_weight`` x ``loss`` + ``segment_loss_weight`` x the segment loss."""
+        frame_logits, counts = frames
+        targets, target_lengths = truth
+        target_counts = torch.round(target_lengths * targets.shape[1]).long()
+        if usable.any():
+            segment = self.segment_loss(
+                frame_logits[usable], counts[usable], targets[usable], target_counts[usable]
+            )
+        else:
+            segment = frame_logits.sum() * 0.0
+        utterance_weight = getattr(self.hparams, "utterance_loss_weight", 1.0)
+        segment_weight = getattr(self.hparams, "segment_loss_weight", 1.0)
+        return utterance_weight * loss + segment_weight * segment
+
+    def _record_frames(self, batch, frames, truth, usable):
+        """Keeps (ID, frame scores, segment truth or None) of the usable utterances.
+
+        The frames are fitted to the file's own duration (from the manifest,
+        :func:`~speechbrain_nes2net.evaluation.localization.fit_frames_to_duration`):
+        those of repeat-padding to ``eval_min_samples`` are cut, and the last
+        frame is repeated over the tail the SSL model gives no frame for, so
+        that frame ``t`` is the file's time ``[t, t + 1) x frame shift``; the
+        segment truth (which followed the padding) is cut to the segments of
+        that duration.
+        """
+        frame_logits, counts = frames
+        frame_logits = frame_logits.detach().float().cpu()
+        counts = counts.cpu().tolist()
+        if truth is not None:
+            targets, target_lengths = truth
+            target_counts = torch.round(target_lengths * targets.shape[1]).long().tolist()
+            targets = targets.cpu()
+        durations = getattr(batch, "duration", None)
+        if isinstance(durations, torch.Tensor):
+            durations = durations.tolist()
+        for i, (utt_id, ok) in enumerate(zip(batch.id, usable.cpu().tolist())):
+            if not ok:
+                continue
+            scores = frame_logits[i, : counts[i]].numpy()
+            target_count = None if truth is None else target_counts[i]
+            if durations is not None:
+                seconds = float(durations[i])
+                scores = fit_frames_to_duration(scores, self.frame_shift, seconds)
+                if truth is not None:
+                    shift = self.segment_loss.segment_shift
+                    target_count = min(target_count, segment_count(seconds, shift))
+            labels = None if truth is None else targets[i, :target_count].numpy()
+            self.frame_records.append((utt_id, scores, labels))
 
     def _record_failures(self, batch, usable, stage):
         """Counts utterances and keeps (ID, reason) of the unusable ones."""
@@ -586,6 +728,7 @@ class AntiSpoofBrain(sb.Brain):
     def on_stage_start(self, stage, epoch=None):
         """Resets the score records and failure counts of a stage."""
         self.score_records = []
+        self.frame_records = []  # (ID, frame scores, segment truth) of a localisation model
         self.drawn = []  # (ID, corpus) of the utterances a mixture epoch trained on
         self.failures = []
         self.utterances_seen = 0
@@ -614,6 +757,7 @@ class AntiSpoofBrain(sb.Brain):
                 self._step_schedulers()
             return
         records, failures, stage_loss = self._gather(self.score_records, self.failures, stage_loss)
+        frame_records = self._gather_list(self.frame_records)
         # Test sets are also scored at the decision rule fitted on dev (train.py).
         decision = getattr(self, "decision", None) if stage == sb.Stage.TEST else None
         summary = score_summary(records, decision)
@@ -621,6 +765,7 @@ class AntiSpoofBrain(sb.Brain):
         stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
         if stage == sb.Stage.VALID:
             stats.update(self._per_corpus_stats(records, stats))
+            stats.update(self._segment_stats(frame_records))
         if stage == sb.Stage.VALID and getattr(self, "valid_pass", "clean") == "augmented":
             self.augmented_stats = {f"aug_{name}": value for name, value in stats.items()}
             return
@@ -645,10 +790,34 @@ class AntiSpoofBrain(sb.Brain):
             if sb.utils.distributed.if_main_process():
                 folder = Path(self.hparams.output_folder) / "scores"
                 scores_path, _ = write_test_outputs(folder, name, records, summary, failures)
+                frames_path = None
+                if self.localizes:
+                    frames_path = write_frame_scores(
+                        folder, name, [(r[0], r[1]) for r in frame_records], self.frame_shift
+                    )
                 if test_set is not None and test_set.report:
                     # A debug run scores a few batches: the rest is left out and counted.
                     allow_missing = bool(failures) or self.debug
-                    write_corpus_report(folder, name, scores_path, test_set, allow_missing)
+                    write_corpus_report(
+                        folder, name, scores_path, test_set, allow_missing, frames_path
+                    )
+
+    def _segment_stats(self, frame_records):
+        """``segment_EER`` (%): frames pooled to the segment objective's resolution vs the truth."""
+        loss = self.segment_loss
+        labelled = [(utt, frames, truth) for utt, frames, truth in frame_records if truth is not None]
+        if loss is None or not labelled:
+            return {}
+        scores = {
+            utt: pool_frame_scores(frames, self.frame_shift, loss.segment_shift, loss.pooling)
+            for utt, frames, _ in labelled
+        }
+        truth = {utt: labels for utt, _, labels in labelled}
+        try:
+            return {"segment_EER": 100 * segment_eer(scores, truth)["eer"]}
+        except ValueError as err:  # one class only (a debug run's few batches)
+            logger.warning("No segment EER this validation: %s", err)
+            return {"segment_EER": float("nan")}
 
     def _per_corpus_stats(self, records, pooled):
         """EER and minDCF of each validation corpus, when there are several.
@@ -700,6 +869,15 @@ class AntiSpoofBrain(sb.Brain):
         self.hparams.train_logger.log_stats(**stats)
         if self.tensorboard_logger is not None:
             self.tensorboard_logger.log_stats(**stats)
+
+    def _gather_list(self, items):
+        """The items of every process (the same list without DDP)."""
+        _, world = _world()
+        if world == 1:
+            return items
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, items)
+        return [item for part in gathered for item in part]
 
     def _gather(self, records, failures, stage_loss):
         """Collects score records and failures (and averages the loss) across processes."""

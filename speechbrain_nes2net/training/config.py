@@ -26,11 +26,14 @@ class RecipeConfigError(ValueError):
 #: Validation statistics; ``aug_<name>`` is the same statistic on the
 #: augmented dev pass (``valid_augmented``).
 STATISTICS = ("EER", "minDCF", "loss")
+#: Statistics of localisation runs (a ``segment_loss``).
+SEGMENT_STATISTICS = ("segment_EER",)
 
 
 #: Keys with a fixed set of values.
 CHOICES = {
-    "selection_metric": STATISTICS + tuple(f"aug_{name}" for name in STATISTICS),
+    "selection_metric": STATISTICS + tuple(f"aug_{name}" for name in STATISTICS)
+    + SEGMENT_STATISTICS,
     "lr_schedule_interval": ("epoch", "step"),
     "valid_epochs": ("all", "cosine_minima"),
     "selection_candidates": ("validated", "either_loss_improves"),
@@ -68,6 +71,7 @@ def check_recipe_config(hparams):
     """
     _check_values(hparams)
     _check_ssl_shape(hparams)
+    _check_localization(hparams)
     preparation = hparams.get("data_preparation")
     if not isinstance(preparation, dict) or not preparation:
         raise RecipeConfigError(
@@ -317,6 +321,48 @@ def _check_selection(hparams):
             "selection_candidates: either_loss_improves compares the clean and the augmented "
             "dev loss, which needs valid_augmented: True"
         )
+
+
+def _check_localization(hparams):
+    """A segment objective needs a back-end with frame outputs on the SSL model's frames."""
+    segment_loss = hparams.get("segment_loss")
+    metric = hparams.get("selection_metric", "EER")
+    if segment_loss is None:
+        if metric in SEGMENT_STATISTICS:
+            raise RecipeConfigError(
+                f"selection_metric={metric!r} is a localisation statistic, which needs a "
+                "segment_loss (and a back-end with frame outputs)"
+            )
+        return
+    backend = hparams.get("backend")
+    if backend is not None and not hasattr(backend, "forward_with_frames"):
+        raise RecipeConfigError(
+            f"segment_loss trains frame outputs, but the back-end {type(backend).__name__} has "
+            "none; use speechbrain_nes2net.lobes.localization.Nes2NetLocalizer"
+        )
+    model = getattr(getattr(hparams.get("ssl"), "ssl", None), "model", None)
+    strides = getattr(getattr(model, "config", None), "conv_stride", None)
+    if strides is not None:
+        import math
+
+        shift = math.prod(strides) / hparams.get("sample_rate", 16000)
+        if abs(shift - segment_loss.frame_shift) > 1e-9:
+            raise RecipeConfigError(
+                f"segment_loss.frame_shift={segment_loss.frame_shift} but the SSL model's frames "
+                f"are {shift} s apart"
+            )
+    for key in ("utterance_loss_weight", "segment_loss_weight"):
+        value = hparams.get(key, 1.0)
+        if not (_is_number(value) and value >= 0):
+            raise RecipeConfigError(f"{key}={value!r} must be a number >= 0")
+    shift = hparams.get("localization_shift")
+    if shift is not None:
+        ratio = shift / segment_loss.frame_shift if _is_number(shift) else 0
+        if round(ratio) < 1 or abs(ratio - round(ratio)) > 1e-6:
+            raise RecipeConfigError(
+                f"localization_shift={shift!r} must be a whole multiple of the frame shift "
+                f"{segment_loss.frame_shift} s (0.02, 0.04, ..., 0.64)"
+            )
 
 
 def _is_number(value):

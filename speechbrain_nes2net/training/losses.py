@@ -109,3 +109,101 @@ class WeightedCrossEntropy(nn.Module):
             )
         weight = self.weight.to(device=logits.device, dtype=logits.dtype)
         return F.cross_entropy(logits, labels.long().view(-1), weight=weight)
+
+
+class SegmentLoss(nn.Module):
+    """Class-weighted binary cross-entropy on segment logits pooled from frames.
+
+    The localisation objective (:class:`~speechbrain_nes2net.lobes.localization.Nes2NetLocalizer`):
+    frame logits are pooled into segments of ``segment_shift`` seconds
+    (:func:`~speechbrain_nes2net.lobes.localization.pool_frame_logits`) and
+    each segment is a binary trial against its label (1 = bona fide, 0 =
+    spoof, PartialSpoof's polarity), weighted by its class. The loss is the
+    weighted mean over the valid segments of the batch (as
+    ``F.cross_entropy`` with class weights normalises): padded frames and
+    padded label positions never count. The frame and label counts of an
+    utterance may differ (the SSL frame count and the label count round the
+    duration differently): the shorter decides.
+
+    Arguments
+    ---------
+    segment_shift : float
+        Segment resolution of the labels in seconds (a whole multiple of
+        ``frame_shift``: 0.02 to 0.64 s for PartialSpoof on 20 ms frames).
+    frame_shift : float
+        Frame hop of the SSL model in seconds.
+    pooling : str
+        How frame logits form a segment logit: 'min' (default), 'mean', 'max'.
+    spoof_weight, bonafide_weight : float
+        Class weights of spoof and bona fide segments.
+
+    Example
+    -------
+    >>> loss = SegmentLoss(segment_shift=0.04)
+    >>> frame_logits = torch.tensor([[2.0, 3.0, -2.0, 1.0, 0.0]])
+    >>> targets = torch.tensor([[1, 0, 1]])
+    >>> value = loss(frame_logits, torch.tensor([4]), targets, torch.tensor([3]))
+    >>> round(value.item(), 4)  # segments min(2, 3) = 2 -> 1 and min(-2, 1) = -2 -> 0
+    0.1269
+    """
+
+    def __init__(
+        self, segment_shift=0.02, frame_shift=0.02, pooling="min", spoof_weight=1.0,
+        bonafide_weight=1.0,
+    ):  # fmt: skip
+        super().__init__()
+        ratio = segment_shift / frame_shift
+        if round(ratio) < 1 or abs(ratio - round(ratio)) > 1e-6:
+            raise ValueError(
+                f"segment_shift={segment_shift} s must be a whole multiple of the SSL frame "
+                f"shift {frame_shift} s (PartialSpoof labels: 0.02, 0.04, ..., 0.64)"
+            )
+        if spoof_weight <= 0 or bonafide_weight <= 0:
+            raise ValueError(
+                f"class weights must be positive, got {spoof_weight}, {bonafide_weight}"
+            )
+        self.segment_shift = float(segment_shift)
+        self.frame_shift = float(frame_shift)
+        self.frames_per_segment = int(round(ratio))
+        self.pooling = pooling
+        self.spoof_weight = float(spoof_weight)
+        self.bonafide_weight = float(bonafide_weight)
+
+    def segment_logits(self, frame_logits, frame_counts):
+        """(batch, segments) segment logits and (batch,) segment counts of frame logits."""
+        from speechbrain_nes2net.lobes.localization import pool_frame_logits
+
+        return pool_frame_logits(frame_logits, frame_counts, self.frames_per_segment, self.pooling)
+
+    def forward(self, frame_logits, frame_counts, targets, target_counts):
+        """Computes the loss.
+
+        Arguments
+        ---------
+        frame_logits : torch.Tensor
+            (batch, frames) bona fide frame logits.
+        frame_counts : torch.Tensor
+            (batch,) valid frames per utterance.
+        targets : torch.Tensor
+            (batch, segments) 0/1 segment labels (padded).
+        target_counts : torch.Tensor
+            (batch,) valid labels per utterance.
+
+        Returns
+        -------
+        torch.Tensor
+            The scalar loss (0, still in the graph, when no segment is valid).
+        """
+        logits, counts = self.segment_logits(frame_logits, frame_counts)
+        width = min(logits.shape[1], targets.shape[1])
+        logits, targets = logits[:, :width], targets[:, :width].to(logits.dtype)
+        limit = torch.minimum(counts, target_counts.to(counts.device))
+        valid = torch.arange(width, device=logits.device) < limit.unsqueeze(1)
+        weights = torch.full_like(logits, self.spoof_weight)
+        weights = torch.where(targets > 0.5, self.bonafide_weight, weights)
+        weights = weights * valid.to(logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        total = weights.sum()
+        if total <= 0:
+            return frame_logits.sum() * 0.0
+        return (weights * bce).sum() / total

@@ -39,7 +39,11 @@ from speechbrain_nes2net.evaluation.files import (
     write_decision,
 )
 from speechbrain_nes2net.training.config import RecipeConfigError
-from speechbrain_nes2net.training.dataio import audio_pipeline, manifest_dataset
+from speechbrain_nes2net.training.dataio import (
+    audio_pipeline,
+    localization_pipeline,
+    manifest_dataset,
+)
 from speechbrain_nes2net.training.feature_cache import (
     FeatureCache,
     model_fingerprint,
@@ -167,14 +171,52 @@ def corpus_datasets(hparams, manifests, key, pipeline, sort_by_duration=False, m
     return CorpusMixture(datasets, list(spec), sampler)
 
 
+def _pipeline(hparams, **options):
+    """:func:`audio_pipeline`, or with a ``segment_loss`` the one that also cuts segment labels."""
+    segment_loss = hparams.get("segment_loss")
+    if segment_loss is None:
+        return audio_pipeline(**options)
+    return localization_pipeline(segment_loss.segment_shift, **options)
+
+
+def check_localization_data(hparams, manifests):
+    """With a ``segment_loss``: every training and validation utterance has segment labels
+    at its resolution, with the release's polarity (see
+    :func:`data_prep.partialspoof_prepare.check_segment_labels`); logs their counts."""
+    segment_loss = hparams.get("segment_loss")
+    if segment_loss is None:
+        return
+    from data_prep.partialspoof_prepare import check_segment_labels
+
+    for key in ("train_data", "valid_data"):
+        for reference in parse_data_spec(hparams[key], key):
+            if reference not in manifests:
+                continue
+            try:
+                counts = check_segment_labels(manifests[reference], segment_loss.segment_shift)
+            except ValueError as err:
+                raise RecipeConfigError(f"{key} {reference}: {err}") from None
+            logger.info(
+                "%s: %d utterances, %d segments of %.2f s, %d of them spoofed", reference,
+                counts["n_utterances"], counts["n_segments"], segment_loss.segment_shift,
+                counts["n_spoof_segments"],
+            )
+
+
 def train_valid_datasets(hparams, manifests):
-    """The training (cropped, augmented) and validation datasets (one corpus or a mixture)."""
+    """The training (cropped, augmented) and validation datasets (one corpus or a mixture).
+
+    With a ``segment_loss`` (localisation), their items also carry the
+    ``segment_truth`` of the waveform (checked first: :func:`check_localization_data`).
+    """
+    check_localization_data(hparams, manifests)
     augment = waveform_augmentation(hparams)
     if augment is not None:
         logger.info("Training utterances are augmented: %r", augment)
     train = corpus_datasets(
         hparams, manifests, "train_data", mixture=True,
-        pipeline=lambda: audio_pipeline(
+        pipeline=lambda: _pipeline(
+            hparams,
             num_samples=hparams["train_samples"],
             random_crop=hparams.get("train_random_crop", True),
             augment=augment,
@@ -183,8 +225,8 @@ def train_valid_datasets(hparams, manifests):
     samples = hparams.get("valid_samples")
     valid = corpus_datasets(
         hparams, manifests, "valid_data", sort_by_duration=samples is None,
-        pipeline=lambda: audio_pipeline(
-            num_samples=samples, min_samples=hparams.get("eval_min_samples", 0)
+        pipeline=lambda: _pipeline(
+            hparams, num_samples=samples, min_samples=hparams.get("eval_min_samples", 0)
         ),
     )  # fmt: skip
     return train, valid
@@ -285,6 +327,89 @@ def fit_run_decision(hparams, devs):
     return rule
 
 
+#: File of a localisation run holding its segment decision rule.
+LOCALIZATION_FILE = "localization.json"
+
+
+def fit_run_localization(hparams, devs):
+    """Fits the segment decision rule of a localisation run on its development frame scores.
+
+    The dev frame scores (``scores/<dev>_frame_scores.npz``) are pooled to
+    ``localization_shift`` seconds (default: the segment objective's
+    resolution) with the objective's pooling, and a decision rule is fitted on
+    those segment scores against the dev set's segment labels at that
+    resolution, as the utterance rule is fitted on utterance scores
+    (:func:`~speechbrain_nes2net.evaluation.calibration.decision_from_dev`:
+    a calibration and its Bayes threshold at ``decision_prior``). Written to
+    ``localization.json``; exports ship it, and ``AntiSpoofModel.localize`` and
+    ``nes2net-score --frames`` decide segments with it.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hyperparameters (``segment_loss``, ``localization_shift``,
+        ``decision_prior``, ``output_folder``).
+    devs : list of TestSet
+        The development sets, already scored.
+
+    Returns
+    -------
+    dict or None
+        What ``localization.json`` holds (None without a ``segment_loss``).
+    """
+    segment_loss = hparams.get("segment_loss")
+    if segment_loss is None:
+        return None
+    import numpy as np
+    import pandas as pd
+
+    from data_prep.partialspoof_prepare import load_segment_labels
+    from speechbrain_nes2net.evaluation.calibration import decision_from_dev
+    from speechbrain_nes2net.evaluation.files import load_segment_scores
+    from speechbrain_nes2net.evaluation.localization import (
+        pool_frame_scores,
+        segment_trials,
+    )
+
+    shift = float(hparams.get("localization_shift") or segment_loss.segment_shift)
+    scores_folder = Path(hparams["output_folder"]) / "scores"
+    bona, spoof, frame_shift = [], [], None
+    for dev in devs:
+        frames, frame_shift = load_segment_scores(scores_folder / f"{dev.name}_frame_scores.npz")
+        templates = pd.read_csv(dev.manifest).set_index("ID")["segment_labels"]
+        for utt_id, values in frames.items():
+            labels = load_segment_labels(templates[utt_id], utt_id, shift)
+            segments = pool_frame_scores(values, frame_shift, shift, segment_loss.pooling)
+            b, s, _ = segment_trials(segments, labels, tolerance=1, utt_id=utt_id)
+            bona.append(b)
+            spoof.append(s)
+    bona = np.concatenate(bona) if bona else np.empty(0)
+    spoof = np.concatenate(spoof) if spoof else np.empty(0)
+    rule = decision_from_dev(bona, spoof, hparams.get("decision_prior", 0.5))
+    rates = decision_rates(rule, bona, spoof)
+    eer = None
+    if bona.size and spoof.size:
+        from speechbrain_nes2net.evaluation.metrics import compute_eer
+
+        eer = compute_eer(bona, spoof)[0]
+    result = {
+        "segment_shift": shift,
+        "frame_shift": frame_shift,
+        "pooling": segment_loss.pooling,
+        "decision": rule.to_dict(),
+        "dev": {"segment_eer": eer, "n_bonafide": int(bona.size), "n_spoof": int(spoof.size),
+                **{k: v for k, v in rates.items() if v == v}},
+    }  # fmt: skip
+    path = Path(hparams["output_folder"]) / LOCALIZATION_FILE
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    logger.info(
+        "Segment decision rule (%s, %.2f s segments): bona fide when the segment score is "
+        ">= %.4g; dev segment EER %s -> %s", rule.source, shift, rule.threshold,
+        "n/a" if eer is None else f"{100 * eer:.2f}%", path,
+    )
+    return result
+
+
 def run_summary(output_folder, tests, seen_attacks=(), debug=False):
     """The end-of-run lines of each test set: per-attack EER, the decision's rates, the EER.
 
@@ -330,6 +455,14 @@ def run_summary(output_folder, tests, seen_attacks=(), debug=False):
                 f"{test_set.name} at the shipped threshold {metrics['decision_threshold']:.4g}: "
                 f"{percent(metrics.get('bpcer'))} of bona fide rejected, "
                 f"{percent(metrics.get('apcer'))} of spoofs accepted"
+            )
+        localization = {}
+        if report_path.is_file():
+            localization = json.loads(report_path.read_text()).get("localization") or {}
+        for shift, block in (localization.get("resolutions") or {}).items():
+            lines.append(
+                f"{test_set.name} segments of {shift} s: segment EER {percent(block.get('eer'))}, "
+                f"range EER {percent(block.get('range_eer'))}"
             )
         lines.append(
             f"{test_set.name}: EER {percent(metrics['eer'])} "
