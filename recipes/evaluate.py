@@ -38,6 +38,7 @@ Authors
 """
 
 import argparse
+import logging
 import os
 import sys
 
@@ -57,6 +58,8 @@ from speechbrain_nes2net.training.recipe import (
     finish_distributed,
 )
 from speechbrain_nes2net.training.resumable_eval import ShardedEvaluation
+
+logger = logging.getLogger(__name__)
 
 
 def parse(argv):
@@ -154,6 +157,11 @@ def main(argv):
         args.test_name, None, args.test_manifest, report_options(args.report, args.report_option)
     )
     brain.on_evaluate_start(min_key=brain.selection_metric)
+    if brain.localizes:
+        logger.warning(
+            "evaluate.py scores utterances; the frame scores of this localisation model "
+            "(segment and range EER) come from train.py's test sets or nes2net-score --frames"
+        )
     rank, world_size = shard_of(args.shard)
     try:
         evaluation = ShardedEvaluation(

@@ -704,7 +704,7 @@ def write_failures(path, entries, results):
 def main(argv=None):
     """Runs the command line; returns the exit status (0 ok, 1 some files failed, 2 usage)."""
     args = parse_args(argv)
-    if args.output:
+    if args.output and not args.frames:
         return main_resumable(args)
     try:
         entries = collect_inputs(args.paths)

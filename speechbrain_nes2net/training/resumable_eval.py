@@ -179,7 +179,8 @@ class ShardedEvaluation:
         loss_fn = self.brain.hparams.loss
         for batch in loader:
             with torch.no_grad():
-                logits, labels, usable = self.brain.compute_forward(batch, sb.Stage.TEST)
+                # Utterance scores only: frame logits (localisation models) are not logged.
+                logits, labels, usable, _ = self.brain.compute_forward(batch, sb.Stage.TEST)
                 scores = bonafide_scores(logits).float().cpu().tolist()
                 losses = [
                     float(loss_fn(logits[i : i + 1], labels[i : i + 1])) for i in range(len(scores))
