@@ -40,7 +40,8 @@ batch; validation reports ``segment_EER`` (frames pooled to the training
 resolution, in %), a possible ``selection_metric``; every evaluated set also
 gets its frame scores, ``scores/<name>_frame_scores.npz`` (ID -> one bona fide
 logit per SSL frame, ``__shift__`` the frame hop), which the ``partialspoof``
-report turns into segment and range EERs.
+report turns into segment and range EERs
+(:class:`~speechbrain_nes2net.training.frame_objectives.FrameObjectives`).
 
 Authors
  * speechbrain-nes2net contributors
@@ -62,15 +63,9 @@ from speechbrain_nes2net.evaluation.files import (
     write_frame_scores,
     write_test_outputs,
 )
-from speechbrain_nes2net.evaluation.localization import (
-    fit_frames_to_duration,
-    pool_frame_scores,
-    segment_count,
-    segment_eer,
-)
 from speechbrain_nes2net.evaluation.reports import write_corpus_report
-from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths, ssl_frame_shift
-from speechbrain_nes2net.lobes.windows import forward_by_windows, split_windows
+from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
+from speechbrain_nes2net.lobes.windows import forward_by_windows
 from speechbrain_nes2net.scores import bonafide_scores
 from speechbrain_nes2net.training.checkpoints import (
     MODEL_MODULES,
@@ -83,6 +78,7 @@ from speechbrain_nes2net.training.config import (
     schedules_whole_run,
     validates,
 )
+from speechbrain_nes2net.training.frame_objectives import FrameObjectives, unwrap_ddp
 from speechbrain_nes2net.training.recipe import (
     CorpusMixture,
     batch_augmentation,
@@ -122,11 +118,6 @@ MAX_LOGGED_FAILURES = 20
 MIN_SEEN_FOR_EARLY_STOP = 200
 
 
-def _unwrap(module):
-    """The module inside a DDP wrapper (evaluation must not trigger collectives)."""
-    return module.module if isinstance(module, DistributedDataParallel) else module
-
-
 def ssl_states(ssl, wavs, lengths):
     """Hidden states and their exact relative frame lengths.
 
@@ -135,7 +126,7 @@ def ssl_states(ssl, wavs, lengths):
     utterances of its batch; :func:`ssl_frame_lengths` computes it exactly.
     """
     states = ssl(wavs, lengths)
-    return states, ssl_frame_lengths(_unwrap(ssl), lengths, wavs.shape[1], states.shape[2])
+    return states, ssl_frame_lengths(unwrap_ddp(ssl), lengths, wavs.shape[1], states.shape[2])
 
 
 def _world():
@@ -144,7 +135,7 @@ def _world():
     return 0, 1
 
 
-class AntiSpoofBrain(sb.Brain):
+class AntiSpoofBrain(FrameObjectives, sb.Brain):
     """SSL front-end -> layer aggregation -> back-end, for anti-spoofing.
 
     Hyperparameters read (besides SpeechBrain's run options): ``loss``,
@@ -216,54 +207,6 @@ class AntiSpoofBrain(sb.Brain):
         return logits, labels, usable, None
 
     @property
-    def localizes(self):
-        """Whether the back-end gives frame logits (a localisation model)."""
-        return hasattr(_unwrap(self.modules["backend"]), "forward_with_frames")
-
-    @property
-    def segment_loss(self):
-        """The segment objective (``segment_loss``), or None."""
-        return getattr(self.hparams, "segment_loss", None)
-
-    @property
-    def frame_shift(self):
-        """Hop of the SSL frames in seconds."""
-        return ssl_frame_shift(self.modules["ssl"], self.sample_rate)
-
-    def _evaluate_frames(self, wavs, lengths, window):
-        """Utterance logits, frame logits and frame counts of an evaluation batch.
-
-        A waveform longer than ``window`` samples goes by consecutive windows
-        (:func:`~speechbrain_nes2net.lobes.windows.split_windows`): its logits
-        are the mean of the windows' logits, its frames theirs one after the
-        other, each window's fitted to its duration (the SSL model gives a
-        window a frame or two fewer than it spans), so that frame ``t`` stays
-        at ``t x frame shift`` across windows, as ``AntiSpoofModel.localize``
-        joins them.
-        """
-        counts = torch.round(lengths.to(torch.float64) * wavs.shape[1]).long().tolist()
-        if not window or max(counts) <= window:
-            return self._model_forward(wavs, lengths, training=False, frames=True)
-        logits, frames = [], []
-        for wav, count in zip(wavs, counts):
-            parts = [
-                self._model_forward(piece[None], torch.ones(1, device=wavs.device), False, True)
-                for piece in split_windows(wav[:count], window)
-            ]
-            logits.append(torch.stack([part[0][0] for part in parts]).mean(dim=0))
-            pieces = split_windows(wav[:count], window)
-            frames.append(torch.cat([
-                torch.as_tensor(fit_frames_to_duration(
-                    part[1][0, : part[2][0]].float().cpu(), self.frame_shift,
-                    piece.shape[0] / self.sample_rate,
-                ), dtype=torch.float32, device=wavs.device)
-                for part, piece in zip(parts, pieces)
-            ]))  # fmt: skip
-        frame_counts = torch.tensor([f.shape[0] for f in frames], device=wavs.device)
-        padded = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
-        return torch.stack(logits), padded, frame_counts
-
-    @property
     def sample_rate(self):
         """Sampling rate of the waveforms the model takes."""
         return getattr(self.hparams, "sample_rate", 16000)
@@ -275,7 +218,7 @@ class AntiSpoofBrain(sb.Brain):
         frame counts).
         """
         modules = {
-            name: self.modules[name] if training else _unwrap(self.modules[name])
+            name: self.modules[name] if training else unwrap_ddp(self.modules[name])
             for name in MODEL_MODULES
         }
         if training and not self.ssl_frozen:
@@ -348,56 +291,6 @@ class AntiSpoofBrain(sb.Brain):
         elif self.mixture is not None:
             self.drawn.extend(zip(batch.id, batch.corpus))
         return loss
-
-    def _with_segment_loss(self, loss, frames, truth, usable):
-        """``utterance_loss_weight`` x ``loss`` + ``segment_loss_weight`` x the segment loss."""
-        frame_logits, counts = frames
-        targets, target_lengths = truth
-        target_counts = torch.round(target_lengths * targets.shape[1]).long()
-        if usable.any():
-            segment = self.segment_loss(
-                frame_logits[usable], counts[usable], targets[usable], target_counts[usable]
-            )
-        else:
-            segment = frame_logits.sum() * 0.0
-        utterance_weight = getattr(self.hparams, "utterance_loss_weight", 1.0)
-        segment_weight = getattr(self.hparams, "segment_loss_weight", 1.0)
-        return utterance_weight * loss + segment_weight * segment
-
-    def _record_frames(self, batch, frames, truth, usable):
-        """Keeps (ID, frame scores, segment truth or None) of the usable utterances.
-
-        The frames are fitted to the file's own duration (from the manifest,
-        :func:`~speechbrain_nes2net.evaluation.localization.fit_frames_to_duration`):
-        those of repeat-padding to ``eval_min_samples`` are cut, and the last
-        frame is repeated over the tail the SSL model gives no frame for, so
-        that frame ``t`` is the file's time ``[t, t + 1) x frame shift``; the
-        segment truth (which followed the padding) is cut to the segments of
-        that duration.
-        """
-        frame_logits, counts = frames
-        frame_logits = frame_logits.detach().float().cpu()
-        counts = counts.cpu().tolist()
-        if truth is not None:
-            targets, target_lengths = truth
-            target_counts = torch.round(target_lengths * targets.shape[1]).long().tolist()
-            targets = targets.cpu()
-        durations = getattr(batch, "duration", None)
-        if isinstance(durations, torch.Tensor):
-            durations = durations.tolist()
-        for i, (utt_id, ok) in enumerate(zip(batch.id, usable.cpu().tolist())):
-            if not ok:
-                continue
-            scores = frame_logits[i, : counts[i]].numpy()
-            target_count = None if truth is None else target_counts[i]
-            if durations is not None:
-                seconds = float(durations[i])
-                scores = fit_frames_to_duration(scores, self.frame_shift, seconds)
-                if truth is not None:
-                    shift = self.segment_loss.segment_shift
-                    target_count = min(target_count, segment_count(seconds, shift))
-            labels = None if truth is None else targets[i, :target_count].numpy()
-            self.frame_records.append((utt_id, scores, labels))
 
     def _record_failures(self, batch, usable, stage):
         """Counts utterances and keeps (ID, reason) of the unusable ones."""
@@ -718,7 +611,7 @@ class AntiSpoofBrain(sb.Brain):
             )  # fmt: skip
         except CheckpointSelectionError as err:
             raise RuntimeError(f"{err}; train first") from None
-        modules = {name: _unwrap(self.modules[name]) for name in MODEL_MODULES}
+        modules = {name: unwrap_ddp(self.modules[name]) for name in MODEL_MODULES}
         load_checkpoint_average(modules, checkpoints, MODEL_MODULES)
         self.averaged_checkpoints = [ckpt.path.name for ckpt in checkpoints]
         logger.info("Evaluating the average of %s", ", ".join(self.averaged_checkpoints))
@@ -801,23 +694,6 @@ class AntiSpoofBrain(sb.Brain):
                     write_corpus_report(
                         folder, name, scores_path, test_set, allow_missing, frames_path
                     )
-
-    def _segment_stats(self, frame_records):
-        """``segment_EER`` (%): frames pooled to the segment objective's resolution vs the truth."""
-        loss = self.segment_loss
-        labelled = [(utt, frames, truth) for utt, frames, truth in frame_records if truth is not None]
-        if loss is None or not labelled:
-            return {}
-        scores = {
-            utt: pool_frame_scores(frames, self.frame_shift, loss.segment_shift, loss.pooling)
-            for utt, frames, _ in labelled
-        }
-        truth = {utt: labels for utt, _, labels in labelled}
-        try:
-            return {"segment_EER": 100 * segment_eer(scores, truth)["eer"]}
-        except ValueError as err:  # one class only (a debug run's few batches)
-            logger.warning("No segment EER this validation: %s", err)
-            return {"segment_EER": float("nan")}
 
     def _per_corpus_stats(self, records, pooled):
         """EER and minDCF of each validation corpus, when there are several.
