@@ -30,6 +30,7 @@ Authors
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -94,7 +95,13 @@ def main(argv):
     args, rest = parse(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
     check_run_options(run_opts)
-    run_opts["eval_precision"] = resolve_precision(args.precision, run_opts.get("device", "cpu"))
+    # SpeechBrain's eval_precision (RunOptions is a frozen dataclass), 'auto' resolved.
+    precision = resolve_precision(args.precision, getattr(run_opts, "device", None) or "cpu")
+    run_opts = dataclasses.replace(
+        run_opts,
+        eval_precision=precision,
+        overridden_args=set(run_opts.overridden_args) | {"eval_precision"},
+    )
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)

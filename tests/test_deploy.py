@@ -7,7 +7,8 @@ files) gives a trained model folder with a shipped threshold. On it:
 - bf16 (the SSL front-end under bfloat16 autocast) keeps every score within
   :data:`BF16_TOLERANCE` of fp32 and the decisions at the shipped threshold on
   at least 99% of the test files (the tolerance documented in
-  ``docs/DEPLOYING.md``);
+  ``docs/DEPLOYING.md``); ``recipes/evaluate.py --precision bf16`` (the
+  whole forward pass under autocast) stays within the same tolerance;
 - ``nes2net-export-onnx`` writes the whole model as one graph with the
   calibration and the threshold as metadata, and onnxruntime reproduces the
   torch fp32 scores to 1e-4 on every test file (padded batches included);
@@ -113,6 +114,24 @@ def test_bf16_scores_stay_within_tolerance_and_decisions_agree(fp32_model, fp32_
     assert 0 < relative.max() <= BF16_TOLERANCE, relative.max()  # > 0: bf16 really ran
     agree = np.mean([a == b for a, b in zip(labels(bf16), labels(fp32_scores))])
     assert agree >= 0.99, f"bf16 decisions agree with fp32 on {agree:.1%} of the test files"
+
+
+def test_evaluate_recipe_scores_in_bf16(demo):
+    run = demo[0].parent  # the demo's output folder: its test scores are fp32
+    command = [sys.executable, str(ROOT / "recipes" / "evaluate.py"), str(run / "hyperparams.yaml"),
+               f"--test_manifest={run / 'save' / 'manifests' / 'test.csv'}", "--test_name=bf16",
+               "--precision=bf16", "--noprogressbar"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "--eval_precision=bf16" in (run / "log.txt").read_text()
+    read = lambda name: {  # noqa: E731
+        line.split()[0]: float(line.split()[1])
+        for line in (run / "scores" / f"{name}_scores.txt").read_text().splitlines()
+    }
+    fp32, bf16 = read("demo_test"), read("bf16")
+    assert fp32.keys() == bf16.keys() and len(fp32) == 120
+    relative = max(abs(bf16[key] - value) / max(1.0, abs(value)) for key, value in fp32.items())
+    assert 0 < relative <= BF16_TOLERANCE, relative
 
 
 def test_auto_precision_follows_the_hardware(demo, tmp_path):
