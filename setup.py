@@ -34,6 +34,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist", "hypothesis", "onnx", "onnxruntime"],
+        # nes2net-export-onnx and nes2net-score --engine onnxruntime (docs/DEPLOYING.md).
+        "onnx": ["onnx", "onnxruntime"],
         "plots": ["matplotlib"],
         "tensorboard": ["tensorboard"],
         "dev": ["pytest", "pytest-xdist", "hypothesis", "matplotlib", "ruff"],
@@ -42,6 +44,7 @@ setup(
         "console_scripts": [
             "nes2net-cost=speechbrain_nes2net.cost.backends:main",
             "nes2net-score=speechbrain_nes2net.pretrained.score_cli:main",
+            "nes2net-export-onnx=speechbrain_nes2net.pretrained.onnx_export:main",
         ]
     },
 )

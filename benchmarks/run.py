@@ -11,17 +11,25 @@
   (>= 1.5x for train-mode forward+backward, met with fused autograd kernels
   over private ATen operators) was dropped with those kernels; the ratio is
   still printed, in the summary line too;
-- the sort-based metrics vs SpeechBrain's (``bench_metrics.py``).
+- the sort-based metrics vs SpeechBrain's (``bench_metrics.py``);
+- the whole model (SSL front-end + aggregation + Nes2Net-X) on the WavLM-Large
+  and XLS-R 300M architectures, random weights (``bench_whole_model.py``):
+  the official way (fp32, batch 1, the port) vs ours in fp32 batched, bf16
+  batched, onnxruntime fp32 and onnxruntime int8, 32 files of
+  In-the-Wild-like durations (mean 4.3 s). ``whole_model_speedup`` is the
+  best supported path (ours fp32, ours bf16 where native, onnxruntime fp32)
+  over the official way, the smaller of the two architectures.
 
 Every comparison first checks that both sides compute the same scores, then
 times them in interleaved rounds and takes the best call of each (medians are
 printed too; see ``timing.py``). The last line is::
 
-    summary: batched_backend_speedup=<ratio> nes2net_x_speedup=<ratio>
+    summary: batched_backend_speedup=<ratio> nes2net_x_speedup=<ratio> whole_model_speedup=<ratio>
 
 Usage::
 
-    python benchmarks/run.py            # full run, about 80 s on 2 idle cores
+    python benchmarks/run.py            # full run: the whole models take most of it (minutes)
+    python benchmarks/run.py --no-whole-model   # the former run, about 80 s on 2 idle cores
     python benchmarks/run.py --quick    # smoke run of every benchmark (small sizes)
 """
 
@@ -42,6 +50,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import bench_batched
 import bench_metrics
 import bench_nes2net_x
+import bench_whole_model
 from timing import load_average
 
 #: (full, quick) sizes of every benchmark.
@@ -50,6 +59,7 @@ SIZES = {
     "model": (dict(utterances=32, batch_size=16, rounds=3), dict(utterances=4, batch_size=2, rounds=1, max_seconds=1.5)),
     "nes2net_x": (dict(batch=34, frames=200, rounds=7), dict(batch=4, frames=40, input_size=128, rounds=1)),
     "metrics": (dict(n_trials=1_000_000, n_small=4000, repeats=3), dict(n_trials=20_000, n_small=500, repeats=1)),
+    "whole_model": (dict(utterances=32, rounds=2), dict(utterances=4, rounds=1, quick=True)),
 }
 
 
@@ -65,6 +75,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the script runs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--no-whole-model", action="store_true",
+        help="leave out the WavLM-Large / XLS-R 300M whole-model comparison (minutes)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,6 +107,12 @@ def main(argv=None):
         f"ours {1e3 * metrics['ours_small_s']:.2f} ms"
     )
     print()
+    whole = {}
+    if not args.no_whole_model:
+        whole = bench_whole_model.run(threads=args.threads, **sizes["whole_model"])
+        for result in whole.values():
+            print(bench_whole_model.format_result(result, args.quick))
+            print()
 
     rows = [
         ("batched back-end scoring vs batch 1, In-the-Wild durations (target >= 3x)", backend["speedup"], backend["speedup_median"]),
@@ -108,6 +128,13 @@ def main(argv=None):
         ("Nes2Net-X eval forward+backward, port / lobe", nes2net_x["eval_forward_backward"]["speedup"], nes2net_x["eval_forward_backward"]["speedup_median"]),
         ("EER: SpeechBrain / ours, same trials", metrics["speedup_same_size"], float("nan")),
     ]
+    for name, result in whole.items():
+        for label in bench_whole_model.PATHS[1:]:
+            row = result["rows"][label]
+            rows.append(
+                (f"whole model {name}: {label} vs the official way (fp32, batch 1)",
+                 row["speedup"], result["rows"]["official"]["median_seconds"] / row["median_seconds"])
+            )  # fmt: skip
     print("| ratio | best call | median call |")
     print("|---|---:|---:|")
     for label, best, median in rows:
@@ -129,6 +156,11 @@ def main(argv=None):
     print(
         f"summary: batched_backend_speedup={backend['speedup']:.2f} "
         f"nes2net_x_speedup={nes2net_x['train_forward_backward']['speedup']:.2f}"
+        + (
+            f" whole_model_speedup={bench_whole_model.whole_model_speedup(whole):.2f}"
+            if whole
+            else ""
+        )
     )
 
 

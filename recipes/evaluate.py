@@ -21,6 +21,9 @@ receives ``<test_name>_scores.txt``, ``<test_name>_metrics.json`` and, with
 ``--report``, the corpus report (``--report_option key=value`` passes report
 options such as ``keys_dir=/data/ASVspoof2021/keys``). Other ``--key=value``
 arguments override the YAML, as in ``train.py`` (e.g. ``--device=cuda:0``).
+``--precision bf16`` (or ``auto``: bf16 where the CPU/GPU computes it natively)
+scores under bfloat16 autocast; scores move slightly, and the speed gained
+depends on the model and the batch (measured in ``docs/DEPLOYING.md``).
 
 Large corpora: scores are appended to
 ``scores/<test_name>_scores.shard-R-of-N.log`` as batches finish, and a rerun
@@ -38,6 +41,7 @@ Authors
 """
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -47,8 +51,9 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_nes2net.evaluation.files import read_decision
-from speechbrain_nes2net.evaluation.score_log import DEFAULT_CHUNK_SIZE, ScoreLogError
 from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
+from speechbrain_nes2net.evaluation.score_log import DEFAULT_CHUNK_SIZE, ScoreLogError
+from speechbrain_nes2net.precision import PRECISIONS, resolve_precision
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.config import (
     check_run_options,
@@ -80,6 +85,11 @@ def parse(argv):
         "--eval_samples", type=int, default=None,
         help="score the first N samples (repeat-padded), e.g. 64600; full utterances if unset",
     )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32",
+        help="fp32 (default), bf16 (matrix products in bfloat16), or auto (bf16 where the "
+        "CPU/GPU computes it natively); SpeechBrain's --eval_precision, checked",
+    )  # fmt: skip
     parser.add_argument("--report", default=None, help="corpus rules of the report (e.g. ctrsvdd)")
     parser.add_argument(
         "--report_option", action="append", default=[], metavar="KEY=VALUE",
@@ -137,6 +147,13 @@ def main(argv):
     args, rest = parse(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
     check_run_options(run_opts)
+    # SpeechBrain's eval_precision (RunOptions is a frozen dataclass), 'auto' resolved.
+    precision = resolve_precision(args.precision, getattr(run_opts, "device", None) or "cpu")
+    run_opts = dataclasses.replace(
+        run_opts,
+        eval_precision=precision,
+        overridden_args=set(run_opts.overridden_args) | {"eval_precision"},
+    )
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)

@@ -13,7 +13,7 @@ bf16 only where it is native:
   cannot be read, ``torch.backends.cpu.get_cpu_capability()`` naming AMX or BF16.
 
 Scores computed in bf16 differ from fp32 ones by a small amount (documented
-in ``docs/PRETRAINED.md`` with the measured agreement of the decisions); the
+in ``docs/DEPLOYING.md`` with the measured agreement of the decisions); the
 waveform normalisation, the masks and the output scores stay in float32.
 
 Authors

@@ -345,7 +345,9 @@ def test_benchmark_runner_quick_run_prints_the_summary_line():
     assert result.returncode == 0, result.stderr[-2000:]
     last = result.stdout.strip().splitlines()[-1]
     assert re.fullmatch(
-        r"summary: batched_backend_speedup=\d+\.\d+ nes2net_x_speedup=\d+\.\d+", last
+        r"summary: batched_backend_speedup=\d+\.\d+ nes2net_x_speedup=\d+\.\d+"
+        r" whole_model_speedup=\d+\.\d+",
+        last,
     ), last
     assert "batched vs batch-1 scores: max |diff|" in result.stdout
     assert "same function:" in result.stdout

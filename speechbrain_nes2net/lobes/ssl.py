@@ -341,6 +341,7 @@ class SSLFrontend(nn.Module):
 
     @precision.setter
     def precision(self, value):
+        """Sets 'fp32' or 'bf16'; the bfloat16 weight copies are remade on the next forward."""
         if value not in ("fp32", "bf16"):
             raise ValueError(f"SSLFrontend.precision must be 'fp32' or 'bf16', got {value!r}")
         self._precision = value

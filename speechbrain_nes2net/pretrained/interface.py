@@ -17,6 +17,7 @@ Authors
  * speechbrain-nes2net contributors
 """
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -77,8 +78,9 @@ def _resolved_run_opts(run_opts):
     if run_opts is None:
         return None
     if isinstance(run_opts, RunOptions):
-        if getattr(run_opts, "precision", None) == "auto":
-            run_opts.precision = resolve_precision("auto", run_opts.device or "cpu")
+        if getattr(run_opts, "precision", None) == "auto":  # a frozen dataclass
+            precision = resolve_precision("auto", run_opts.device or "cpu")
+            return dataclasses.replace(run_opts, precision=precision)
         return run_opts
     run_opts = dict(run_opts)
     if run_opts.get("precision") == "auto":

@@ -30,7 +30,7 @@ Every export is checked: onnxruntime must reproduce the torch model's scores
 graph was traced with, one of them padded. ``--quantize int8`` then applies
 onnxruntime's dynamic quantisation (int8 weights of the matrix products,
 activations quantised on the fly) to the checked fp32 graph; its scores move
-(measured in ``docs/PRETRAINED.md``), so it is an option, not the default.
+(measured in ``docs/DEPLOYING.md``), so it is an option, not the default.
 
 The exporter is torch's TorchScript-based one (``dynamo=False``, opset 17):
 on these models it takes seconds where the ``torch.export`` one takes a minute

@@ -136,7 +136,7 @@ class ShardedEvaluation:
                 "eval_min_samples": hparams.get("eval_min_samples", 0),
                 "eval_window_seconds": hparams.get("eval_window_seconds"),
                 "sample_rate": brain.sample_rate,
-                "precision": str(getattr(brain, "precision", "fp32")),
+                "precision": str(getattr(brain, "eval_precision", "fp32")),
             },
             "inputs": manifest_digest(self.frame),
             "n_inputs": len(self.frame),

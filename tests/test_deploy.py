@@ -1,0 +1,227 @@
+"""Deployment: bf16 scoring, the whole model on onnxruntime, bad input alike on every engine.
+
+One short demo run (``recipes/train.py hparams/demo.yaml``: 2 epochs on 24 + 24
+training files, the demo's full test split of 60 bona fide and 60 spoofed
+files) gives a trained model folder with a shipped threshold. On it:
+
+- bf16 (the SSL front-end under bfloat16 autocast) keeps every score within
+  :data:`BF16_TOLERANCE` of fp32 and the decisions at the shipped threshold on
+  at least 99% of the test files (the tolerance documented in
+  ``docs/DEPLOYING.md``); ``recipes/evaluate.py --precision bf16`` (the
+  whole forward pass under autocast) stays within the same tolerance;
+- ``nes2net-export-onnx`` writes the whole model as one graph with the
+  calibration and the threshold as metadata, and onnxruntime reproduces the
+  torch fp32 scores to 1e-4 on every test file (padded batches included);
+- ``nes2net-score`` answers bad input the same way whatever the engine
+  (torch fp32, torch bf16, onnxruntime): unreadable, empty and missing files
+  in ``failed.csv`` with the same reasons, odd rates, multi-channel and a
+  file longer than the evaluation window scored.
+
+Speed is measured by ``benchmarks/bench_whole_model.py``, not here.
+"""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from data_prep.demo_prepare import speech_like
+from speechbrain_nes2net.precision import resolve_precision
+from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
+from speechbrain_nes2net.pretrained.onnx_export import export_onnx, read_metadata
+from speechbrain_nes2net.pretrained.onnx_export import main as export_main
+from speechbrain_nes2net.pretrained.onnx_model import OnnxAntiSpoofModel
+from speechbrain_nes2net.pretrained.score_cli import main as score_main
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+#: Largest |bf16 - fp32| raw score, relative to max(1, |fp32 score|) (docs/DEPLOYING.md).
+BF16_TOLERANCE = 0.02
+#: Largest |onnxruntime - torch fp32| score.
+ONNX_TOLERANCE = 1e-4
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: tiny models on a shared 2-core runner are faster that way."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """(exported model folder, test files) of a short demo run with the full test split."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    command = [sys.executable, str(ROOT / "recipes" / "train.py"), "hparams/demo.yaml",
+               f"--output_folder={out}", "--number_of_epochs=2", "--n_train=24", "--n_dev=8",
+               "--noprogressbar"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    with open(out / "save" / "manifests" / "test.csv", newline="", encoding="utf-8") as handle:
+        files = [Path(row["wav"]) for row in csv.DictReader(handle)]
+    assert len(files) == 120
+    return out / "pretrained", files
+
+
+@pytest.fixture(scope="module")
+def fp32_model(demo, tmp_path_factory):
+    folder, _ = demo
+    savedir = tmp_path_factory.mktemp("savedir")
+    return AntiSpoofModel.from_hparams(source=str(folder), savedir=str(savedir))
+
+
+@pytest.fixture(scope="module")
+def fp32_scores(fp32_model, demo):
+    results = fp32_model.score_files(demo[1], batch_size=8, calibrated=False)
+    assert all(result.ok for result in results)
+    return results
+
+
+@pytest.fixture(scope="module")
+def onnx_file(demo, tmp_path_factory):
+    """The demo model as one ONNX file (the export checks itself against torch)."""
+    path = tmp_path_factory.mktemp("onnx") / "demo.onnx"
+    return export_onnx(demo[0], path)
+
+
+def raw(results):
+    return np.array([result.score for result in results])
+
+
+def labels(results):
+    return [result.label for result in results]
+
+
+def test_bf16_scores_stay_within_tolerance_and_decisions_agree(fp32_model, fp32_scores, demo):
+    assert fp32_model.decision is not None  # the shipped threshold decides
+    fp32_model.set_precision("bf16")
+    try:
+        bf16 = fp32_model.score_files(demo[1], batch_size=8, calibrated=False)
+    finally:
+        fp32_model.set_precision("fp32")
+    reference = raw(fp32_scores)
+    relative = np.abs(raw(bf16) - reference) / np.maximum(1.0, np.abs(reference))
+    assert 0 < relative.max() <= BF16_TOLERANCE, relative.max()  # > 0: bf16 really ran
+    agree = np.mean([a == b for a, b in zip(labels(bf16), labels(fp32_scores))])
+    assert agree >= 0.99, f"bf16 decisions agree with fp32 on {agree:.1%} of the test files"
+
+
+def test_evaluate_recipe_scores_in_bf16(demo):
+    run = demo[0].parent  # the demo's output folder: its test scores are fp32
+    command = [sys.executable, str(ROOT / "recipes" / "evaluate.py"), str(run / "hyperparams.yaml"),
+               f"--test_manifest={run / 'save' / 'manifests' / 'test.csv'}", "--test_name=bf16",
+               "--precision=bf16", "--noprogressbar"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "--eval_precision=bf16" in (run / "log.txt").read_text()
+    read = lambda name: {  # noqa: E731
+        line.split()[0]: float(line.split()[1])
+        for line in (run / "scores" / f"{name}_scores.txt").read_text().splitlines()
+    }
+    fp32, bf16 = read("demo_test"), read("bf16")
+    assert fp32.keys() == bf16.keys() and len(fp32) == 120
+    relative = max(abs(bf16[key] - value) / max(1.0, abs(value)) for key, value in fp32.items())
+    assert 0 < relative <= BF16_TOLERANCE, relative
+
+
+def test_auto_precision_follows_the_hardware(demo, tmp_path):
+    model = AntiSpoofModel.from_hparams(
+        source=str(demo[0]), savedir=str(tmp_path), run_opts={"precision": "auto"}
+    )
+    assert model.precision == resolve_precision("auto", "cpu")
+    assert model.encoder.ssl.precision == model.precision
+    with pytest.raises(ValueError, match="fp16"):
+        model.set_precision("fp16")
+
+
+def test_onnxruntime_reproduces_torch_on_the_demo_model(onnx_file, fp32_model, fp32_scores, demo):
+    metadata = read_metadata(onnx_file)
+    assert metadata["decision"] == fp32_model.decision.to_dict()
+    assert metadata["quantization"] == "none"
+    engine = OnnxAntiSpoofModel(onnx_file, threads=1)
+    got = engine.score_files(demo[1], batch_size=8, calibrated=False)
+    assert np.abs(raw(got) - raw(fp32_scores)).max() <= ONNX_TOLERANCE
+    assert labels(got) == labels(fp32_scores)
+    # Calibrated scores and a padded batch through score_batch, as the torch model gives them.
+    wavs = [engine._prepare(engine.read_audio(path)) for path in demo[1][:3]]
+    batch = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+    lengths = torch.tensor([wav.shape[0] / batch.shape[1] for wav in wavs])
+    expected = fp32_model.score_batch(batch, lengths)
+    assert torch.allclose(engine.score_batch(batch, lengths), expected, atol=ONNX_TOLERANCE)
+
+
+def test_export_cli_quantizes_and_refuses_a_non_model(demo, tmp_path, capsys):
+    output = tmp_path / "int8.onnx"
+    assert export_main(["--model", str(demo[0]), "--output", str(output), "--quantize", "int8"]) == 0
+    metadata = read_metadata(output)
+    assert metadata["quantization"] == "int8" and metadata["decision"] is not None
+    assert OnnxAntiSpoofModel(output, threads=1).precision == "int8"
+    assert export_main(["--model", str(tmp_path), "--output", str(tmp_path / "x.onnx")]) == 2
+    assert "not an exported model folder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    """A list file: odd rates, stereo, 3 channels, 80 s (longer than the 60 s window), bad files."""
+    folder = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(5)
+    lines = []
+    for name, rate, channels, seconds in [
+        ("mono_8k.wav", 8000, 1, 1.2),
+        ("stereo_44k.flac", 44100, 2, 0.9),
+        ("three_22k.wav", 22050, 3, 1.5),
+        ("long_16k.flac", 16000, 1, 80.0),
+    ]:
+        signal = np.stack([speech_like(rng, seconds, rate) for _ in range(channels)], axis=1)
+        sf.write(folder / name, signal.astype(np.float32), rate)
+        lines.append(name)
+    (folder / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt " + bytes(range(200)))
+    sf.write(folder / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    lines += ["corrupt.wav", "empty.wav", "missing.flac"]
+    listing = folder / "inputs.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    return listing
+
+
+def test_every_engine_handles_bad_input_the_same(demo, onnx_file, bad_inputs, tmp_path, capsys):
+    runs = {
+        "torch fp32": ["--model", str(demo[0]), "--precision", "fp32"],
+        "torch bf16": ["--model", str(demo[0]), "--precision", "bf16"],
+        "onnxruntime": ["--model", str(onnx_file), "--engine", "onnxruntime"],
+    }
+    scores, failures = {}, {}
+    for name, args in runs.items():
+        out = tmp_path / name.replace(" ", "_")
+        status = score_main(
+            args + ["--output", str(out / "scores.txt"), "--labels", "--quiet", "--threads", "1",
+                    "--savedir", str(tmp_path / "savedir"), str(bad_inputs)]
+        )  # fmt: skip
+        assert status == 1, capsys.readouterr().err
+        lines = [line.split() for line in (out / "scores.txt").read_text().splitlines()]
+        scores[name] = {utt_id: float(score) for utt_id, score, _ in lines}
+        failures[name] = (out / "failed.csv").read_text()
+    assert sorted(scores["torch fp32"]) == ["long_16k", "mono_8k", "stereo_44k", "three_22k"]
+    assert [row[0] for row in csv.reader(failures["torch fp32"].splitlines())][1:] == [
+        "corrupt", "empty", "missing"
+    ]  # fmt: skip
+    assert failures["onnxruntime"] == failures["torch fp32"] == failures["torch bf16"]
+    for utt_id, score in scores["torch fp32"].items():
+        assert abs(scores["onnxruntime"][utt_id] - score) <= ONNX_TOLERANCE
+    assert scores["torch bf16"].keys() == scores["torch fp32"].keys()
+
+
+def test_onnxruntime_engine_refuses_bf16(onnx_file, bad_inputs, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        score_main(["--model", str(onnx_file), "--precision", "bf16", str(bad_inputs)])
+    assert exit_info.value.code == 2
+    assert "--precision bf16 is the torch engine's" in capsys.readouterr().err
