@@ -17,7 +17,8 @@ loaded back as a user would, then 32 WAV files of In-the-Wild-like durations
   batches of 8 with the SSL attention mask and exact frame lengths;
 - ``ours bf16``: the same with ``precision="bf16"`` (the SSL front-end in
   bfloat16; only where the CPU computes bf16 natively, see
-  :mod:`speechbrain_nes2net.precision`);
+  :mod:`speechbrain_nes2net.precision`); ``ours bf16 batch 1``: the same one
+  file at a time (``--batch-size 1``);
 - ``onnxruntime fp32`` / ``onnxruntime int8``: ``nes2net-export-onnx`` of the
   folder (plain, and ``--quantize int8``), scored by ``OnnxAntiSpoofModel.score_files``
   with the same batches.
@@ -30,8 +31,8 @@ best call). Reported per path: seconds, utterances per second, real-time
 factor (seconds of compute per second of audio), achieved GMAC/s (the
 model's multiply-accumulates on the valid audio, counted as in
 ``speechbrain_nes2net.cost.ssl``, over the time) and the ratio to the official
-way. The "best supported path" is the fastest of ours fp32, ours bf16 (when
-native) and onnxruntime fp32, the paths that reproduce the fp32 scores (bf16
+way. The "best supported path" is the fastest of ours fp32, ours bf16 and
+bf16 batch 1 (when native) and onnxruntime fp32, the paths that reproduce the fp32 scores (bf16
 within its documented tolerance); int8 changes scores more and is an option.
 
 Usage::
@@ -93,9 +94,12 @@ ARCHITECTURES = {
 }  # fmt: skip
 
 #: Paths in the order of the tables; ``official`` first.
-PATHS = ("official", "ours fp32", "ours bf16", "onnxruntime fp32", "onnxruntime int8")
+PATHS = (
+    "official", "ours fp32", "ours bf16", "ours bf16 batch 1", "onnxruntime fp32",
+    "onnxruntime int8",
+)  # fmt: skip
 #: The paths that reproduce the fp32 scores (bf16 within its tolerance).
-SUPPORTED = ("ours fp32", "ours bf16", "onnxruntime fp32")
+SUPPORTED = ("ours fp32", "ours bf16", "ours bf16 batch 1", "onnxruntime fp32")
 
 
 def ssl_config(name, quick):
@@ -239,6 +243,9 @@ def run_architecture(name, work, utterances=32, rounds=2, quick=False, seed=0, t
         "official": Official(fp32, name, quick).score_files,
         "ours fp32": lambda p: _scores(fp32.score_files(p, BATCH_SIZE, calibrated=False)),
         "ours bf16": lambda p: _scores(bf16.score_files(p, BATCH_SIZE, calibrated=False)),
+        # bf16 attention at batch > 1 spends most of its time in strided copies
+        # on CPU (profiled: docs/DEPLOYING.md), so one file at a time is timed too.
+        "ours bf16 batch 1": lambda p: _scores(bf16.score_files(p, 1, calibrated=False)),
     }
     for label, path in (("onnxruntime fp32", onnx_fp32), ("onnxruntime int8", onnx_int8)):
         engine = OnnxAntiSpoofModel(path, threads=threads)
@@ -284,7 +291,7 @@ def run_architecture(name, work, utterances=32, rounds=2, quick=False, seed=0, t
             "speedup": official / best,
             "difference": differences[label],
         }
-    supported = [label for label in SUPPORTED if label != "ours bf16" or bf16_native]
+    supported = [label for label in SUPPORTED if "bf16" not in label or bf16_native]
     best_label = max(supported, key=lambda label: rows[label]["speedup"])
     result.update(
         rows=rows, utterances=len(paths), audio_seconds=audio_seconds,

@@ -15,10 +15,11 @@
 - the whole model (SSL front-end + aggregation + Nes2Net-X) on the WavLM-Large
   and XLS-R 300M architectures, random weights (``bench_whole_model.py``):
   the official way (fp32, batch 1, the port) vs ours in fp32 batched, bf16
-  batched, onnxruntime fp32 and onnxruntime int8, 32 files of
-  In-the-Wild-like durations (mean 4.3 s). ``whole_model_speedup`` is the
-  best supported path (ours fp32, ours bf16 where native, onnxruntime fp32)
-  over the official way, the smaller of the two architectures.
+  batched, bf16 at batch 1, onnxruntime fp32 and onnxruntime int8, 32 files
+  of In-the-Wild-like durations (mean 4.3 s). ``whole_model_speedup`` is the
+  best supported path (ours fp32, ours bf16 batched or at batch 1 where
+  native, onnxruntime fp32) over the official way, the smaller of the two
+  architectures.
 
 Every comparison first checks that both sides compute the same scores, then
 times them in interleaved rounds and takes the best call of each (medians are
