@@ -198,3 +198,18 @@ def test_collect_inputs_reads_manifests_and_skips_non_audio(mixed_folder, tmp_pa
         f"ID,duration,wav,label,attack\nu1,1.0,{mixed_folder / 'b_8k.wav'},bonafide,-\n"
     )
     assert collect_inputs([str(manifest)]) == [("u1", mixed_folder / "b_8k.wav")]
+
+
+def test_bf16_on_a_cpu_scores_one_file_at_a_time_unless_told(export):
+    # Whole-model benchmark: bf16 batches of a large SSL model are several
+    # times slower on a CPU than single files, so bf16 defaults to batch 1.
+    from speechbrain_nes2net.pretrained.score_cli import load_model, parse_args
+
+    def batch_size(*options):
+        args = parse_args(["--model", str(export), *options, "x.wav"])
+        model = load_model(args)
+        return args.batch_size, model.precision
+
+    assert batch_size() == (8, "fp32")
+    assert batch_size("--precision", "bf16") == (1, "bf16")
+    assert batch_size("--precision", "bf16", "--batch-size", "4") == (4, "bf16")

@@ -79,6 +79,8 @@ from speechbrain_nes2net.pretrained.inputs import (
 from speechbrain_nes2net.pretrained.scoring import DEFAULT_MAX_BATCH_SECONDS
 from speechbrain_nes2net.scores import LABELS
 
+#: Files per batch unless ``--batch-size`` says otherwise (bf16 on a CPU: 1).
+DEFAULT_BATCH_SIZE = 8
 #: The values of ``--engine``.
 ENGINES = ("auto", "torch", "onnxruntime")
 
@@ -100,7 +102,11 @@ def parse_args(argv=None):
         choices=("txt", "csv"),
         help="output format (default: csv for a .csv output, else txt)",
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="files per batch (default 8)")
+    parser.add_argument(
+        "--batch-size", type=int,
+        help=f"files per batch (default {DEFAULT_BATCH_SIZE}; 1 for bf16 on a CPU, where "
+        "batches of a large SSL model are slower than one file at a time)",
+    )  # fmt: skip
     parser.add_argument(
         "--max-batch-seconds", type=float, default=DEFAULT_MAX_BATCH_SECONDS,
         help=f"most padded audio per batch (default {DEFAULT_MAX_BATCH_SECONDS:g} s)",
@@ -142,7 +148,7 @@ def parse_args(argv=None):
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_resume_arguments(parser)
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.max_batch_seconds is not None and args.max_batch_seconds <= 0:
         parser.error("--max-batch-seconds must be positive")
@@ -191,7 +197,11 @@ def write_scores(handle, entries, results, fmt, with_label, threshold):
 
 
 def load_model(args):
-    """The scoring model the arguments name: AntiSpoofModel (torch) or OnnxAntiSpoofModel."""
+    """The scoring model the arguments name: AntiSpoofModel (torch) or OnnxAntiSpoofModel.
+
+    Sets ``args.batch_size`` when ``--batch-size`` was not given: 1 for bf16
+    on a CPU, else :data:`DEFAULT_BATCH_SIZE`.
+    """
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.engine == "onnxruntime":
@@ -199,6 +209,7 @@ def load_model(args):
 
         if not Path(args.model).is_file():
             raise FileNotFoundError(f"{args.model}: no such ONNX file")
+        args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
         return OnnxAntiSpoofModel(args.model, threads=args.threads)
     import torch
 
@@ -206,11 +217,17 @@ def load_model(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return AntiSpoofModel.from_hparams(
+    model = AntiSpoofModel.from_hparams(
         source=args.model,
         savedir=args.savedir,
         run_opts={"device": args.device, "precision": args.precision},
     )
+    if args.batch_size is None and model.precision == "bf16" and str(model.device) == "cpu":
+        # Measured (benchmarks/README.md, whole model): bf16 batches of a
+        # large SSL model run several times slower on a CPU than single files.
+        args.batch_size = 1
+    args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    return model
 
 
 # ------------------------------------------- resumable, streaming scoring (--output FILE)
