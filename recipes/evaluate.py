@@ -86,9 +86,10 @@ def parse(argv):
         help="score the first N samples (repeat-padded), e.g. 64600; full utterances if unset",
     )
     parser.add_argument(
-        "--precision", choices=PRECISIONS, default="fp32",
-        help="fp32 (default), bf16 (matrix products in bfloat16), or auto (bf16 where the "
-        "CPU/GPU computes it natively); SpeechBrain's --eval_precision, checked",
+        "--precision", choices=PRECISIONS,
+        help="fp32, bf16 (matrix products in bfloat16), or auto (bf16 where the CPU/GPU "
+        "computes it natively); sets SpeechBrain's --eval_precision (default: the run "
+        "option's, fp32)",
     )  # fmt: skip
     parser.add_argument("--report", default=None, help="corpus rules of the report (e.g. ctrsvdd)")
     parser.add_argument(
@@ -147,13 +148,15 @@ def main(argv):
     args, rest = parse(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
     check_run_options(run_opts)
-    # SpeechBrain's eval_precision (RunOptions is a frozen dataclass), 'auto' resolved.
-    precision = resolve_precision(args.precision, getattr(run_opts, "device", None) or "cpu")
-    run_opts = dataclasses.replace(
-        run_opts,
-        eval_precision=precision,
-        overridden_args=set(run_opts.overridden_args) | {"eval_precision"},
-    )
+    if args.precision is not None:
+        # SpeechBrain's eval_precision (RunOptions is a frozen dataclass), 'auto'
+        # resolved; without --precision, --eval_precision (or fp32) holds.
+        device = getattr(run_opts, "device", None) or "cpu"
+        run_opts = dataclasses.replace(
+            run_opts,
+            eval_precision=resolve_precision(args.precision, device),
+            overridden_args=set(run_opts.overridden_args) | {"eval_precision"},
+        )
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)

@@ -287,7 +287,8 @@ def metadata_from_props(props, path="the model"):
 
     Example
     -------
-    >>> props = {"nes2net.format": "1", "nes2net.eval_settings": '{"sample_rate": 16000}',
+    >>> props = {"nes2net.format": "1", "nes2net.score": "raw bona fide score",
+    ...     "nes2net.eval_settings": '{"sample_rate": 16000}',
     ...     "nes2net.calibration": "null", "nes2net.decision": '{"threshold": -1.2}',
     ...     "nes2net.n_out": "1", "nes2net.source_model": "abc", "nes2net.quantization": "none"}
     >>> metadata_from_props(props)["decision"]

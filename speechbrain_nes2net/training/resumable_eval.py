@@ -178,7 +178,8 @@ class ShardedEvaluation:
         loader = make_dataloader(self._dataset(rows), **self.loader_options)
         loss_fn = self.brain.hparams.loss
         for batch in loader:
-            with torch.no_grad():
+            # SpeechBrain's evaluation context: autocast at --eval_precision.
+            with torch.no_grad(), self.brain.evaluation_ctx:
                 # Utterance scores only: frame logits (localisation models) are not logged.
                 logits, labels, usable, _ = self.brain.compute_forward(batch, sb.Stage.TEST)
                 scores = bonafide_scores(logits).float().cpu().tolist()
