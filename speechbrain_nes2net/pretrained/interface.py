@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torchaudio
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.run_opts import RunOptions
 
@@ -228,31 +227,6 @@ class AntiSpoofModel(FileScoring, Pretrained):
         return self.mods.classifier.log_odds_of(logits)
 
     # ------------------------------------------------------------- scoring
-
-    def score_batch(self, wavs, wav_lens=None, sample_rate=None, calibrated=True):
-        """Bona fide scores of a batch of waveforms.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            (batch, samples) or (batch, samples, channels) waveforms.
-        wav_lens : torch.Tensor, optional
-            Relative lengths (SpeechBrain convention).
-        sample_rate : int, optional
-            Rate of ``wavs``; resampled to the model rate when different.
-        calibrated : bool
-            Map to calibrated LLRs when the export carries a calibration.
-
-        Returns
-        -------
-        torch.Tensor
-            (batch,) scores, higher = more bona fide.
-        """
-        wavs = MonoWaveforms()(wavs)
-        if sample_rate is not None and int(sample_rate) != self.sample_rate:
-            wavs = torchaudio.functional.resample(wavs, int(sample_rate), self.sample_rate)
-        scores = self._bonafide(self.logits_batch(wavs, wav_lens)).cpu()
-        return self._finish(scores, calibrated)
 
     def forward(self, wavs, wav_lens=None):
         """Same as :meth:`score_batch` on 16 kHz waveforms."""

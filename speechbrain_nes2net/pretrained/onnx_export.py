@@ -381,9 +381,8 @@ def quantize_int8(source, target):
     Path
         ``target``.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     props = {}
     for entry in onnx.load(str(source), load_external_data=False).metadata_props:

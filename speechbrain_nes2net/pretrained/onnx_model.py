@@ -20,11 +20,13 @@ Authors
 """
 
 import torch
-import torchaudio
 
 from speechbrain_nes2net.evaluation.calibration import DecisionRule, load_calibration
 from speechbrain_nes2net.lobes.windows import forward_by_windows
-from speechbrain_nes2net.pretrained.modules import EvalSettings, MonoWaveforms, prepare_waveforms
+from speechbrain_nes2net.pretrained.modules import (
+    EvalSettings,
+    prepare_waveforms,
+)
 from speechbrain_nes2net.pretrained.onnx_export import metadata_from_props
 from speechbrain_nes2net.pretrained.scoring import FileScoring
 from speechbrain_nes2net.scores import bonafide_scores, class_log_probabilities
@@ -143,26 +145,3 @@ class OnnxAntiSpoofModel(FileScoring):
         window = self.eval_window if windows else None
         return forward_by_windows(self._forward_logits, wavs, wav_lens, window)
 
-    def score_batch(self, wavs, wav_lens=None, sample_rate=None, calibrated=True):
-        """Bona fide scores of a batch of waveforms (any rate, any channel count).
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            (batch, samples) or (batch, samples, channels) waveforms.
-        wav_lens : torch.Tensor, optional
-            Relative lengths (SpeechBrain convention).
-        sample_rate : int, optional
-            Rate of ``wavs``; resampled to the model rate when different.
-        calibrated : bool
-            Map to calibrated LLRs when the model carries a calibration.
-
-        Returns
-        -------
-        torch.Tensor
-            (batch,) scores, higher = more bona fide.
-        """
-        wavs = MonoWaveforms()(wavs)
-        if sample_rate is not None and int(sample_rate) != self.sample_rate:
-            wavs = torchaudio.functional.resample(wavs, int(sample_rate), self.sample_rate)
-        return self._finish(self._bonafide(self.logits_batch(wavs, wav_lens)), calibrated)

@@ -29,10 +29,12 @@ Authors
 from dataclasses import dataclass, field
 
 import torch
+import torchaudio
 from speechbrain.utils.data_utils import batch_pad_right
 
 from speechbrain_nes2net.audio import AudioError, audio_info, fixed_length, load_audio
 from speechbrain_nes2net.lobes.windows import window_outputs
+from speechbrain_nes2net.pretrained.modules import MonoWaveforms
 from speechbrain_nes2net.scores import LABELS
 
 #: Padded audio per batch, in seconds, unless the caller says otherwise: at
@@ -245,6 +247,31 @@ class FileScoring:
         return logits[:, -1]
 
     # ------------------------------------------------------------- one file
+
+    def score_batch(self, wavs, wav_lens=None, sample_rate=None, calibrated=True):
+        """Bona fide scores of a batch of waveforms (any rate, any channel count).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (batch, samples) or (batch, samples, channels) waveforms.
+        wav_lens : torch.Tensor, optional
+            Relative lengths (SpeechBrain convention).
+        sample_rate : int, optional
+            Rate of ``wavs``; resampled to the model rate when different.
+        calibrated : bool
+            Map to calibrated LLRs when the model carries a calibration.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch,) scores, higher = more bona fide.
+        """
+        wavs = MonoWaveforms()(wavs)
+        if sample_rate is not None and int(sample_rate) != self.sample_rate:
+            wavs = torchaudio.functional.resample(wavs, int(sample_rate), self.sample_rate)
+        scores = self._bonafide(self.logits_batch(wavs, wav_lens)).cpu()
+        return self._finish(scores, calibrated)
 
     def _padded_logits(self, wavs):
         """Logits of a list of prepared waveforms, run as one padded batch."""
