@@ -34,6 +34,21 @@ logger = logging.getLogger(__name__)
 PLACEHOLDER_SAMPLES = 16000
 
 
+def load_utterance(wav, sample_rate, max_seconds, num_samples, augment):
+    """One file for a pipeline: ``(waveform, "")``, or silence and the reason it is unusable.
+
+    A file that cannot be used yields ``num_samples`` (or
+    :data:`PLACEHOLDER_SAMPLES`) zeros and the error message, so that the
+    batch goes on and the Brain reports and skips the file. ``augment``
+    applies to the whole decoded utterance (before any crop).
+    """
+    try:
+        sig = load_audio(wav, sample_rate=sample_rate, max_seconds=max_seconds)
+    except AudioError as err:
+        return torch.zeros(num_samples or PLACEHOLDER_SAMPLES), str(err)
+    return (augment(sig) if augment is not None else sig), ""
+
+
 def audio_pipeline(
     num_samples=None,
     random_crop=False,
@@ -83,13 +98,7 @@ def audio_pipeline(
     @sb.utils.data_pipeline.provides("sig", "audio_error")
     def pipeline(wav):
         """Loads one file (silence and the reason when it is unusable), then crops or pads it."""
-        try:
-            sig = load_audio(wav, sample_rate=sample_rate, max_seconds=max_seconds)
-            error = ""
-        except AudioError as err:
-            sig, error = torch.zeros(num_samples or PLACEHOLDER_SAMPLES), str(err)
-        if augment is not None and not error:
-            sig = augment(sig)
+        sig, error = load_utterance(wav, sample_rate, max_seconds, num_samples, augment)
         if num_samples is not None:
             sig = fixed_length(sig, num_samples, random_offset=random_crop)
         elif sig.shape[0] < min_samples:
@@ -222,13 +231,7 @@ def localization_pipeline(
     @sb.utils.data_pipeline.provides("sig", "audio_error", "segment_truth")
     def pipeline(wav, utt_id, template):
         """Loads, crops or pads one file, and cuts its segment labels alike."""
-        try:
-            sig = load_audio(wav, sample_rate=sample_rate, max_seconds=max_seconds)
-            error = ""
-        except AudioError as err:
-            sig, error = torch.zeros(num_samples or PLACEHOLDER_SAMPLES), str(err)
-        if augment is not None and not error:
-            sig = augment(sig)
+        sig, error = load_utterance(wav, sample_rate, max_seconds, num_samples, augment)
         length = sig.shape[0]
         target = num_samples if num_samples is not None else max(length, min_samples)
         indices = crop_indices(length, target, random_crop, step=segment_samples)
