@@ -95,8 +95,14 @@ def parse_args(argv=None):
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="audio files, folders, list files or CSV manifests"
     )
-    parser.add_argument("--model", required=True, help="exported model folder (or model hub id)")
-    parser.add_argument("--output", help="output file (default: stdout)")
+    parser.add_argument(
+        "--model", required=True,
+        help="exported model folder, model hub id, or .onnx file (nes2net-export-onnx)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output",
+        help="output file (default: stdout); resumable: rerun the same command after a crash",
+    )
     parser.add_argument(
         "--format",
         choices=("txt", "csv"),
