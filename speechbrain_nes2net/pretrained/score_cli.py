@@ -492,8 +492,7 @@ def localize_files(model, entries, segment_shift=None, threshold=None, progress=
         (ID, range) rows of the localised files, and one result per entry
         (``error`` set for the failed ones, as :func:`write_failures` takes).
     """
-    from speechbrain_nes2net.audio import AudioError
-    from speechbrain_nes2net.pretrained.interface import FileScore
+    from speechbrain_nes2net.pretrained.scoring import FileScore
 
     rows, results = [], []
     for utt_id, path in entries:

@@ -72,12 +72,12 @@ class FrameObjectives:
             return self._model_forward(wavs, lengths, training=False, frames=True)
         logits, frames = [], []
         for wav, count in zip(wavs, counts):
+            pieces = split_windows(wav[:count], window)
             parts = [
                 self._model_forward(piece[None], torch.ones(1, device=wavs.device), False, True)
-                for piece in split_windows(wav[:count], window)
+                for piece in pieces
             ]
             logits.append(torch.stack([part[0][0] for part in parts]).mean(dim=0))
-            pieces = split_windows(wav[:count], window)
             frames.append(torch.cat([
                 torch.as_tensor(fit_frames_to_duration(
                     part[1][0, : part[2][0]].float().cpu(), self.frame_shift,
