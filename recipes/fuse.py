@@ -64,10 +64,13 @@ def main(argv=None):
         raise SystemExit(f"--names gives {len(args.names)} names for {len(args.dev)} systems")
     if args.report and not args.eval_manifest:
         raise SystemExit("--report needs --eval_manifest")
-    result = fuse_score_files(
-        args.dev, args.dev_manifest, args.eval, args.output_folder, systems=args.names,
-        eval_manifest=args.eval_manifest, allow_missing=args.allow_missing, prior=args.prior,
-    )  # fmt: skip
+    try:
+        result = fuse_score_files(
+            args.dev, args.dev_manifest, args.eval, args.output_folder, systems=args.names,
+            eval_manifest=args.eval_manifest, allow_missing=args.allow_missing, prior=args.prior,
+        )  # fmt: skip
+    except ValueError as error:  # duplicate names, missing trials: the message says what to do
+        raise SystemExit(f"fuse.py: {error}") from None
     out = Path(args.output_folder)
     if args.eval_manifest:
         fused = out / "fused_eval_scores.txt"

@@ -112,3 +112,34 @@ def test_two_seeded_demo_runs_fuse(tmp_path):
     assert metrics["n_bonafide"] == 8 and metrics["n_spoof"] == 8
     assert (tmp_path / "fused" / "fused_eval_report.json").is_file()
     assert "eval fusion: EER" in result.stdout
+
+
+def test_a_missing_trial_is_filled_with_its_own_systems_dev_mean(tmp_path):
+    sets = synthetic(tmp_path)
+    (dev_manifest, dev_files), (_, eval_files) = sets["dev"], sets["eval"]
+    lines = eval_files[1].read_text().splitlines()
+    eval_files[1].write_text("\n".join(lines[1:]) + "\n")  # system b lost eval0
+    result = fuse_score_files(dev_files, dev_manifest, eval_files, tmp_path / "out",
+                              systems=["a", "b"], allow_missing=True)
+    fusion = Fusion.from_dict(result)
+    dev_mean_b = np.mean([float(line.split()[1]) for line in dev_files[1].read_text().splitlines()])
+    score_a = float(eval_files[0].read_text().splitlines()[0].split()[1])
+    # The two systems' dev means differ by about 5: filling from a's would move the score a lot.
+    expected = fusion.apply(np.array([[score_a, dev_mean_b]]))[0]
+    fused = dict(line.split() for line in (tmp_path / "out" / "fused_eval_scores.txt").read_text().splitlines())
+    assert float(fused["eval0"]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_duplicate_system_names_are_refused(tmp_path):
+    sets = synthetic(tmp_path)
+    (dev_manifest, dev_files), (_, eval_files) = sets["dev"], sets["eval"]
+    with pytest.raises(ValueError, match="system names must differ.*wavlm is given more than once"):
+        fuse_score_files(dev_files, dev_manifest, eval_files, tmp_path / "out", systems=["wavlm", "wavlm"])
+    assert not (tmp_path / "out" / "fusion.json").exists()
+    run = subprocess.run(
+        [sys.executable, "recipes/fuse.py", "--dev", *map(str, dev_files), "--dev_manifest", str(dev_manifest),
+         "--eval", *map(str, eval_files), "--output_folder", str(tmp_path / "cli"), "--names", "x", "x"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode != 0
+    assert "fuse.py: system names must differ" in run.stderr and "Traceback" not in run.stderr

@@ -9,6 +9,7 @@ from speechbrain_nes2net.evaluation.localization import (
     labels_to_ranges,
     pool_frame_scores,
     range_eer,
+    range_trials,
     segment_eer,
     spoof_ranges_from_labels,
     weighted_eer,
@@ -138,3 +139,15 @@ def test_boundary_inside_a_20ms_frame_by_hand():
     assert result["bonafide_seconds"] == pytest.approx(0.07)
     assert result["spoof_seconds"] == pytest.approx(0.03)
     assert result["eer"] == pytest.approx(1 / 14, abs=1e-12) and result["eer_threshold"] == -1.0
+
+
+def test_overlapping_reference_ranges_count_their_time_once():
+    # Two spoof ranges that overlap by 60 ms cover the whole 0.1 s segment, not 0.16 s of it.
+    scores, weights, bona = range_trials([0.3], 0.1, [(0.0, 0.08), (0.02, 0.1)], 0.1)
+    assert weights.sum() == pytest.approx(0.1)
+    assert bona.tolist() == [False]
+    # The same in a range EER: the overlap must not outweigh the bona fide file.
+    overlapping = range_eer([([0.2], 0.1, [(0.0, 0.08), (0.02, 0.1)], 0.1), ([0.1], 0.1, [], 0.1)])
+    merged = range_eer([([0.2], 0.1, [(0.0, 0.1)], 0.1), ([0.1], 0.1, [], 0.1)])
+    assert overlapping == merged
+    assert overlapping["spoof_seconds"] == pytest.approx(0.1)

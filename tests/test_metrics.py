@@ -23,6 +23,7 @@ from speechbrain_nes2net.evaluation.calibration import (
     ScoreCalibration,
     _objective,
     effective_prior,
+    decision_from_dev,
     fit_calibration,
 )
 
@@ -392,3 +393,25 @@ def test_calibration_warns_on_separable_scores_and_refuses_nan():
     assert cal.scale > 0 and math.isfinite(cal.scale)
     with pytest.raises(ValueError, match="spoof dev"):
         fit_calibration([1.0, 2.0], [np.nan, 0.0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    bona=st.lists(st.integers(-20, 20).map(lambda v: v / 4), min_size=1, max_size=15),
+    spoof=st.lists(st.integers(-20, 20).map(lambda v: v / 4), min_size=1, max_size=15),
+)
+def test_dev_eer_fallback_rule_makes_the_eer_points_decisions(bona, spoof):
+    # Too few trials for a calibration: the rule is the dev EER threshold, and it must
+    # accept (score >= threshold) exactly the trials that the EER point accepts.
+    rule = decision_from_dev(bona, spoof, min_trials=100)
+    assert rule.source == "dev_eer"
+    _, rejected_at = metrics.compute_eer(bona, spoof)
+    for scores in (bona, spoof):
+        assert rule.is_bonafide(scores).tolist() == [s > rejected_at for s in scores]
+
+
+def test_dev_eer_fallback_rejects_every_spoof_of_a_separated_dev_set():
+    rule = decision_from_dev([0.6, 0.7, 0.8, 0.5], [0.4, 0.3, 0.2, 0.1], min_trials=100)
+    assert rule.source == "dev_eer" and 0.4 < rule.threshold <= 0.5
+    assert not rule.is_bonafide([0.4, 0.3, 0.2, 0.1]).any()
+    assert rule.is_bonafide([0.6, 0.7, 0.8, 0.5]).all()

@@ -7,7 +7,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corpora import BUILDERS, add_training_split
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
@@ -40,6 +43,28 @@ def test_the_draw_follows_the_weights_and_the_epoch():
     small.set_epoch(1)
     assert sorted(Counter(i for i in small if i < 5).values()) == [2, 2, 2, 2, 2]
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    weights=st.lists(st.floats(0.01, 10.0), min_size=1, max_size=6),
+    epoch_length=st.integers(1, 500),
+)
+def test_epoch_counts_apportion_by_largest_remainder(weights, epoch_length):
+    sampler = CorpusMixtureSampler([50] * len(weights), weights, epoch_length=epoch_length)
+    counts = sampler.counts()
+    exact = np.array(weights) / sum(weights) * epoch_length
+    assert sum(counts) == epoch_length
+    assert min(counts) >= 0
+    assert np.all(np.abs(np.array(counts) - exact) < 1)
+    assert len(list(sampler)) == epoch_length
+
+
+def test_epoch_counts_do_not_load_the_remainder_on_the_last_corpus():
+    assert CorpusMixtureSampler([9] * 4, [1, 1, 1, 1], epoch_length=10).counts() == [3, 3, 2, 2]
+    small_last = CorpusMixtureSampler([9] * 4, [1, 1, 1, 0.1], epoch_length=5)
+    assert small_last.counts() == [2, 2, 1, 0]
+    assert len(small_last.draw()) == 5
 
 def two_corpora(tmp_path):
     """CtrSVDD and ASVspoof 2019 LA, small, in their real layouts."""

@@ -477,9 +477,45 @@ def decision_from_dev(bonafide_dev, spoof_dev, prior=0.5, min_trials=MIN_TRIALS_
         reason = f"the calibration fitted on it decreases with the score (scale {calibration.scale:.3g})"
     else:
         reason = f"it has {bona.size} bona fide and {spoof.size} spoof scores (a calibration needs {min_trials} of each)"
-    _, threshold = compute_eer(bona, spoof)
+    threshold = eer_acceptance_threshold(bona, spoof)
     logger.warning(
         "No calibration from the development set: %s; the decision threshold is its EER "
         "threshold %.4g instead", reason, threshold,
     )
-    return DecisionRule(float(threshold), prior, None, "dev_eer")
+    return DecisionRule(threshold, prior, None, "dev_eer")
+
+
+def eer_acceptance_threshold(bonafide, spoof):
+    """The EER operating point as a :class:`DecisionRule` threshold (accept ``score >= t``).
+
+    :func:`~speechbrain_nes2net.evaluation.metrics.compute_eer` reports the
+    score of the last trial *rejected* at the EER point, while a decision rule
+    accepts every score at or above its threshold: used as it is, that
+    threshold would accept the rejected trial. This returns a value between
+    that score and the next higher one, so that the rule makes exactly the
+    EER point's decisions.
+
+    Arguments
+    ---------
+    bonafide, spoof : array-like
+        Scores of each class (both non-empty).
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> bona, spoof = [0.6, 0.7, 0.8, 0.5], [0.4, 0.3, 0.2, 0.1]
+    >>> eer_acceptance_threshold(bona, spoof)
+    0.45
+    >>> rule = DecisionRule(eer_acceptance_threshold(bona, spoof), source="dev_eer")
+    >>> rule.is_bonafide(spoof).tolist(), rule.is_bonafide(bona).tolist()
+    ([False, False, False, False], [True, True, True, True])
+    """
+    scores = np.concatenate([as_scores(bonafide), as_scores(spoof)])
+    _, rejected = compute_eer(bonafide, spoof)
+    above = scores[scores > rejected]
+    if above.size == 0:
+        return float(np.nextafter(rejected, np.inf))
+    return float(rejected + (above.min() - rejected) / 2)

@@ -132,7 +132,7 @@ def score_matrix(paths, systems, ids=None, allow_missing=False, fill=None, what=
     tables = [read_scores(path) for path in paths]
     ids = pd.Index(tables[0].index if ids is None else ids)
     columns, filled = [], {}
-    for system, table, path in zip(systems, tables, paths):
+    for index, (system, table, path) in enumerate(zip(systems, tables, paths)):
         column = table.reindex(ids)
         lacking = ids[column.isna().to_numpy()]
         if len(lacking) and not allow_missing:
@@ -143,7 +143,7 @@ def score_matrix(paths, systems, ids=None, allow_missing=False, fill=None, what=
             )
         filled[system] = int(len(lacking))
         if len(lacking):
-            column = column.fillna(fill[systems.index(system)])
+            column = column.fillna(fill[index])
         columns.append(column.to_numpy())
     return ids, np.stack(columns, axis=1), filled
 
@@ -189,6 +189,12 @@ def fuse_score_files(
             f"{len(dev_files)} dev and {len(eval_files)} eval files"
         )
     systems = list(systems or [f"system{i + 1}" for i in range(len(dev_files))])
+    repeated = sorted({name for name in systems if systems.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"system names must differ (they key fusion.json and the comparison table); "
+            f"{', '.join(repeated)} is given more than once: {systems}"
+        )
     out = Path(output_folder)
     out.mkdir(parents=True, exist_ok=True)
     labels = _labels(dev_manifest)

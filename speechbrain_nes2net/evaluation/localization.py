@@ -383,6 +383,32 @@ def decision_ranges(segment_scores, shift, threshold, duration=None):
     return ranges
 
 
+def merge_ranges(ranges):
+    """Sorted, disjoint ranges covering the same time as ``ranges`` (overlaps joined).
+
+    Arguments
+    ---------
+    ranges : iterable of (start, end)
+        Time ranges in any order; empty ones (``end <= start``) are dropped.
+
+    Returns
+    -------
+    list of (float, float)
+
+    Example
+    -------
+    >>> merge_ranges([(0.5, 0.7), (0.0, 0.08), (0.02, 0.1), (0.1, 0.2), (0.3, 0.3)])
+    [(0.0, 0.2), (0.5, 0.7)]
+    """
+    merged = []
+    for start, end in sorted((float(s), float(e)) for s, e in ranges if e > s):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 def range_trials(segment_scores, shift, spoof_ranges, duration):
     """The duration-weighted trials of one utterance for :func:`range_eer`.
 
@@ -412,9 +438,17 @@ def range_trials(segment_scores, shift, spoof_ranges, duration):
     >>> scores, weights, bona = range_trials([1.0, -1.0], 0.1, [(0.05, 0.2)], 0.2)
     >>> scores.tolist(), weights.round(3).tolist(), bona.tolist()
     ([1.0, 1.0, -1.0], [0.05, 0.05, 0.1], [True, False, False])
+
+    Overlapping reference ranges count once:
+
+    >>> _, weights, bona = range_trials([0.5], 0.1, [(0.0, 0.08), (0.02, 0.1)], 0.1)
+    >>> weights.round(3).tolist(), bona.tolist()
+    ([0.1], [False])
     """
     scores = np.asarray(segment_scores, dtype=np.float64).reshape(-1)
-    spoof = sorted((max(0.0, float(s)), min(float(duration), float(e))) for s, e in spoof_ranges)
+    spoof = merge_ranges(
+        (max(0.0, float(s)), min(float(duration), float(e))) for s, e in spoof_ranges
+    )
     out_scores, out_weights, out_bona = [], [], []
     for (start, end), score in zip(_grid_ranges(scores.size, shift, duration), scores):
         covered = sum(max(0.0, min(end, e) - max(start, s)) for s, e in spoof)

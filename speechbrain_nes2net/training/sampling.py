@@ -11,7 +11,7 @@ epoch's utterances:
 
 - an epoch has ``epoch_length`` utterances (default: as many as all the
   corpora hold together), each corpus ``epoch_length * weight / sum(weights)``
-  of them (rounded; the last corpus takes the remainder);
+  of them (whole utterances by largest remainder: each within 1 of its share);
 - without replacement (the default), a corpus's share is a shuffled pass over
   it, repeated when the share is larger than the corpus (a small corpus is
   seen several times an epoch, a large one partly); with replacement, each
@@ -131,9 +131,20 @@ class CorpusMixtureSampler(torch.utils.data.Sampler):
         self.epoch = int(epoch)
 
     def counts(self):
-        """Utterances of each corpus in the current epoch's draw."""
-        counts = np.round(np.array(self.shares) * self.epoch_length).astype(int)
-        counts[-1] = self.epoch_length - counts[:-1].sum()
+        """Utterances of each corpus in the current epoch's draw.
+
+        Largest-remainder apportionment: every corpus gets the whole part of
+        its exact share ``epoch_length * weight / sum(weights)``, and the
+        utterances left go one each to the largest fractional parts (the
+        first corpus on a tie). The counts sum to the epoch length, none is
+        negative, and each is within 1 of its exact share.
+        """
+        exact = np.array(self.shares, dtype=np.float64) * self.epoch_length
+        counts = np.floor(exact).astype(int)
+        left = self.epoch_length - int(counts.sum())
+        # A stable sort keeps the first corpus first among equal remainders.
+        order = np.argsort(-(exact - counts), kind="stable")
+        counts[order[:left]] += 1
         return counts.tolist()
 
     def draw(self):
@@ -144,7 +155,7 @@ class CorpusMixtureSampler(torch.utils.data.Sampler):
             if self.replacement:
                 local = rng.integers(0, size, count)
             else:
-                passes = -(-count // size)
+                passes = max(1, -(-count // size))  # a share of 0 draws nothing
                 local = np.concatenate([rng.permutation(size) for _ in range(passes)])[:count]
             parts.append(offset + local)
         indices = np.concatenate(parts)
