@@ -1,6 +1,7 @@
 """Export of training runs and official checkpoints as SpeechBrain model folders."""
 
 import json
+import math
 import os
 import runpy
 import shutil
@@ -205,6 +206,20 @@ def test_export_options_and_refusals(demo_run, demo_export, tmp_path):
         assert_same_weights(torch.load(demo_export / f"{name}.ckpt"), torch.load(best / f"{name}.ckpt"))
         assert_same_weights(torch.load(other / f"{name}.ckpt"), torch.load(last / f"{name}.ckpt"))
 
+
+
+def test_export_decides_at_the_decision_prior_it_is_given(demo_run, tmp_path):
+    # A bona fide prior of 0.1 asks for an LLR of ln 9 before calling a file bona fide.
+    calibration = {"scale": 2.0, "offset": -1.0}
+    export = export_run(demo_run, tmp_path / "prior", checkpoint="last",
+                        calibration=calibration, decision_prior=0.1, verify=False)
+    model = AntiSpoofModel.from_hparams(source=str(export), savedir=str(tmp_path / "sd"))
+    rule = model.decision
+    assert rule.prior == pytest.approx(0.1)
+    assert rule.threshold == pytest.approx((math.log(9) + 1.0) / 2.0)
+    llr_at = lambda raw: 2.0 * raw - 1.0  # noqa: E731
+    assert rule.is_bonafide([rule.threshold + 1e-6, rule.threshold - 1e-6]).tolist() == [True, False]
+    assert llr_at(rule.threshold) == pytest.approx(math.log(9))
 
 def run_checkpoints(run_folder):
     """(meta, folder) of the checkpoints a run kept."""

@@ -367,6 +367,23 @@ def test_score_files_reports_bad_files_and_scores_the_rest(tiny, audio, tmp_path
     )
 
 
+
+def test_a_file_that_fails_to_load_inside_a_batch_shifts_no_score(tiny, audio, tmp_path):
+    # The NaN file passes the header read (so it is planned into a batch) and fails on
+    # loading: the files after it in the batch must keep their own scores.
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, np.full(4000, np.nan, dtype=np.float32), RATE, subtype="FLOAT")
+    paths = [nan, audio["mono16k.flac"], audio["tel8k.wav"], audio["short.flac"]]
+    model = tiny["model"]
+    alone = [model.score_file(path) for path in paths[1:]]
+    assert len(set(np.round(alone, 6))) == 3  # distinct scores: a shift would show
+    results = model.score_batch_files(paths, batch_size=4)
+    assert [result.ok for result in results] == [False, True, True, True]
+    assert "NaN" in results[0].error
+    for path, result, expected in zip(paths[1:], results[1:], alone):
+        assert result.path == str(path)
+        assert result.score == pytest.approx(expected, abs=1e-5)
+
 def test_foreign_class_loads_the_interface(tiny, audio, tmp_path):
     model = foreign_class(
         source=str(tiny["export"]),

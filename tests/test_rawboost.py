@@ -180,6 +180,14 @@ def test_combination_table_matches_the_primitives():
     )
     np.testing.assert_array_equal(parallel, expected)
 
+    # Algorithm 4 (the ASVspoof 2019 recipe's): all three stages in series, SSI last.
+    three = RawBoost(algo=4).augment_utterance(x, np.random.default_rng(9))
+    rng = np.random.default_rng(9)
+    without_ssi = isd_additive_noise(lnl_convolutive_noise(x, rng), rng)
+    expected = ssi_additive_noise(without_ssi, rng)
+    np.testing.assert_array_equal(three, expected)
+    assert 10 - 0.5 <= snr_db(without_ssi, three) <= 40 + 0.5  # SSI's SNR range, in dB
+
     chain = RawBoost(algo=7).augment_utterance(x, np.random.default_rng(9))
     rng = np.random.default_rng(9)
     expected = ssi_additive_noise(isd_additive_noise(x, rng), rng)

@@ -3,6 +3,7 @@
 import errno
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,6 +151,32 @@ def test_changed_model_options_or_inputs_are_refused(export, corpus, tmp_path, c
     assert out.read_text() == before  # nothing mixed in
     assert main(score_args(other, corpus, out, "--restart")) == 1
 
+
+
+def test_a_model_re_exported_into_the_same_folder_is_refused(corpus, tmp_path, capsys):
+    # The log is keyed by what the folder holds, not by its path: a new model written
+    # where the old one was must not resume the old model's log.
+    folder = tmp_path / "model"
+    export = build_export(folder, seed=0)
+    out = tmp_path / "scores.txt"
+    assert main(score_args(export, corpus, out)) == 1
+    shutil.rmtree(export)
+    assert build_export(folder, seed=1) == export
+    capsys.readouterr()
+    assert main(score_args(export, corpus, out)) == 2
+    assert "model:" in capsys.readouterr().err
+
+
+def test_an_id_naming_two_files_is_refused_before_scoring(export, corpus, tmp_path, capsys):
+    listing = tmp_path / "list.txt"
+    lines = corpus.read_text().splitlines()
+    clash = f"{lines[0].split()[0]} {lines[1].split()[1]}"  # utt000 again, for utt001's file
+    listing.write_text("\n".join(lines + [clash]) + "\n")
+    out = tmp_path / "scores.txt"
+    assert main(score_args(export, listing, out)) == 2
+    err = capsys.readouterr().err
+    assert "1 IDs name different files, e.g. ['utt000']" in err
+    assert not out.exists() and not out.with_name("scores.txt.scorelog").exists()
 
 def test_failed_files_are_final_unless_retried(export, corpus, tmp_path, capsys):
     listing = tmp_path / "list.txt"
