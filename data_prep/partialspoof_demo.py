@@ -257,7 +257,7 @@ def prepare_partialspoof_demo(data_folder, save_folder, n_train=48, n_dev=16, n_
 
 
 def read_truth(folder):
-    """ID -> {'split', 'duration', 'spoof': [(start, end), ...]} of a synthetic corpus."""
+    """ID -> {'split', 'duration', 'spoof': list of (start, end)} of a synthetic corpus."""
     data = json.loads((Path(folder) / TRUTH_FILE).read_text())
     for entry in data.values():
         entry["spoof"] = [tuple(pair) for pair in entry["spoof"]]
@@ -265,7 +265,7 @@ def read_truth(folder):
 
 
 def main(argv=None):
-    """Command line: ``python -m data_prep.partialspoof_demo FOLDER [--n_train N ...]``."""
+    """Command line: ``python -m data_prep.partialspoof_demo FOLDER [--n_train N]`` and options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="the database/ folder to write")
     for name, default in (("n_train", 48), ("n_dev", 16), ("n_eval", 16)):

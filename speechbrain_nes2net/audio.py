@@ -136,7 +136,7 @@ def load_audio(path, sample_rate=DEFAULT_SAMPLE_RATE, max_seconds=None):
 
 
 def to_mono(audio):
-    """Averages the channels of (..., samples, channels) audio: the toolkit's one downmix.
+    """Averages the channels of (samples, channels) audio, or a batch of it: the one downmix.
 
     Training, evaluation, exported models and ``nes2net-score`` all downmix
     here, so that a stereo file gives the same mono waveform on every path.

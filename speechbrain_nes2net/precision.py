@@ -93,7 +93,7 @@ def cpu_has_native_bf16(flags=None):
 
 
 def device_type(device):
-    """'cpu', 'cuda', ... of a device string or ``torch.device``.
+    """The device type ('cpu', 'cuda', 'mps') of a device string or ``torch.device``.
 
     Example
     -------

@@ -84,6 +84,75 @@ def test_every_function_and_class_has_a_docstring():
     assert not missing, "definitions without a docstring:\n" + "\n".join(missing)
 
 
+
+#: A definition as SpeechBrain's line reader sees one: ``def``/``class`` and its colon on one line.
+ONE_LINE_DEF = re.compile(r"^def\s(.*)\(.*\):")
+ONE_LINE_CLASS = re.compile(r"^class\s(.*):")
+
+
+def line_reader_misses(source):
+    """(line, name) that SpeechBrain's own docstring checker (``tests/utils/check_docstrings.py``) rejects.
+
+    That checker reads a file line by line, stripped, and passes over blank
+    lines, comments and every line holding ``>>>`` or ``...``; after a line
+    that opens a public function or a class on one line, the next line it
+    reads must open a string. So a docstring whose first line holds an
+    ellipsis reads as missing. The module's first line read must be a string
+    too. :func:`definitions_without_docstring` is the rule by meaning; this
+    is the rule as SpeechBrain's CI applies it.
+    """
+    missing, expecting = [], (1, "module")
+    for number, raw in enumerate(source.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#") or ">>>" in line or "..." in line:
+            continue
+        if expecting is not None:
+            if not (line.startswith('"') or line.startswith('r"')):
+                missing.append(expecting)
+            expecting = None
+            continue
+        function, klass = ONE_LINE_DEF.match(line), ONE_LINE_CLASS.match(line)
+        if function and not function.group(1).startswith("_"):
+            expecting = (number, function.group(1))
+        elif klass:
+            expecting = (number, klass.group(1))
+    return missing
+
+
+def test_the_line_reader_check_rejects_an_ellipsis_on_a_docstrings_first_line():
+    source = '''"""A module."""
+
+
+def score(x):
+    """Scores x... quickly.
+
+    More.
+    """
+
+
+def ok(x):
+    """Fine."""
+
+
+class Thing:
+    r"""Raw docstring."""
+'''
+    assert line_reader_misses(source) == [(4, "score")]
+    assert line_reader_misses("import os\n") == [(1, "module")]
+
+
+def test_speechbrains_line_reader_finds_every_docstring():
+    files = [path for path in python_files() if "__" not in str(path.relative_to(ROOT))]
+    missing = [
+        f"{path.relative_to(ROOT)}:{line}: {name}"
+        for path in files
+        for line, name in line_reader_misses(path.read_text(encoding="utf-8"))
+    ]
+    assert not missing, (
+        "SpeechBrain's docstring checker reads these as missing (a first docstring line "
+        "with '...' or '>>>' is skipped by it; reword that line):\n" + "\n".join(missing)
+    )
+
 # ------------------------------------------------------------- YAML variables
 
 #: The code a recipe YAML is read by: the scripts and the modules they hand hparams to.

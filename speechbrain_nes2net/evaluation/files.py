@@ -257,7 +257,7 @@ def write_frame_scores(folder, name, records, frame_shift):
 
 
 def score_summary(records, decision=None):
-    """EER, minDCF and class counts of (id, score, label[, ...]) records.
+    """EER, minDCF and class counts of (id, score, label) records (further fields ignored).
 
     With a :class:`~speechbrain_nes2net.evaluation.calibration.DecisionRule`,
     also the error rates of its decisions (:func:`decision_rates`). With one
