@@ -174,8 +174,9 @@ def main(argv):
     # The run's decision rule (fitted on its dev scores): rates at its threshold.
     brain.decision, _ = read_decision(hparams["output_folder"])
     brain.test_set = TestSet(
-        args.test_name, None, args.test_manifest, report_options(args.report, args.report_option)
-    )
+        args.test_name, None, args.test_manifest,
+        report_options(args.report, args.report_option), args.eval_samples,
+    )  # fmt: skip
     brain.on_evaluate_start(min_key=brain.selection_metric)
     if brain.localizes:
         logger.warning(

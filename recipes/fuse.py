@@ -80,9 +80,17 @@ def main(argv=None):
             for utt_id, score in read_scores(fused).items()
             if utt_id in labels.index
         ]
-        write_test_outputs(out, "fused_eval", records, score_summary(records))
+        # The fused scores inherit each system's crop, checkpoints and precision
+        # (in that system's own metrics JSON); the fusion states what it combined.
+        protocol = {
+            "fusion": {"systems": result["systems"], "dev": args.dev, "eval": args.eval},
+            "subset": {"manifest": args.eval_manifest, "rows": int(len(labels)),
+                       "scored": len(records), "failed": 0},
+        }  # fmt: skip
+        write_test_outputs(out, "fused_eval", records, score_summary(records), protocol=protocol)
         if args.report:
             report = build_report(args.report, out / "fused_eval_scores.txt", args.eval_manifest)
+            report["protocol"] = protocol
             write_report(report, out, "fused_eval")
     weights = ", ".join(f"{s} {w:.4g}" for s, w in zip(result["systems"], result["weights"]))
     print(f"Fusion weights: {weights}; offset {result['offset']:.4g} -> {out / 'fusion.json'}")

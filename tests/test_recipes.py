@@ -61,6 +61,19 @@ def test_demo_end_to_end_writes_scores_metrics_and_report(demo_run):
     report = json.loads((out / "scores" / "demo_test_report.json").read_text())
     assert set(report["breakdowns"]["attack"]) == {"A01", "A02", "A03", "A04"}
     assert logged_epochs(out / "train_log.txt") == [1, 2]
+    # How the scores were made stands beside the EER: the demo scores full files
+    # (60 s windows beyond that), one checkpoint, fp32, every row of its manifest.
+    protocol = metrics["protocol"]
+    assert protocol["crop"].startswith("full utterances") and "60 s windows" in protocol["crop"]
+    assert protocol["eval_samples"] is None and protocol["eval_window_seconds"] == 60
+    kept = sorted(path.name for path in (out / "save").glob("CKPT+*"))
+    assert len(protocol["checkpoints"]) == 1 and protocol["checkpoints"][0] in kept
+    assert protocol["precision"] == "fp32"
+    assert protocol["subset"]["rows"] == 16 and protocol["subset"]["scored"] == 16
+    assert protocol["subset"]["manifest"].endswith("test.csv")
+    assert report["protocol"] == protocol
+    markdown = (out / "scores" / "demo_test_report.md").read_text()
+    assert "- protocol: full utterances" in markdown and protocol["checkpoints"][0] in markdown
 
 
 @pytest.mark.slow

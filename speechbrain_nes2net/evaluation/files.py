@@ -401,11 +401,112 @@ def read_decision(folder):
     return DecisionRule.from_dict(data["decision"]), data.get("dev") or {}
 
 
-def write_test_outputs(folder, name, records, summary, failures=()):
+def scoring_protocol(
+    eval_samples, window_seconds, checkpoints, precision, manifest, n_rows, n_scored,
+    n_failed, min_samples=0, sample_rate=16000, partial=None,
+):  # fmt: skip
+    """How a set's scores were made, stated beside every EER that comes from them.
+
+    The same model gives very different EERs under different protocols (the
+    first 4 s of each file against full files, say), so the metrics JSON and
+    the report carry this record.
+
+    Arguments
+    ---------
+    eval_samples : int or None
+        Each file cropped to its first ``eval_samples`` samples (None: full files).
+    window_seconds : float or None
+        Files longer than this scored by windows of this length (mean logit).
+    checkpoints : list of str
+        The checkpoint(s) whose parameters were used (several: their average).
+    precision : str
+        'fp32', 'bf16' or 'fp16'.
+    manifest : str or Path
+        The manifest the trials came from.
+    n_rows, n_scored, n_failed : int
+        Rows of the manifest, trials scored, files that could not be scored.
+    min_samples : int
+        Shorter files repeat-padded to this many samples.
+    sample_rate : int
+        Samples per second.
+    partial : str, optional
+        Why only part of the manifest was scored (e.g. a debug run).
+
+    Returns
+    -------
+    dict
+        ``crop`` (in words) with ``eval_samples`` and ``eval_window_seconds``,
+        ``checkpoints``, ``precision`` and ``subset`` (manifest, rows, scored,
+        failed, and ``partial`` when given).
+
+    Example
+    -------
+    >>> protocol = scoring_protocol(64600, None, ["CKPT+1", "CKPT+2"], "fp32", "eval.csv", 10, 9, 1)
+    >>> protocol["crop"]
+    'first 64,600 samples (4.04 s) of each file, shorter files repeat-padded'
+    >>> protocol["checkpoints"], protocol["subset"]["failed"]
+    (['CKPT+1', 'CKPT+2'], 1)
+    >>> scoring_protocol(None, 60, ["CKPT+1"], "bf16", "eval.csv", 10, 10, 0)["crop"]
+    'full utterances; files longer than 60 s scored by 60 s windows (mean logit)'
+    """
+    if eval_samples:
+        crop = (
+            f"first {int(eval_samples):,} samples ({eval_samples / sample_rate:.2f} s) of each "
+            "file, shorter files repeat-padded"
+        )
+    else:
+        crop = "full utterances"
+        if min_samples:
+            crop += f" (shorter than {int(min_samples):,} samples: repeat-padded)"
+        if window_seconds:
+            crop += f"; files longer than {window_seconds:g} s scored by {window_seconds:g} s windows (mean logit)"
+    subset = {"manifest": str(manifest), "rows": int(n_rows), "scored": int(n_scored), "failed": int(n_failed)}
+    if partial:
+        subset["partial"] = partial
+    return {
+        "crop": crop,
+        "eval_samples": int(eval_samples) if eval_samples else None,
+        "eval_window_seconds": window_seconds,
+        "checkpoints": list(checkpoints),
+        "precision": precision,
+        "subset": subset,
+    }
+
+
+def describe_protocol(protocol):
+    """One line of a :func:`scoring_protocol` record, for reports and logs.
+
+    Example
+    -------
+    >>> describe_protocol(scoring_protocol(None, None, ["CKPT+1"], "fp32", "eval.csv", 10, 10, 0))
+    'full utterances; checkpoint CKPT+1; fp32; 10 of 10 rows of eval.csv scored'
+    """
+    subset = protocol["subset"]
+    scored = f"{subset['scored']} of {subset['rows']} rows of {subset['manifest']} scored"
+    if subset["failed"]:
+        scored += f", {subset['failed']} failed"
+    if subset.get("partial"):
+        scored += f" ({subset['partial']})"
+    if "fusion" in protocol:
+        systems = protocol["fusion"]["systems"]
+        return (
+            f"fusion of {len(systems)} systems ({', '.join(systems)}), each scored by the "
+            f"protocol of its own metrics; {scored}"
+        )
+    checkpoints = protocol["checkpoints"]
+    if len(checkpoints) > 1:
+        used = f"average of {len(checkpoints)} checkpoints ({', '.join(checkpoints)})"
+    else:
+        used = f"checkpoint {checkpoints[0]}" if checkpoints else "no checkpoint (initial weights)"
+    return f"{protocol['crop']}; {used}; {protocol['precision']}; {scored}"
+
+
+def write_test_outputs(folder, name, records, summary, failures=(), protocol=None):
     """Writes ``<name>_scores.txt`` (``ID score``) and ``<name>_metrics.json``.
 
     Unusable files are listed with their reason in ``<name>_failed.csv``
     (``ID,reason``); they have no score and are counted as ``n_failed``.
+    ``protocol`` (:func:`scoring_protocol`) says how the scores were made.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -427,6 +528,9 @@ def write_test_outputs(folder, name, records, summary, failures=()):
     metrics_path = folder / f"{name}_metrics.json"
     # JSON has no NaN: a rate that cannot be computed is null.
     ready = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
-    metrics_path.write_text(json.dumps({"test_set": name, **ready}, indent=2) + "\n")
+    content = {"test_set": name, **ready}
+    if protocol is not None:
+        content["protocol"] = protocol
+    metrics_path.write_text(json.dumps(content, indent=2) + "\n")
     logger.info("Test set %s: EER %.2f%% -> %s", name, 100 * summary["eer"], metrics_path)
     return scores_path, metrics_path

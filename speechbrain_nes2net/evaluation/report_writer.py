@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from speechbrain_nes2net.evaluation.calibration import ScoreCalibration
+from speechbrain_nes2net.evaluation.files import describe_protocol
 
 _TITLES = {
     "ctrsvdd": "CtrSVDD",
@@ -79,8 +80,10 @@ def to_markdown(report):
         f"- scores: `{report['scores_path']}`",
         f"- manifest: `{report['manifest_path']}`",
         f"- condition: {report['condition']}",
-        "",
     ]
+    if report.get("protocol"):
+        out.append(f"- protocol: {describe_protocol(report['protocol'])}")
+    out.append("")
     out += _table([("pooled", report)], "trials")
     if report.get("conditions"):
         out += ["", "## Conditions", ""]

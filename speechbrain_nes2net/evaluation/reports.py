@@ -553,7 +553,9 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
 # ---------------------------------------------------------------------------
 
 
-def write_corpus_report(folder, name, scores_path, test_set, allow_missing=False, frame_scores=None):
+def write_corpus_report(
+    folder, name, scores_path, test_set, allow_missing=False, frame_scores=None, protocol=None
+):  # fmt: skip
     """Writes the corpus report of a test set; a failure is logged, not raised.
 
     The score file is already written, so a report problem (e.g. missing ASV
@@ -561,6 +563,8 @@ def write_corpus_report(folder, name, scores_path, test_set, allow_missing=False
     files were unusable (``allow_missing``), the report leaves them out and
     counts them in its ``missing`` section. ``frame_scores`` (the frame score
     file of a localisation model) goes to the ``partialspoof`` rule.
+    ``protocol`` (:func:`~speechbrain_nes2net.evaluation.files.scoring_protocol`)
+    is stated in the report.
     """
     options = dict(test_set.report)
     corpus = options.pop("corpus")
@@ -570,6 +574,8 @@ def write_corpus_report(folder, name, scores_path, test_set, allow_missing=False
         report = build_report(
             corpus, scores_path, test_set.manifest, allow_missing=allow_missing, **options
         )
+        if protocol is not None:
+            report["protocol"] = protocol
         written = write_report(report, folder, name)
     except (ValueError, OSError) as err:
         logger.error("Report %s (%s) not written: %s", name, corpus, err)

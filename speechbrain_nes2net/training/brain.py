@@ -60,12 +60,14 @@ from torch.utils.data import DataLoader
 
 from speechbrain_nes2net.evaluation.files import (
     score_summary,
+    scoring_protocol,
     write_frame_scores,
     write_test_outputs,
 )
 from speechbrain_nes2net.evaluation.reports import write_corpus_report
 from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
 from speechbrain_nes2net.lobes.windows import forward_by_windows
+from speechbrain_nes2net.manifest import read_manifest
 from speechbrain_nes2net.scores import bonafide_scores
 from speechbrain_nes2net.training.checkpoints import (
     MODEL_MODULES,
@@ -601,8 +603,13 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
                 "checkpoint (valid_epochs / valid_start_epoch validated no epoch)", key,
             )
             self.checkpointer.recover_if_possible()
+            self.evaluated_checkpoints = [self.checkpointer.find_checkpoint().path.name]
             return None
         if count <= 1 or self.checkpointer is None:
+            self.evaluated_checkpoints = []
+            if self.checkpointer is not None:
+                chosen = self.checkpointer.find_checkpoint(max_key=max_key, min_key=min_key)
+                self.evaluated_checkpoints = [chosen.path.name] if chosen is not None else []
             return super().on_evaluate_start(max_key=max_key, min_key=min_key)
         try:
             checkpoints = select_checkpoints(
@@ -613,8 +620,8 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
             raise RuntimeError(f"{err}; train first") from None
         modules = {name: unwrap_ddp(self.modules[name]) for name in MODEL_MODULES}
         load_checkpoint_average(modules, checkpoints, MODEL_MODULES)
-        self.averaged_checkpoints = [ckpt.path.name for ckpt in checkpoints]
-        logger.info("Evaluating the average of %s", ", ".join(self.averaged_checkpoints))
+        self.evaluated_checkpoints = [ckpt.path.name for ckpt in checkpoints]
+        logger.info("Evaluating the average of %s", ", ".join(self.evaluated_checkpoints))
 
     # ------------------------------------------------------------------ stages
 
@@ -682,7 +689,10 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
             )
             if sb.utils.distributed.if_main_process():
                 folder = Path(self.hparams.output_folder) / "scores"
-                scores_path, _ = write_test_outputs(folder, name, records, summary, failures)
+                protocol = self._scoring_protocol(test_set, len(records), len(failures))
+                scores_path, _ = write_test_outputs(
+                    folder, name, records, summary, failures, protocol
+                )
                 frames_path = None
                 if self.localizes:
                     frames_path = write_frame_scores(
@@ -692,8 +702,29 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
                     # A debug run scores a few batches: the rest is left out and counted.
                     allow_missing = bool(failures) or self.debug
                     write_corpus_report(
-                        folder, name, scores_path, test_set, allow_missing, frames_path
+                        folder, name, scores_path, test_set, allow_missing, frames_path, protocol
                     )
+
+    def _scoring_protocol(self, test_set, n_scored, n_failed):
+        """How this test set was scored (crop, checkpoints, subset, precision), for its metrics."""
+        manifest = test_set.manifest if test_set is not None else None
+        n_rows = len(read_manifest(manifest)) if manifest else n_scored + n_failed
+        partial = None
+        if self.debug:
+            partial = f"--debug: the first {self.debug_batches} batches only"
+        return scoring_protocol(
+            eval_samples=test_set.eval_samples if test_set is not None else None,
+            window_seconds=getattr(self.hparams, "eval_window_seconds", None),
+            checkpoints=getattr(self, "evaluated_checkpoints", []),
+            precision=str(self.eval_precision),
+            manifest=manifest,
+            n_rows=n_rows,
+            n_scored=n_scored,
+            n_failed=n_failed,
+            min_samples=getattr(self.hparams, "eval_min_samples", 0),
+            sample_rate=self.sample_rate,
+            partial=partial,
+        )
 
     def _per_corpus_stats(self, records, pooled):
         """EER and minDCF of each validation corpus, when there are several.

@@ -61,6 +61,7 @@ class TestSet:
     dataset: object
     manifest: str
     report: dict = field(default_factory=dict)
+    eval_samples: int = None  # files cropped to their first eval_samples (None: full files)
 
 
 def finish_distributed():
@@ -499,7 +500,9 @@ def scored_test_sets(hparams, manifests):
             continue
         manifest = manifest_for(manifests, spec["data"], f"test_sets.{name}.data")
         dataset = eval_dataset(hparams, manifest, spec.get("eval_samples"))
-        sets.append(TestSet(name, dataset, manifest, dict(spec.get("report") or {})))
+        sets.append(
+            TestSet(name, dataset, manifest, dict(spec.get("report") or {}), spec.get("eval_samples"))
+        )
     return sets
 
 
