@@ -6,6 +6,12 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 
+ONNX = ["onnx", "onnxruntime"]
+PLOTS = ["matplotlib"]
+TENSORBOARD = ["tensorboard"]
+TEST = ["pytest", "pytest-xdist", "hypothesis", "onnxscript", "scikit-learn"]
+TEST += ONNX + PLOTS + TENSORBOARD
+
 setup(
     name="speechbrain-nes2net",
     version="0.1.0",
@@ -33,12 +39,17 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "hypothesis", "onnx", "onnxruntime"],
-        # nes2net-export-onnx and nes2net-score --engine onnxruntime (docs/DEPLOYING.md).
-        "onnx": ["onnx", "onnxruntime"],
-        "plots": ["matplotlib"],
-        "tensorboard": ["tensorboard"],
-        "dev": ["pytest", "pytest-xdist", "hypothesis", "matplotlib", "ruff"],
+        # nes2net-export-onnx and nes2net-score on .onnx files (docs/DEPLOYING.md); the
+        # exporter is TorchScript-based, so onnxscript is not needed for it.
+        "onnx": ONNX,
+        "plots": PLOTS,
+        "tensorboard": TENSORBOARD,
+        # Everything the test suite runs: CI installs only this extra, so a test that needs
+        # a package missing here would be skipped, or fail, on a user's fresh machine.
+        # onnxscript: torch.onnx's dynamo exporter (tests/test_onnx.py); scikit-learn:
+        # the ROC cross-check of the CtrSVDD scorer (tests/test_metrics.py).
+        "test": TEST,
+        "dev": TEST + ["ruff"],
     },
     entry_points={
         "console_scripts": [
