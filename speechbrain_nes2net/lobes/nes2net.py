@@ -120,9 +120,7 @@ class SqueezeExcitation(SEBlock):
     def forward(self, x, mask=None):
         """Rescales the channels of (batch, channels, time) ``x``; ``mask`` marks valid frames."""
         s = masked_mean(x, mask).unsqueeze(-1)
-        # The inner nn.Conv1d: a 1x1 convolution on one frame needs none of
-        # the wrapper's "same" padding, which costs as much as the product.
-        s = self.sigmoid(self.conv2.conv(self.relu(self.conv1.conv(s))))
+        s = self.sigmoid(self.conv2(self.relu(self.conv1(s))))
         return s * x
 
 
