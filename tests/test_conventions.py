@@ -201,3 +201,48 @@ def test_every_yaml_variable_is_used(yaml_path):
     code = "\n".join((ROOT / path).read_text(encoding="utf-8") for path in RECIPE_CODE)
     unused = unused_yaml_keys(yaml_path.read_text(encoding="utf-8"), code)
     assert not unused, f"{yaml_path.name}: variables no code or !ref uses: {unused}"
+
+
+# ------------------------------------------------------- SpeechBrain's public API
+
+
+def brain_subclasses():
+    """Every ``sb.Brain`` subclass defined in the project's library and recipes."""
+    import importlib
+    import inspect
+    import runpy
+
+    import speechbrain as sb
+
+    found = {}
+    for path in python_files():
+        relative = path.relative_to(ROOT)
+        if relative.parts[0] == "recipes":
+            namespace = runpy.run_path(str(path), run_name="not_main")
+        else:
+            module = importlib.import_module(".".join(relative.with_suffix("").parts))
+            namespace = vars(module)
+        for value in namespace.values():
+            if inspect.isclass(value) and issubclass(value, sb.Brain) and value is not sb.Brain:
+                found[f"{value.__module__}.{value.__qualname__}"] = value
+    return found
+
+
+def test_no_brain_overrides_a_private_speechbrain_method():
+    # Methods of sb.Brain whose names start with "_" change without notice between
+    # SpeechBrain releases: the recipes use public hooks only.
+    import speechbrain as sb
+
+    private = {name for name in dir(sb.Brain) if name.startswith("_") and not name.startswith("__")}
+    brains = brain_subclasses()
+    assert brains, "no Brain subclass found"
+    overrides = {
+        f"{name}.{method}"
+        for name, brain in brains.items()
+        for klass in brain.__mro__
+        if klass.__module__.startswith(("speechbrain_nes2net", "not_main", "__main__"))
+        or klass.__module__ in ("train", "evaluate")
+        for method in vars(klass)
+        if method in private
+    }
+    assert not overrides, f"private SpeechBrain methods overridden: {sorted(overrides)}"

@@ -232,4 +232,4 @@ def test_the_release_selection_runs_resumes_and_averages_by_it(tmp_path, tiny_ss
     brain.hparams.average_checkpoints = 2
     brain.on_evaluate_start(min_key="loss")
     by_loss = sorted(candidates, key=lambda e: stats[e - 1]["loss"])[:2]
-    assert sorted(kept[e].path.name for e in by_loss) == sorted(brain.averaged_checkpoints)
+    assert sorted(kept[e].path.name for e in by_loss) == sorted(brain.evaluated_checkpoints)

@@ -96,22 +96,37 @@ class ShardSampler(torch.utils.data.Sampler):
     """Every ``world_size``-th index from ``rank``: a disjoint shard per process.
 
     Unlike :class:`DistributedSampler` it never repeats items to even out the
-    shards, so every utterance is scored exactly once.
+    shards, so every utterance is scored exactly once. With ``active``, a
+    callable, the sampler yields nothing while ``active()`` is false: the dev
+    loader of an epoch that is not validated is empty (SpeechBrain's ``fit``
+    has no public hook that skips a validation).
+
+    Arguments
+    ---------
+    data : Sized
+        The dataset.
+    rank, world_size : int
+        This process and the number of processes.
+    active : callable, optional
+        Whether to yield the shard now (default: always).
 
     Example
     -------
     >>> list(ShardSampler(range(5), rank=1, world_size=2))
     [1, 3]
+    >>> list(ShardSampler(range(5), active=lambda: False))
+    []
     """
 
-    def __init__(self, data, rank, world_size):
+    def __init__(self, data, rank=0, world_size=1, active=None):
         self.indices = list(range(rank, len(data), world_size))
+        self.active = active
 
     def __iter__(self):
-        return iter(self.indices)
+        return iter(self.indices if self.active is None or self.active() else ())
 
     def __len__(self):
-        return len(self.indices)
+        return len(self.indices) if self.active is None or self.active() else 0
 
 
 #: Unusable files named one by one in the log before they are only counted.
@@ -159,6 +174,7 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.mixture = None  # the CorpusMixture of a multi-corpus training set
+        self.augmented_valid_loader = None  # the dev set through augmentation (fit's argument)
         hparams = vars(self.hparams)
         self.feature_cache = feature_cache(hparams)
         self.tensorboard_logger = tensorboard_logger(hparams)
@@ -340,9 +356,19 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
     # -------------------------------------------------------------- optimisers
 
     def on_fit_start(self):
-        """Checks the feature cache settings before the first batch; resumes the dev lows."""
+        """SpeechBrain's start of ``fit``, with this recipe's DDP wrapping.
+
+        As SpeechBrain's own: wrap the modules for DDP (or DataParallel), build
+        the optimisers, resume from the newest checkpoint; besides, the feature
+        cache settings are checked and the lowest dev losses so far recovered.
+        The wrapping is ours because SpeechBrain's converts every BatchNorm to
+        SyncBatchNorm, which gloo on a CPU cannot run (see :meth:`wrap_modules`).
+        """
         self.check_feature_cache()
-        super().on_fit_start()
+        self.wrap_modules()
+        self.init_optimizers()
+        if self.checkpointer is not None:
+            self.checkpointer.recover_if_possible()
         self._recover_dev_lows()
 
     def init_optimizers(self):
@@ -438,25 +464,31 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
         """Whether ``epoch`` ends with a validation (``valid_epochs``)."""
         return validates(self.hparams, epoch)
 
-    def _fit_valid(self, valid_set, epoch, enable):
-        """Validates after the epochs of ``valid_epochs``; after the others, checkpoints only.
+    def augmented_dev_pass(self, epoch):
+        """Scores the dev set through the training augmentation (``valid_augmented``).
 
-        With ``valid_augmented``, the augmented dev pass runs first (as in
-        the ASVspoof 2019 release) and its statistics join the clean pass'.
+        As in the ASVspoof 2019 release, this pass runs before the clean one
+        at every validation; its statistics (``aug_loss``, ``aug_EER``,
+        ``aug_minDCF``) join the clean pass' in the epoch's log and checkpoint.
+        It runs from :meth:`on_stage_start` of the validation stage with
+        SpeechBrain's public ``evaluate_batch``.
+
+        Returns
+        -------
+        dict
+            The augmented pass' statistics, prefixed ``aug_``.
         """
-        if valid_set is None:
-            return super()._fit_valid(valid_set, epoch, enable)
-        if not self.validates(epoch):
-            self._end_epoch_without_validation(epoch)
-            return None
-        self.augmented_stats = {}
-        if getattr(self, "augmented_valid_loader", None) is not None:
-            self.valid_pass = "augmented"
-            try:
-                super()._fit_valid(self.augmented_valid_loader, epoch, enable)
-            finally:
-                self.valid_pass = "clean"
-        return super()._fit_valid(valid_set, epoch, enable)
+        self.modules.eval()
+        self.step, loss = 0, 0.0
+        with torch.no_grad():
+            for batch in self.augmented_valid_loader:
+                self.step += 1
+                loss = self.update_average(self.evaluate_batch(batch, sb.Stage.VALID), loss)
+                if self.debug and self.step == self.debug_batches:
+                    break
+        self.step = 0
+        stats, _, _, _ = self._stage_stats(sb.Stage.VALID, loss)
+        return {f"aug_{name}": value for name, value in stats.items()}
 
     def _end_epoch_without_validation(self, epoch):
         """Logs the training loss and saves a checkpoint that is no selection candidate.
@@ -541,18 +573,21 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
 
     # ------------------------------------------------------------ DDP handling
 
-    def _wrap_distributed(self):
-        """DDP without SyncBatchNorm on CPU (gloo cannot run it).
+    def wrap_modules(self):
+        """DDP (or DataParallel) around each trainable module; SyncBatchNorm on CUDA only.
 
-        On CUDA, SpeechBrain's default conversion to SyncBatchNorm is kept when
-        ``sync_batchnorm`` is true (the default), so BN statistics cover the
-        global batch; on CPU each process normalises with its own statistics.
+        On CUDA the BatchNorm layers become SyncBatchNorm when ``sync_batchnorm``
+        is true, so that their statistics cover the global batch; on a CPU
+        (gloo) each process normalises with its own statistics.
         """
-        if not self.distributed_launch:
-            return super()._wrap_distributed()
-        sync = getattr(self.hparams, "sync_batchnorm", True) and self.device_type == "cuda"
+        if not self.distributed_launch and not self.data_parallel_backend:
+            return
+        sync = self.hparams.sync_batchnorm and self.device_type == "cuda"
         for name, module in self.modules.items():
             if not any(p.requires_grad for p in module.parameters()):
+                continue
+            if not self.distributed_launch:
+                self.modules[name] = torch.nn.DataParallel(module)
                 continue
             if sync:
                 module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
@@ -569,7 +604,8 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
         A training :class:`~speechbrain_nes2net.training.recipe.CorpusMixture`
         is read in the order its sampler draws (SpeechBrain calls the
         sampler's ``set_epoch`` every epoch, and under DDP hands each process
-        every ``world_size``-th position of the draw).
+        every ``world_size``-th position of the draw). The dev loader yields
+        nothing after an epoch that ``valid_epochs`` does not validate.
         """
         if isinstance(dataset, torch.utils.data.ConcatDataset):
             loader_kwargs = dict(loader_kwargs, collate_fn=PaddedBatch)
@@ -577,9 +613,12 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
             self.mixture = dataset
             self.train_sampler = dataset.sampler
             loader_kwargs = dict(loader_kwargs, sampler=dataset.sampler, shuffle=False)
-        if stage != sb.Stage.TRAIN and self.distributed_launch and "sampler" not in loader_kwargs:
+        if stage != sb.Stage.TRAIN and "sampler" not in loader_kwargs:
             rank, world = _world()
-            loader_kwargs = dict(loader_kwargs, sampler=ShardSampler(dataset, rank, world))
+            active = None
+            if stage == sb.Stage.VALID:
+                active = lambda: self.validates(self.hparams.epoch_counter.current)  # noqa: E731
+            loader_kwargs = dict(loader_kwargs, sampler=ShardSampler(dataset, rank, world, active))
         return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
 
     # -------------------------------------------------------------- evaluation
@@ -626,7 +665,19 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
     # ------------------------------------------------------------------ stages
 
     def on_stage_start(self, stage, epoch=None):
-        """Resets the score records and failure counts of a stage."""
+        """Resets the score records and failure counts of a stage.
+
+        A validation stage of a validated epoch first runs the augmented dev
+        pass when there is one (:meth:`augmented_dev_pass`).
+        """
+        self._reset_records()
+        self.augmented_stats = {}
+        validated = stage == sb.Stage.VALID and self.validates(epoch)
+        if validated and self.augmented_valid_loader is not None:
+            self.augmented_stats = self.augmented_dev_pass(epoch)
+            self._reset_records()
+
+    def _reset_records(self):
         self.score_records = []
         self.frame_records = []  # (ID, frame scores, segment truth) of a localisation model
         self.drawn = []  # (ID, corpus) of the utterances a mixture epoch trained on
@@ -656,21 +707,14 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
             if getattr(self.hparams, "lr_schedule_interval", "epoch") == "epoch":
                 self._step_schedulers()
             return
-        records, failures, stage_loss = self._gather(self.score_records, self.failures, stage_loss)
-        frame_records = self._gather_list(self.frame_records)
-        # Test sets are also scored at the decision rule fitted on dev (train.py).
-        decision = getattr(self, "decision", None) if stage == sb.Stage.TEST else None
-        summary = score_summary(records, decision)
-        summary["n_failed"] = len(failures)
-        stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
-        if stage == sb.Stage.VALID:
-            stats.update(self._per_corpus_stats(records, stats))
-            stats.update(self._segment_stats(frame_records))
-        if stage == sb.Stage.VALID and getattr(self, "valid_pass", "clean") == "augmented":
-            self.augmented_stats = {f"aug_{name}": value for name, value in stats.items()}
+        if stage == sb.Stage.VALID and not self.validates(epoch):
+            # The dev loader was empty (ShardSampler's gate): checkpoint only.
+            self._end_epoch_without_validation(epoch)
             return
+        stats, summary, records, failures = self._stage_stats(stage, stage_loss)
+        frame_records = self.frame_records
         if stage == sb.Stage.VALID:
-            stats.update(getattr(self, "augmented_stats", {}))
+            stats.update(self.augmented_stats)
             self._log_stats(
                 stats_meta={"epoch": epoch, **self._learning_rates()},
                 train_stats={"loss": self.train_loss},
@@ -725,6 +769,27 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
             sample_rate=self.sample_rate,
             partial=partial,
         )
+
+    def _stage_stats(self, stage, stage_loss):
+        """The statistics of an evaluation stage, over every process's records.
+
+        Returns
+        -------
+        (dict, dict, list, list)
+            Statistics (loss, EER in %, minDCF; on dev also per corpus and the
+            segment EER), the score summary, the gathered records and failures.
+        """
+        records, failures, stage_loss = self._gather(self.score_records, self.failures, stage_loss)
+        self.frame_records = self._gather_list(self.frame_records)
+        # Test sets are also scored at the decision rule fitted on dev (train.py).
+        decision = getattr(self, "decision", None) if stage == sb.Stage.TEST else None
+        summary = score_summary(records, decision)
+        summary["n_failed"] = len(failures)
+        stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
+        if stage == sb.Stage.VALID:
+            stats.update(self._per_corpus_stats(records, stats))
+            stats.update(self._segment_stats(self.frame_records))
+        return stats, summary, records, failures
 
     def _per_corpus_stats(self, records, pooled):
         """EER and minDCF of each validation corpus, when there are several.

@@ -121,12 +121,20 @@ def check_run_options(run_opts):
     Raises
     ------
     RecipeConfigError
-        For a CUDA ``--device`` on a machine where torch sees no GPU.
+        For a CUDA ``--device`` on a machine where torch sees no GPU, and
+        for ``--compile`` / ``--jit``, which the recipe does not support.
 
     Example
     -------
     >>> check_run_options({"device": "cpu"})
     """
+    for option in ("compile", "jit"):
+        if run_opts.get(option):
+            # The recipe wraps its modules itself (AntiSpoofBrain.on_fit_start), without
+            # SpeechBrain's compile step; jit.script fails on the Nes2Net lobes.
+            raise RecipeConfigError(
+                f"--{option} is not supported by this recipe's training; run without it"
+            )
     device = str(run_opts.get("device") or "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RecipeConfigError(
