@@ -172,8 +172,8 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     # The run's decision rule (fitted on its dev scores): rates at its threshold.
-    brain.decision, _ = read_decision(hparams["output_folder"])
-    brain.test_set = TestSet(
+    brain.test_decision, _ = read_decision(hparams["output_folder"])
+    brain.scored_as = TestSet(
         args.test_name, None, args.test_manifest,
         report_options(args.report, args.report_option), args.eval_samples,
     )  # fmt: skip
@@ -212,7 +212,7 @@ def main(argv):
     brain.on_stage_end(sb.Stage.TEST, loss)
     main_process = sb.utils.distributed.if_main_process()
     finish_distributed()
-    if main_process and brain.test_set.report and plots_extra_note():
+    if main_process and brain.scored_as.report and plots_extra_note():
         print(plots_extra_note())
 
 

@@ -83,15 +83,17 @@ def main(argv):
     # The development set first: its scores fit the decision rule (calibrated
     # threshold) that the test metrics and the exported model use.
     devs = dev_sets(hparams, manifests, valid_set)
+    decision = None
     for test_set in devs + tests:
-        brain.test_set = test_set
         brain.evaluate(
             test_set.dataset,
             min_key=brain.selection_metric,
             test_loader_kwargs=dict(hparams["eval_dataloader_options"]),
+            scored_as=test_set,
+            decision=decision,
         )
         if test_set is devs[-1] and sb.utils.distributed.if_main_process():
-            brain.decision = fit_run_decision(hparams, devs)
+            decision = fit_run_decision(hparams, devs)
             fit_run_localization(hparams, devs)  # localisation runs: the segment rule
 
     main_process = sb.utils.distributed.if_main_process()

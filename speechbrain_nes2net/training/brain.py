@@ -175,6 +175,7 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
         super().__init__(*args, **kwargs)
         self.mixture = None  # the CorpusMixture of a multi-corpus training set
         self.augmented_valid_loader = None  # the dev set through augmentation (fit's argument)
+        self.scored_as, self.test_decision = None, None  # what evaluate() scores, and its rule
         hparams = vars(self.hparams)
         self.feature_cache = feature_cache(hparams)
         self.tensorboard_logger = tensorboard_logger(hparams)
@@ -623,6 +624,35 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
 
     # -------------------------------------------------------------- evaluation
 
+    def evaluate(self, test_set, max_key=None, min_key=None, progressbar=None,
+                 test_loader_kwargs={}, scored_as=None, decision=None):  # noqa: B006 (SpeechBrain's signature)
+        """SpeechBrain's ``evaluate``, told what the scored set is and how to decide.
+
+        Arguments
+        ---------
+        test_set : Dataset or DataLoader
+            As SpeechBrain's ``evaluate`` takes it.
+        max_key, min_key, progressbar, test_loader_kwargs
+            As SpeechBrain's ``evaluate`` takes them.
+        scored_as : TestSet, optional
+            The set's name, manifest, report rules and crop: the score,
+            metrics and report files are named and described from it
+            (default: ``test``, no report).
+        decision : DecisionRule, optional
+            The rule fitted on the development scores: the metrics then give
+            the error rates at its threshold.
+
+        Returns
+        -------
+        float
+            The average test loss.
+        """
+        self.scored_as, self.test_decision = scored_as, decision
+        return super().evaluate(
+            test_set, max_key=max_key, min_key=min_key, progressbar=progressbar,
+            test_loader_kwargs=test_loader_kwargs,
+        )  # fmt: skip
+
     def on_evaluate_start(self, max_key=None, min_key=None):
         """Loads the best checkpoint, or the average of the best ``average_checkpoints``.
 
@@ -725,7 +755,7 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
             if hasattr(self.hparams.epoch_counter, "update_metric"):
                 self.hparams.epoch_counter.update_metric(stats[self.selection_metric])
         else:
-            test_set = getattr(self, "test_set", None)
+            test_set = self.scored_as
             name = test_set.name if test_set is not None else "test"
             self._log_stats(
                 stats_meta={"test set": name, "epoch loaded": self.hparams.epoch_counter.current},
@@ -782,7 +812,7 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
         records, failures, stage_loss = self._gather(self.score_records, self.failures, stage_loss)
         self.frame_records = self._gather_list(self.frame_records)
         # Test sets are also scored at the decision rule fitted on dev (train.py).
-        decision = getattr(self, "decision", None) if stage == sb.Stage.TEST else None
+        decision = self.test_decision if stage == sb.Stage.TEST else None
         summary = score_summary(records, decision)
         summary["n_failed"] = len(failures)
         stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
