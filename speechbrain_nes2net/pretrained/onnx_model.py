@@ -29,7 +29,7 @@ from speechbrain_nes2net.pretrained.modules import (
 )
 from speechbrain_nes2net.pretrained.onnx_export import metadata_from_props
 from speechbrain_nes2net.pretrained.scoring import FileScoring
-from speechbrain_nes2net.scores import bonafide_scores, class_log_probabilities
+from speechbrain_nes2net.scores import bonafide_scores
 
 
 def make_session(path, threads=None, providers=None):
@@ -94,9 +94,8 @@ class OnnxAntiSpoofModel(FileScoring):
         self.window_seconds = settings.window_seconds
         self.window_hop_seconds = settings.window_hop_seconds
         self.calibration = load_calibration(self.metadata["calibration"])
-        decision = self.metadata["decision"]
-        #: The decision rule shipped with the model (None: the logits' own posteriors).
-        self.decision = DecisionRule.from_dict(decision) if decision is not None else None
+        #: The decision rule shipped with the model.
+        self.decision = DecisionRule.from_dict(self.metadata["decision"])
         #: 'fp32' or 'int8' (the export's quantisation).
         self.precision = "int8" if self.metadata["quantization"] == "int8" else "fp32"
 
@@ -115,9 +114,6 @@ class OnnxAntiSpoofModel(FileScoring):
 
     def _log_odds(self, logits):
         """(batch,) bona fide log-odds of the shipped decision rule (>= 0: bona fide)."""
-        if self.decision is None:
-            log_probs = class_log_probabilities(logits)
-            return log_probs[:, 1] - log_probs[:, 0]
         return self.decision.log_odds(bonafide_scores(logits))
 
     def logits_batch(self, wavs, wav_lens=None, preprocess=True, windows=True):
