@@ -11,8 +11,12 @@ Authors
  * speechbrain-nes2net contributors
 """
 
-#: Labels in label-encoder order: the index is the class id everywhere.
-LABELS = ("spoof", "bonafide")
+BONAFIDE = "bonafide"
+SPOOF = "spoof"
+#: The two labels in logit order: the index is the class id everywhere (manifests'
+#: ``label_id``, losses, the exported label encoder, ONNX logits; the official
+#: checkpoints' logit 1 is bona fide).
+LABELS = (SPOOF, BONAFIDE)
 #: Class id of each label (1 = bona fide).
 LABEL_IDS = {label: index for index, label in enumerate(LABELS)}
 

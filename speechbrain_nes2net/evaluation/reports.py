@@ -84,11 +84,10 @@ from speechbrain_nes2net.evaluation.files import (
     read_scores,
 )
 from speechbrain_nes2net.evaluation.report_writer import write_report
+from speechbrain_nes2net.scores import BONAFIDE, SPOOF
 
 logger = logging.getLogger(__name__)
 
-BONAFIDE = "bonafide"
-SPOOF = "spoof"
 #: The released PartialSpoof segment resolutions, in seconds.
 SEGMENT_SHIFTS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
 #: Frame hop of frame score files without a ``__shift__`` entry (WavLM / wav2vec 2.0).

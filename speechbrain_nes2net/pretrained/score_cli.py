@@ -183,7 +183,7 @@ def parse_args(argv=None):
 
 def _label(result, threshold):
     if threshold is not None:
-        return "bonafide" if result.score >= threshold else "spoof"
+        return LABELS[int(result.score >= threshold)]
     return result.label
 
 
