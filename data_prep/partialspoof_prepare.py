@@ -56,14 +56,13 @@ from data_prep.common import (
     read_protocol,
     run_cli,
 )
+from speechbrain_nes2net.segments import SEGMENT_SHIFTS
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "eval")
 PROTOCOLS = {split: f"PartialSpoof.LA.cm.{split}.trl.txt" for split in SPLITS}
 COLUMNS = ("speaker", "utt", "unused", "system", "key")
-#: The published segment label resolutions (frame shifts) in seconds.
-SEGMENT_SHIFTS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
 DATA_FOLDER_HELP = (
     "the PartialSpoof database/ folder holding protocols/PartialSpoof_LA_cm_protocols/, "
     "{train,dev,eval}/con_wav/ and segment_labels/"

@@ -44,6 +44,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from speechbrain_nes2net.scores import BONAFIDE, LABELS, SPOOF
+
 #: Bump when the meaning or layout of the columns changes: prepared manifests
 #: record it, so data preparation redoes manifests written under another version.
 SCHEMA_VERSION = 1
@@ -74,10 +76,6 @@ METADATA_COLUMNS = (
     "subset",
     "segment_labels",
 )
-
-BONAFIDE = "bonafide"
-SPOOF = "spoof"
-LABELS = (BONAFIDE, SPOOF)
 
 #: The attack of every bona fide row.
 NO_ATTACK = "-"
@@ -129,7 +127,7 @@ def normalize_label(raw):
     Returns
     -------
     str
-        :data:`BONAFIDE` or :data:`SPOOF`.
+        :data:`~speechbrain_nes2net.scores.BONAFIDE` or :data:`~speechbrain_nes2net.scores.SPOOF`.
 
     Raises
     ------

@@ -11,11 +11,12 @@ Authors
  * speechbrain-nes2net contributors
 """
 
-import torch
-import torch.nn.functional as F
-
-#: Labels in label-encoder order: the index is the class id everywhere.
-LABELS = ("spoof", "bonafide")
+BONAFIDE = "bonafide"
+SPOOF = "spoof"
+#: The two labels in logit order: the index is the class id everywhere (manifests'
+#: ``label_id``, losses, the exported label encoder, ONNX logits; the official
+#: checkpoints' logit 1 is bona fide).
+LABELS = (SPOOF, BONAFIDE)
 #: Class id of each label (1 = bona fide).
 LABEL_IDS = {label: index for index, label in enumerate(LABELS)}
 
@@ -37,6 +38,7 @@ def bonafide_scores(logits):
 
     Example
     -------
+    >>> import torch
     >>> bonafide_scores(torch.tensor([[0.5], [-2.0]]))
     tensor([ 0.5000, -2.0000])
     >>> bonafide_scores(torch.tensor([[3.0, -1.0]]))
@@ -46,25 +48,3 @@ def bonafide_scores(logits):
         raise ValueError(f"expected logits of shape (batch, 1|2), got {tuple(logits.shape)}")
     return logits[:, -1]
 
-
-def class_log_probabilities(logits):
-    """Log-posteriors in label-encoder order (index 0 spoof, 1 bona fide).
-
-    Arguments
-    ---------
-    logits : torch.Tensor
-        (batch, 1) or (batch, 2) back-end logits.
-
-    Returns
-    -------
-    torch.Tensor
-        (batch, 2) log-probabilities.
-
-    Example
-    -------
-    >>> class_log_probabilities(torch.tensor([[0.0]])).exp()
-    tensor([[0.5000, 0.5000]])
-    """
-    if logits.shape[1] == 1:
-        return torch.cat([F.logsigmoid(-logits), F.logsigmoid(logits)], dim=1)
-    return F.log_softmax(logits, dim=1)

@@ -34,9 +34,9 @@ import torch
 from data_prep.demo_prepare import speech_like
 from speechbrain_nes2net.precision import resolve_precision
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
-from speechbrain_nes2net.pretrained.onnx_export import export_onnx, read_metadata
+from speechbrain_nes2net.pretrained.onnx_export import export_onnx
 from speechbrain_nes2net.pretrained.onnx_export import main as export_main
-from speechbrain_nes2net.pretrained.onnx_model import OnnxAntiSpoofModel
+from speechbrain_nes2net.pretrained.onnx_model import OnnxAntiSpoofModel, read_metadata
 from speechbrain_nes2net.pretrained.score_cli import main as score_main
 
 ROOT = Path(__file__).resolve().parents[1]

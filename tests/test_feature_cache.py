@@ -15,7 +15,7 @@ from speechbrain_nes2net.lobes.ssl import (
     make_tiny_ssl_model,
     ssl_frame_lengths,
 )
-from speechbrain_nes2net.training.feature_cache import FeatureCache, model_fingerprint
+from speechbrain_nes2net.training.feature_cache import FeatureCache, ssl_features_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,11 +68,11 @@ def test_a_changed_waveform_is_a_miss_and_a_batch_mix_is_served(tmp_path, fronte
 
 
 def test_fingerprint_changes_with_the_model_and_its_input_preparation(tmp_path, ssl_folder):
-    base = model_fingerprint(ssl_folder, True)
-    assert model_fingerprint(ssl_folder, True) == base
-    assert model_fingerprint(ssl_folder, False) != base
-    assert model_fingerprint(ssl_folder, True, dtype="float32") != base
-    assert model_fingerprint("microsoft/wavlm-large", True) != base
+    base = ssl_features_fingerprint(ssl_folder, True)
+    assert ssl_features_fingerprint(ssl_folder, True) == base
+    assert ssl_features_fingerprint(ssl_folder, False) != base
+    assert ssl_features_fingerprint(ssl_folder, True, dtype="float32") != base
+    assert ssl_features_fingerprint("microsoft/wavlm-large", True) != base
     copy = tmp_path / "copy"
     copy.mkdir()
     for path in Path(ssl_folder).iterdir():
@@ -80,7 +80,7 @@ def test_fingerprint_changes_with_the_model_and_its_input_preparation(tmp_path, 
     config = json.loads((copy / "config.json").read_text())
     config["layer_norm_eps"] = 1e-6  # another model configuration
     (copy / "config.json").write_text(json.dumps(config))
-    assert model_fingerprint(copy, True) != model_fingerprint(ssl_folder, True)
+    assert ssl_features_fingerprint(copy, True) != ssl_features_fingerprint(ssl_folder, True)
 
 
 def test_a_torn_entry_is_recomputed(tmp_path, frontend):

@@ -59,9 +59,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from speechbrain_nes2net.evaluation import metrics
+from speechbrain_nes2net.segments import SEGMENT_POOLINGS
 
-#: How scores of the frames of one segment combine (see the module docstring).
-POOLINGS = ("min", "mean", "max")
 #: Times are rounded to this many decimals (microseconds) in ranges.
 TIME_DECIMALS = 6
 
@@ -106,8 +105,8 @@ def pool_frame_scores(frame_scores, frame_shift, segment_shift, pooling="min"):
     >>> pool_frame_scores([3.0, 1.0], 0.02, 0.01).tolist()
     [3.0, 3.0, 1.0, 1.0]
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling={pooling!r} must be one of {list(POOLINGS)}")
+    if pooling not in SEGMENT_POOLINGS:
+        raise ValueError(f"pooling={pooling!r} must be one of {list(SEGMENT_POOLINGS)}")
     scores = np.asarray(frame_scores, dtype=np.float64).reshape(-1)
     if segment_shift < frame_shift:
         return np.repeat(scores, _ratio(frame_shift, segment_shift, "frame_shift"))

@@ -22,17 +22,19 @@ from speechbrain_nes2net.evaluation.files import (
     examples,
     load_segment_scores,
 )
-from speechbrain_nes2net.evaluation.reports import (
-    _EER_DEFINITION,
-    BONAFIDE,
-    DEFAULT_FRAME_SHIFT,
-    SEGMENT_SHIFTS,
-    _block,
-    _eer_metrics,
-    _finish,
-    _headline,
-    _split,
+from speechbrain_nes2net.evaluation.report_blocks import (
+    EER_DEFINITION,
+    eer_metrics,
+    finish_report,
+    headline_block,
+    metric_block,
+    split_by_label,
 )
+from speechbrain_nes2net.scores import BONAFIDE
+from speechbrain_nes2net.segments import SEGMENT_SHIFTS
+
+#: Frame hop of frame score files without a ``__shift__`` entry (WavLM / wav2vec 2.0).
+DEFAULT_FRAME_SHIFT = 0.02
 
 
 def _segment_labels_of(segment_labels, utt_id, shift):
@@ -91,7 +93,7 @@ def _segment_block(inputs, data, segment_scores, segment_labels, segment_shift, 
         spoof_parts.append(scores[labels == 0])
     bona = np.concatenate(bona_parts) if bona_parts else np.empty(0)
     spoof = np.concatenate(spoof_parts) if spoof_parts else np.empty(0)
-    block = _headline(bona, spoof, _eer_metrics, "partialspoof", f"segments at {segment_shift} s")
+    block = headline_block(bona, spoof, eer_metrics, "partialspoof", f"segments at {segment_shift} s")
     block.update(
         shift=float(segment_shift),
         n_utterances=len(ids) - len(lacking),
@@ -224,7 +226,7 @@ def _localization_block(
         "utterances_without_frame_scores": lacking,
         "resolutions": blocks,
         "resolutions_without_label_files": unavailable,
-        "utterance_from_frames": _block(bona, spoof, _eer_metrics),
+        "utterance_from_frames": metric_block(bona, spoof, eer_metrics),
     }
 
 
@@ -243,7 +245,7 @@ def partialspoof_report(
 
     Arguments
     ---------
-    inputs : speechbrain_nes2net.evaluation.reports._Inputs
+    inputs : speechbrain_nes2net.evaluation.reports.ReportInputs
         The joined scores and manifest (as every corpus rule receives them).
     segment_scores : str, Path or dict, optional
         Segment scores (``ID -> scores``, or a file for
@@ -279,9 +281,9 @@ def partialspoof_report(
             "segment_pooling": segment_pooling,
         }
     )
-    bona, spoof = _split(data)
-    headline = _headline(bona, spoof, _eer_metrics, corpus, "utterances")
-    definitions = dict(_EER_DEFINITION)
+    bona, spoof = split_by_label(data)
+    headline = headline_block(bona, spoof, eer_metrics, corpus, "utterances")
+    definitions = dict(EER_DEFINITION)
     if segment_scores is not None:
         if segment_labels is None:
             raise ValueError(
@@ -315,4 +317,4 @@ def partialspoof_report(
             ),
             localization_utterance_from_frames="utterance EER of each file's minimum frame score",
         )
-    return _finish(report, inputs, data, headline, "utterances", definitions)
+    return finish_report(report, inputs, data, headline, "utterances", definitions)

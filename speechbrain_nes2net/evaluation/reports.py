@@ -83,17 +83,19 @@ from speechbrain_nes2net.evaluation.files import (
     load_asv_error_rates,
     read_scores,
 )
+from speechbrain_nes2net.evaluation.partialspoof_report import partialspoof_report
+from speechbrain_nes2net.evaluation.report_blocks import (
+    EER_DEFINITION,
+    eer_metrics,
+    finish_report,
+    headline_block,
+    metric_block,
+    split_by_label,
+)
 from speechbrain_nes2net.evaluation.report_writer import write_report
+from speechbrain_nes2net.scores import BONAFIDE, SPOOF
 
 logger = logging.getLogger(__name__)
-
-BONAFIDE = "bonafide"
-SPOOF = "spoof"
-#: The released PartialSpoof segment resolutions, in seconds.
-SEGMENT_SHIFTS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
-#: Frame hop of frame score files without a ``__shift__`` entry (WavLM / wav2vec 2.0).
-DEFAULT_FRAME_SHIFT = 0.02
-
 
 
 class Report(dict):
@@ -122,7 +124,7 @@ def _require_columns(frame, columns, corpus, manifest_path):
         )
 
 
-class _Inputs:
+class ReportInputs:
     """Scores and manifest of one report, and the bookkeeping of the join."""
 
     def __init__(self, corpus, scores_path, manifest_path, allow_missing):
@@ -181,40 +183,14 @@ class _Inputs:
 # ---------------------------------------------------------------------------
 
 
-def _split(data):
-    is_bona = (data["label"] == BONAFIDE).to_numpy()
-    scores = data["score"].to_numpy(dtype=np.float64)
-    return scores[is_bona], scores[~is_bona]
-
-
-def _block(bona, spoof, metric_fn):
-    """Counts plus metrics, or a ``skipped`` reason when a class is empty."""
-    block = {"n_bonafide": int(bona.size), "n_spoof": int(spoof.size)}
-    if bona.size == 0 or spoof.size == 0:
-        block["skipped"] = "no bona fide trials" if bona.size == 0 else "no spoof trials"
-        return block
-    block.update(metric_fn(bona, spoof))
-    return block
-
-
-def _headline(bona, spoof, metric_fn, corpus, condition):
-    if bona.size == 0 or spoof.size == 0:
-        which = "bona fide" if bona.size == 0 else "spoof"
-        raise ValueError(
-            f"{corpus} report: no {which} trials in the selected data "
-            f"({condition}); check the manifest labels and the filters"
-        )
-    return _block(bona, spoof, metric_fn)
-
-
 def _spoof_factor(data, column, metric_fn):
     """Each value of ``column`` among spoof trials vs all bona fide trials."""
-    bona, _ = _split(data)
+    bona, _ = split_by_label(data)
     spoof_rows = data[data["label"] == SPOOF]
     out = {}
     for value in sorted(spoof_rows[column].unique()):
         spoof = spoof_rows.loc[spoof_rows[column] == value, "score"].to_numpy(dtype=np.float64)
-        out[str(value)] = _block(bona, spoof, metric_fn)
+        out[str(value)] = metric_block(bona, spoof, metric_fn)
     return out
 
 
@@ -222,14 +198,9 @@ def _both_factor(data, column, metric_fn):
     """Trials of both classes, per value of ``column``."""
     out = {}
     for value in sorted(data[column].unique()):
-        bona, spoof = _split(data[data[column] == value])
-        out[str(value)] = _block(bona, spoof, metric_fn)
+        bona, spoof = split_by_label(data[data[column] == value])
+        out[str(value)] = metric_block(bona, spoof, metric_fn)
     return out
-
-
-def _eer_metrics(bona, spoof):
-    eer, threshold = metrics.compute_eer(bona, spoof)
-    return {"eer": eer, "eer_threshold": threshold}
 
 
 def _ctrsvdd_metrics(bona, spoof):
@@ -246,32 +217,8 @@ def _asvspoof5_metrics(bona, spoof):
         "min_dcf": metrics.compute_min_dcf(bona, spoof),
         "act_dcf": metrics.compute_act_dcf(bona, spoof),
         "cllr": metrics.compute_cllr(bona, spoof),
-        **_eer_metrics(bona, spoof),
+        **eer_metrics(bona, spoof),
     }
-
-
-def _plot_data(data):
-    bona, spoof = _split(data)
-    by_attack = {}
-    if "attack" in data.columns:
-        spoof_rows = data[data["label"] == SPOOF]
-        for attack, rows in spoof_rows.groupby("attack", sort=True):
-            by_attack[str(attack)] = rows["score"].to_numpy(dtype=np.float64)
-    return {"bonafide": bona, "spoof": spoof, "by_attack": by_attack}
-
-
-def _finish(report, inputs, data, headline, condition, definitions):
-    report["condition"] = condition
-    report.update(headline)
-    report["definitions"] = definitions
-    report["missing"] = inputs.missing
-    report.plot_data = _plot_data(data)
-    return report
-
-
-_EER_DEFINITION = {
-    "eer": "ASVspoof EER (fraction): mean of miss and false-alarm rates where they are closest",
-}
 
 
 # ---------------------------------------------------------------------------
@@ -315,8 +262,8 @@ def _ctrsvdd(inputs, include_acesinger_bonafide=False, exclude_attacks=("A14",))
         ("without_acesinger_bonafide", ~acesinger_bona),
     ):
         subset = data[keep]
-        bona, spoof = _split(subset)
-        block = _headline(bona, spoof, _ctrsvdd_metrics, "ctrsvdd", f"{excluded} excluded, {key}")
+        bona, spoof = split_by_label(subset)
+        block = headline_block(bona, spoof, _ctrsvdd_metrics, "ctrsvdd", f"{excluded} excluded, {key}")
         block["attack"] = _spoof_factor(subset, "attack", _ctrsvdd_metrics)
         conditions[key] = block
     main_key = (
@@ -331,7 +278,7 @@ def _ctrsvdd(inputs, include_acesinger_bonafide=False, exclude_attacks=("A14",))
     }
     headline = {k: v for k, v in main.items() if k != "attack"}
     main_data = data if include_acesinger_bonafide else data[~acesinger_bona]
-    return _finish(
+    return finish_report(
         report,
         inputs,
         main_data,
@@ -373,8 +320,8 @@ def _asvspoof2021_la(
     frame = inputs.manifest
     data = inputs.select(_subset_mask(frame, subset, corpus, inputs.manifest_path))
     report = inputs.start({"subset": subset})
-    bona, spoof = _split(data)
-    headline = _headline(bona, spoof, _eer_metrics, corpus, f"subset {subset}")
+    bona, spoof = split_by_label(data)
+    headline = headline_block(bona, spoof, eer_metrics, corpus, f"subset {subset}")
     rates, source = _asv_rates(keys_dir, asv_metadata, asv_scores, asv_rates, subset)
     if rates is not None:
         headline["min_tdcf"] = metrics.compute_min_tdcf(
@@ -388,18 +335,18 @@ def _asvspoof2021_la(
         )
     breakdowns = {}
     if "attack" in data.columns:
-        breakdowns["attack"] = _spoof_factor(data, "attack", _eer_metrics)
+        breakdowns["attack"] = _spoof_factor(data, "attack", eer_metrics)
     if "codec" in data.columns:
-        breakdowns["codec"] = _both_factor(data, "codec", _eer_metrics)
+        breakdowns["codec"] = _both_factor(data, "codec", eer_metrics)
     report["breakdowns"] = breakdowns
-    return _finish(
+    return finish_report(
         report,
         inputs,
         data,
         headline,
         f"subset {subset}" if subset else "all rows",
         {
-            **_EER_DEFINITION,
+            **EER_DEFINITION,
             "min_tdcf": "ASVspoof 2021 LA normalised min t-DCF (Pspoof 0.05, Cmiss 1, "
             "Cfa 10, Cfa_spoof 10), pooled",
             "attack": "each attack against all bona fide trials (EER only)",
@@ -412,22 +359,22 @@ def _asvspoof2021_df(inputs, subset="eval"):
     corpus = "asvspoof2021_df"
     data = inputs.select(_subset_mask(inputs.manifest, subset, corpus, inputs.manifest_path))
     report = inputs.start({"subset": subset})
-    bona, spoof = _split(data)
-    headline = _headline(bona, spoof, _eer_metrics, corpus, f"subset {subset}")
+    bona, spoof = split_by_label(data)
+    headline = headline_block(bona, spoof, eer_metrics, corpus, f"subset {subset}")
     breakdowns = {}
     if "codec" in data.columns:
-        breakdowns["codec"] = _both_factor(data, "codec", _eer_metrics)
+        breakdowns["codec"] = _both_factor(data, "codec", eer_metrics)
     if "vocoder" in data.columns:
-        breakdowns["vocoder"] = _spoof_factor(data, "vocoder", _eer_metrics)
+        breakdowns["vocoder"] = _spoof_factor(data, "vocoder", eer_metrics)
     report["breakdowns"] = breakdowns
-    return _finish(
+    return finish_report(
         report,
         inputs,
         data,
         headline,
         f"subset {subset}" if subset else "all rows",
         {
-            **_EER_DEFINITION,
+            **EER_DEFINITION,
             "codec": "trials of both classes per codec",
             "vocoder": "spoofed trials of each vocoder type against all bona fide trials",
         },
@@ -441,22 +388,22 @@ def _asvspoof5(inputs, calibration=None):
     if calibration is not None:
         data["score"] = calibration.apply(data["score"].to_numpy(dtype=np.float64))
     report = inputs.start({"calibration": None if calibration is None else calibration.to_dict()})
-    bona, spoof = _split(data)
-    headline = _headline(bona, spoof, _asvspoof5_metrics, corpus, "all rows")
+    bona, spoof = split_by_label(data)
+    headline = headline_block(bona, spoof, _asvspoof5_metrics, corpus, "all rows")
     breakdowns = {}
     if "attack" in data.columns:
         breakdowns["attack"] = _spoof_factor(data, "attack", _asvspoof5_metrics)
     if "codec" in data.columns:
         breakdowns["codec"] = _both_factor(data, "codec", _asvspoof5_metrics)
     report["breakdowns"] = breakdowns
-    return _finish(
+    return finish_report(
         report,
         inputs,
         data,
         headline,
         "all rows" + (", calibrated scores" if calibration is not None else ", raw scores"),
         {
-            **_EER_DEFINITION,
+            **EER_DEFINITION,
             "min_dcf": "ASVspoof 5 normalised minDCF (Pspoof 0.05, Cmiss 1, Cfa 10)",
             "act_dcf": "ASVspoof 5 normalised actDCF at the Bayes threshold on LLR scores",
             "cllr": "Cllr in bits; actDCF and Cllr assume the scores are LLRs (pass calibration)",
@@ -471,21 +418,13 @@ def _eer_only(corpus):
         """The report of this corpus: pooled EER (and per attack for ``eer``)."""
         data = inputs.select(pd.Series(True, index=inputs.manifest.index))
         report = inputs.start({})
-        bona, spoof = _split(data)
-        headline = _headline(bona, spoof, _eer_metrics, corpus, "all rows")
+        bona, spoof = split_by_label(data)
+        headline = headline_block(bona, spoof, eer_metrics, corpus, "all rows")
         if corpus == "eer" and "attack" in data.columns:
-            report["breakdowns"] = {"attack": _spoof_factor(data, "attack", _eer_metrics)}
-        return _finish(report, inputs, data, headline, "all rows", dict(_EER_DEFINITION))
+            report["breakdowns"] = {"attack": _spoof_factor(data, "attack", eer_metrics)}
+        return finish_report(report, inputs, data, headline, "all rows", dict(EER_DEFINITION))
 
     return rule
-
-
-def _partialspoof(inputs, **options):
-    """The ``partialspoof`` rules: :mod:`speechbrain_nes2net.evaluation.partialspoof_report`."""
-    # Imported here: that module builds on this one's helpers.
-    from speechbrain_nes2net.evaluation.partialspoof_report import partialspoof_report
-
-    return partialspoof_report(inputs, **options)
 
 
 CORPUS_RULES = {
@@ -494,7 +433,7 @@ CORPUS_RULES = {
     "asvspoof2021_df": _asvspoof2021_df,
     "asvspoof5": _asvspoof5,
     "in_the_wild": _eer_only("in_the_wild"),
-    "partialspoof": _partialspoof,
+    "partialspoof": partialspoof_report,
     "eer": _eer_only("eer"),
 }
 
@@ -542,7 +481,7 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
     """
     if corpus not in CORPUS_RULES:
         raise ValueError(f"unknown corpus {corpus!r}; choose one of {sorted(CORPUS_RULES)}")
-    inputs = _Inputs(corpus, scores_path, manifest_path, allow_missing)
+    inputs = ReportInputs(corpus, scores_path, manifest_path, allow_missing)
     report = CORPUS_RULES[corpus](inputs, **corpus_options)
     report["options"]["allow_missing"] = allow_missing
     return report

@@ -26,11 +26,10 @@ import torch.nn as nn
 
 from speechbrain_nes2net.lobes.nes2net import Nes2Net, Nes2NetX
 from speechbrain_nes2net.lobes.pooling import frame_mask, masked_mean
+from speechbrain_nes2net.segments import SEGMENT_POOLINGS
 
 #: Back-ends a localiser wraps, by the name its ``variant`` argument takes.
 VARIANTS = {"Nes2Net": Nes2Net, "Nes2NetX": Nes2NetX}
-#: How frame logits combine into a segment logit.
-SEGMENT_POOLINGS = ("min", "mean", "max")
 
 
 class Nes2NetLocalizer(nn.Module):

@@ -31,7 +31,8 @@ from speechbrain_nes2net.lobes.pooling import (
 )
 
 ACTIVATIONS = {"relu": nn.ReLU, "selu": nn.SELU}
-POOLINGS = ("mean", "ASTP")
+#: How the back-end pools its frames over time into the utterance embedding.
+UTTERANCE_POOLINGS = ("mean", "ASTP")
 
 
 def make_activation(name):
@@ -498,8 +499,8 @@ def _check_config(**config):
         problems.append(
             f"activation={config['activation']!r} must be one of {sorted(ACTIVATIONS)}"
         )
-    if config["pooling"] not in POOLINGS:
-        problems.append(f"pooling={config['pooling']!r} must be one of {list(POOLINGS)}")
+    if config["pooling"] not in UTTERANCE_POOLINGS:
+        problems.append(f"pooling={config['pooling']!r} must be one of {list(UTTERANCE_POOLINGS)}")
     if config["n_out"] > 2:
         problems.append(f"n_out={config['n_out']} must be 1 or 2")
     if problems:

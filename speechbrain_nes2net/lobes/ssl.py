@@ -28,8 +28,12 @@ from speechbrain.integrations.huggingface.hubert import HuBERT
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 from speechbrain.integrations.huggingface.wavlm import WavLM
 
-from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE
 from speechbrain_nes2net.precision import autocast
+
+#: The rate every supported SSL model (WavLM, wav2vec 2.0, HuBERT, data2vec) reads,
+#: in Hz. The model does no audio I/O: callers resample files to it
+#: (:func:`speechbrain_nes2net.audio.load_audio`).
+SSL_SAMPLE_RATE = 16000
 
 
 def normalize_waveforms(wavs, wav_lens=None, eps=1e-5):
@@ -385,7 +389,7 @@ class SSLFrontend(nn.Module):
                 param.data = original
 
 
-def ssl_frame_shift(ssl, sample_rate=16000):
+def ssl_frame_shift(ssl, sample_rate=SSL_SAMPLE_RATE):
     """The frame hop of an SSL front-end in seconds (the product of its CNN strides).
 
     Arguments
@@ -461,10 +465,6 @@ def ssl_frame_lengths(ssl, wav_lens, num_samples, num_frames):
 
 
 # ---------------------------------------------------------- tiny local models
-
-#: Sampling rate of the tiny models' preprocessor configuration.
-TINY_SAMPLE_RATE = 16000
-
 
 def make_tiny_ssl_model(
     folder,
@@ -564,7 +564,7 @@ def _write_tiny_ssl_model(folder, settings):
     with transformers_quieted():
         model.save_pretrained(folder)
     transformers.Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=TINY_SAMPLE_RATE, padding_value=0.0,
+        feature_size=1, sampling_rate=SSL_SAMPLE_RATE, padding_value=0.0,
         do_normalize=settings["normalize_waveform"], return_attention_mask=True,
     ).save_pretrained(folder)
     stamp.write_text(json.dumps(settings))
@@ -623,7 +623,7 @@ class SSLFrontendFromConfig(SSLFrontend):
             hf_config.save_pretrained(folder)
             transformers.Wav2Vec2FeatureExtractor(
                 feature_size=1,
-                sampling_rate=DEFAULT_SAMPLE_RATE,
+                sampling_rate=SSL_SAMPLE_RATE,
                 padding_value=0.0,
                 do_normalize=bool(normalize),
                 return_attention_mask=True,

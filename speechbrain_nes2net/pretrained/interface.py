@@ -150,8 +150,7 @@ class AntiSpoofModel(FileScoring, Pretrained):
         self.eval_window = self.encoder.window
         self.num_samples = self.encoder.num_samples
         self.min_samples = self.encoder.min_samples
-        #: The decision rule (None in folders exported before version 0.2:
-        #: then the back-end's own posteriors decide, as before).
+        #: The decision rule the export ships (bona fide when the raw score reaches its threshold).
         self.decision = self.mods.classifier.decision
         self.calibration = load_calibration(get("calibration") or None)
         self.set_precision(self.precision)

@@ -40,7 +40,7 @@ from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, fixed_length, to_mono
 from speechbrain_nes2net.evaluation.calibration import DecisionRule
 from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
 from speechbrain_nes2net.lobes.windows import forward_by_windows
-from speechbrain_nes2net.scores import LABELS, bonafide_scores, class_log_probabilities
+from speechbrain_nes2net.scores import LABELS, bonafide_scores
 
 
 class AudioNormalizer:
@@ -308,13 +308,12 @@ class AntiSpoofHead(nn.Module):
 
     ``forward`` returns (batch, 2) log-posteriors in label-encoder order
     (index 0 spoof, 1 bonafide), so that ``EncoderClassifier`` labels a file
-    with the larger one. With the model's decision rule (fitted on
-    development scores when the model was exported, see
-    :class:`~speechbrain_nes2net.evaluation.calibration.DecisionRule`), the
-    posteriors are those of the calibrated score at the rule's prior, and
-    the label is the rule's decision; without one, they are the back-end's
-    own (:func:`~speechbrain_nes2net.scores.class_log_probabilities`).
-    ``logits`` gives the raw back-end logits.
+    with the larger one: those of the calibrated score at the prior of the
+    model's decision rule (fitted on development scores when the model was
+    exported, see
+    :class:`~speechbrain_nes2net.evaluation.calibration.DecisionRule`), so
+    that the label is the rule's decision. ``logits`` gives the raw back-end
+    logits.
 
     Arguments
     ---------
@@ -322,16 +321,17 @@ class AntiSpoofHead(nn.Module):
         The back-end whose output layer to use: ``fc`` (Nes2Net) or
         ``drop`` + ``out_layer`` (AASIST).
     decision : dict or DecisionRule, optional
-        The decision rule (``DecisionRule.to_dict()`` in ``hyperparams.yaml``).
+        The decision rule (``DecisionRule.to_dict()`` in ``hyperparams.yaml``;
+        every export writes one). A head without one gives ``logits`` only.
 
     Example
     -------
     >>> from speechbrain_nes2net.lobes.nes2net import Nes2Net
     >>> backend = Nes2Net(input_size=8, outer_ratio=2, inner_ratio=2)
-    >>> log_probs = AntiSpoofHead(backend)(torch.rand(3, 8))
+    >>> head = AntiSpoofHead(backend, {"threshold": -1.2, "source": "dev_eer"})
+    >>> log_probs = head(torch.rand(3, 8))
     >>> log_probs.shape, bool(torch.allclose(log_probs.exp().sum(dim=1), torch.ones(3)))
     (torch.Size([3, 2]), True)
-    >>> head = AntiSpoofHead(backend, {"threshold": -1.2, "source": "dev_eer"})
     >>> odds = head.log_odds_of(torch.tensor([[-1.5], [-1.0]]))
     >>> (odds >= 0).tolist()  # bona fide from the raw score -1.2 up
     [False, True]
@@ -358,8 +358,10 @@ class AntiSpoofHead(nn.Module):
     def log_odds_of(self, logits):
         """(batch,) posterior log-odds of bona fide: >= 0 is the model's bona fide decision."""
         if self.decision is None:
-            log_probs = class_log_probabilities(logits)
-            return log_probs[:, 1] - log_probs[:, 0]
+            raise ValueError(
+                "this AntiSpoofHead has no decision rule: it gives logits only (an export "
+                "writes the rule into hyperparams.yaml)"
+            )
         return self.decision.log_odds(bonafide_scores(logits))
 
     def forward(self, embeddings):

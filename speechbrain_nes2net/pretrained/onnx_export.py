@@ -22,7 +22,7 @@ the network stays outside the graph and is done by the same code as the torch
 path (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`): reading
 and resampling, the evaluation crop / repeat-padding, long files by windows,
 the calibration and the decision. What that code needs travels in the file's
-``metadata_props`` (:data:`METADATA`): the evaluation settings, the
+``metadata_props`` (:data:`~speechbrain_nes2net.pretrained.onnx_model.METADATA`): the evaluation settings, the
 calibration, the decision rule, the source model's fingerprint.
 
 Every export is checked: onnxruntime must reproduce the torch model's scores
@@ -41,7 +41,6 @@ Authors
 """
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -53,66 +52,17 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from speechbrain_nes2net.pretrained.model_identity import export_folder_digest
+from speechbrain_nes2net.pretrained.onnx_model import ONNX_FORMAT, make_session
+
 logger = logging.getLogger(__name__)
 
-#: The ``metadata_props`` an export carries (key -> meaning).
-METADATA = {
-    "nes2net.format": "version of this layout (1)",
-    "nes2net.score": "what the score output is",
-    "nes2net.eval_settings": "JSON: sample_rate, eval_samples, eval_min_samples, eval_window_seconds, window_seconds, window_hop_seconds",
-    "nes2net.calibration": "JSON: {scale, offset, prior} mapping the raw score to an LLR, or null",
-    "nes2net.decision": "JSON: the decision rule (bona fide when score >= threshold), or null",
-    "nes2net.n_out": "number of back-end logits (1 or 2)",
-    "nes2net.source_model": "SHA-256 fingerprint of the exported model folder",
-    "nes2net.quantization": "none or int8 (dynamic quantisation of the matrix products)",
-}
-ONNX_FORMAT = 1
 #: Largest |onnxruntime - torch| score difference an fp32 export may show.
 DEFAULT_ATOL = 1e-4
 
 
 class ExportError(RuntimeError):
     """An ONNX export that cannot be written or does not reproduce the model."""
-
-
-def folder_fingerprint(folder):
-    """SHA-256 over the names and contents of a model folder's files (symlinks followed).
-
-    The model card (``README.md``) is left out: it does not change the scores.
-
-    Arguments
-    ---------
-    folder : str or Path
-        An exported model folder.
-
-    Returns
-    -------
-    str
-        Hex digest.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> folder = Path(tempfile.mkdtemp())
-    >>> _ = (folder / "backend.ckpt").write_bytes(b"weights")
-    >>> before = folder_fingerprint(folder)
-    >>> _ = (folder / "README.md").write_text("card")
-    >>> folder_fingerprint(folder) == before
-    True
-    >>> _ = (folder / "backend.ckpt").write_bytes(b"other weights")
-    >>> folder_fingerprint(folder) == before
-    False
-    """
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).iterdir()):
-        if not path.is_file() or path.name == "README.md" or path.name.startswith("."):
-            continue
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 class ScoringGraph(nn.Module):
@@ -231,7 +181,7 @@ def _metadata(model, folder, quantization, n_out):
         "window_seconds": model.window_seconds,
         "window_hop_seconds": model.window_hop_seconds,
     }
-    decision = model.decision.to_dict() if model.decision is not None else None
+    decision = model.decision.to_dict()
     calibration = model.calibration.to_dict() if model.calibration is not None else None
     return {
         "nes2net.format": str(ONNX_FORMAT),
@@ -240,7 +190,7 @@ def _metadata(model, folder, quantization, n_out):
         "nes2net.calibration": json.dumps(calibration),
         "nes2net.decision": json.dumps(decision),
         "nes2net.n_out": str(int(n_out)),
-        "nes2net.source_model": folder_fingerprint(folder) if folder is not None else "live model",
+        "nes2net.source_model": export_folder_digest(folder) if folder is not None else "live model",
         "nes2net.quantization": quantization,
     }  # fmt: skip
 
@@ -254,66 +204,6 @@ def _set_metadata(path, metadata):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
-
-
-def read_metadata(path):
-    """The ``nes2net.*`` metadata of an exported ONNX file, JSON values decoded.
-
-    Arguments
-    ---------
-    path : str or Path
-        An ONNX file written by :func:`export_onnx`.
-
-    Returns
-    -------
-    dict
-        ``eval_settings``, ``calibration``, ``decision`` (dicts or None),
-        ``n_out`` (int), ``source_model``, ``quantization``, ``format``.
-
-    Raises
-    ------
-    ExportError
-        For an ONNX file without them (not written by ``nes2net-export-onnx``).
-    """
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    props = {entry.key: entry.value for entry in proto.metadata_props}
-    return metadata_from_props(props, path)
-
-
-def metadata_from_props(props, path="the model"):
-    """Decodes the ``nes2net.*`` entries of a ``metadata_props`` mapping (see :func:`read_metadata`).
-
-    Example
-    -------
-    >>> props = {"nes2net.format": "1", "nes2net.score": "raw bona fide score",
-    ...     "nes2net.eval_settings": '{"sample_rate": 16000}',
-    ...     "nes2net.calibration": "null", "nes2net.decision": '{"threshold": -1.2}',
-    ...     "nes2net.n_out": "1", "nes2net.source_model": "abc", "nes2net.quantization": "none"}
-    >>> metadata_from_props(props)["decision"]
-    {'threshold': -1.2}
-    """
-    missing = [key for key in METADATA if key not in props]
-    if missing:
-        raise ExportError(
-            f"{path}: no {', '.join(missing)} metadata; score ONNX files written by "
-            "nes2net-export-onnx (they carry the evaluation settings and the decision rule)"
-        )
-    if int(props["nes2net.format"]) > ONNX_FORMAT:
-        raise ExportError(
-            f"{path}: ONNX layout {props['nes2net.format']} is newer than this package reads "
-            f"({ONNX_FORMAT}); upgrade speechbrain-nes2net"
-        )
-    return {
-        "format": int(props["nes2net.format"]),
-        "eval_settings": json.loads(props["nes2net.eval_settings"]),
-        "calibration": json.loads(props["nes2net.calibration"]),
-        "decision": json.loads(props["nes2net.decision"]),
-        "n_out": int(props["nes2net.n_out"]),
-        "source_model": props["nes2net.source_model"],
-        "quantization": props["nes2net.quantization"],
-    }
 
 
 def _check_inputs(sample_rate, seed=0):
@@ -347,8 +237,6 @@ def onnx_difference(path, model, threads=None):
     -------
     float
     """
-    from speechbrain_nes2net.pretrained.onnx_model import make_session
-
     session = make_session(path, threads=threads)
     worst = 0.0
     for wavs, lengths in _check_inputs(model.sample_rate):

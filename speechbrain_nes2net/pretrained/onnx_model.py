@@ -5,8 +5,9 @@ around it (reading and resampling files, the evaluation crop / repeat-padding,
 long files by windows, batching, the calibration and the decision) is the
 same code the torch path runs (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`),
 with the settings the export wrote into the file's metadata
-(:func:`~speechbrain_nes2net.pretrained.onnx_export.read_metadata`). Tensors
-are torch CPU tensors only as containers between those helpers.
+(:func:`read_metadata`; this module owns the layout, :data:`METADATA`, that the
+exporter writes). Tensors are torch CPU tensors only as containers between
+those helpers.
 
 Example::
 
@@ -19,6 +20,8 @@ Authors
  * speechbrain-nes2net contributors
 """
 
+import json
+
 import torch
 
 from speechbrain_nes2net.evaluation.calibration import DecisionRule, load_calibration
@@ -27,9 +30,83 @@ from speechbrain_nes2net.pretrained.modules import (
     EvalSettings,
     prepare_waveforms,
 )
-from speechbrain_nes2net.pretrained.onnx_export import metadata_from_props
 from speechbrain_nes2net.pretrained.scoring import FileScoring
-from speechbrain_nes2net.scores import bonafide_scores, class_log_probabilities
+from speechbrain_nes2net.scores import bonafide_scores
+
+
+#: The ``metadata_props`` an export carries (key -> meaning).
+METADATA = {
+    "nes2net.format": "version of this layout (1)",
+    "nes2net.score": "what the score output is",
+    "nes2net.eval_settings": "JSON: sample_rate, eval_samples, eval_min_samples, eval_window_seconds, window_seconds, window_hop_seconds",
+    "nes2net.calibration": "JSON: {scale, offset, prior} mapping the raw score to an LLR, or null",
+    "nes2net.decision": "JSON: the decision rule (bona fide when score >= threshold)",
+    "nes2net.n_out": "number of back-end logits (1 or 2)",
+    "nes2net.source_model": "SHA-256 fingerprint of the exported model folder",
+    "nes2net.quantization": "none or int8 (dynamic quantisation of the matrix products)",
+}
+ONNX_FORMAT = 1
+
+
+def read_metadata(path):
+    """The ``nes2net.*`` metadata of an exported ONNX file, JSON values decoded.
+
+    Arguments
+    ---------
+    path : str or Path
+        An ONNX file written by ``nes2net-export-onnx``.
+
+    Returns
+    -------
+    dict
+        ``eval_settings``, ``decision`` (dicts), ``calibration`` (dict or
+        None), ``n_out`` (int), ``source_model``, ``quantization``, ``format``.
+
+    Raises
+    ------
+    ValueError
+        For an ONNX file without them (not written by ``nes2net-export-onnx``)
+        or of a newer layout.
+    """
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    props = {entry.key: entry.value for entry in proto.metadata_props}
+    return metadata_from_props(props, path)
+
+
+def metadata_from_props(props, path="the model"):
+    """Decodes the ``nes2net.*`` entries of a ``metadata_props`` mapping (see :func:`read_metadata`).
+
+    Example
+    -------
+    >>> props = {"nes2net.format": "1", "nes2net.score": "raw bona fide score",
+    ...     "nes2net.eval_settings": '{"sample_rate": 16000}',
+    ...     "nes2net.calibration": "null", "nes2net.decision": '{"threshold": -1.2}',
+    ...     "nes2net.n_out": "1", "nes2net.source_model": "abc", "nes2net.quantization": "none"}
+    >>> metadata_from_props(props)["decision"]
+    {'threshold': -1.2}
+    """
+    missing = [key for key in METADATA if key not in props]
+    if missing:
+        raise ValueError(
+            f"{path}: no {', '.join(missing)} metadata; score ONNX files written by "
+            "nes2net-export-onnx (they carry the evaluation settings and the decision rule)"
+        )
+    if int(props["nes2net.format"]) > ONNX_FORMAT:
+        raise ValueError(
+            f"{path}: ONNX layout {props['nes2net.format']} is newer than this package reads "
+            f"({ONNX_FORMAT}); upgrade speechbrain-nes2net"
+        )
+    return {
+        "format": int(props["nes2net.format"]),
+        "eval_settings": json.loads(props["nes2net.eval_settings"]),
+        "calibration": json.loads(props["nes2net.calibration"]),
+        "decision": json.loads(props["nes2net.decision"]),
+        "n_out": int(props["nes2net.n_out"]),
+        "source_model": props["nes2net.source_model"],
+        "quantization": props["nes2net.quantization"],
+    }
 
 
 def make_session(path, threads=None, providers=None):
@@ -94,9 +171,8 @@ class OnnxAntiSpoofModel(FileScoring):
         self.window_seconds = settings.window_seconds
         self.window_hop_seconds = settings.window_hop_seconds
         self.calibration = load_calibration(self.metadata["calibration"])
-        decision = self.metadata["decision"]
-        #: The decision rule shipped with the model (None: the logits' own posteriors).
-        self.decision = DecisionRule.from_dict(decision) if decision is not None else None
+        #: The decision rule shipped with the model.
+        self.decision = DecisionRule.from_dict(self.metadata["decision"])
         #: 'fp32' or 'int8' (the export's quantisation).
         self.precision = "int8" if self.metadata["quantization"] == "int8" else "fp32"
 
@@ -115,9 +191,6 @@ class OnnxAntiSpoofModel(FileScoring):
 
     def _log_odds(self, logits):
         """(batch,) bona fide log-odds of the shipped decision rule (>= 0: bona fide)."""
-        if self.decision is None:
-            log_probs = class_log_probabilities(logits)
-            return log_probs[:, 1] - log_probs[:, 0]
         return self.decision.log_odds(bonafide_scores(logits))
 
     def logits_batch(self, wavs, wav_lens=None, preprocess=True, windows=True):

@@ -52,7 +52,6 @@ Authors
 
 import argparse
 import csv
-import hashlib
 import io
 import logging
 import os
@@ -76,6 +75,7 @@ from speechbrain_nes2net.pretrained.inputs import (
     input_digest,
     iter_inputs,
 )
+from speechbrain_nes2net.pretrained.model_identity import model_source_fingerprint
 from speechbrain_nes2net.pretrained.scoring import DEFAULT_MAX_BATCH_SECONDS
 from speechbrain_nes2net.scores import LABELS
 
@@ -183,7 +183,7 @@ def parse_args(argv=None):
 
 def _label(result, threshold):
     if threshold is not None:
-        return "bonafide" if result.score >= threshold else "spoof"
+        return LABELS[int(result.score >= threshold)]
     return result.label
 
 
@@ -271,28 +271,6 @@ def check_resume_arguments(parser, args):
         parser.error("--restart and --retry-failed need --output (the score log lives next to it)")
 
 
-def model_fingerprint(model):
-    """What identifies the model: a folder's content hash, a file's hash, or a hub id.
-
-    Example
-    -------
-    >>> model_fingerprint("speechbrain/some-model-id")
-    'hub:speechbrain/some-model-id'
-    """
-    source = Path(model).expanduser()
-    if source.is_dir():
-        from speechbrain_nes2net.pretrained.onnx_export import folder_fingerprint
-
-        return "folder:" + folder_fingerprint(source)
-    if source.is_file():
-        digest = hashlib.sha256()
-        with open(source, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return "file:" + digest.hexdigest()
-    return f"hub:{model}"
-
-
 def log_header(args, n_inputs, inputs_digest):
     """The score log header of a run: the model, the options that change scores, the inputs."""
     precision = "fp32"  # an ONNX export runs at its own precision (part of its hash)
@@ -302,7 +280,7 @@ def log_header(args, n_inputs, inputs_digest):
         precision = resolve_precision(args.precision, args.device)
     return {
         "tool": "nes2net-score",
-        "model": model_fingerprint(args.model),
+        "model": model_source_fingerprint(args.model),
         "options": {"engine": args.engine, "precision": precision, "calibrated": not args.raw},
         "inputs": inputs_digest,
         "n_inputs": n_inputs,

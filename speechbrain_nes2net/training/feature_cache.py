@@ -46,8 +46,8 @@ from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
-def model_fingerprint(source, normalize=None, dtype="float16"):
-    """Identifies an SSL model folder (or hub id) and how its input is prepared.
+def ssl_features_fingerprint(source, normalize=None, dtype="float16"):
+    """Identifies the SSL features a cache holds: the model (folder or hub id), normalisation, dtype.
 
     Arguments
     ---------
@@ -87,7 +87,7 @@ class FeatureCache:
         Root folder of the cache (entries go to ``folder/<fingerprint>/``).
     fingerprint : str
         Identity of the SSL model and input preparation, e.g. from
-        :func:`model_fingerprint`.
+        :func:`ssl_features_fingerprint`.
     dtype : str
         'float16' (half the disk, ~1e-3 relative error) or 'float32' (exact).
     """

@@ -46,7 +46,7 @@ from speechbrain_nes2net.training.dataio import (
 )
 from speechbrain_nes2net.training.feature_cache import (
     FeatureCache,
-    model_fingerprint,
+    ssl_features_fingerprint,
 )
 from speechbrain_nes2net.training.sampling import CorpusMixtureSampler, parse_data_spec
 
@@ -533,7 +533,7 @@ def feature_cache(hparams):
     """The SSL feature cache (``feature_cache: True``), or None.
 
     The cache lives in ``<save_folder>/ssl_states``, keyed by the SSL model
-    (:func:`~speechbrain_nes2net.training.feature_cache.model_fingerprint`) and
+    (:func:`~speechbrain_nes2net.training.feature_cache.ssl_features_fingerprint`) and
     stored as ``feature_cache_dtype``.
 
     Example
@@ -547,7 +547,7 @@ def feature_cache(hparams):
     if value is not True:
         return value  # a FeatureCache built by the YAML itself
     dtype = hparams.get("feature_cache_dtype", "float16")
-    fingerprint = model_fingerprint(hparams["ssl_source"], hparams.get("ssl_normalize"), dtype)
+    fingerprint = ssl_features_fingerprint(hparams["ssl_source"], hparams.get("ssl_normalize"), dtype)
     return FeatureCache(Path(hparams["save_folder"]) / "ssl_states", fingerprint, dtype)
 
 

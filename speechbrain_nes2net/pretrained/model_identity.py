@@ -1,0 +1,85 @@
+"""What identifies a model to score: the digest of an export folder or file, or its hub id.
+
+Scoring owns these (``nes2net-score`` keys its score log by the model), and
+the ONNX exporter stamps the source folder's digest into the file it writes.
+
+Authors
+ * speechbrain-nes2net contributors
+"""
+
+import hashlib
+from pathlib import Path
+
+
+def _add_file_content(digest, path):
+    """Feeds a file's bytes to ``digest`` in 1 MiB blocks (model weights can be large)."""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def export_folder_digest(folder):
+    """SHA-256 over the names and contents of a model folder's files (symlinks followed).
+
+    The model card (``README.md``) is left out: it does not change the scores.
+
+    Arguments
+    ---------
+    folder : str or Path
+        An exported model folder.
+
+    Returns
+    -------
+    str
+        Hex digest.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "backend.ckpt").write_bytes(b"weights")
+    >>> before = export_folder_digest(folder)
+    >>> _ = (folder / "README.md").write_text("card")
+    >>> export_folder_digest(folder) == before
+    True
+    >>> _ = (folder / "backend.ckpt").write_bytes(b"other weights")
+    >>> export_folder_digest(folder) == before
+    False
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()):
+        if not path.is_file() or path.name == "README.md" or path.name.startswith("."):
+            continue
+        digest.update(path.name.encode() + b"\0")
+        _add_file_content(digest, path)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def model_source_fingerprint(model):
+    """What identifies a model source: a folder's or a file's content hash, or a hub id.
+
+    Arguments
+    ---------
+    model : str or Path
+        An exported model folder, an ONNX file, or a hub id.
+
+    Returns
+    -------
+    str
+        ``folder:<digest>`` (:func:`export_folder_digest`), ``file:<SHA-256>``
+        or ``hub:<id>``.
+
+    Example
+    -------
+    >>> model_source_fingerprint("speechbrain/some-model-id")
+    'hub:speechbrain/some-model-id'
+    """
+    source = Path(model).expanduser()
+    if source.is_dir():
+        return "folder:" + export_folder_digest(source)
+    if source.is_file():
+        digest = hashlib.sha256()
+        _add_file_content(digest, source)
+        return "file:" + digest.hexdigest()
+    return f"hub:{model}"
