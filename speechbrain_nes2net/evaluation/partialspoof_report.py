@@ -26,13 +26,13 @@ from speechbrain_nes2net.evaluation.reports import (
     _EER_DEFINITION,
     BONAFIDE,
     DEFAULT_FRAME_SHIFT,
-    SEGMENT_SHIFTS,
     _block,
     _eer_metrics,
     _finish,
     _headline,
     _split,
 )
+from speechbrain_nes2net.segment_labels import SEGMENT_SHIFTS, load_segment_labels
 
 
 def _segment_labels_of(segment_labels, utt_id, shift):
@@ -106,8 +106,6 @@ def _label_source(segment_labels, data):
     """A callable (ID, shift) -> labels: given, a template, or the manifest's templates."""
     if callable(segment_labels):
         return segment_labels
-    from data_prep.partialspoof_prepare import load_segment_labels
-
     if isinstance(segment_labels, (str, Path)):
         return lambda utt_id, shift: load_segment_labels(str(segment_labels), utt_id, shift)
     if segment_labels is not None:

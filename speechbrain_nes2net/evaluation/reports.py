@@ -89,8 +89,6 @@ logger = logging.getLogger(__name__)
 
 BONAFIDE = "bonafide"
 SPOOF = "spoof"
-#: The released PartialSpoof segment resolutions, in seconds.
-SEGMENT_SHIFTS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
 #: Frame hop of frame score files without a ``__shift__`` entry (WavLM / wav2vec 2.0).
 DEFAULT_FRAME_SHIFT = 0.02
 
@@ -524,7 +522,7 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
         (ScoreCalibration, its dict, or a JSON path). ``partialspoof``:
         ``segment_scores`` (``.npz`` path or dict), ``segment_labels`` (dict
         or callable ``(ID, shift)``, e.g.
-        ``functools.partial(data_prep.partialspoof_prepare.load_segment_labels,
+        ``functools.partial(speechbrain_nes2net.segment_labels.load_segment_labels,
         template)``), ``segment_shift``, ``segment_length_tolerance`` (1);
         ``frame_scores`` (``.npz`` of ID -> frame scores with ``__shift__``,
         or a dict), ``resolutions`` (default: the released 0.01-0.64 s),
