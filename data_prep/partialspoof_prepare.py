@@ -17,7 +17,7 @@ utterance at any published shift.
 
 Command line::
 
-    python -m data_prep.partialspoof_prepare /data/PartialSpoof/database manifests/partialspoof
+    python data_prep/partialspoof_prepare.py /data/PartialSpoof/database manifests/partialspoof
 
 Example
 -------
@@ -42,9 +42,16 @@ array([1, 0])
 """
 
 import logging
+import sys
 from pathlib import Path
 
-from data_prep.common import (
+if not __package__:
+    # Run as a script (``python data_prep/partialspoof_prepare.py``): Python puts data_prep/
+    # itself on sys.path, not the repository root that holds the data_prep package
+    # (only the library is installed, not data_prep).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep.common import (  # noqa: E402
     SplitSource,
     build_parser,
     check_choices,
@@ -58,7 +65,7 @@ from data_prep.common import (
 # Re-exported: the segment label readers live in the library (localisation
 # training and the partialspoof report use them); the scripts and tests that
 # name them here keep working.
-from speechbrain_nes2net.segment_labels import (  # noqa: F401
+from speechbrain_nes2net.segment_labels import (  # noqa: E402, F401
     SEGMENT_SHIFTS,
     check_segment_labels,
     load_segment_labels,
@@ -143,7 +150,7 @@ def prepare_partialspoof(
 
 
 def main(argv=None):
-    """Command line entry point (``python -m data_prep.partialspoof_prepare --help``)."""
+    """Command line entry point (``python data_prep/partialspoof_prepare.py --help``)."""
     parser = build_parser(prepare_partialspoof, DATA_FOLDER_HELP, SPLITS)
     run_cli(prepare_partialspoof, parser, argv)
 

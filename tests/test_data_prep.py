@@ -52,6 +52,8 @@ from data_prep.common import (
 )
 from speechbrain_nes2net.manifest import read_manifest
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(params=sorted(BUILDERS))
 def corpus(request, tmp_path):
@@ -484,7 +486,7 @@ def test_every_module_has_a_help(module, option, capsys):
         module.main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    assert f"python -m {module.__name__}" in text
+    assert f"python data_prep/{module.__name__.split('.')[-1]}.py" in text
     assert "data_folder" in text and option in text and "--num-workers" in text
 
 
@@ -498,6 +500,7 @@ def test_python_dash_m_runs_the_module(tmp_path):
             str(corpus.root),
             str(tmp_path / "o"),
         ],
+        cwd=ROOT,  # python -m finds data_prep in the working directory (it is not installed)
         capture_output=True,
         text=True,
         timeout=120,
