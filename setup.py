@@ -1,4 +1,10 @@
-"""Installs the speechbrain-nes2net toolkit (library + data preparation)."""
+"""Installs the speechbrain-nes2net library.
+
+The corpus scripts (data_prep/) and the recipes (recipes/, hparams/) are not
+installed: they run from a checkout of the repository, as SpeechBrain's own
+recipes do (a top-level ``data_prep`` package in site-packages would collide
+with any other project that installs one).
+"""
 
 from pathlib import Path
 
@@ -23,7 +29,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["speechbrain_nes2net*", "data_prep*"]),
+    packages=find_packages(include=["speechbrain_nes2net*"]),
     package_data={"speechbrain_nes2net": ["py.typed"]},
     install_requires=[
         "speechbrain>=1.1.2",

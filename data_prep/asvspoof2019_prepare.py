@@ -15,7 +15,7 @@ Protocols: 5 space-separated columns ``speaker utt - system key``; the system
 
 Command line::
 
-    python -m data_prep.asvspoof2019_prepare /data/LA manifests/asvspoof2019
+    python data_prep/asvspoof2019_prepare.py /data/LA manifests/asvspoof2019
 
 Example
 -------
@@ -33,8 +33,16 @@ Example
 """
 
 import logging
+import sys
+from pathlib import Path
 
-from data_prep.common import (
+if not __package__:
+    # Run as a script (``python data_prep/asvspoof2019_prepare.py``): Python puts data_prep/
+    # itself on sys.path, not the repository root that holds the data_prep package
+    # (only the library is installed, not data_prep).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep.common import (  # noqa: E402
     SplitSource,
     build_parser,
     check_choices,
@@ -118,7 +126,7 @@ def prepare_asvspoof2019(
 
 
 def main(argv=None):
-    """Command line entry point (``python -m data_prep.asvspoof2019_prepare --help``)."""
+    """Command line entry point (``python data_prep/asvspoof2019_prepare.py --help``)."""
     parser = build_parser(prepare_asvspoof2019, DATA_FOLDER_HELP, SPLITS)
     run_cli(prepare_asvspoof2019, parser, argv)
 

@@ -23,7 +23,7 @@ trim, subset, vocoder``.
 
 Command line::
 
-    python -m data_prep.asvspoof2021_prepare /data/ASVspoof2021 manifests/asvspoof2021 --track DF
+    python data_prep/asvspoof2021_prepare.py /data/ASVspoof2021 manifests/asvspoof2021 --track DF
 
 Example
 -------
@@ -43,8 +43,16 @@ Example
 """
 
 import logging
+import sys
+from pathlib import Path
 
-from data_prep.common import (
+if not __package__:
+    # Run as a script (``python data_prep/asvspoof2021_prepare.py``): Python puts data_prep/
+    # itself on sys.path, not the repository root that holds the data_prep package
+    # (only the library is installed, not data_prep).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep.common import (  # noqa: E402
     OptionError,
     SplitSource,
     build_parser,
@@ -164,7 +172,7 @@ def prepare_asvspoof2021(
 
 
 def main(argv=None):
-    """Command line entry point (``python -m data_prep.asvspoof2021_prepare --help``)."""
+    """Command line entry point (``python data_prep/asvspoof2021_prepare.py --help``)."""
     parser = build_parser(prepare_asvspoof2021, DATA_FOLDER_HELP)
     parser.add_argument(
         "--track", required=True, type=str.upper, choices=TRACKS, help="LA or DF evaluation set"

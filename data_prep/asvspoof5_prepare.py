@@ -17,7 +17,7 @@ Despite the suffix the protocols are space-separated, 10 columns:
 
 Command line::
 
-    python -m data_prep.asvspoof5_prepare /data/ASVspoof5 manifests/asvspoof5
+    python data_prep/asvspoof5_prepare.py /data/ASVspoof5 manifests/asvspoof5
 
 Example
 -------
@@ -34,8 +34,16 @@ Example
 """
 
 import logging
+import sys
+from pathlib import Path
 
-from data_prep.common import (
+if not __package__:
+    # Run as a script (``python data_prep/asvspoof5_prepare.py``): Python puts data_prep/
+    # itself on sys.path, not the repository root that holds the data_prep package
+    # (only the library is installed, not data_prep).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep.common import (  # noqa: E402
     SplitSource,
     build_parser,
     check_choices,
@@ -135,7 +143,7 @@ def prepare_asvspoof5(
 
 
 def main(argv=None):
-    """Command line entry point (``python -m data_prep.asvspoof5_prepare --help``)."""
+    """Command line entry point (``python data_prep/asvspoof5_prepare.py --help``)."""
     run_cli(prepare_asvspoof5, build_parser(prepare_asvspoof5, DATA_FOLDER_HELP, SPLITS), argv)
 
 

@@ -38,7 +38,6 @@ import csv
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -702,7 +701,7 @@ def _write_json(path, data):
 
 
 def build_parser(prepare, data_folder_help, splits=None):
-    """The command line shared by every ``python -m data_prep.<corpus>_prepare``.
+    """The command line shared by every ``python data_prep/<corpus>_prepare.py``.
 
     Arguments
     ---------
@@ -720,11 +719,10 @@ def build_parser(prepare, data_folder_help, splits=None):
         ``--num-workers`` (and ``--splits``); corpus modules add their own.
     """
     summary = (prepare.__doc__ or "").strip().splitlines()[0].replace("``", "")
-    # Under ``python -m`` the module is ``__main__``; its spec keeps the real name.
-    spec = getattr(sys.modules.get(prepare.__module__), "__spec__", None)
-    module = spec.name if spec else prepare.__module__
+    # The file name, not the module name: run as a script, the module is ``__main__``.
+    script = Path(prepare.__code__.co_filename).name
     parser = argparse.ArgumentParser(
-        prog=f"python -m {module}",
+        prog=f"python data_prep/{script}",
         description=f"{summary} Prints '<split> <manifest path>' per prepared split.",
     )
     parser.add_argument("data_folder", help=data_folder_help)

@@ -16,7 +16,7 @@ reporting uses to exclude ACESinger bona fide.
 
 Command line::
 
-    python -m data_prep.ctrsvdd_prepare /data/CtrSVDD manifests/ctrsvdd
+    python data_prep/ctrsvdd_prepare.py /data/CtrSVDD manifests/ctrsvdd
 
 Example
 -------
@@ -32,8 +32,16 @@ Example
 """
 
 import logging
+import sys
+from pathlib import Path
 
-from data_prep.common import (
+if not __package__:
+    # Run as a script (``python data_prep/ctrsvdd_prepare.py``): Python puts data_prep/
+    # itself on sys.path, not the repository root that holds the data_prep package
+    # (only the library is installed, not data_prep).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep.common import (  # noqa: E402
     SplitSource,
     build_parser,
     check_choices,
@@ -110,7 +118,7 @@ def prepare_ctrsvdd(data_folder, save_folder, splits=SPLITS, skip_missing=False,
 
 
 def main(argv=None):
-    """Command line entry point (``python -m data_prep.ctrsvdd_prepare --help``)."""
+    """Command line entry point (``python data_prep/ctrsvdd_prepare.py --help``)."""
     run_cli(prepare_ctrsvdd, build_parser(prepare_ctrsvdd, DATA_FOLDER_HELP, SPLITS), argv)
 
 

@@ -37,8 +37,8 @@ classes, two files that would get one ID.
 
 Command line::
 
-    python -m data_prep.custom_prepare my_list.csv manifests/custom
-    python -m data_prep.custom_prepare my_data/ manifests/custom
+    python data_prep/custom_prepare.py my_list.csv manifests/custom
+    python data_prep/custom_prepare.py my_data/ manifests/custom
 
 Example
 -------
@@ -57,12 +57,19 @@ Example
 
 import logging
 import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from data_prep.common import (
+if not __package__:
+    # Run as a script (``python data_prep/custom_prepare.py``): Python puts data_prep/
+    # itself on sys.path, not the repository root that holds the data_prep package
+    # (only the library is installed, not data_prep).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep.common import (  # noqa: E402
     DataPrepError,
     OptionError,
     SplitSource,
@@ -72,8 +79,8 @@ from data_prep.common import (
     read_csv_protocol,
     run_cli,
 )
-from speechbrain_nes2net.audio import is_audio_path
-from speechbrain_nes2net.manifest import BONAFIDE
+from speechbrain_nes2net.audio import is_audio_path  # noqa: E402
+from speechbrain_nes2net.manifest import BONAFIDE  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +333,7 @@ def _lines(numbers, shown=5):
 
 
 def main(argv=None):
-    """Command line entry point (``python -m data_prep.custom_prepare --help``)."""
+    """Command line entry point (``python data_prep/custom_prepare.py --help``)."""
     parser = build_parser(prepare_custom, DATA_FOLDER_HELP)
     parser.add_argument(
         "--split-fractions", dest="split_fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1),

@@ -13,7 +13,7 @@ metadata: ``speaker``. There is a single split, ``eval``.
 
 Command line::
 
-    python -m data_prep.in_the_wild_prepare /data/release_in_the_wild manifests/in_the_wild
+    python data_prep/in_the_wild_prepare.py /data/release_in_the_wild manifests/in_the_wild
 
 Example
 -------
@@ -29,9 +29,16 @@ Example
 """
 
 import logging
-from pathlib import PurePath
+import sys
+from pathlib import Path, PurePath
 
-from data_prep.common import (
+if not __package__:
+    # Run as a script (``python data_prep/in_the_wild_prepare.py``): Python puts data_prep/
+    # itself on sys.path, not the repository root that holds the data_prep package
+    # (only the library is installed, not data_prep).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep.common import (  # noqa: E402
     SplitSource,
     build_parser,
     data_folder_path,
@@ -100,7 +107,7 @@ def prepare_in_the_wild(data_folder, save_folder, skip_missing=False, num_worker
 
 
 def main(argv=None):
-    """Command line entry point (``python -m data_prep.in_the_wild_prepare --help``)."""
+    """Command line entry point (``python data_prep/in_the_wild_prepare.py --help``)."""
     run_cli(prepare_in_the_wild, build_parser(prepare_in_the_wild, DATA_FOLDER_HELP), argv)
 
 

@@ -22,7 +22,7 @@ counts from its middle), ``'1'`` (bona fide) otherwise.
 
 Command line::
 
-    python -m data_prep.partialspoof_demo results/partialspoof_demo/database
+    python data_prep/partialspoof_demo.py results/partialspoof_demo/database
 
 Example
 -------
@@ -40,13 +40,21 @@ import argparse
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile
 
-from data_prep.demo_prepare import ATTACKS, SAMPLE_RATE, SEEN_ATTACKS, speech_like
-from data_prep.partialspoof_prepare import PROTOCOLS, SEGMENT_SHIFTS
+if not __package__:
+    # Run as a script (``python data_prep/partialspoof_demo.py``): Python puts data_prep/
+    # itself on sys.path, not the repository root that holds the data_prep package
+    # (only the library is installed, not data_prep).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep.demo_prepare import ATTACKS, SAMPLE_RATE, SEEN_ATTACKS, speech_like  # noqa: E402
+from data_prep.partialspoof_prepare import PROTOCOLS  # noqa: E402
+from speechbrain_nes2net.segments import SEGMENT_SHIFTS  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +273,7 @@ def read_truth(folder):
 
 
 def main(argv=None):
-    """Command line: ``python -m data_prep.partialspoof_demo FOLDER [--n_train N]`` and options."""
+    """Command line: ``python data_prep/partialspoof_demo.py FOLDER [--n_train N]`` and options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="the database/ folder to write")
     for name, default in (("n_train", 48), ("n_dev", 16), ("n_eval", 16)):

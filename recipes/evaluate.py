@@ -45,6 +45,13 @@ import dataclasses
 import logging
 import os
 import sys
+from pathlib import Path
+
+# The recipe YAMLs name their corpus scripts as ``!name:data_prep.<corpus>_prepare...``
+# and data_prep/ is not installed (only the library is): as SpeechBrain's recipes do
+# with their prepare scripts, put the repository root on sys.path, so that the YAMLs
+# load from any working directory.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import speechbrain as sb
 import torch

@@ -34,6 +34,12 @@ import logging
 import sys
 from pathlib import Path
 
+# The recipe YAMLs name their corpus scripts as ``!name:data_prep.<corpus>_prepare...``
+# and data_prep/ is not installed (only the library is): as SpeechBrain's recipes do
+# with their prepare scripts, put the repository root on sys.path, so that a run's
+# hyperparams.yaml loads (export_run) from any working directory.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from speechbrain_nes2net.official.convert import convert_official_checkpoint
 from speechbrain_nes2net.pretrained.export import export_run
 

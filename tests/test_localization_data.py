@@ -6,13 +6,13 @@ import soundfile as sf
 import torch
 
 from data_prep.partialspoof_demo import build_partialspoof_demo, read_truth, segment_labels
-from data_prep.partialspoof_prepare import (
+from data_prep.partialspoof_prepare import prepare_partialspoof
+from speechbrain_nes2net.manifest import read_manifest
+from speechbrain_nes2net.segments import (
     SEGMENT_SHIFTS,
     check_segment_labels,
     load_segment_labels,
-    prepare_partialspoof,
 )
-from speechbrain_nes2net.manifest import read_manifest
 from speechbrain_nes2net.training.dataio import crop_indices, localization_pipeline, segment_truth
 
 

@@ -31,7 +31,7 @@ from speechbrain_nes2net.evaluation.report_blocks import (
     split_by_label,
 )
 from speechbrain_nes2net.scores import BONAFIDE
-from speechbrain_nes2net.segments import SEGMENT_SHIFTS
+from speechbrain_nes2net.segments import SEGMENT_SHIFTS, load_segment_labels
 
 #: Frame hop of frame score files without a ``__shift__`` entry (WavLM / wav2vec 2.0).
 DEFAULT_FRAME_SHIFT = 0.02
@@ -108,8 +108,6 @@ def _label_source(segment_labels, data):
     """A callable (ID, shift) -> labels: given, a template, or the manifest's templates."""
     if callable(segment_labels):
         return segment_labels
-    from data_prep.partialspoof_prepare import load_segment_labels
-
     if isinstance(segment_labels, (str, Path)):
         return lambda utt_id, shift: load_segment_labels(str(segment_labels), utt_id, shift)
     if segment_labels is not None:

@@ -463,7 +463,7 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
         (ScoreCalibration, its dict, or a JSON path). ``partialspoof``:
         ``segment_scores`` (``.npz`` path or dict), ``segment_labels`` (dict
         or callable ``(ID, shift)``, e.g.
-        ``functools.partial(data_prep.partialspoof_prepare.load_segment_labels,
+        ``functools.partial(speechbrain_nes2net.segments.load_segment_labels,
         template)``), ``segment_shift``, ``segment_length_tolerance`` (1);
         ``frame_scores`` (``.npz`` of ID -> frame scores with ``__shift__``,
         or a dict), ``resolutions`` (default: the released 0.01-0.64 s),

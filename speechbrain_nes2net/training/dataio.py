@@ -25,6 +25,7 @@ from speechbrain_nes2net.audio import (
 )
 from speechbrain_nes2net.manifest import read_manifest
 from speechbrain_nes2net.scores import LABEL_IDS
+from speechbrain_nes2net.segments import load_segment_labels
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def localization_pipeline(
 
     The labels come from the manifest's ``segment_labels`` template (the
     PartialSpoof release's label files, 1 = bona fide, see
-    :func:`data_prep.partialspoof_prepare.load_segment_labels`) at
+    :func:`speechbrain_nes2net.segments.load_segment_labels`) at
     ``segment_shift`` seconds, and follow the crop (random crops start on the
     label grid) or the repeat-padding (:func:`segment_truth`).
 
@@ -220,8 +221,6 @@ def localization_pipeline(
         A dynamic item taking ``wav``, ``id`` and ``segment_labels`` and
         providing ``sig``, ``audio_error`` and ``segment_truth``.
     """
-    from data_prep.partialspoof_prepare import load_segment_labels
-
     segment_samples = int(round(segment_shift * sample_rate))
     max_seconds = None
     if num_samples is not None and not random_crop and augment is None:

@@ -183,11 +183,11 @@ def _pipeline(hparams, **options):
 def check_localization_data(hparams, manifests):
     """With a ``segment_loss``: every training and validation utterance has segment labels
     at its resolution, with the release's polarity (see
-    :func:`data_prep.partialspoof_prepare.check_segment_labels`); logs their counts."""
+    :func:`speechbrain_nes2net.segments.check_segment_labels`); logs their counts."""
     segment_loss = hparams.get("segment_loss")
     if segment_loss is None:
         return
-    from data_prep.partialspoof_prepare import check_segment_labels
+    from speechbrain_nes2net.segments import check_segment_labels
 
     for key in ("train_data", "valid_data"):
         for reference in parse_data_spec(hparams[key], key):
@@ -364,13 +364,13 @@ def fit_run_localization(hparams, devs):
     import numpy as np
     import pandas as pd
 
-    from data_prep.partialspoof_prepare import load_segment_labels
     from speechbrain_nes2net.evaluation.calibration import decision_from_dev
     from speechbrain_nes2net.evaluation.files import load_segment_scores
     from speechbrain_nes2net.evaluation.localization import (
         pool_frame_scores,
         segment_trials,
     )
+    from speechbrain_nes2net.segments import load_segment_labels
 
     shift = float(hparams.get("localization_shift") or segment_loss.segment_shift)
     scores_folder = Path(hparams["output_folder"]) / "scores"
