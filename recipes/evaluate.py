@@ -61,7 +61,7 @@ from speechbrain_nes2net.evaluation.files import read_decision
 from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
 from speechbrain_nes2net.evaluation.score_log import DEFAULT_CHUNK_SIZE, ScoreLogError
 from speechbrain_nes2net.precision import PRECISIONS, resolve_precision
-from speechbrain_nes2net.training.brain import AntiSpoofBrain
+from speechbrain_nes2net.training.brain import AntiSpoofBrain, unwrap_ddp
 from speechbrain_nes2net.training.config import (
     check_run_options,
 )
@@ -185,7 +185,7 @@ def main(argv):
         report_options(args.report, args.report_option), args.eval_samples,
     )  # fmt: skip
     brain.on_evaluate_start(min_key=brain.selection_metric)
-    if brain.localizes:
+    if hasattr(unwrap_ddp(brain.modules["backend"]), "forward_with_frames"):
         logger.warning(
             "evaluate.py scores utterances; the frame scores of this localisation model "
             "(segment and range EER) come from train.py's test sets or nes2net-score --frames"

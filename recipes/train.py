@@ -37,6 +37,7 @@ from speechbrain_nes2net.manifest import attacks_of
 from speechbrain_nes2net.pretrained.export import export_run
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
 from speechbrain_nes2net.training.config import (
+    RecipeConfigError,
     check_recipe_config,
     check_run_options,
 )
@@ -45,7 +46,6 @@ from speechbrain_nes2net.training.recipe import (
     dev_sets,
     finish_distributed,
     fit_run_decision,
-    fit_run_localization,
     prepare_corpora,
     run_summary,
     scored_test_sets,
@@ -54,14 +54,31 @@ from speechbrain_nes2net.training.recipe import (
 from speechbrain_nes2net.training.sampling import parse_data_spec
 
 
-def main(argv):
-    """Prepares the data, trains, scores every test set, exports and prints the summary."""
+def main(argv, brain_class=AntiSpoofBrain, fit_dev_rules=None):
+    """Prepares the data, trains, scores every test set, exports and prints the summary.
+
+    Arguments
+    ---------
+    argv : list of str
+        The command line: a recipe YAML, then SpeechBrain's run options and overrides.
+    brain_class : type
+        The Brain (``recipes/train_localization.py`` gives its frame-level one).
+    fit_dev_rules : callable, optional
+        ``(hparams, devs)``: fits further decision rules on the scored
+        development sets, after the utterance rule (the segment rule of a
+        localisation run).
+    """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     check_run_options(run_opts)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     check_recipe_config(hparams)
+    localizer = hasattr(hparams["backend"], "forward_with_frames")
+    if localizer != (brain_class is not AntiSpoofBrain):
+        script = "recipes/train_localization.py" if localizer else "recipes/train.py"
+        kind = "a localisation model (frame outputs)" if localizer else "an utterance-level model"
+        raise RecipeConfigError(f"{hparams_file} trains {kind}: run it with {script}")
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -73,7 +90,7 @@ def main(argv):
     augmented_valid_set = augmented_valid_dataset(hparams, manifests)  # valid_augmented: True
     tests = scored_test_sets(hparams, manifests)
 
-    brain = AntiSpoofBrain(
+    brain = brain_class(
         modules=hparams["modules"],
         hparams=hparams,
         run_opts=run_opts,
@@ -101,7 +118,8 @@ def main(argv):
         )
         if test_set is devs[-1] and sb.utils.distributed.if_main_process():
             decision = fit_run_decision(hparams, devs)
-            fit_run_localization(hparams, devs)  # localisation runs: the segment rule
+            if fit_dev_rules is not None:
+                fit_dev_rules(hparams, devs)
 
     main_process = sb.utils.distributed.if_main_process()
     finish_distributed()

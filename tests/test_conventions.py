@@ -158,6 +158,7 @@ def test_speechbrains_line_reader_finds_every_docstring():
 #: The code a recipe YAML is read by: the scripts and the modules they hand hparams to.
 RECIPE_CODE = [
     "recipes/train.py",
+    "recipes/train_localization.py",
     "recipes/evaluate.py",
     "speechbrain_nes2net/training/brain.py",
     "speechbrain_nes2net/training/recipe.py",

@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("localization_demo")
     out, database = folder / "run", folder / "database"
     result = subprocess.run(
-        [sys.executable, "recipes/train.py", "hparams/demo_localization.yaml",
+        [sys.executable, "recipes/train_localization.py", "hparams/demo_localization.yaml",
          f"--output_folder={out}", f"--data_folder={database}"] + SHORT,
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

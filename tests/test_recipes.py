@@ -16,6 +16,12 @@ from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(ROOT / "recipes" / "train.py")]
+TRAIN_LOCALIZATION = [sys.executable, str(ROOT / "recipes" / "train_localization.py")]
+
+
+def trainer(yaml_name):
+    """The recipe script of a YAML: localisation models have their own."""
+    return TRAIN_LOCALIZATION if "localization" in yaml_name else TRAIN
 QUICK_DEMO = ["--number_of_epochs=2", "--n_train=24", "--n_dev=8", "--n_test=8"]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 
@@ -202,6 +208,16 @@ DEMOS = {
 }
 
 
+def test_each_recipe_script_refuses_the_other_kind_of_model(tmp_path):
+    for script, yaml_name, expected in (
+        (TRAIN, "demo_localization.yaml", "run it with recipes/train_localization.py"),
+        (TRAIN_LOCALIZATION, "demo.yaml", "run it with recipes/train.py"),
+    ):
+        result = run(script + [f"hparams/{yaml_name}", f"--output_folder={tmp_path / yaml_name}"],
+                     check=False, timeout=300)
+        assert result.returncode != 0 and expected in result.stderr, result.stderr[-2000:]
+        assert not (tmp_path / yaml_name / "corpus").exists()  # refused before any data work
+
 def test_every_recipe_yaml_is_covered():
     shipped = {p.name for p in (ROOT / "hparams").glob("*.yaml")} - set(DEMOS)
     assert shipped == set(YAML_CORPORA)
@@ -211,7 +227,7 @@ def test_every_recipe_yaml_is_covered():
 @pytest.mark.parametrize("yaml_name", sorted(YAML_CORPORA))
 def test_corpus_recipe_runs_one_epoch_on_a_small_corpus(yaml_name, tmp_path, tiny_wavlm):
     out = tmp_path / "run"
-    run(TRAIN + [
+    run(trainer(yaml_name) + [
         f"hparams/{yaml_name}", f"--output_folder={out}",
         f"--ssl_source={tiny_wavlm}", "--ssl_dim=64", "--ssl_layers=3",
         "--number_of_epochs=1", "--num_workers=0",
@@ -323,7 +339,7 @@ def test_every_recipe_runs_with_debug(yaml_name, tmp_path, tiny_wavlm):
             f"--ssl_source={tiny_wavlm}", "--ssl_dim=64", "--ssl_layers=3", "--batch_size=2",
         ]
     out = tmp_path / "run"
-    result = run(TRAIN + [f"hparams/{yaml_name}", f"--output_folder={out}", "--debug",
+    result = run(trainer(yaml_name) + [f"hparams/{yaml_name}", f"--output_folder={out}", "--debug",
                           "--debug_batches=2", "--num_workers=0" if yaml_name not in DEMOS else "--noprogressbar"]
                  + args)
     summary = [line for line in result.stdout.splitlines() if line.endswith(str(out / "scores"))]

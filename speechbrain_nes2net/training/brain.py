@@ -31,17 +31,9 @@ loss reaches its lowest so far (the ASVspoof 2019 release's save rule).
 Under DDP, validation and test sets are sharded over the processes and the
 scores gathered, so nothing is scored twice.
 
-Localisation (a back-end with frame outputs,
-:class:`~speechbrain_nes2net.lobes.localization.Nes2NetLocalizer`): with a
-``segment_loss``, training adds the segment objective on the frame logits to
-the utterance objective (``utterance_loss_weight`` x utterance loss +
-``segment_loss_weight`` x segment loss), against the ``segment_truth`` of the
-batch; validation reports ``segment_EER`` (frames pooled to the training
-resolution, in %), a possible ``selection_metric``; every evaluated set also
-gets its frame scores, ``scores/<name>_frame_scores.npz`` (ID -> one bona fide
-logit per SSL frame, ``__shift__`` the frame hop), which the ``partialspoof``
-report turns into segment and range EERs
-(:class:`~speechbrain_nes2net.training.frame_objectives.FrameObjectives`).
+Localisation models (a back-end with frame outputs) train with their own
+recipe, ``recipes/train_localization.py``, whose Brain extends this one with
+the frame-level objective and outputs.
 
 Authors
  * speechbrain-nes2net contributors
@@ -61,7 +53,6 @@ from torch.utils.data import DataLoader
 from speechbrain_nes2net.evaluation.files import (
     score_summary,
     scoring_protocol,
-    write_frame_scores,
     write_test_outputs,
 )
 from speechbrain_nes2net.evaluation.reports import write_corpus_report
@@ -80,7 +71,6 @@ from speechbrain_nes2net.training.config import (
     schedules_whole_run,
     validates,
 )
-from speechbrain_nes2net.training.frame_objectives import FrameObjectives, unwrap_ddp
 from speechbrain_nes2net.training.recipe import (
     CorpusMixture,
     batch_augmentation,
@@ -135,6 +125,11 @@ MAX_LOGGED_FAILURES = 20
 MIN_SEEN_FOR_EARLY_STOP = 200
 
 
+def unwrap_ddp(module):
+    """The module inside a DDP wrapper (evaluation must not trigger collectives)."""
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
 def ssl_states(ssl, wavs, lengths):
     """Hidden states and their exact relative frame lengths.
 
@@ -152,7 +147,7 @@ def _world():
     return 0, 1
 
 
-class AntiSpoofBrain(FrameObjectives, sb.Brain):
+class AntiSpoofBrain(sb.Brain):
     """SSL front-end -> layer aggregation -> back-end, for anti-spoofing.
 
     Hyperparameters read (besides SpeechBrain's run options): ``loss``,
@@ -188,12 +183,12 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
 
         Returns
         -------
-        (logits, labels, usable, frames)
-            ``usable`` marks the utterances whose audio loaded; the others
-            went through the model as silence (so that every DDP process runs
-            the same batches) and are left out of the loss and the scores.
-            ``frames`` is None, or for a localisation back-end the (batch,
-            frames) frame logits and the (batch,) frame counts.
+        (outputs, labels, usable)
+            ``outputs`` are the logits (:meth:`forward_train`,
+            :meth:`forward_eval`); ``usable`` marks the utterances whose audio
+            loaded; the others went through the model as silence (so that every
+            DDP process runs the same batches) and are left out of the loss and
+            the scores.
         """
         batch = batch.to(self.device)
         wavs, lengths = batch.sig
@@ -206,56 +201,50 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
             labels = augment.replicate_labels(labels)
             usable = augment.replicate_labels(usable)
         if stage == sb.Stage.TRAIN:
-            if self.localizes and self.segment_loss is not None:
-                logits, frame_logits, counts = self._model_forward(
-                    wavs, lengths, training=True, frames=True
-                )
-                return logits, labels, usable, (frame_logits, counts)
-            return self._model_forward(wavs, lengths, training=True), labels, usable, None
+            return self.forward_train(wavs, lengths), labels, usable
         # Long test files by windows (speechbrain_nes2net.lobes.windows), so
         # that a 30-minute recording does not exhaust memory.
-        seconds = getattr(self.hparams, "eval_window_seconds", None)
+        seconds = self.hparams.eval_window_seconds
         window = int(seconds * self.sample_rate) if seconds else None
-        if self.localizes:
-            logits, frame_logits, counts = self._evaluate_frames(wavs, lengths, window)
-            return logits, labels, usable, (frame_logits, counts)
-        logits = forward_by_windows(
-            lambda w, l: self._model_forward(w, l, training=False),
-            wavs, lengths, window, batch_size=max(1, wavs.shape[0]),
-        )  # fmt: skip
-        return logits, labels, usable, None
+        return self.forward_eval(wavs, lengths, window), labels, usable
+
+    def forward_train(self, wavs, lengths):
+        """Logits of a training batch."""
+        features, lengths = self.features(wavs, lengths, training=True)
+        return self.modules["backend"](features, lengths)
+
+    def forward_eval(self, wavs, lengths, window):
+        """Logits of an evaluation batch; waveforms longer than ``window`` samples by windows."""
+        def forward(wavs, lengths):
+            features, lengths = self.features(wavs, lengths, training=False)
+            return unwrap_ddp(self.modules["backend"])(features, lengths)
+
+        return forward_by_windows(forward, wavs, lengths, window, batch_size=max(1, wavs.shape[0]))
 
     @property
     def sample_rate(self):
         """Sampling rate of the waveforms the model takes."""
-        return getattr(self.hparams, "sample_rate", 16000)
+        return self.hparams.sample_rate
 
-    def _model_forward(self, wavs, lengths, training, frames=False):
-        """SSL front-end -> aggregation -> back-end on a padded batch.
+    def features(self, wavs, lengths, training):
+        """SSL front-end -> aggregation on a padded batch: (features, relative lengths).
 
-        With ``frames`` (a localisation back-end): (logits, frame logits,
-        frame counts).
+        Outside training the modules run unwrapped from DDP (evaluation must
+        not trigger collectives); a frozen SSL model runs in eval mode and
+        without a graph, from the feature cache when there is one.
         """
-        modules = {
-            name: self.modules[name] if training else unwrap_ddp(self.modules[name])
-            for name in MODEL_MODULES
-        }
+        ssl = self.modules["ssl"] if training else unwrap_ddp(self.modules["ssl"])
+        aggregator = self.modules["aggregator"] if training else unwrap_ddp(self.modules["aggregator"])
         if training and not self.ssl_frozen:
-            states, lengths = ssl_states(modules["ssl"], wavs, lengths)
+            states, lengths = ssl_states(ssl, wavs, lengths)
         else:
-            # A frozen SSL model runs in eval mode (no dropout) and without a graph.
-            modules["ssl"].eval()
+            ssl.eval()
             with torch.no_grad():
                 if self._use_feature_cache(training):
-                    states, lengths = self.feature_cache.states(wavs, lengths, modules["ssl"])
+                    states, lengths = self.feature_cache.states(wavs, lengths, ssl)
                 else:
-                    states, lengths = ssl_states(modules["ssl"], wavs, lengths)
-        features = modules["aggregator"](states, lengths)
-        if frames:
-            logits, frame_logits = modules["backend"](features, lengths, with_frames=True)
-            counts = torch.round(lengths * features.shape[1]).long().clamp(min=1)
-            return logits, frame_logits, counts
-        return modules["backend"](features, lengths)
+                    states, lengths = ssl_states(ssl, wavs, lengths)
+        return aggregator(states, lengths), lengths
 
     def _use_feature_cache(self, training):
         """Cached states serve a frozen SSL model on inputs that repeat.
@@ -290,26 +279,26 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
 
     def compute_objectives(self, predictions, batch, stage):
         """Computes the loss on usable utterances; outside training, records the scores."""
-        logits, labels, usable, frames = predictions
-        if usable.any():
-            loss = self.hparams.loss(logits[usable], labels[usable])
-        else:
-            # Nothing to learn from, but every parameter stays in the graph (DDP).
-            loss = logits.sum() * 0.0
-        truth = getattr(batch, "segment_truth", None)
-        if frames is not None and truth is not None and self.segment_loss is not None:
-            loss = self._with_segment_loss(loss, frames, truth, usable)
+        outputs, labels, usable = predictions
+        loss = self.objective(outputs, labels, usable, batch)
         if stage != sb.Stage.TRAIN:
-            scores = bonafide_scores(logits).float().cpu().tolist()
-            records = zip(batch.id, scores, labels.cpu().tolist(), batch.corpus)
-            self.score_records.extend(
-                record for record, ok in zip(records, usable.cpu().tolist()) if ok
-            )
-            if frames is not None:
-                self._record_frames(batch, frames, truth, usable)
+            self.record_scores(outputs, labels, usable, batch)
         elif self.mixture is not None:
             self.drawn.extend(zip(batch.id, batch.corpus))
         return loss
+
+    def objective(self, logits, labels, usable, batch):
+        """The ``loss`` of the usable utterances."""
+        if usable.any():
+            return self.hparams.loss(logits[usable], labels[usable])
+        # Nothing to learn from, but every parameter stays in the graph (DDP).
+        return logits.sum() * 0.0
+
+    def record_scores(self, logits, labels, usable, batch):
+        """Keeps (ID, bona fide score, label id, corpus) of the usable utterances."""
+        scores = bonafide_scores(logits).float().cpu().tolist()
+        records = zip(batch.id, scores, labels.cpu().tolist(), batch.corpus)
+        self.score_records.extend(record for record, ok in zip(records, usable.cpu().tolist()) if ok)
 
     def _record_failures(self, batch, usable, stage):
         """Counts utterances and keeps (ID, reason) of the unusable ones."""
@@ -709,7 +698,6 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
 
     def _reset_records(self):
         self.score_records = []
-        self.frame_records = []  # (ID, frame scores, segment truth) of a localisation model
         self.drawn = []  # (ID, corpus) of the utterances a mixture epoch trained on
         self.failures = []
         self.utterances_seen = 0
@@ -742,7 +730,6 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
             self._end_epoch_without_validation(epoch)
             return
         stats, summary, records, failures = self._stage_stats(stage, stage_loss)
-        frame_records = self.frame_records
         if stage == sb.Stage.VALID:
             stats.update(self.augmented_stats)
             self._log_stats(
@@ -767,11 +754,7 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
                 scores_path, _ = write_test_outputs(
                     folder, name, records, summary, failures, protocol
                 )
-                frames_path = None
-                if self.localizes:
-                    frames_path = write_frame_scores(
-                        folder, name, [(r[0], r[1]) for r in frame_records], self.frame_shift
-                    )
+                frames_path = self.write_frame_outputs(folder, name)
                 if test_set is not None and test_set.report:
                     # A debug run scores a few batches: the rest is left out and counted.
                     allow_missing = bool(failures) or self.debug
@@ -806,11 +789,10 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
         Returns
         -------
         (dict, dict, list, list)
-            Statistics (loss, EER in %, minDCF; on dev also per corpus and the
-            segment EER), the score summary, the gathered records and failures.
+            Statistics (loss, EER in %, minDCF; on dev also per corpus, and
+            a subclass's), the score summary, the gathered records and failures.
         """
         records, failures, stage_loss = self._gather(self.score_records, self.failures, stage_loss)
-        self.frame_records = self._gather_list(self.frame_records)
         # Test sets are also scored at the decision rule fitted on dev (train.py).
         decision = self.test_decision if stage == sb.Stage.TEST else None
         summary = score_summary(records, decision)
@@ -818,8 +800,12 @@ class AntiSpoofBrain(FrameObjectives, sb.Brain):
         stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
         if stage == sb.Stage.VALID:
             stats.update(self._per_corpus_stats(records, stats))
-            stats.update(self._segment_stats(self.frame_records))
         return stats, summary, records, failures
+
+    def write_frame_outputs(self, folder, name):
+        """Frame-level outputs of a test set: none for an utterance-level model (see
+        ``recipes/train_localization.py``); returns the file written, or None."""
+        return None
 
     def _per_corpus_stats(self, records, pooled):
         """EER and minDCF of each validation corpus, when there are several.

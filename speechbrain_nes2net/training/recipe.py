@@ -174,6 +174,7 @@ def corpus_datasets(hparams, manifests, key, pipeline, sort_by_duration=False, m
 
 def _pipeline(hparams, **options):
     """:func:`audio_pipeline`, or with a ``segment_loss`` the one that also cuts segment labels."""
+    options["sample_rate"] = hparams["sample_rate"]
     segment_loss = hparams.get("segment_loss")
     if segment_loss is None:
         return audio_pipeline(**options)
@@ -246,6 +247,7 @@ def augmented_valid_dataset(hparams, manifests):
     return corpus_datasets(
         hparams, manifests, "valid_data", sort_by_duration=samples is None,
         pipeline=lambda: audio_pipeline(
+            sample_rate=hparams["sample_rate"],
             num_samples=samples,
             min_samples=hparams.get("eval_min_samples", 0),
             augment=waveform_augmentation(hparams),
@@ -258,6 +260,7 @@ def eval_dataset(hparams, manifest, eval_samples=None):
     return manifest_dataset(
         manifest,
         audio_pipeline(
+            sample_rate=hparams["sample_rate"],
             num_samples=eval_samples,
             min_samples=hparams.get("eval_min_samples", 0),
         ),
