@@ -53,6 +53,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from speechbrain_nes2net.pretrained.export import ExportError
+
 logger = logging.getLogger(__name__)
 
 #: The ``metadata_props`` an export carries (key -> meaning).
@@ -69,10 +71,6 @@ METADATA = {
 ONNX_FORMAT = 1
 #: Largest |onnxruntime - torch| score difference an fp32 export may show.
 DEFAULT_ATOL = 1e-4
-
-
-class ExportError(RuntimeError):
-    """An ONNX export that cannot be written or does not reproduce the model."""
 
 
 def folder_fingerprint(folder):
