@@ -36,10 +36,11 @@ from speechbrain_nes2net.official.frontend import (
     official_state_dict_from_hf,
 )
 from speechbrain_nes2net.lobes.aggregation import build_aggregator
-from speechbrain_nes2net.lobes.ssl import SSLFrontendFromConfig
+from speechbrain_nes2net.lobes.ssl import SSLFrontendFromConfig, make_tiny_ssl_model
 from speechbrain_nes2net.pretrained.export import (
     ExportError,
     ExportOptions,
+    _load_run,
     export_run,
     hyperparams_text,
 )
@@ -307,6 +308,31 @@ def test_exported_yaml_rebuilds_only_what_it_can_write():
         write(torch.nn.Linear(32, 1), {"in_features": 32, "out_features": 1})
     with pytest.raises(ExportError, match="build_aggregator"):
         write(Nes2NetX(**kwargs), kwargs, agg=torch.nn.Identity())
+
+
+@pytest.mark.parametrize(
+    "yaml_name",
+    ["nes2net_ctrsvdd.yaml", "nes2net_x_selu_ctrsvdd.yaml", "aasist_ctrsvdd.yaml",
+     "nes2net_x_partialspoof_localization.yaml"],
+)  # fmt: skip
+def test_every_recipe_back_end_is_exported_with_the_arguments_it_was_built_with(
+    yaml_name, tmp_path
+):
+    # A run folder of the recipe: its YAML, with a tiny SSL model instead of the hub's.
+    tiny = make_tiny_ssl_model(tmp_path / "tiny_wavlm")
+    shutil.copy(ROOT / "hparams" / yaml_name, tmp_path / "hyperparams.yaml")
+    overrides = {"output_folder": str(tmp_path / "out"), "data_folder": str(tmp_path),
+                 "ssl_source": str(tiny), "ssl_dim": 64, "ssl_layers": 3}  # fmt: skip
+    hparams, backend_kwargs = _load_run(tmp_path, overrides)
+    recipe = ruamel.yaml.YAML(typ="rt").load((ROOT / "hparams" / yaml_name).read_text())
+    written = {key: value for key, value in recipe["backend"].items() if key != "input_size"}
+    assert backend_kwargs == {**written, "input_size": 64}
+    modules = hparams["modules"]
+    text = hyperparams_text(
+        modules["ssl"], modules["aggregator"], modules["backend"], backend_kwargs,
+        EvalSettings().resolved(), DecisionRule(0.0, source="logit_0").to_dict(),
+    )  # fmt: skip
+    assert f"backend: !new:{recipe['backend'].tag.value[len('!new:'):]}" in text
 
 
 # ------------------------------------------------------ official checkpoints
