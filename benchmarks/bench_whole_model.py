@@ -65,6 +65,8 @@ from timing import interleaved, load_average
 from speechbrain_nes2net.cost.backends import measure_cost
 from speechbrain_nes2net.cost.ssl import SSL_MODELS, ssl_macs
 from speechbrain_nes2net.evaluation.calibration import DecisionRule
+from speechbrain_nes2net.lobes.aggregation import build_aggregator
+from speechbrain_nes2net.lobes.nes2net import Nes2NetX
 from speechbrain_nes2net.lobes.ssl import SSLFrontendFromConfig
 from speechbrain_nes2net.precision import resolve_precision
 from speechbrain_nes2net.pretrained.export import write_export
@@ -73,7 +75,6 @@ from speechbrain_nes2net.pretrained.modules import EvalSettings
 from speechbrain_nes2net.pretrained.onnx_export import export_onnx, quantize_int8
 from speechbrain_nes2net.pretrained.onnx_model import OnnxAntiSpoofModel
 from speechbrain_nes2net.pretrained.scoring import BatchStats
-from speechbrain_nes2net.pretrained.yaml_spec import ModuleSpec
 
 SAMPLE_RATE = 16000
 #: Files per batch of the batched paths.
@@ -124,19 +125,13 @@ def build_export(name, folder, quick=False, seed=0):
     ssl = SSLFrontendFromConfig(spec["model_type"], config, normalize=spec["normalize"]).eval()
     dim, states = config["hidden_size"], config["num_hidden_layers"] + 1
     ratios = {"outer_ratio": 4, "inner_ratio": 4} if quick else {}
-    aggregator_spec = ModuleSpec(
-        "speechbrain_nes2net.lobes.aggregation.build_aggregator",
-        {"name": spec["aggregation"], "num_layers": states, "dim": dim},
-        kind="apply",
-    )
-    backend_spec = ModuleSpec(
-        "speechbrain_nes2net.lobes.nes2net.Nes2NetX",
-        {"input_size": dim, "n_out": spec["n_out"], "dilation": spec["dilation"], **ratios},
-    )
-    aggregator = aggregator_spec.build().eval()
-    backend = randomised(backend_spec.build(), seed)
+    backend_kwargs = {
+        "input_size": dim, "n_out": spec["n_out"], "dilation": spec["dilation"], **ratios,
+    }  # fmt: skip
+    aggregator = build_aggregator(spec["aggregation"], states, dim).eval()
+    backend = randomised(Nes2NetX(**backend_kwargs), seed)
     return write_export(
-        folder, ssl, aggregator, backend, aggregator_spec, backend_spec,
+        folder, ssl, aggregator, backend, backend_kwargs,
         settings=EvalSettings(eval_window_seconds=60.0),
         decision=DecisionRule(0.0, source="dev_eer"), card={"title": f"random {name}"},
         verify=False,

@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speechbrain_nes2net.official.convert import convert_official_checkpoint
-from speechbrain_nes2net.pretrained.export import export_run
+from speechbrain_nes2net.pretrained.export import ExportOptions, export_run
 
 # Defaults of the official inference scripts (easy_inference_demo.py) of each release.
 RELEASE_DEFAULTS = {
@@ -58,6 +58,11 @@ RELEASE_DEFAULTS = {
 
 def _eval_samples(value):
     return None if value.lower() in ("full", "none") else int(value)
+
+
+def _run_eval_samples(value):
+    # ExportOptions spells full utterances 'full': None there means "as the run's test sets".
+    return "full" if _eval_samples(value) is None else int(value)
 
 
 def _json_arg(value):
@@ -90,6 +95,7 @@ def parse_args(argv):
     run.add_argument("--test-set", help="export the evaluation settings of this test set")
     run.add_argument(
         "--eval-samples",
+        type=_run_eval_samples,
         help="score the first N samples, or 'full' utterances (default: as the run's test sets)",
     )
     run.add_argument("--ssl-hub-id", help="hub id of a frozen SSL model loaded from a local folder")
@@ -154,19 +160,20 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     common = dict(calibration=args.calibration, overwrite=args.overwrite, verify=not args.no_verify)
     if args.command == "run":
-        extra = {}
-        if args.eval_samples is not None:
-            extra["eval_samples"] = _eval_samples(args.eval_samples)
+        options = ExportOptions(
+            test_set=args.test_set,
+            eval_samples=args.eval_samples,
+            calibration=common.pop("calibration"),
+            decision_prior=args.decision_prior,
+            ssl_hub_id=args.ssl_hub_id,
+        )
         folder = export_run(
             args.run_folder,
             args.export_folder,
             checkpoint=args.checkpoint,
             average=args.average,
             metric=args.metric,
-            test_set=args.test_set,
-            ssl_hub_id=args.ssl_hub_id,
-            decision_prior=args.decision_prior,
-            **extra,
+            options=options,
             **common,
         )
     else:

@@ -35,9 +35,17 @@ from speechbrain_nes2net.official.frontend import (
     hf_config_from_official,
     official_state_dict_from_hf,
 )
-from speechbrain_nes2net.pretrained.export import export_run
+from speechbrain_nes2net.lobes.aggregation import build_aggregator
+from speechbrain_nes2net.lobes.ssl import SSLFrontendFromConfig, make_tiny_ssl_model
+from speechbrain_nes2net.pretrained.export import (
+    ExportError,
+    ExportOptions,
+    _load_run,
+    export_run,
+    hyperparams_text,
+)
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
-from speechbrain_nes2net.pretrained.yaml_spec import ExportError, ModuleSpec
+from speechbrain_nes2net.pretrained.modules import EvalSettings
 from speechbrain_nes2net.training.checkpoints import select_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,13 +199,15 @@ def test_export_options_and_refusals(demo_run, demo_export, tmp_path):
         demo_run,
         tmp_path / "last",
         checkpoint="last",
-        eval_samples=12000,
-        calibration={"scale": 2.0, "offset": -1.0},
+        options=ExportOptions(eval_samples=12000, calibration={"scale": 2.0, "offset": -1.0}),
         verify=False,
     )
     text = (other / "hyperparams.yaml").read_text()
     assert "eval_samples: 12000" in text
-    assert "calibration: {scale: 2.0, offset: -1.0, prior: 0.5}" in text
+    assert 'calibration: {"scale": 2.0, "offset": -1.0, "prior": 0.5}' in text
+    full = export_run(demo_run, tmp_path / "full", options=ExportOptions(eval_samples="full"),
+                      verify=False)  # fmt: skip
+    assert "eval_samples: null" in (full / "hyperparams.yaml").read_text()
     # Each export holds the weights of the checkpoint it names.
     # (Two epochs of the demo can tie on dev EER; the tie-break is the selection's.)
     best = select_checkpoints(demo_run / "save", "best", 1, "EER")[0].path
@@ -211,8 +221,9 @@ def test_export_options_and_refusals(demo_run, demo_export, tmp_path):
 def test_export_decides_at_the_decision_prior_it_is_given(demo_run, tmp_path):
     # A bona fide prior of 0.1 asks for an LLR of ln 9 before calling a file bona fide.
     calibration = {"scale": 2.0, "offset": -1.0}
-    export = export_run(demo_run, tmp_path / "prior", checkpoint="last",
-                        calibration=calibration, decision_prior=0.1, verify=False)
+    options = ExportOptions(calibration=calibration, decision_prior=0.1)
+    export = export_run(demo_run, tmp_path / "prior", checkpoint="last", options=options,
+                        verify=False)  # fmt: skip
     model = AntiSpoofModel.from_hparams(source=str(export), savedir=str(tmp_path / "sd"))
     rule = model.decision
     assert rule.prior == pytest.approx(0.1)
@@ -220,6 +231,22 @@ def test_export_decides_at_the_decision_prior_it_is_given(demo_run, tmp_path):
     llr_at = lambda raw: 2.0 * raw - 1.0  # noqa: E731
     assert rule.is_bonafide([rule.threshold + 1e-6, rule.threshold - 1e-6]).tolist() == [True, False]
     assert llr_at(rule.threshold) == pytest.approx(math.log(9))
+
+
+def test_a_run_without_its_decision_rule_needs_a_calibration(demo_run, tmp_path):
+    # The run's YAML alone: its checkpoints and SSL model are found where the run left them.
+    bare = tmp_path / "bare_run"
+    bare.mkdir()
+    shutil.copy(demo_run / "hyperparams.yaml", bare / "hyperparams.yaml")
+    with pytest.raises(ExportError, match=r"no decision\.json.*pass a calibration"):
+        export_run(bare, tmp_path / "refused", verify=False)
+    assert not (tmp_path / "refused").exists()
+    calibration = {"scale": 2.0, "offset": -1.0}
+    options = ExportOptions(calibration=calibration)
+    export = export_run(bare, tmp_path / "calibrated", options=options, verify=False)
+    model = AntiSpoofModel.from_hparams(source=str(export), savedir=str(tmp_path / "sd"))
+    assert model.decision.source == "calibration"
+    assert model.decision.threshold == pytest.approx(0.5)  # LLR 0 at the prior 0.5
 
 def run_checkpoints(run_folder):
     """(meta, folder) of the checkpoints a run kept."""
@@ -246,20 +273,66 @@ def test_export_average_is_the_elementwise_mean_of_the_checkpoints(demo_run, tmp
         for key in floats:
             assert torch.allclose(got[key], (first[key] + second[key]) / 2, atol=1e-7), (name, key)
         assert any(not torch.equal(got[key], first[key]) for key in floats)
+    # Not the weights the run's decision rule was fitted for, and no calibration given:
+    # labels follow the raw score's sign, as the card says.
+    hparams = yaml.safe_load((averaged / "hyperparams.yaml").read_text().split("\n# Model")[0])
+    assert hparams["decision"]["source"] == "logit_0"
+    assert "no threshold was fitted" in (averaged / "README.md").read_text()
 
 
-def test_module_spec_refuses_objects_as_arguments():
-    node = ruamel.yaml.YAML(typ="rt").load(
-        "x: !new:speechbrain_nes2net.lobes.aggregation.SEA\n    num_layers: !new:torch.nn.ReLU\n"
-    )["x"]
+def tiny_frontend():
+    """A randomly initialised one-layer WavLM of width 32."""
+    config = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=8, conv_dim=[8], conv_kernel=[10], conv_stride=[5])  # fmt: skip
+    return SSLFrontendFromConfig("wavlm", config, normalize=True)
+
+
+def test_exported_yaml_rebuilds_only_what_it_can_write():
+    ssl, aggregator = tiny_frontend(), build_aggregator("weighted_sum", 2, 32)
+    kwargs = {"input_size": 32, "outer_ratio": 4, "inner_ratio": 2, "activation": "selu"}
+    write = lambda backend, backend_kwargs, agg=aggregator: hyperparams_text(  # noqa: E731
+        ssl, agg, backend, backend_kwargs, EvalSettings().resolved(),
+        DecisionRule(0.0, source="logit_0").to_dict(),
+    )  # fmt: skip
+    text = write(Nes2NetX(**kwargs), kwargs)
+    # The written YAML holds the arguments as given, and reads back to the same values.
+    entry = text[text.index("backend:"):text.index("# EncoderClassifier")]
+    reread = ruamel.yaml.YAML(typ="rt").load(entry)["backend"]
+    assert reread.tag.value == "!new:speechbrain_nes2net.lobes.nes2net.Nes2NetX"
+    assert dict(reread) == kwargs
     with pytest.raises(ExportError, match="plain values"):
-        ModuleSpec.from_yaml_node(node, "modules.aggregator")
-    spec = ModuleSpec(
-        "speechbrain_nes2net.lobes.nes2net.Nes2NetX",
-        {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4, "activation": "selu"},
-    )
-    reread = ruamel.yaml.YAML(typ="rt").load(spec.to_yaml("backend"))["backend"]
-    assert ModuleSpec.from_yaml_node(reread, "backend") == spec
+        write(Nes2NetX(**kwargs), {**kwargs, "activation": torch.nn.SELU()})
+    with pytest.raises(ExportError, match="arguments build"):
+        write(Nes2NetX(**kwargs), {**kwargs, "activation": "relu"})
+    with pytest.raises(ExportError, match="back-ends"):
+        write(torch.nn.Linear(32, 1), {"in_features": 32, "out_features": 1})
+    with pytest.raises(ExportError, match="build_aggregator"):
+        write(Nes2NetX(**kwargs), kwargs, agg=torch.nn.Identity())
+
+
+@pytest.mark.parametrize(
+    "yaml_name",
+    ["nes2net_ctrsvdd.yaml", "nes2net_x_selu_ctrsvdd.yaml", "aasist_ctrsvdd.yaml",
+     "nes2net_x_partialspoof_localization.yaml"],
+)  # fmt: skip
+def test_every_recipe_back_end_is_exported_with_the_arguments_it_was_built_with(
+    yaml_name, tmp_path
+):
+    # A run folder of the recipe: its YAML, with a tiny SSL model instead of the hub's.
+    tiny = make_tiny_ssl_model(tmp_path / "tiny_wavlm")
+    shutil.copy(ROOT / "hparams" / yaml_name, tmp_path / "hyperparams.yaml")
+    overrides = {"output_folder": str(tmp_path / "out"), "data_folder": str(tmp_path),
+                 "ssl_source": str(tiny), "ssl_dim": 64, "ssl_layers": 3}  # fmt: skip
+    hparams, backend_kwargs = _load_run(tmp_path, overrides)
+    recipe = ruamel.yaml.YAML(typ="rt").load((ROOT / "hparams" / yaml_name).read_text())
+    written = {key: value for key, value in recipe["backend"].items() if key != "input_size"}
+    assert backend_kwargs == {**written, "input_size": 64}
+    modules = hparams["modules"]
+    text = hyperparams_text(
+        modules["ssl"], modules["aggregator"], modules["backend"], backend_kwargs,
+        EvalSettings().resolved(), DecisionRule(0.0, source="logit_0").to_dict(),
+    )  # fmt: skip
+    assert f"backend: !new:{recipe['backend'].tag.value[len('!new:'):]}" in text
 
 
 # ------------------------------------------------------ official checkpoints

@@ -22,6 +22,8 @@ from speechbrain_nes2net.evaluation.calibration import (
     ScoreCalibration,
     decision_from_dev,
 )
+from speechbrain_nes2net.lobes.aggregation import build_aggregator
+from speechbrain_nes2net.lobes.nes2net import Nes2NetX
 from speechbrain_nes2net.lobes.pooling import frame_mask
 from speechbrain_nes2net.lobes.ssl import (
     SSLFrontend,
@@ -37,16 +39,10 @@ from speechbrain_nes2net.pretrained.modules import (
     EvalSettings,
     prepare_waveforms,
 )
-from speechbrain_nes2net.pretrained.yaml_spec import ModuleSpec
 from speechbrain_nes2net.training.dataio import audio_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000
-AGGREGATOR = ModuleSpec(
-    "speechbrain_nes2net.lobes.aggregation.build_aggregator",
-    {"name": "SEA", "num_layers": 3, "dim": 64},
-    kind="apply",
-)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,18 +54,17 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def backend_spec(**kwargs):
-    return ModuleSpec(
-        "speechbrain_nes2net.lobes.nes2net.Nes2NetX",
-        {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4, **kwargs},
-    )
+def backend_kwargs(**kwargs):
+    """Keyword arguments of a tiny Nes2Net-X back-end."""
+    return {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4, **kwargs}
 
 
 def random_modules(folder, backend, seed):
-    """A tiny SSL model with randomly initialised aggregation and back-end (eval mode)."""
+    """A tiny SSL model, random aggregation and back-end (``backend``: its arguments), eval mode."""
     torch.manual_seed(seed)
     ssl = SSLFrontend(make_tiny_ssl_model(folder / "tiny_wavlm")).eval()
-    aggregator, backend_module = AGGREGATOR.build().eval(), backend.build().eval()
+    aggregator = build_aggregator("SEA", 3, 64).eval()
+    backend_module = Nes2NetX(**backend).eval()
     with torch.no_grad():  # non-trivial batch-norm statistics
         for name, tensor in backend_module.state_dict().items():
             if "running_var" in name:
@@ -83,7 +78,7 @@ def random_modules(folder, backend, seed):
 def tiny(tmp_path_factory):
     """Live modules and their export (short windows so that tests stay fast)."""
     folder = tmp_path_factory.mktemp("tiny")
-    modules = random_modules(folder, backend_spec(), seed=0)
+    modules = random_modules(folder, backend_kwargs(), seed=0)
     settings = EvalSettings(
         eval_min_samples=8000,
         eval_window_seconds=1.4,
@@ -91,7 +86,7 @@ def tiny(tmp_path_factory):
         window_hop_seconds=0.5,
     )
     export = write_export(
-        folder / "export", *modules, AGGREGATOR, backend_spec(), settings=settings
+        folder / "export", *modules, backend_kwargs(), settings=settings
     )
     model = AntiSpoofModel.from_hparams(source=str(export), savedir=str(folder / "savedir"))
     clf = EncoderClassifier.from_hparams(source=str(export), savedir=str(folder / "clf"))
@@ -257,15 +252,14 @@ def test_frame_scores_decompose_the_utterance_score(tiny, audio):
 
 def test_calibration_crop_and_attentive_pooling(tiny, audio, tmp_path):
     ssl, aggregator, _ = tiny["modules"]
-    astp = backend_spec(pooling="ASTP", n_out=2)
-    backend = astp.build().eval()
+    astp = backend_kwargs(pooling="ASTP", n_out=2)
+    backend = Nes2NetX(**astp).eval()
     settings = EvalSettings(eval_samples=12000)
     export = write_export(
         tmp_path / "cal",
         ssl,
         aggregator,
         backend,
-        AGGREGATOR,
         astp,
         settings=settings,
         decision=DecisionRule.from_calibration(ScoreCalibration(scale=2.0, offset=-0.5, prior=0.2)),
@@ -303,14 +297,14 @@ def test_exported_labels_follow_the_calibrated_threshold_not_logit_0(tiny, audio
     decision = decision_from_dev(rng.normal(-0.2, 1.0, 400), rng.normal(-2.2, 1.0, 400))
     assert decision.source == "calibration" and -1.4 < decision.threshold < -1.0
     ssl, aggregator, trained = tiny["modules"]
-    backend = backend_spec().build().eval()
+    backend = Nes2NetX(**backend_kwargs()).eval()
     backend.load_state_dict(trained.state_dict())
     names = ["mono16k.flac", "tel8k.wav", "stereo44k.wav", "short.flac"]
     with torch.no_grad():  # raw scores near -0.7: between the threshold and 0
         backend.fc.weight.mul_(0.01)
         backend.fc.bias.fill_(-0.7)
     export = write_export(
-        tmp_path / "decided", ssl, aggregator, backend, AGGREGATOR, backend_spec(),
+        tmp_path / "decided", ssl, aggregator, backend, backend_kwargs(),
         settings=EvalSettings(eval_min_samples=8000), decision=decision,
     )
     model = AntiSpoofModel.from_hparams(source=str(export), savedir=str(tmp_path / "sd"))
@@ -425,8 +419,7 @@ def test_frozen_ssl_is_referenced_by_hub_id(tiny, audio, tmp_path):
         ssl,
         aggregator,
         backend,
-        AGGREGATOR,
-        backend_spec(),
+        backend_kwargs(),
         settings=EvalSettings(eval_min_samples=8000),
         ssl_hub_id="demo/tiny-wavlm",
         verify=False,  # the hub cache is set up for the process below

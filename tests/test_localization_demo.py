@@ -57,7 +57,7 @@ def test_segment_and_range_eer_are_far_below_chance_at_every_resolution(trained)
     assert "partialspoof_eval segments of 0.16 s: segment EER" in stdout
     rule = json.loads((out / "localization.json").read_text())
     assert rule["segment_shift"] == SEGMENT and rule["dev"]["segment_eer"] < 0.25
-    assert "localization: {segment_shift: 0.16" in (out / "pretrained" / "hyperparams.yaml").read_text()
+    assert 'localization: {"segment_shift": 0.16' in (out / "pretrained" / "hyperparams.yaml").read_text()
 
 
 @pytest.mark.slow

@@ -13,12 +13,14 @@ from speechbrain_nes2net.evaluation.localization import (
     localize_frames,
     read_ranges_csv,
 )
+from speechbrain_nes2net.lobes.aggregation import build_aggregator
+from speechbrain_nes2net.lobes.localization import Nes2NetLocalizer
+from speechbrain_nes2net.lobes.nes2net import Nes2Net
 from speechbrain_nes2net.lobes.ssl import SSLFrontend, make_tiny_ssl_model
-from speechbrain_nes2net.pretrained.export import write_export
+from speechbrain_nes2net.pretrained.export import ExportError, write_export
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.pretrained.modules import EvalSettings
 from speechbrain_nes2net.pretrained.score_cli import main
-from speechbrain_nes2net.pretrained.yaml_spec import ExportError, ModuleSpec
 
 
 def spans(ranges):
@@ -53,32 +55,22 @@ def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     ssl = SSLFrontend(make_tiny_ssl_model(folder / "tiny_wavlm")).eval()
-    aggregator = ModuleSpec(
-        "speechbrain_nes2net.lobes.aggregation.build_aggregator",
-        {"name": "weighted_sum", "num_layers": 3, "dim": 64},
-        kind="apply",
-    )
-    localizer = ModuleSpec(
-        "speechbrain_nes2net.lobes.localization.Nes2NetLocalizer",
-        {"variant": "Nes2NetX", "input_size": 64, "outer_ratio": 4, "inner_ratio": 4, "n_out": 1},
-    )
-    plain = ModuleSpec(
-        "speechbrain_nes2net.lobes.nes2net.Nes2Net",
-        {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4, "n_out": 1},
-    )
+    localizer = {"variant": "Nes2NetX", "input_size": 64, "outer_ratio": 4, "inner_ratio": 4,
+                 "n_out": 1}  # fmt: skip
+    plain = {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4, "n_out": 1}
     rule = {
         "segment_shift": 0.08, "frame_shift": 0.02, "pooling": "min",
         "decision": {"threshold": 0.0, "source": "dev_eer", "prior": 0.5, "calibration": None},
     }  # fmt: skip
     settings = EvalSettings(eval_min_samples=8000, eval_window_seconds=1.0)
-    agg = aggregator.build().eval()
-    backend = localizer.build().eval()
+    agg = build_aggregator("weighted_sum", 3, 64).eval()
+    backend = Nes2NetLocalizer(**localizer).eval()
     with pytest.raises(ExportError, match="no frame-level head"):
-        write_export(folder / "bad", ssl, agg, plain.build().eval(), aggregator, plain,
+        write_export(folder / "bad", ssl, agg, Nes2Net(**plain).eval(), plain,
                      settings=settings, localization=rule)  # fmt: skip
-    loc = write_export(folder / "loc", ssl, agg, backend, aggregator, localizer,
+    loc = write_export(folder / "loc", ssl, agg, backend, localizer,
                        settings=settings, localization=rule, verify=False)  # fmt: skip
-    other = write_export(folder / "plain", ssl, agg, plain.build().eval(), aggregator, plain,
+    other = write_export(folder / "plain", ssl, agg, Nes2Net(**plain).eval(), plain,
                          settings=settings, verify=False)  # fmt: skip
     load = lambda path: AntiSpoofModel.from_hparams(source=str(path), savedir=str(path))
     return load(loc), (loc, other), (ssl, agg, backend)

@@ -106,7 +106,7 @@ def test_the_full_demo_ships_a_threshold_that_holds_on_its_test_set(tmp_path):
     decision = json.loads((out / "decision.json").read_text())["decision"]
     assert decision["threshold"] == metrics["decision_threshold"]
     exported = (out / "pretrained" / "hyperparams.yaml").read_text()
-    assert f"threshold: {decision['threshold']!r}" in exported
+    assert f'"threshold": {decision["threshold"]!r}' in exported
     lines = result.stdout.rstrip().splitlines()
     assert lines[-3].startswith("demo_test EER per attack: A01") and "A04" in lines[-3]
     assert "(seen in training)" in lines[-3] and "(unseen)" in lines[-3]

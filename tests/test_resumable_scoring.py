@@ -17,11 +17,12 @@ import torch
 
 from data_prep.demo_prepare import speech_like
 from speechbrain_nes2net.evaluation.score_log import ScoreLog, iter_records
+from speechbrain_nes2net.lobes.aggregation import build_aggregator
+from speechbrain_nes2net.lobes.nes2net import Nes2Net
 from speechbrain_nes2net.lobes.ssl import SSLFrontend, make_tiny_ssl_model
 from speechbrain_nes2net.pretrained.export import write_export
 from speechbrain_nes2net.pretrained.modules import EvalSettings
 from speechbrain_nes2net.pretrained.score_cli import main
-from speechbrain_nes2net.pretrained.yaml_spec import ModuleSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
@@ -41,18 +42,11 @@ def build_export(folder, seed=0):
     """A tiny exported model (WavLM-like front-end, Nes2Net back-end)."""
     torch.manual_seed(seed)
     ssl = SSLFrontend(make_tiny_ssl_model(folder / "tiny_wavlm")).eval()
-    aggregator = ModuleSpec(
-        "speechbrain_nes2net.lobes.aggregation.build_aggregator",
-        {"name": "weighted_sum", "num_layers": 3, "dim": 64},
-        kind="apply",
-    )
-    backend = ModuleSpec(
-        "speechbrain_nes2net.lobes.nes2net.Nes2Net",
-        {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4, "n_out": 2},
-    )
+    backend_kwargs = {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4, "n_out": 2}
     return write_export(
-        folder / "export", ssl, aggregator.build().eval(), backend.build().eval(),
-        aggregator, backend, settings=EvalSettings(eval_min_samples=8000),
+        folder / "export", ssl, build_aggregator("weighted_sum", 3, 64).eval(),
+        Nes2Net(**backend_kwargs).eval(), backend_kwargs,
+        settings=EvalSettings(eval_min_samples=8000),
     )  # fmt: skip
 
 

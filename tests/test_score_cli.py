@@ -12,12 +12,13 @@ import soundfile as sf
 import torch
 
 from data_prep.demo_prepare import speech_like
+from speechbrain_nes2net.lobes.aggregation import build_aggregator
+from speechbrain_nes2net.lobes.nes2net import Nes2Net
 from speechbrain_nes2net.lobes.ssl import SSLFrontend, make_tiny_ssl_model
 from speechbrain_nes2net.pretrained.export import write_export
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.pretrained.modules import EvalSettings
 from speechbrain_nes2net.pretrained.score_cli import collect_inputs, main
-from speechbrain_nes2net.pretrained.yaml_spec import ModuleSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
@@ -37,22 +38,13 @@ def export(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
     ssl = SSLFrontend(make_tiny_ssl_model(folder / "tiny_wavlm")).eval()
-    aggregator = ModuleSpec(
-        "speechbrain_nes2net.lobes.aggregation.build_aggregator",
-        {"name": "weighted_sum", "num_layers": 3, "dim": 64},
-        kind="apply",
-    )
-    backend = ModuleSpec(
-        "speechbrain_nes2net.lobes.nes2net.Nes2Net",
-        {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4, "n_out": 2},
-    )
+    backend_kwargs = {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4, "n_out": 2}
     return write_export(
         folder / "export",
         ssl,
-        aggregator.build().eval(),
-        backend.build().eval(),
-        aggregator,
-        backend,
+        build_aggregator("weighted_sum", 3, 64).eval(),
+        Nes2Net(**backend_kwargs).eval(),
+        backend_kwargs,
         settings=EvalSettings(eval_min_samples=8000),
     )
 

@@ -32,8 +32,8 @@ from speechbrain_nes2net.official.frontend import (
     hf_config_from_official,
 )
 from speechbrain_nes2net.official.keys import OfficialWeightsError, raise_key_problems
+from speechbrain_nes2net.lobes.aggregation import build_aggregator
 from speechbrain_nes2net.pretrained.export import EvalSettings, write_export
-from speechbrain_nes2net.pretrained.yaml_spec import ModuleSpec
 
 #: The encoder the released SSL models share: the "Large" wav2vec 2.0 layout
 #: (24 pre-LayerNorm layers of width 1024, a layer-normed CNN feature encoder).
@@ -290,19 +290,9 @@ def convert_official_checkpoint(
             f"gives {dim}"
         )
     backend = backend_from_official(backend_name, backend_config, state)
-    cls, kwargs = official_backend_kwargs(backend_name, backend_config)
-    backend_spec = ModuleSpec(f"{cls.__module__}.{cls.__qualname__}", kwargs)
-
-    aggregator_kwargs = {
-        "name": our_aggregator,
-        "num_layers": num_states,
-        "dim": dim,
-    }
-    aggregator_spec = ModuleSpec(
-        "speechbrain_nes2net.lobes.aggregation.build_aggregator", aggregator_kwargs, kind="apply"
-    )
+    _, backend_kwargs = official_backend_kwargs(backend_name, backend_config)
     if aggregator_name is None:
-        aggregator = aggregator_spec.build().eval()
+        aggregator = build_aggregator(our_aggregator, num_states, dim).eval()
     else:
         aggregator = aggregator_from_official(
             aggregator_name, {"n_layers": num_states, "dim": dim}, state
@@ -343,8 +333,7 @@ def convert_official_checkpoint(
         frontend,
         aggregator,
         backend,
-        aggregator_spec,
-        backend_spec,
+        backend_kwargs,
         settings=settings,
         decision=None if calibration is None else DecisionRule.from_calibration(
             load_calibration(calibration)

@@ -4,7 +4,7 @@ Authors
  * speechbrain-nes2net contributors
 """
 
-from speechbrain_nes2net.pretrained.yaml_spec import flow
+import json
 
 #: Licences of the SSL models the recipes use (the exported weights derive from them).
 SSL_LICENCES = {
@@ -23,10 +23,6 @@ SSL_LICENCES = {
         ),
     ),
 }
-
-
-def _spec_arguments(spec):
-    return flow(spec.args if spec.args is not None else spec.kwargs)
 
 
 def _licence(ssl_hub_id, ssl_source_note):
@@ -97,7 +93,7 @@ def _metrics_table(metrics):
 
 
 def model_card(
-    card, ssl, ssl_hub_id, aggregator_spec, backend_spec, backend, settings, decision
+    card, ssl, ssl_hub_id, aggregator_arguments, backend, backend_kwargs, settings, decision
 ):
     """The README.md of an export (front matter for model hubs, then the card).
 
@@ -111,12 +107,16 @@ def model_card(
         a fraction, ``min_dcf``, ``n_bonafide``, ``n_spoof``),
         ``metrics_note``, ``origin`` (where the weights come from),
         ``licence_note``.
-    ssl, backend : torch.nn.Module
-        The exported front-end and back-end.
+    ssl : SSLFrontend
+        The exported front-end.
     ssl_hub_id : str or None
         Hub id the SSL model is referenced by (frozen models).
-    aggregator_spec, backend_spec : ModuleSpec
-        The exported module specs.
+    aggregator_arguments : dict
+        The exported ``build_aggregator`` arguments.
+    backend : torch.nn.Module
+        The exported back-end.
+    backend_kwargs : dict
+        Its exported keyword arguments.
     settings : EvalSettings
         The exported input settings.
     decision : dict
@@ -208,10 +208,10 @@ def model_card(
         f"layers, {config.hidden_size} dims), {stored}; input "
         + ("layer-normalised per waveform" if ssl.normalize else "fed as raw waveforms")
         + ".",
-        f"- Layer aggregation: `{aggregator_spec.target}` {_spec_arguments(aggregator_spec)}.",
+        f"- Layer aggregation: `build_aggregator` {json.dumps(aggregator_arguments)}.",
         (
-            f"- Back-end: `{backend_spec.target}` {_spec_arguments(backend_spec)}, "
-            f"{n_params:,} parameters."
+            f"- Back-end: `{type(backend).__module__}.{type(backend).__qualname__}` "
+            f"{json.dumps(backend_kwargs)}, {n_params:,} parameters."
         ),
         (
             f"- Input: {settings.sample_rate} Hz mono (other rates are resampled, channels "

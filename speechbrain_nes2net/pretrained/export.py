@@ -18,22 +18,26 @@ and loads in a fresh process with stock SpeechBrain::
     clf = EncoderClassifier.from_hparams(source="path/to/export", savedir="...")
     out_prob, score, index, label = clf.classify_file("x.flac")
 
-or with :class:`speechbrain_nes2net.pretrained.interface.AntiSpoofModel` for bona fide
-scores. Every loadable uses the pretrainer's default file name
-(``<name>.ckpt`` in the source), because a relative ``paths:`` entry would be
-resolved against the working directory, not the folder. The fine-tuned SSL
-model is rebuilt from its configuration written inline in the YAML
-(:class:`~speechbrain_nes2net.lobes.ssl.SSLFrontendFromConfig`) for the same
-reason: the YAML is built before the pretrainer knows where the folder is.
+or with :class:`speechbrain_nes2net.pretrained.interface.AntiSpoofModel` for bona
+fide scores. ``hyperparams.yaml`` is the template
+:data:`speechbrain_nes2net.pretrained.templates.HYPERPARAMS` filled in: the
+aggregation is rebuilt by ``build_aggregator`` (its name, layer count and
+width read from the modules), the back-end by its class (one of
+:data:`BACKENDS`) with the keyword arguments it was built with, and a
+fine-tuned SSL model from its transformers configuration written inline
+(:class:`~speechbrain_nes2net.lobes.ssl.SSLFrontendFromConfig`).
 
 Entry points:
 
 - :func:`export_run`: a training run folder (best, last or averaged
-  checkpoints) -> export;
-- :func:`write_export`: live modules + how to rebuild them -> export (the
-  above, and :func:`speechbrain_nes2net.official.convert.convert_official_checkpoint`
-  for a released official checkpoint, end here). It checks that the YAML rebuilds the same modules and,
-  by default, that the written folder reproduces the modules' scores.
+  checkpoints) -> export; the back-end's arguments are those HyperPyYAML
+  built it with when loading the run's ``hyperparams.yaml``;
+- :func:`write_export`: live modules + the back-end's arguments -> export
+  (the above, and :func:`speechbrain_nes2net.official.convert.convert_official_checkpoint`
+  for a released official checkpoint, end here). The folder is written to a
+  staging folder, checked (the YAML rebuilds the same modules and, by
+  default, the reloaded folder reproduces the modules' scores), then renamed
+  into place.
 
 Authors
  * speechbrain-nes2net contributors
@@ -45,28 +49,28 @@ import logging
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import ruamel.yaml
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE
 from speechbrain_nes2net.evaluation.calibration import DecisionRule, load_calibration
-from speechbrain_nes2net.evaluation.files import read_decision
+from speechbrain_nes2net.evaluation.files import DECISION_FILE, read_decision
+from speechbrain_nes2net.lobes.aasist import AASIST
+from speechbrain_nes2net.lobes.aggregation import AGGREGATORS, build_aggregator
+from speechbrain_nes2net.lobes.localization import Nes2NetLocalizer
+from speechbrain_nes2net.lobes.nes2net import Nes2Net, Nes2NetX
 from speechbrain_nes2net.lobes.ssl import SSLFrontend, is_local_source
+from speechbrain_nes2net.pretrained import templates
 from speechbrain_nes2net.pretrained.card import model_card
 from speechbrain_nes2net.pretrained.modules import (
     AntiSpoofEncoder,
     AntiSpoofHead,
     EvalSettings,
     LabelEncoder,
-)
-from speechbrain_nes2net.pretrained.yaml_spec import (
-    ExportError,
-    ModuleSpec,
-    block,
-    flow,
-    scalar,
 )
 from speechbrain_nes2net.scores import LABELS
 from speechbrain_nes2net.training.checkpoints import (
@@ -81,23 +85,73 @@ logger = logging.getLogger(__name__)
 
 #: Version of the folder layout: 2 added the ``decision`` rule.
 EXPORT_FORMAT = 2
+#: The back-ends an export rebuilds: ``backend: !new:<class>`` with its keyword arguments.
+BACKENDS = (Nes2Net, Nes2NetX, AASIST, Nes2NetLocalizer)
 _DECISION_SOURCES = {
     "calibration": "the Bayes decision of the calibrated score at the bona fide prior",
     "dev_eer": "the development EER threshold (no calibration could be fitted)",
     "logit_0": "no threshold was fitted; the raw score's sign",
 }
 
-_CUSTOM_INTERFACE = '''"""Interface for speechbrain.inference.interfaces.foreign_class.
 
-The class lives in the installed package (pip install speechbrain-nes2net):
-    foreign_class(source, pymodule_file="custom_interface.py", classname="AntiSpoofModel")
-"""
+class ExportError(RuntimeError):
+    """A model that cannot be exported (or an export that cannot be read) as asked.
 
-from speechbrain_nes2net.pretrained.interface import AntiSpoofModel  # noqa: F401
-'''
+    The message says what to change. Raised here and by
+    :mod:`speechbrain_nes2net.pretrained.onnx_export`.
+    """
 
 
-# -------------------------------------------------------------------- SSL
+# ------------------------------------------------------------ YAML values
+
+
+def yaml_value(value, what="a value"):
+    """A plain value as YAML: its JSON text, which YAML reads back unchanged.
+
+    Arguments
+    ---------
+    value : None, bool, int, float, str, list, tuple or dict
+        Plain data (tuples are written as lists).
+    what : str
+        Where the value goes, for the error message.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> yaml_value({"scale": 2.0, "offset": -1.0}), yaml_value(None), yaml_value((1, 2))
+    ('{"scale": 2.0, "offset": -1.0}', 'null', '[1, 2]')
+    """
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ExportError(
+            f"{what} is {value!r}, which an export cannot write ({err}); it needs plain values "
+            "(numbers, strings, booleans, null, lists, mappings)"
+        ) from None
+
+
+def _yaml_key(key):
+    """A mapping key: bare when YAML reads it back as the same string."""
+    if key.isidentifier() and key.lower() not in ("null", "true", "false"):
+        return key
+    return json.dumps(key)
+
+
+def _argument_lines(arguments, indent, what):
+    """Block-style ``key: value`` lines of a mapping, ``indent`` spaces in."""
+    pad = " " * indent
+    if not arguments:
+        return pad + "{}"
+    return "\n".join(
+        f"{pad}{_yaml_key(str(key))}: {yaml_value(value, f'{what}.{key}')}"
+        for key, value in arguments.items()
+    )
+
+
+# --------------------------------------------------------------- modules
 
 
 def _ssl_config_dict(frontend):
@@ -108,97 +162,97 @@ def _ssl_config_dict(frontend):
     return config
 
 
-def _ssl_yaml(frontend, hub_id):
+def _ssl_entry(frontend, hub_id):
     """The ``ssl:`` entry: from the hub when ``hub_id`` is set, else from the inline config."""
-    normalize = bool(frontend.normalize)
+    normalize = yaml_value(bool(frontend.normalize))
     if hub_id is not None:
-        return "\n".join(
-            [
-                "ssl: !new:speechbrain_nes2net.lobes.ssl.SSLFrontend",
-                f"    source: {scalar(hub_id)}",
-                "    save_path: !apply:speechbrain_nes2net.lobes.ssl.hf_cache_dir []",
-                "    freeze: true",
-                f"    normalize: {scalar(normalize)}",
-            ]
-        )
+        return templates.SSL_FROM_HUB.format(hub_id=yaml_value(hub_id), normalize=normalize)
     config = _ssl_config_dict(frontend)
     model_type = config.pop("model_type")
-    return "\n".join(
-        [
-            "ssl: !new:speechbrain_nes2net.lobes.ssl.SSLFrontendFromConfig",
-            f"    model_type: {scalar(model_type)}",
-            f"    normalize: {scalar(normalize)}",
-            "    freeze: true",
-            "    config:",
-        ]
-        + block(config, 2)
+    return templates.SSL_STORED.format(
+        model_type=yaml_value(model_type),
+        normalize=normalize,
+        config=_argument_lines(config, 8, "ssl.config"),
     )
 
 
-# ------------------------------------------------------------------ export
+def aggregator_arguments(aggregator, dim):
+    """The ``build_aggregator`` arguments that rebuild an aggregator.
+
+    Arguments
+    ---------
+    aggregator : torch.nn.Module
+        One of :data:`speechbrain_nes2net.lobes.aggregation.AGGREGATORS`.
+    dim : int
+        Hidden size of the SSL model.
+
+    Returns
+    -------
+    dict
+        ``name``, ``num_layers``, ``dim``.
+
+    Example
+    -------
+    >>> aggregator_arguments(build_aggregator("SEA", 25, 1024), 1024)
+    {'name': 'SEA', 'num_layers': 25, 'dim': 1024}
+    """
+    names = {cls: name for name, cls in AGGREGATORS.items()}
+    if type(aggregator) not in names:
+        raise ExportError(
+            f"an export rebuilds the layer aggregation with build_aggregator, which makes "
+            f"{sorted(AGGREGATORS)}; got {type(aggregator).__name__}"
+        )
+    return {"name": names[type(aggregator)], "num_layers": aggregator.num_layers, "dim": dim}
 
 
-def _hyperparams_text(ssl_entry, aggregator_spec, backend_spec, settings, decision, header):
-    calibration = decision["calibration"]
-    calibration_text = "null" if calibration is None else flow(calibration)
-    return f"""{header}
-export_format: {EXPORT_FORMAT}
-# Input: any audio; read as {settings.sample_rate} Hz mono (channels averaged, resampled).
-sample_rate: {settings.sample_rate}
-eval_samples: {scalar(settings.eval_samples)}   # first N samples, repeat-padded (null: all)
-eval_min_samples: {settings.eval_min_samples}   # shorter full utterances are repeat-padded to this
-eval_window_seconds: {scalar(settings.eval_window_seconds)}   # longer: mean logits of windows
-window_seconds: {scalar(settings.window_seconds)}   # AntiSpoofModel.score_windows defaults
-window_hop_seconds: {scalar(settings.window_hop_seconds)}
-
-# Scores: higher = more bona fide; the raw score is the back-end's bona fide
-# logit. A calibration maps it to a log-likelihood ratio: scale * score + offset.
-calibration: {calibration_text}
-# Decisions (EncoderClassifier labels, AntiSpoofModel, nes2net-score --labels):
-# bona fide when the raw score >= threshold ({decision["source"]}: {_DECISION_SOURCES[decision["source"]]}).
-decision: {flow(decision)}
-
-# Model --------------------------------------------------------------------
-{ssl_entry}
-
-{aggregator_spec.to_yaml("aggregator")}
-
-{backend_spec.to_yaml("backend")}
-
-# EncoderClassifier slots ---------------------------------------------------
-compute_features: !new:speechbrain_nes2net.pretrained.modules.MonoWaveforms
-mean_var_norm: !new:speechbrain_nes2net.pretrained.modules.PassThrough
-embedding_model: !new:speechbrain_nes2net.pretrained.modules.AntiSpoofEncoder
-    ssl: !ref <ssl>
-    aggregator: !ref <aggregator>
-    backend: !ref <backend>
-    num_samples: !ref <eval_samples>
-    min_samples: !ref <eval_min_samples>
-    window_seconds: !ref <eval_window_seconds>
-    sample_rate: !ref <sample_rate>
-classifier: !new:speechbrain_nes2net.pretrained.modules.AntiSpoofHead
-    backend: !ref <backend>
-    decision: !ref <decision>
-
-label_encoder: !new:speechbrain_nes2net.pretrained.modules.LabelEncoder
-audio_normalizer: !new:speechbrain_nes2net.pretrained.modules.AudioNormalizer
-    sample_rate: !ref <sample_rate>
-
-modules:
-    compute_features: !ref <compute_features>
-    mean_var_norm: !ref <mean_var_norm>
-    embedding_model: !ref <embedding_model>
-    classifier: !ref <classifier>
-
-# Every file is found as <source>/<name>.ckpt (no paths: they would be
-# resolved against the working directory).
-pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
-    loadables:
-{_loadables_text(ssl_entry)}
-"""
+def _class_path(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _localization_text(localization, backend):
+def _check_rebuilds(rebuilt, module, what):
+    """Checks that ``rebuilt`` (from the YAML's arguments) has ``module``'s layers and weights."""
+    if type(rebuilt) is not type(module) or repr(rebuilt) != repr(module):
+        raise ExportError(
+            f"the exported {what} arguments build\n{rebuilt!r}\nbut the module to export is\n"
+            f"{module!r}"
+        )
+    try:
+        rebuilt.load_state_dict(module.state_dict(), strict=True)
+    except RuntimeError as err:
+        raise ExportError(
+            f"the exported {what} does not match the module's weights: {err}"
+        ) from None
+
+
+def _modules_text(aggregator, backend, backend_kwargs, dim):
+    """The aggregator and back-end placeholders of the template, checked to rebuild the modules."""
+    if type(backend) not in BACKENDS:
+        raise ExportError(
+            f"an export rebuilds the back-ends {[cls.__name__ for cls in BACKENDS]}; got "
+            f"{type(backend).__name__}"
+        )
+    aggregation = aggregator_arguments(aggregator, dim)
+    # What the YAML will hold, read back: JSON turns tuples into lists.
+    backend_kwargs = json.loads(yaml_value(dict(backend_kwargs), "the back-end's arguments"))
+    _check_rebuilds(build_aggregator(**aggregation), aggregator, "aggregator")
+    try:
+        rebuilt = type(backend)(**backend_kwargs)
+    except (TypeError, ValueError) as err:
+        raise ExportError(
+            f"{type(backend).__name__}(**{backend_kwargs}) fails: {err}; pass the arguments the "
+            "back-end was built with"
+        ) from None
+    _check_rebuilds(rebuilt, backend, "back-end")
+    return {
+        "aggregation": yaml_value(aggregation["name"]),
+        "num_layers": yaml_value(aggregation["num_layers"]),
+        "dim": yaml_value(dim),
+        "backend_class": _class_path(type(backend)),
+        "backend_arguments": _argument_lines(backend_kwargs, 4, "backend"),
+    }
+
+
+def _localization_entry(localization, backend):
     """The ``localization`` entry of a localisation model's ``hyperparams.yaml``."""
     if not hasattr(backend, "forward_with_frames"):
         raise ExportError(
@@ -210,33 +264,7 @@ def _localization_text(localization, backend):
     if missing:
         raise ExportError(f"the localisation rule lacks {missing} (expected {list(keys)})")
     entry = {key: localization[key] for key in keys}
-    return (
-        "\n# Localisation (AntiSpoofModel.localize, nes2net-score --frames): frame scores\n"
-        "# pooled to segment_shift s (pooling), a segment bona fide when its raw score >=\n"
-        "# decision.threshold (fitted on development segments).\n"
-        f"localization: {flow(entry)}\n"
-    )
-
-
-def _loadables_text(ssl_entry):
-    names = ["aggregator", "backend", "label_encoder"]
-    if "SSLFrontendFromConfig" in ssl_entry:
-        names.insert(0, "ssl")
-    return "\n".join(f"        {name}: !ref <{name}>" for name in names)
-
-
-def _check_spec(spec, module, what):
-    """Checks that ``spec`` rebuilds ``module``: same structure, parameter names and shapes."""
-    rebuilt = spec.build()
-    if type(rebuilt) is not type(module) or repr(rebuilt) != repr(module):
-        raise ExportError(
-            f"the {what} spec {spec.target} builds\n{rebuilt!r}\nbut the module to export is\n"
-            f"{module!r}"
-        )
-    try:
-        rebuilt.load_state_dict(module.state_dict(), strict=True)
-    except RuntimeError as err:
-        raise ExportError(f"the {what} spec does not match the module's weights: {err}") from None
+    return templates.LOCALIZATION.format(localization=yaml_value(entry, "localization"))
 
 
 def _check_no_absolute_paths(text, what):
@@ -248,13 +276,90 @@ def _check_no_absolute_paths(text, what):
         )
 
 
+# ------------------------------------------------------------------ export
+
+
+def hyperparams_text(
+    ssl, aggregator, backend, backend_kwargs, settings, decision, ssl_hub_id=None,
+    localization=None, title="SSL + Nes2Net anti-spoofing model",
+):  # fmt: skip
+    """The ``hyperparams.yaml`` of an export: :data:`templates.HYPERPARAMS` filled in.
+
+    Arguments
+    ---------
+    ssl : SSLFrontend
+        The SSL front-end.
+    aggregator, backend : torch.nn.Module
+        The layer aggregation (built by ``build_aggregator``) and the back-end
+        (one of :data:`BACKENDS`).
+    backend_kwargs : dict
+        The keyword arguments ``backend`` was built with (plain data); checked
+        to rebuild it.
+    settings : EvalSettings
+        Input settings (resolved).
+    decision : dict
+        ``DecisionRule.to_dict()``, with its calibration.
+    ssl_hub_id : str, optional
+        Reference the SSL model by this hub id instead of storing it.
+    localization : dict, optional
+        The segment decision rule of a localisation model.
+    title : str
+        The header's first line.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> from speechbrain_nes2net.lobes.ssl import SSLFrontendFromConfig
+    >>> config = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    ...     intermediate_size=8, conv_dim=[8], conv_kernel=[10], conv_stride=[5])
+    >>> ssl = SSLFrontendFromConfig("wavlm", config, normalize=True)
+    >>> backend_kwargs = {"input_size": 32, "outer_ratio": 4, "inner_ratio": 2}
+    >>> text = hyperparams_text(ssl, build_aggregator("AttM", 2, 32), Nes2NetX(**backend_kwargs),
+    ...     backend_kwargs, EvalSettings().resolved(), DecisionRule(0.5).to_dict())
+    >>> print(text[text.index("aggregator:"):text.index("# EncoderClassifier")].strip())
+    aggregator: !apply:speechbrain_nes2net.lobes.aggregation.build_aggregator
+        name: "AttM"
+        num_layers: 2
+        dim: 32
+    <BLANKLINE>
+    backend: !new:speechbrain_nes2net.lobes.nes2net.Nes2NetX
+        input_size: 32
+        outer_ratio: 4
+        inner_ratio: 2
+    """
+    loadables = ["aggregator", "backend", "label_encoder"]
+    if ssl_hub_id is None:
+        loadables.insert(0, "ssl")
+    return templates.HYPERPARAMS.format(
+        title=title,
+        date=datetime.date.today().isoformat(),
+        export_format=EXPORT_FORMAT,
+        sample_rate=yaml_value(settings.sample_rate),
+        eval_samples=yaml_value(settings.eval_samples),
+        eval_min_samples=yaml_value(settings.eval_min_samples),
+        eval_window_seconds=yaml_value(settings.eval_window_seconds),
+        window_seconds=yaml_value(settings.window_seconds),
+        window_hop_seconds=yaml_value(settings.window_hop_seconds),
+        calibration=yaml_value(decision["calibration"]),
+        decision_source=decision["source"],
+        decision_explanation=_DECISION_SOURCES[decision["source"]],
+        decision=yaml_value(decision),
+        ssl=_ssl_entry(ssl, ssl_hub_id),
+        **_modules_text(aggregator, backend, backend_kwargs, ssl.ssl.model.config.hidden_size),
+        loadables="\n".join(f"        {name}: !ref <{name}>" for name in loadables),
+        localization="" if localization is None else _localization_entry(localization, backend),
+    )
+
+
 def write_export(
     folder,
     ssl,
     aggregator,
     backend,
-    aggregator_spec,
-    backend_spec,
+    backend_kwargs,
     settings=None,
     ssl_hub_id=None,
     decision=None,
@@ -272,9 +377,11 @@ def write_export(
     ssl : SSLFrontend
         The SSL front-end with its final weights.
     aggregator, backend : torch.nn.Module
-        The layer aggregation and the back-end with their final weights.
-    aggregator_spec, backend_spec : ModuleSpec
-        How the YAML rebuilds them (checked against the modules).
+        The layer aggregation (one of ``build_aggregator``'s) and the
+        back-end (one of :data:`BACKENDS`) with their final weights.
+    backend_kwargs : dict
+        The keyword arguments the back-end was built with (plain data); the
+        YAML rebuilds it with them (checked against the module).
     settings : EvalSettings, optional
         Input settings; defaults to full utterances at 16 kHz.
     ssl_hub_id : str, optional
@@ -320,28 +427,12 @@ def write_export(
     if isinstance(decision, dict):
         decision = DecisionRule.from_dict(decision)
     decision = decision.to_dict()
-    _check_spec(aggregator_spec, aggregator, "aggregator")
-    _check_spec(backend_spec, backend, "backend")
     AntiSpoofHead(backend)  # fails early for a back-end without an output layer
-
     card = dict(card or {})
-    header = "\n".join(
-        [
-            "# " + "#" * 76,
-            f"# {card.get('title', 'SSL + Nes2Net anti-spoofing model')}",
-            "# Exported by speechbrain_nes2net.pretrained.export on "
-            + datetime.date.today().isoformat()
-            + "; see README.md.",
-            "# Loads with speechbrain.inference.classifiers.EncoderClassifier (label",
-            "# 'bonafide' / 'spoof') and speechbrain_nes2net.pretrained.interface.AntiSpoofModel.",
-            "# " + "#" * 76,
-        ]
-    )
-    text = _hyperparams_text(
-        _ssl_yaml(ssl, ssl_hub_id), aggregator_spec, backend_spec, settings, decision, header
-    )
-    if localization is not None:
-        text += _localization_text(localization, backend)
+    text = hyperparams_text(
+        ssl, aggregator, backend, backend_kwargs, settings, decision, ssl_hub_id, localization,
+        title=card.get("title", "SSL + Nes2Net anti-spoofing model"),
+    )  # fmt: skip
     _check_no_absolute_paths(text, "hyperparams.yaml")
 
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -359,14 +450,16 @@ def write_export(
         encoder = LabelEncoder()
         encoder.update_from_iterable(LABELS)
         encoder.save(staging / "label_encoder.ckpt")
-        (staging / "custom_interface.py").write_text(_CUSTOM_INTERFACE, encoding="utf-8")
+        (staging / "custom_interface.py").write_text(templates.CUSTOM_INTERFACE, encoding="utf-8")
         card_text = model_card(
             card,
             ssl=ssl,
             ssl_hub_id=ssl_hub_id,
-            aggregator_spec=aggregator_spec,
-            backend_spec=backend_spec,
+            aggregator_arguments=aggregator_arguments(
+                aggregator, ssl.ssl.model.config.hidden_size
+            ),
             backend=backend,
+            backend_kwargs=backend_kwargs,
             settings=settings,
             decision=decision,
         )
@@ -445,28 +538,55 @@ def verify_export(folder, ssl, aggregator, backend, settings, atol=1e-5):
 # --------------------------------------------------------------- from a run
 
 
-def _load_run_yaml(run_folder, overrides):
+class _RecordingLoader(ruamel.yaml.Loader):
+    """HyperPyYAML's loader, noting the keyword arguments of every ``!new:`` module it builds.
+
+    ``built`` (set on a fresh subclass per load) collects ``(module, kwargs)``:
+    the arguments as HyperPyYAML passed them, references and ``!apply:``
+    values (such as ``ssl_dim``) resolved.
+    """
+
+    built = None
+
+    def construct_object(self, node, deep=True):
+        """Builds the node as HyperPyYAML does; remembers a module's arguments."""
+        value = super().construct_object(node, deep=deep)
+        tag = str(getattr(node.tag, "value", node.tag))
+        if (
+            isinstance(value, torch.nn.Module)
+            and tag.startswith("!new:")
+            and isinstance(node, ruamel.yaml.MappingNode)
+        ):
+            # Already built: the mapping's values come from the loader's cache.
+            self.built.append((value, dict(self.construct_mapping(node, deep=True))))
+        return value
+
+
+def _load_run(run_folder, overrides):
+    """The run's hparams (loaded by HyperPyYAML) and its back-end's keyword arguments."""
     path = Path(run_folder) / "hyperparams.yaml"
     if not path.is_file():
         raise ExportError(
             f"{run_folder} is not a training run folder: no hyperparams.yaml (the copy "
             "recipes/train.py writes into output_folder)"
         )
-    import ruamel.yaml
-
-    text = path.read_text(encoding="utf-8")
-    raw = ruamel.yaml.YAML(typ="rt").load(text)
-    modules = raw.get("modules") if isinstance(raw, dict) else None
+    loader = type("RunLoader", (_RecordingLoader,), {"built": []})
+    # Exporting prepares no data: the corpus scripts (data_prep/, not installed with
+    # the library) need not be importable where the export runs.
+    overrides = {"data_preparation": None, **(overrides or {})}
+    hparams = load_hyperpyyaml(path.read_text(encoding="utf-8"), overrides, loader=loader)
+    modules = hparams.get("modules")
     if not isinstance(modules, dict) or not set(MODEL_MODULES) <= set(modules):
         raise ExportError(
             f"{path}: 'modules' must hold ssl, aggregator and backend (the AntiSpoofBrain modules)"
         )
-    specs = {
-        name: ModuleSpec.from_yaml_node(modules[name], f"{path.name}: modules.{name}")
-        for name in ("aggregator", "backend")
-    }
-    hparams = load_hyperpyyaml(text, overrides or {})
-    return hparams, specs, raw
+    backend_kwargs = [kwargs for module, kwargs in loader.built if module is modules["backend"]]
+    if not backend_kwargs:
+        raise ExportError(
+            f"{path}: the back-end is not built as '!new:<class>' with keyword arguments; an "
+            f"export rebuilds {[cls.__name__ for cls in BACKENDS]} that way"
+        )
+    return hparams, backend_kwargs[0]
 
 
 def _eval_samples_of(hparams, test_set):
@@ -489,7 +609,7 @@ def _eval_samples_of(hparams, test_set):
     return None
 
 
-def _run_card(hparams, specs, run_folder, checkpoints, checkpoint, average, metric, ssl, hub_id):
+def _run_card(hparams, run_folder, checkpoints, checkpoint, average, metric, hub_id, run_choice):
     """Model card facts of a training run (relative names only)."""
     describe = hparams.get
     training = {
@@ -525,9 +645,7 @@ def _run_card(hparams, specs, run_folder, checkpoints, checkpoint, average, metr
     note = None
     scores = Path(run_folder) / "scores"
     test_metrics = sorted(scores.glob("*_metrics.json")) if scores.is_dir() else []
-    run_choice = metric == hparams.get("selection_metric", "EER")
-    run_choice = run_choice and average == int(hparams.get("average_checkpoints", 1) or 1)
-    if test_metrics and checkpoint == "best" and run_choice:
+    if test_metrics and run_choice:
         for path in test_metrics:
             values = json.loads(path.read_text())
             metrics[values.get("test_set", path.stem[: -len("_metrics")])] = values
@@ -537,12 +655,13 @@ def _run_card(hparams, specs, run_folder, checkpoints, checkpoint, average, metr
             "The training run's test metrics were computed with the checkpoint it selected, "
             "not with these weights; they are left out."
         )
+    ssl, backend = hparams["modules"]["ssl"], hparams["modules"]["backend"]
     source = getattr(ssl.ssl.model.config, "name_or_path", "") or ""
     ssl_note = hub_id or (
         source if source and not is_local_source(source) else "a local SSL model folder"
     )
     return {
-        "title": f"SSL + {specs['backend'].target.rsplit('.', 1)[-1]} anti-spoofing model",
+        "title": f"SSL + {type(backend).__name__} anti-spoofing model",
         "origin": f"Trained with speechbrain-nes2net (run `{Path(run_folder).name}`).",
         "ssl_source": ssl_note,
         "ssl_hub_id": hub_id or (source if source and not is_local_source(source) else None),
@@ -554,26 +673,72 @@ def _run_card(hparams, specs, run_folder, checkpoints, checkpoint, average, metr
     }
 
 
-_UNSET = object()
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What an export of a run ships besides the weights, where it differs from the run's.
+
+    Arguments
+    ---------
+    test_set : str, optional
+        Export the evaluation length (``eval_samples``) of this test set of the run.
+    eval_samples : int or str, optional
+        Score the first N samples, or 'full' utterances (default: as the
+        run's test sets, see ``test_set``).
+    window_seconds, window_hop_seconds : float, optional
+        Default windows of :meth:`AntiSpoofModel.score_windows`.
+    calibration : ScoreCalibration, dict or path, optional
+        Score calibration to ship instead of the run's (``decision.json``,
+        fitted on its development scores by ``recipes/train.py``); the
+        decision is then its Bayes threshold at ``decision_prior``.
+    decision_prior : float, optional
+        Bona fide prior of the decision with ``calibration`` (default: the
+        run's ``decision_prior``, else 0.5).
+    ssl_hub_id : str, optional
+        Hub id of a frozen SSL model loaded from a local folder.
+
+    Example
+    -------
+    >>> ExportOptions(eval_samples="full").eval_samples_of({})
+    >>> ExportOptions(eval_samples=64600).eval_samples_of({})
+    64600
+    """
+
+    test_set: str = None
+    eval_samples: object = None
+    window_seconds: float = None
+    window_hop_seconds: float = None
+    calibration: object = None
+    decision_prior: float = None
+    ssl_hub_id: str = None
+
+    def eval_samples_of(self, hparams):
+        """The exported ``eval_samples`` (None: full utterances) of a run's hparams."""
+        if self.eval_samples == "full":
+            return None
+        if self.eval_samples is not None:
+            return int(self.eval_samples)
+        return _eval_samples_of(hparams, self.test_set)
 
 
-def _export_decision(run_folder, calibration, prior, run_choice):
+def _run_decision(run_folder, options, prior, run_choice):
     """The decision rule an export of a run ships (see :func:`export_run`)."""
-    if calibration is not None:
-        return DecisionRule.from_calibration(load_calibration(calibration), prior)
-    decision, _ = read_decision(run_folder)
-    if decision is None:
-        logger.warning(
-            "%s has no decision.json (runs of recipes/train.py before version 0.2): pass a "
-            "calibration fitted on development scores", run_folder,
-        )
-        return None
+    if options.calibration is not None:
+        return DecisionRule.from_calibration(load_calibration(options.calibration), prior)
     if not run_choice:
         logger.warning(
             "The run's decision rule was fitted for the checkpoint its test evaluation used, "
-            "not for these weights: pass a calibration fitted on their development scores"
+            "not for these weights: the labels follow the raw score's sign; pass a calibration "
+            "fitted on their development scores"
         )
         return None
+    decision, _ = read_decision(run_folder)
+    if decision is None:
+        raise ExportError(
+            f"{run_folder} has no {DECISION_FILE} (recipes/train.py writes it after the test "
+            "evaluation, fitted on the development scores): pass a calibration fitted on "
+            "development scores (calibration=..., recipes/export.py --calibration FILE)"
+        )
     return decision
 
 
@@ -583,13 +748,7 @@ def export_run(
     checkpoint="best",
     average=None,
     metric=None,
-    test_set=None,
-    eval_samples=_UNSET,
-    calibration=None,
-    decision_prior=None,
-    ssl_hub_id=None,
-    window_seconds=None,
-    window_hop_seconds=None,
+    options=None,
     overrides=None,
     overwrite=False,
     verify=True,
@@ -597,14 +756,19 @@ def export_run(
     """Exports a training run of ``recipes/train.py`` as a SpeechBrain model folder.
 
     The run's saved ``hyperparams.yaml`` is loaded with HyperPyYAML (so the
-    modules are built exactly as in training, whatever the recipe), the
+    modules are built exactly as in training, whatever the recipe, and the
+    back-end's keyword arguments are those it was built with), the
     checkpoint is chosen the way the recipe's test evaluation chooses it
     (lowest ``selection_metric``, or the average of the best
-    ``average_checkpoints``) by SpeechBrain's own ``Checkpointer``, and
-    the module sections of the same file say how the export rebuilds the
-    aggregation and the back-end. The SSL model is stored in the folder when
-    it was fine-tuned, and referenced by hub id when it was frozen
-    (``freeze_ssl: True``) and came from the hub.
+    ``average_checkpoints``) by SpeechBrain's own ``Checkpointer``. The SSL
+    model is stored in the folder when it was fine-tuned, and referenced by
+    hub id when it was frozen (``freeze_ssl: True``) and came from the hub.
+
+    The decision rule is the run's (``decision.json``) for the checkpoint its
+    test evaluation used; a run without one needs ``options.calibration``.
+    Other weights (``checkpoint='last'``, another ``average`` or ``metric``)
+    ship ``options.calibration`` when given, else no rule: their labels
+    follow the raw score's sign, and the model card says so.
 
     Loading the YAML runs its ``!apply:`` entries (seeding, and the demo's
     tiny SSL model, reused from the run folder), not the data preparation;
@@ -623,21 +787,9 @@ def export_run(
         (default: the run's ``average_checkpoints``, as its test evaluation).
     metric : str, optional
         Selection statistic (default: the run's ``selection_metric``, else EER).
-    test_set : str, optional
-        Export the evaluation settings of this test set (``eval_samples``).
-    eval_samples : int or None, optional
-        Override the evaluation length (None: full utterances).
-    calibration : ScoreCalibration, dict or path, optional
-        Score calibration to ship instead of the run's (``decision.json``,
-        fitted on its development scores by ``recipes/train.py``); the
-        decision is then its Bayes threshold at ``decision_prior``.
-    decision_prior : float, optional
-        Bona fide prior of the decision with ``calibration`` (default: the
-        run's ``decision_prior``, else 0.5).
-    ssl_hub_id : str, optional
-        Hub id of a frozen SSL model loaded from a local folder.
-    window_seconds, window_hop_seconds : float, optional
-        Default windows of :meth:`AntiSpoofModel.score_windows`.
+    options : ExportOptions, optional
+        Evaluation settings, calibration and SSL reference, where they differ
+        from the run's.
     overrides : dict, optional
         HyperPyYAML overrides when loading the run's YAML.
     overwrite : bool
@@ -651,14 +803,16 @@ def export_run(
         The export folder.
     """
     run_folder = Path(run_folder)
-    hparams, specs, _ = _load_run_yaml(run_folder, overrides)
+    options = options or ExportOptions()
+    hparams, backend_kwargs = _load_run(run_folder, overrides)
     modules = hparams["modules"]
-    metric = metric or hparams.get("selection_metric", "EER")
+    run_metric = hparams.get("selection_metric", "EER")
+    run_average = int(hparams.get("average_checkpoints", 1) or 1)
+    metric = metric or run_metric
     checkpointer = hparams.get("checkpointer")
     checkpoints_dir = getattr(checkpointer, "checkpoints_dir", None) or run_folder / "save"
     strict = average is not None
-    if average is None:
-        average = int(hparams.get("average_checkpoints", 1) or 1)
+    average = run_average if average is None else average
     try:
         checkpoints = select_checkpoints(checkpoints_dir, checkpoint, average, metric, strict)
         load_checkpoint_average(modules, checkpoints, MODEL_MODULES)
@@ -670,26 +824,25 @@ def export_run(
     hub_id = None
     if hparams.get("freeze_ssl", False):
         source = getattr(ssl.ssl.model.config, "name_or_path", "") or ""
-        hub_id = ssl_hub_id or (source if source and not is_local_source(source) else None)
+        hub_id = options.ssl_hub_id or (source if source and not is_local_source(source) else None)
         if hub_id is None:
             logger.info("Frozen SSL model from a local folder: storing its weights")
     settings = EvalSettings(
         sample_rate=hparams.get("sample_rate", DEFAULT_SAMPLE_RATE),
-        eval_samples=(
-            _eval_samples_of(hparams, test_set) if eval_samples is _UNSET else eval_samples
-        ),
+        eval_samples=options.eval_samples_of(hparams),
         eval_min_samples=hparams.get("eval_min_samples", 0),
         eval_window_seconds=hparams.get("eval_window_seconds"),
-        window_seconds=window_seconds,
-        window_hop_seconds=window_hop_seconds,
+        window_seconds=options.window_seconds,
+        window_hop_seconds=options.window_hop_seconds,
     )
+    # The run's decision rule (and its test metrics) belong to the weights its test evaluation used.
+    run_choice = checkpoint == "best" and metric == run_metric and average == run_average
     card = _run_card(
-        hparams, specs, run_folder, checkpoints, checkpoint, average, metric, ssl, hub_id
+        hparams, run_folder, checkpoints, checkpoint, average, metric, hub_id, run_choice
     )
-    run_choice = checkpoint == "best" and metric == hparams.get("selection_metric", "EER")
-    run_choice = run_choice and average == int(hparams.get("average_checkpoints", 1) or 1)
-    prior = decision_prior if decision_prior is not None else hparams.get("decision_prior", 0.5)
-    decision = _export_decision(run_folder, calibration, prior, run_choice)
+    prior = options.decision_prior
+    prior = hparams.get("decision_prior", 0.5) if prior is None else prior
+    decision = _run_decision(run_folder, options, prior, run_choice)
     localization = None
     if hasattr(modules["backend"], "forward_with_frames"):
         path = run_folder / LOCALIZATION_FILE
@@ -705,8 +858,7 @@ def export_run(
         ssl,
         modules["aggregator"],
         modules["backend"],
-        specs["aggregator"],
-        specs["backend"],
+        backend_kwargs,
         settings=settings,
         ssl_hub_id=hub_id,
         decision=decision,
@@ -715,8 +867,3 @@ def export_run(
         verify=verify,
         localization=localization,
     )
-
-
-# ------------------------------------------------------ official checkpoints
-
-

@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from speechbrain_nes2net.pretrained.export import ExportError
 from speechbrain_nes2net.pretrained.model_identity import export_folder_digest
 from speechbrain_nes2net.pretrained.onnx_model import ONNX_FORMAT, make_session
 
@@ -61,8 +62,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_ATOL = 1e-4
 
 
-class ExportError(RuntimeError):
-    """An ONNX export that cannot be written or does not reproduce the model."""
 
 
 class ScoringGraph(nn.Module):
