@@ -125,7 +125,7 @@ def main(argv, brain_class=AntiSpoofBrain, fit_dev_rules=None):
     finish_distributed()
     # After the process group is gone: the export reloads the YAML on its own.
     if main_process:
-        if hparams.get("export_folder"):
+        if hparams["export_folder"]:
             if brain.debug and not brain.debug_persistently:
                 # SpeechBrain keeps a debug run's checkpoints in a temporary folder.
                 print("Debug run: no checkpoint was kept, so the model is not exported "

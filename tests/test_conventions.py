@@ -204,6 +204,25 @@ def test_every_yaml_variable_is_used(yaml_path):
     assert not unused, f"{yaml_path.name}: variables no code or !ref uses: {unused}"
 
 
+#: How the recipe code reads a setting: hparams["key"], self.hparams.key, brain.hparams.key.
+READ_KEY = re.compile(r'hparams\["([a-z_]+)"\]|\bhparams\.([a-z_]+)\b')
+#: Settings only localisation YAMLs have (read by the localisation recipe and its data).
+LOCALIZATION_KEYS = {"segment_loss", "utterance_loss_weight", "segment_loss_weight", "localization_shift"}
+
+
+def test_every_setting_the_recipe_reads_is_in_every_yaml():
+    # The YAML is the one source of defaults: code reads a setting without a default,
+    # so every shipped YAML must define each setting its recipe reads.
+    code = "\n".join((ROOT / path).read_text(encoding="utf-8") for path in RECIPE_CODE)
+    read = {a or b for a, b in READ_KEY.findall(code)} - {"get", "update", "items", "keys"}
+    missing = {}
+    for yaml_path in sorted((ROOT / "hparams").glob("*.yaml")):
+        keys = set(top_level_keys(yaml_path.read_text(encoding="utf-8")))
+        wanted = read if "localization" in yaml_path.name else read - LOCALIZATION_KEYS
+        if wanted - keys:
+            missing[yaml_path.name] = sorted(wanted - keys)
+    assert not missing, f"settings the recipe reads but the YAML lacks: {missing}"
+
 # ------------------------------------------------------- SpeechBrain's public API
 
 

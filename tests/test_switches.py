@@ -62,6 +62,7 @@ NULL_ALLOWED = {
     "asvspoof2019_folder", "asvspoof2021_la_folder", "asvspoof2021_df_folder",
     "asvspoof5_folder", "ctrsvdd_folder", "in_the_wild_folder",
     "noise_csv", "rir_csv", "lr_scheduler", "valid_epochs_period", "mixture_epoch_length",
+    "export_folder", "valid_samples",
 }
 
 
@@ -114,7 +115,7 @@ def test_noise_switch_adds_noise_to_training_batches(tmp_path):
     csv = tmp_path / "musan.csv"
     csv.write_text(f"ID,duration,wav,wav_format,wav_opts\nn1,1.0,{noise},wav,\n")
     assert batch_augmentation({"noise_csv": None, "rir_csv": None}) is None
-    augment = batch_augmentation({"noise_csv": str(csv), "batch_augment_prob": 1.0})
+    augment = batch_augmentation({"noise_csv": str(csv), "rir_csv": None, "batch_augment_prob": 1.0})
     clean = torch.sin(torch.linspace(0, 200, 16000)).repeat(2, 1) * 0.3
     noisy, lengths = augment(clean, torch.ones(2))
     assert noisy.shape == clean.shape and not torch.allclose(noisy, clean)

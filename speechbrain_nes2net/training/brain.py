@@ -216,6 +216,7 @@ class AntiSpoofBrain(sb.Brain):
     def forward_eval(self, wavs, lengths, window):
         """Logits of an evaluation batch; waveforms longer than ``window`` samples by windows."""
         def forward(wavs, lengths):
+            """Logits of a batch that needs no windows."""
             features, lengths = self.features(wavs, lengths, training=False)
             return unwrap_ddp(self.modules["backend"])(features, lengths)
 
@@ -257,7 +258,7 @@ class AntiSpoofBrain(sb.Brain):
         if not training:
             return True
         return not (
-            getattr(self.hparams, "train_random_crop", False)
+            self.hparams.train_random_crop
             or waveform_augmentation(vars(self.hparams)) is not None
             or self.batch_augment is not None
         )
@@ -266,7 +267,7 @@ class AntiSpoofBrain(sb.Brain):
         """A cache is only correct for an SSL model frozen for the whole run."""
         if self.feature_cache is None:
             return
-        if not getattr(self.hparams, "freeze_ssl", False):
+        if not self.hparams.freeze_ssl:
             raise ValueError(
                 "feature_cache needs freeze_ssl: True (cached states of a fine-tuned, or "
                 "later unfrozen, SSL model would be stale); set feature_cache: False"
@@ -320,7 +321,7 @@ class AntiSpoofBrain(sb.Brain):
         Checked at the end of each epoch, and early once a few hundred
         utterances were seen, against ``max_failed_fraction`` (default 1%).
         """
-        limit = getattr(self.hparams, "max_failed_fraction", 0.01)
+        limit = self.hparams.max_failed_fraction
         if not final and self.utterances_seen < MIN_SEEN_FOR_EARLY_STOP:
             return
         if len(self.failures) > limit * self.utterances_seen:
@@ -334,14 +335,14 @@ class AntiSpoofBrain(sb.Brain):
     @property
     def selection_metric(self):
         """Validation statistic (lower is better) that picks checkpoints."""
-        return getattr(self.hparams, "selection_metric", "EER")
+        return self.hparams.selection_metric
 
     @property
     def ssl_frozen(self):
         """Whether the SSL model is frozen in the current epoch."""
-        if getattr(self.hparams, "freeze_ssl", False):
+        if self.hparams.freeze_ssl:
             return True
-        return self.hparams.epoch_counter.current <= getattr(self.hparams, "ssl_frozen_epochs", 0)
+        return self.hparams.epoch_counter.current <= self.hparams.ssl_frozen_epochs
 
     # -------------------------------------------------------------- optimisers
 
@@ -382,7 +383,7 @@ class AntiSpoofBrain(sb.Brain):
             self.optimizers_dict[name] = optimizer
             if self.checkpointer is not None:
                 self.checkpointer.add_recoverable(f"{name}_optimizer", optimizer)
-            scheduler_factory = getattr(self.hparams, "lr_scheduler", None)
+            scheduler_factory = self.hparams.lr_scheduler
             if scheduler_factory is not None:
                 scheduler = scheduler_factory(optimizer, **self._schedule_length(scheduler_factory))
                 self.schedulers[name] = scheduler
@@ -410,7 +411,7 @@ class AntiSpoofBrain(sb.Brain):
             self.optimizer_steps_per_epoch = max(1, len(train_set) // self.grad_accumulation_factor)
         if (
             valid_set is not None
-            and getattr(self.hparams, "valid_augmented", False)
+            and self.hparams.valid_augmented
             and augmented_valid_set is None
         ):
             raise RecipeConfigError(
@@ -437,7 +438,7 @@ class AntiSpoofBrain(sb.Brain):
         release anneals its cosine per batch over all epochs. Other factories
         are called as they are.
         """
-        interval = getattr(self.hparams, "lr_schedule_interval", "epoch")
+        interval = self.hparams.lr_schedule_interval
         if not schedules_whole_run(scheduler_factory, interval):
             return {}
         steps = getattr(self, "optimizer_steps_per_epoch", None)
@@ -503,7 +504,7 @@ class AntiSpoofBrain(sb.Brain):
         values are updated. Otherwise every validated epoch is a candidate.
         Candidates are then ranked by ``selection_metric``.
         """
-        if getattr(self.hparams, "selection_candidates", "validated") != "either_loss_improves":
+        if self.hparams.selection_candidates != "either_loss_improves":
             return True
         improved = False
         for key in ("loss", "aug_loss"):
@@ -520,12 +521,12 @@ class AntiSpoofBrain(sb.Brain):
             meta = {"epoch": epoch, "candidate": False}
             if stats is not None:
                 meta["stats"] = stats
-        if getattr(self.hparams, "selection_candidates", "validated") == "either_loss_improves":
+        if self.hparams.selection_candidates == "either_loss_improves":
             meta["dev_lows"] = dict(self.dev_lows)  # for a resumed run
         self.checkpointer.save_and_keep_only(
             meta=meta,
             min_keys=[self.selection_metric],
-            num_to_keep=getattr(self.hparams, "keep_checkpoints", 3),
+            num_to_keep=self.hparams.keep_checkpoints,
         )
 
     def _recover_dev_lows(self):
@@ -547,7 +548,7 @@ class AntiSpoofBrain(sb.Brain):
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Steps per-step schedulers."""
-        if should_step and getattr(self.hparams, "lr_schedule_interval", "epoch") == "step":
+        if should_step and self.hparams.lr_schedule_interval == "step":
             self._step_schedulers()
 
     def _step_schedulers(self):
@@ -649,7 +650,7 @@ class AntiSpoofBrain(sb.Brain):
         epoch, e.g. a short test run) has no candidate: its newest checkpoint
         is loaded instead, with a warning.
         """
-        count = int(getattr(self.hparams, "average_checkpoints", 1) or 1)
+        count = int(self.hparams.average_checkpoints or 1)
         key = min_key or self.selection_metric
         if (
             self.checkpointer is not None
@@ -722,7 +723,7 @@ class AntiSpoofBrain(sb.Brain):
             self._check_failure_rate(final=True)
             if self.mixture is not None:
                 self._record_mixture_epoch(epoch)
-            if getattr(self.hparams, "lr_schedule_interval", "epoch") == "epoch":
+            if self.hparams.lr_schedule_interval == "epoch":
                 self._step_schedulers()
             return
         if stage == sb.Stage.VALID and not self.validates(epoch):
@@ -771,14 +772,14 @@ class AntiSpoofBrain(sb.Brain):
             partial = f"--debug: the first {self.debug_batches} batches only"
         return scoring_protocol(
             eval_samples=test_set.eval_samples if test_set is not None else None,
-            window_seconds=getattr(self.hparams, "eval_window_seconds", None),
+            window_seconds=self.hparams.eval_window_seconds,
             checkpoints=getattr(self, "evaluated_checkpoints", []),
             precision=str(self.eval_precision),
             manifest=manifest,
             n_rows=n_rows,
             n_scored=n_scored,
             n_failed=n_failed,
-            min_samples=getattr(self.hparams, "eval_min_samples", 0),
+            min_samples=self.hparams.eval_min_samples,
             sample_rate=self.sample_rate,
             partial=partial,
         )
@@ -822,7 +823,7 @@ class AntiSpoofBrain(sb.Brain):
             summary = score_summary([r for r in records if r[3] == corpus])
             stats[f"EER_{corpus}"] = 100 * summary["eer"]
             stats[f"minDCF_{corpus}"] = summary["min_dcf"]
-        if getattr(self.hparams, "valid_pooling", "pooled") == "worst":
+        if self.hparams.valid_pooling == "worst":
             stats["EER_pooled"], stats["minDCF_pooled"] = pooled["EER"], pooled["minDCF"]
             stats["EER"] = max(stats[f"EER_{c}"] for c in corpora)
             stats["minDCF"] = max(stats[f"minDCF_{c}"] for c in corpora)

@@ -42,7 +42,7 @@ CHOICES = {
 
 
 #: Keys that must be true or false.
-BOOLEANS = ("freeze_ssl", "train_random_crop", "valid_augmented", "tensorboard")
+BOOLEANS = ("freeze_ssl", "train_random_crop", "valid_augmented", "tensorboard", "feature_cache")
 
 
 #: Keys that must be whole numbers >= 0 (null allowed where the key is optional).
@@ -69,10 +69,21 @@ def check_recipe_config(hparams):
     RecipeConfigError
         Naming the key and what is expected.
     """
+    try:
+        _check_recipe_config(hparams)
+    except KeyError as err:
+        # The YAML is the one place of every setting: the code has no defaults.
+        raise RecipeConfigError(
+            f"the YAML has no {err.args[0]!r}: every setting the recipe reads is in its YAML "
+            "(hparams/demo.yaml shows each one with its meaning)"
+        ) from None
+
+
+def _check_recipe_config(hparams):
     _check_values(hparams)
     _check_ssl_shape(hparams)
     _check_localization(hparams)
-    preparation = hparams.get("data_preparation")
+    preparation = hparams["data_preparation"]
     if not isinstance(preparation, dict) or not preparation:
         raise RecipeConfigError(
             "data_preparation must map corpus names to !name: prepare functions"
@@ -84,11 +95,11 @@ def check_recipe_config(hparams):
             raise RecipeConfigError(str(err)) from None
         for reference in references:
             _check_reference(hparams, key, reference, preparation)
-    if hparams.get("valid_pooling", "pooled") not in ("pooled", "worst"):
+    if hparams["valid_pooling"] not in ("pooled", "worst"):
         raise RecipeConfigError(
             f"valid_pooling={hparams['valid_pooling']!r} must be 'pooled' or 'worst'"
         )
-    for name, spec in (hparams.get("test_sets") or {}).items():
+    for name, spec in (hparams["test_sets"] or {}).items():
         if not isinstance(spec, dict) or "data" not in spec:
             raise RecipeConfigError(
                 f"test_sets.{name} must be a mapping with a 'data: <corpus>/<split>' entry"
@@ -158,10 +169,10 @@ def _check_values(hparams):
         value = hparams.get(key)
         if value is not None and not (_is_number(value) and value > 0):
             raise RecipeConfigError(f"{key}={value!r} must be a positive number")
-    schedules_whole_run(hparams.get("lr_scheduler"), hparams.get("lr_schedule_interval", "epoch"))
+    schedules_whole_run(hparams["lr_scheduler"], hparams["lr_schedule_interval"])
     valid_epochs_period(hparams)
     _check_selection(hparams)
-    fraction = hparams.get("max_failed_fraction")
+    fraction = hparams["max_failed_fraction"]
     if fraction is not None and not (_is_number(fraction) and 0 <= fraction <= 1):
         raise RecipeConfigError(f"max_failed_fraction={fraction!r} must be a number in [0, 1]")
 
@@ -310,20 +321,20 @@ def _getter(hparams):
 
 def _check_selection(hparams):
     """The augmented dev pass and the candidate rule need each other's settings."""
-    augmented = hparams.get("valid_augmented", False)
-    augment = hparams.get("waveform_augment")
+    augmented = hparams["valid_augmented"]
+    augment = hparams["waveform_augment"]
     if augmented and (augment is None or getattr(augment, "algo", None) == 0):
         raise RecipeConfigError(
             "valid_augmented: True scores the dev set a second time through RawBoost, "
             "which is off (rawboost_algo: 0); set rawboost_algo or valid_augmented: False"
         )
-    metric = hparams.get("selection_metric", "EER")
+    metric = hparams["selection_metric"]
     if str(metric).startswith("aug_") and not augmented:
         raise RecipeConfigError(
             f"selection_metric={metric!r} is a statistic of the augmented dev pass, which "
             "needs valid_augmented: True"
         )
-    candidates = hparams.get("selection_candidates", "validated")
+    candidates = hparams["selection_candidates"]
     if candidates == "either_loss_improves" and not augmented:
         raise RecipeConfigError(
             "selection_candidates: either_loss_improves compares the clean and the augmented "
@@ -334,7 +345,7 @@ def _check_selection(hparams):
 def _check_localization(hparams):
     """A segment objective needs a back-end with frame outputs on the SSL model's frames."""
     segment_loss = hparams.get("segment_loss")
-    metric = hparams.get("selection_metric", "EER")
+    metric = hparams["selection_metric"]
     if segment_loss is None:
         if metric in SEGMENT_STATISTICS:
             raise RecipeConfigError(
@@ -342,18 +353,18 @@ def _check_localization(hparams):
                 "segment_loss (and a back-end with frame outputs)"
             )
         return
-    backend = hparams.get("backend")
+    backend = hparams["backend"]
     if backend is not None and not hasattr(backend, "forward_with_frames"):
         raise RecipeConfigError(
             f"segment_loss trains frame outputs, but the back-end {type(backend).__name__} has "
             "none; use speechbrain_nes2net.lobes.localization.Nes2NetLocalizer"
         )
-    model = getattr(getattr(hparams.get("ssl"), "ssl", None), "model", None)
+    model = getattr(getattr(hparams["ssl"], "ssl", None), "model", None)
     strides = getattr(getattr(model, "config", None), "conv_stride", None)
     if strides is not None:
         import math
 
-        shift = math.prod(strides) / hparams.get("sample_rate", 16000)
+        shift = math.prod(strides) / hparams["sample_rate"]
         if abs(shift - segment_loss.frame_shift) > 1e-9:
             raise RecipeConfigError(
                 f"segment_loss.frame_shift={segment_loss.frame_shift} but the SSL model's frames "
@@ -384,7 +395,7 @@ def _check_count(key, value):
 
 def _check_ssl_shape(hparams):
     """ssl_dim and ssl_layers must describe the SSL model the YAML loaded."""
-    model = getattr(getattr(hparams.get("ssl"), "ssl", None), "model", None)
+    model = getattr(getattr(hparams["ssl"], "ssl", None), "model", None)
     config = getattr(model, "config", None)
     if config is None:
         return

@@ -160,9 +160,9 @@ def corpus_datasets(hparams, manifests, key, pipeline, sort_by_duration=False, m
         sampler = CorpusMixtureSampler(
             [len(dataset) for dataset in datasets],
             list(spec.values()),
-            epoch_length=hparams.get("mixture_epoch_length"),
-            replacement=hparams.get("mixture_replacement", False),
-            seed=hparams.get("seed", 0),
+            epoch_length=hparams["mixture_epoch_length"],
+            replacement=hparams["mixture_replacement"],
+            seed=hparams["seed"],
         )
         counts = ", ".join(f"{name} {count}" for name, count in zip(spec, sampler.counts()))
         logger.info(
@@ -220,15 +220,15 @@ def train_valid_datasets(hparams, manifests):
         pipeline=lambda: _pipeline(
             hparams,
             num_samples=hparams["train_samples"],
-            random_crop=hparams.get("train_random_crop", True),
+            random_crop=hparams["train_random_crop"],
             augment=augment,
         ),
     )  # fmt: skip
-    samples = hparams.get("valid_samples")
+    samples = hparams["valid_samples"]
     valid = corpus_datasets(
         hparams, manifests, "valid_data", sort_by_duration=samples is None,
         pipeline=lambda: _pipeline(
-            hparams, num_samples=samples, min_samples=hparams.get("eval_min_samples", 0)
+            hparams, num_samples=samples, min_samples=hparams["eval_min_samples"]
         ),
     )  # fmt: skip
     return train, valid
@@ -241,15 +241,15 @@ def augmented_valid_dataset(hparams, manifests):
     augmented whole, then cut to ``valid_samples`` from its start (or kept
     whole), afresh at every validation.
     """
-    if not hparams.get("valid_augmented", False):
+    if not hparams["valid_augmented"]:
         return None
-    samples = hparams.get("valid_samples")
+    samples = hparams["valid_samples"]
     return corpus_datasets(
         hparams, manifests, "valid_data", sort_by_duration=samples is None,
         pipeline=lambda: audio_pipeline(
             sample_rate=hparams["sample_rate"],
             num_samples=samples,
-            min_samples=hparams.get("eval_min_samples", 0),
+            min_samples=hparams["eval_min_samples"],
             augment=waveform_augmentation(hparams),
         ),
     )  # fmt: skip
@@ -262,7 +262,7 @@ def eval_dataset(hparams, manifest, eval_samples=None):
         audio_pipeline(
             sample_rate=hparams["sample_rate"],
             num_samples=eval_samples,
-            min_samples=hparams.get("eval_min_samples", 0),
+            min_samples=hparams["eval_min_samples"],
         ),
         sort_by_duration=eval_samples is None,
     )
@@ -310,7 +310,7 @@ def fit_run_decision(hparams, devs):
     rule, rates = fit_decision(
         [scores / f"{dev.name}_scores.txt" for dev in devs],
         [dev.manifest for dev in devs],
-        hparams.get("decision_prior", 0.5),
+        hparams["decision_prior"],
     )
     pooled = {"test_set": "+".join(dev.name for dev in devs), **rates}
     for dev in devs:
@@ -389,7 +389,7 @@ def fit_run_localization(hparams, devs):
             spoof.append(s)
     bona = np.concatenate(bona) if bona else np.empty(0)
     spoof = np.concatenate(spoof) if spoof else np.empty(0)
-    rule = decision_from_dev(bona, spoof, hparams.get("decision_prior", 0.5))
+    rule = decision_from_dev(bona, spoof, hparams["decision_prior"])
     rates = decision_rates(rule, bona, spoof)
     eer = None
     if bona.size and spoof.size:
@@ -486,7 +486,7 @@ def scored_test_sets(hparams, manifests):
     under the name of its file. Otherwise the YAML's ``test_sets`` whose
     corpus is prepared are scored.
     """
-    given = hparams.get("test_manifests") or []
+    given = hparams["test_manifests"] or []
     if given:
         names = [Path(path).stem for path in given]
         if len(set(names)) != len(names):
@@ -497,7 +497,7 @@ def scored_test_sets(hparams, manifests):
         ]
     prepared = {key.split("/")[0] for key in manifests}
     sets = []
-    for name, spec in (hparams.get("test_sets") or {}).items():
+    for name, spec in (hparams["test_sets"] or {}).items():
         if spec["data"].split("/")[0] not in prepared:
             logger.info("Test set %s skipped: corpus %s is not set", name, spec["data"])
             continue
@@ -511,8 +511,7 @@ def scored_test_sets(hparams, manifests):
 
 # ------------------------------------------------------ optional components
 # Each is switched on by a scalar key, so that the command line can turn it on
-# (HyperPyYAML cannot override a null key with a mapping); a YAML of an earlier
-# version that builds the object itself still works.
+# (HyperPyYAML cannot override a null key with a mapping).
 
 
 def waveform_augmentation(hparams):
@@ -526,7 +525,7 @@ def waveform_augmentation(hparams):
     >>> waveform_augmentation({"waveform_augment": RawBoost(algo=4)})
     RawBoost(algo=4 (...), seed=None)
     """
-    augment = hparams.get("waveform_augment")
+    augment = hparams["waveform_augment"]
     if augment is None or getattr(augment, "algo", None) == 0:
         return None
     return augment
@@ -544,13 +543,10 @@ def feature_cache(hparams):
     >>> feature_cache({"feature_cache": False}) is None
     True
     """
-    value = hparams.get("feature_cache")
-    if value is None or value is False:
+    if not hparams["feature_cache"]:
         return None
-    if value is not True:
-        return value  # a FeatureCache built by the YAML itself
-    dtype = hparams.get("feature_cache_dtype", "float16")
-    fingerprint = ssl_features_fingerprint(hparams["ssl_source"], hparams.get("ssl_normalize"), dtype)
+    dtype = hparams["feature_cache_dtype"]
+    fingerprint = ssl_features_fingerprint(hparams["ssl_source"], hparams["ssl_normalize"], dtype)
     return FeatureCache(Path(hparams["save_folder"]) / "ssl_states", fingerprint, dtype)
 
 
@@ -562,10 +558,7 @@ def tensorboard_logger(hparams):
     >>> tensorboard_logger({"tensorboard": False}) is None
     True
     """
-    legacy = hparams.get("tensorboard_train_logger")
-    if legacy is not None:
-        return legacy
-    if not hparams.get("tensorboard", False):
+    if not hparams["tensorboard"]:
         return None
     from speechbrain.utils.train_logger import TensorboardLogger
 
@@ -591,22 +584,19 @@ def batch_augmentation(hparams):
     >>> batch_augmentation({"noise_csv": None, "rir_csv": None}) is None
     True
     """
-    legacy = hparams.get("batch_augment")
-    if legacy is not None:
-        return legacy
     from speechbrain.augment.augmenter import Augmenter
     from speechbrain.augment.time_domain import AddNoise, AddReverb
 
     augmentations = []
-    if hparams.get("noise_csv"):
+    if hparams["noise_csv"]:
         augmentations.append(AddNoise(csv_file=hparams["noise_csv"], snr_low=0, snr_high=15))
-    if hparams.get("rir_csv"):
+    if hparams["rir_csv"]:
         augmentations.append(AddReverb(csv_file=hparams["rir_csv"]))
     if not augmentations:
         return None
     return Augmenter(
         concat_original=False,
-        augment_prob=hparams.get("batch_augment_prob", 0.5),
+        augment_prob=hparams["batch_augment_prob"],
         min_augmentations=1,
         max_augmentations=1,
         augmentations=augmentations,
