@@ -98,6 +98,7 @@ def test_noprogressbar_leaves_no_progress_bar(options_run):
     assert result.stdout.rstrip().splitlines()[-1].startswith("demo_test: EER")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the check is for machines without a GPU")
 def test_cuda_device_without_a_gpu_stops_before_anything_runs(tmp_path):
     result = run(TRAIN + ["hparams/demo.yaml", f"--output_folder={tmp_path / 'out'}", "--device=cuda:0"])
@@ -106,6 +107,7 @@ def test_cuda_device_without_a_gpu_stops_before_anything_runs(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the check is for machines without a GPU")
 def test_data_parallel_backend_needs_a_gpu(tmp_path):
     # DataParallel splits batches over several GPUs; on a CPU SpeechBrain refuses it.

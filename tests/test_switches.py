@@ -106,7 +106,11 @@ def test_tensorboard_switch(tmp_path, tiny_wavlm):
         with pytest.raises(RecipeConfigError, match=r"pip install 'speechbrain-nes2net\[tensorboard\]'"):
             tensorboard_logger(hparams)
     else:
-        assert tensorboard_logger(hparams) is not None
+        logger = tensorboard_logger(hparams)
+        logger.log_stats({"epoch": 1}, train_stats={"loss": 0.5}, valid_stats={"EER": 12.5})
+        logger.writer.flush()
+        events = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+        assert events and sum(path.stat().st_size for path in events) > 100, events
 
 
 def test_noise_switch_adds_noise_to_training_batches(tmp_path):
