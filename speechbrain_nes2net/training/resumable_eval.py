@@ -181,7 +181,7 @@ class ShardedEvaluation:
             # SpeechBrain's evaluation context: autocast at --eval_precision.
             with torch.no_grad(), self.brain.evaluation_ctx:
                 # Utterance scores only: frame logits (localisation models) are not logged.
-                logits, labels, usable, _ = self.brain.compute_forward(batch, sb.Stage.TEST)
+                logits, labels, usable = self.brain.compute_forward(batch, sb.Stage.TEST)
                 scores = bonafide_scores(logits).float().cpu().tolist()
                 losses = [
                     float(loss_fn(logits[i : i + 1], labels[i : i + 1])) for i in range(len(scores))
