@@ -35,7 +35,11 @@ def batch(seed=0):
     return torch.randn(3, 8000, generator=gen), torch.tensor([1.0, 0.7, 0.4])
 
 
-@pytest.mark.parametrize("dtype,tolerance", [("float32", 0.0), ("float16", 2e-2)])
+# float16 keeps 11 significant bits: a state of magnitude m comes back within
+# m * 2**-11 (measured here: 9.7e-4 at |m| <= 4.5). 2.5e-3 is that bound on the
+# tiny model's states with headroom; a bfloat16 cache (8 bits, measured 7.8e-3)
+# would fail it.
+@pytest.mark.parametrize("dtype,tolerance", [("float32", 0.0), ("float16", 2.5e-3)])
 def test_cached_states_equal_computed_states(tmp_path, frontend, dtype, tolerance):
     cache = FeatureCache(tmp_path, "model", dtype=dtype)
     wavs, lengths = batch()

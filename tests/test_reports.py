@@ -504,8 +504,10 @@ def test_unknown_corpus_and_option(tmp_path):
     scores, manifest = write_set(tmp_path, simple_rows())
     with pytest.raises(ValueError, match="unknown corpus 'asvspoof2019'"):
         build_report("asvspoof2019", scores, manifest)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="the in_the_wild report takes no option subset; its options: none"):
         build_report("in_the_wild", scores, manifest, subset="eval")
+    with pytest.raises(ValueError, match="ctrsvdd report takes no option subset; its options: include_acesinger_bonafide, exclude_attacks"):
+        build_report("ctrsvdd", scores, manifest, subset="eval")
 
 
 def test_read_scores_keeps_order_and_ids(tmp_path):

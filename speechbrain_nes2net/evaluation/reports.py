@@ -68,6 +68,7 @@ Example
 ('demo_report.json', 'demo_report.md')
 """
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -481,8 +482,16 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
     """
     if corpus not in CORPUS_RULES:
         raise ValueError(f"unknown corpus {corpus!r}; choose one of {sorted(CORPUS_RULES)}")
+    rule = CORPUS_RULES[corpus]
+    accepted = [name for name in inspect.signature(rule).parameters if name != "inputs"]
+    unknown = sorted(set(corpus_options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"the {corpus} report takes no option {', '.join(unknown)}; its options: "
+            f"{', '.join(accepted) or 'none'}"
+        )
     inputs = ReportInputs(corpus, scores_path, manifest_path, allow_missing)
-    report = CORPUS_RULES[corpus](inputs, **corpus_options)
+    report = rule(inputs, **corpus_options)
     report["options"]["allow_missing"] = allow_missing
     return report
 

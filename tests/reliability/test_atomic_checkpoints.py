@@ -41,6 +41,23 @@ class FailingSave:
         assert Path(path).read_text() == "partial and complete", f"{path} is half-written"
 
 
+@register_checkpoint_hooks
+class MetaWatcher:
+    """A recoverable that notes, when it is saved, whether its folder has CKPT.yaml yet."""
+
+    def __init__(self):
+        self.meta_seen = []
+
+    @mark_as_saver
+    def save(self, path):
+        self.meta_seen.append((Path(path).parent / "CKPT.yaml").exists())
+        Path(path).write_text("saved")
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch):
+        assert Path(path).read_text() == "saved"
+
+
 def make(folder, **kwargs):
     model = torch.nn.Linear(3, 1)
     flaky = FailingSave()
@@ -79,16 +96,20 @@ def test_an_interrupted_save_is_invisible_and_removed_by_the_next_save(tmp_path)
 
 def test_meta_data_is_written_after_every_file(tmp_path):
     checkpointer, _, _ = make(tmp_path)
+    # Saved last: if CKPT.yaml came before any parameter file, this one would see it
+    # (an order check that does not depend on file times sharing a clock tick).
+    watcher = MetaWatcher()
+    checkpointer.add_recoverable("watcher", watcher)
     saved = checkpointer.save_checkpoint(meta={"epoch": 1})
-    files = [p for p in saved.path.iterdir() if p.name != "CKPT.yaml"]
-    meta = saved.path / "CKPT.yaml"
-    assert all(p.stat().st_mtime_ns <= meta.stat().st_mtime_ns for p in files)
+    assert watcher.meta_seen == [False]
+    assert (saved.path / "CKPT.yaml").is_file()
     assert not list(saved.path.glob(".*tmp"))
     assert saved.meta["epoch"] == 1 and set(saved.paramfiles) == {
         "model",
         "flaky",
         "after",
         RANDOM_STATE,
+        "watcher",
     }
 
 

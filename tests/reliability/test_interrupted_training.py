@@ -42,9 +42,13 @@ def checkpoints(output_folder):
     found = {}
     for folder in sorted((Path(output_folder) / "save").glob("CKPT+*")):
         try:
-            found[folder] = yaml.safe_load((folder / "CKPT.yaml").read_text())
-        except (FileNotFoundError, yaml.YAMLError):
-            continue  # not there (yet)
+            text = (folder / "CKPT.yaml").read_text()
+        except FileNotFoundError:
+            continue  # not there (yet): the meta data is the last file a save writes
+        try:
+            found[folder] = yaml.safe_load(text)
+        except yaml.YAMLError as err:  # written whole or not at all: never torn
+            raise AssertionError(f"{folder}/CKPT.yaml is corrupt: {err}") from None
     return found
 
 
