@@ -167,6 +167,17 @@ def test_ddp_gloo_two_processes_score_every_utterance_once(tmp_path):
     assert logged_epochs(out / "train_log.txt") == [1, 2]
     checkpoints = sorted((out / "save").glob("CKPT+*"))
     assert 1 <= len(checkpoints) <= 2
+    # The gathered scores are each file's own: one process scoring the same
+    # checkpoint gives the same values (batches differ, padding is masked; the
+    # files hold 6 decimals, so 2e-5 is float32 round-off plus rounding).
+    manifest = out / "save" / "manifests" / "test.csv"
+    run(EVALUATE + [str(out / "hyperparams.yaml"), f"--test_manifest={manifest}", "--test_name=single"])
+    ddp = read_scores(out / "scores" / "demo_test_scores.txt")
+    single = read_scores(out / "scores" / "single_scores.txt")
+    assert ddp.keys() == single.keys()
+    differences = {utt: abs(float(ddp[utt]) - float(single[utt])) for utt in ddp}
+    assert max(differences.values()) <= 2e-5, differences
+    assert len({ddp[utt] for utt in ddp}) > 8  # distinct scores: a shuffle would show
 
 
 @pytest.mark.slow
