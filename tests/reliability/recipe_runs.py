@@ -24,6 +24,7 @@ ENV = dict(
     PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
 )
 ENV.pop("KILL_DURING_SAVE", None)
+ENV.pop("KILL_AT_LOSS_CALL", None)
 
 ATOMIC = "!new:speechbrain_nes2net.training.checkpoints.AtomicCheckpointer"
 
@@ -75,11 +76,16 @@ def demo_yaml(folder, killer=False):
     The copy goes through ruamel's round trip, so every other key stays as
     shipped. ``killer`` adds ``save_killer.KillDuringSave`` to the
     checkpointer, after the model's recoverables and before the epoch counter.
+    The loss is always wrapped in ``save_killer.KillAtLossCall``, which does
+    nothing unless ``$KILL_AT_LOSS_CALL`` is set.
     """
     yaml = YAML()
     data = yaml.load(DEMO_YAML.read_text(encoding="utf-8"))
     checkpointer = data["checkpointer"]
     checkpointer.yaml_set_ctag(Tag(suffix=ATOMIC))
+    loss = CommentedMap({"loss": data["loss"]})
+    loss.yaml_set_ctag(Tag(suffix="!new:save_killer.KillAtLossCall"))
+    data["loss"] = loss
     if killer:
         recoverables = checkpointer["recoverables"]
         hook = CommentedMap()

@@ -46,3 +46,23 @@ class KillDuringSave:
         data = Path(path).read_bytes()
         if data != PAYLOAD:
             raise RuntimeError(f"{path}: half-written ({len(data)} bytes): a restart loaded it")
+
+
+class KillAtLossCall:
+    """The recipe's loss, killing its own process at call number ``$KILL_AT_LOSS_CALL``.
+
+    Test-only: the interrupted-training tests wrap the demo's ``loss`` in it, so
+    that a run dies at a chosen batch (training, validation or test: the Brain
+    computes the loss in every stage) whatever the machine's speed, instead of
+    after a chosen delay.
+    """
+
+    def __init__(self, loss):
+        self.loss = loss
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == int(os.environ.get("KILL_AT_LOSS_CALL", "0")):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.loss(*args, **kwargs)

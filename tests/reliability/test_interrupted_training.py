@@ -88,24 +88,28 @@ def assert_same_as_reference(out, reference):
     assert (out / SCORES).read_text() == (reference / SCORES).read_text()
 
 
-def interrupted_runs(args, out, console, kill_points, scale):
-    """Starts the run twice, each time killing it at a random moment after a new checkpoint.
+#: Loss calls of one quick demo run: 3 epochs of 2 training batches and 1 dev
+#: batch, then the dev set and the test set scored (1 batch each).
+LOSS_CALLS = 3 * (BATCHES_PER_EPOCH + 1) + 2
 
-    The moment is ``uniform(0, 2 s) * scale`` after the checkpoint: training,
-    validation, checkpoint saving or testing of the next epoch. Returns the
-    epochs logged at each kill (fewer than two kills when the run finished first).
+
+def interrupted_runs(args, out, console, kill_points):
+    """Starts the run twice, killing it each time at a seeded loss call of that process.
+
+    The first kill falls in the training epochs (a training or dev batch of epoch
+    1 to 3), the second anywhere in what the resumed process has left; a run that
+    resumes at the end of training may finish first. Returns the epochs logged
+    at each kill.
     """
     kills = []
-    for _ in range(2):
-        known = set(checkpoints(out))
-        process = start(args, console)
-        if not wait_for(lambda known=known: set(checkpoints(out)) - known, process):
-            break
-        time.sleep(kill_points.uniform(0.0, 2.0) * scale)
-        if process.poll() is not None:
-            break
-        kill(process)
-        kills.append(logged_epochs(out))
+    for last in (3 * (BATCHES_PER_EPOCH + 1), LOSS_CALLS):
+        call = kill_points.randint(1, last)
+        process = start(args, console, env=dict(ENV, KILL_AT_LOSS_CALL=str(call)))
+        status = process.wait(timeout=300)
+        if status == 0:
+            break  # the resumed run had fewer loss calls left than the draw
+        assert status == -signal.SIGKILL, read_text(console)[-3000:]
+        kills.append((call, logged_epochs(out)))
     return kills
 
 
@@ -120,17 +124,9 @@ def test_sigkill_at_random_points_then_restart_gives_the_uninterrupted_result(
 ):
     out = tmp_path / "run"
     args = TRAIN + [str(atomic_yaml), f"--output_folder={out}"] + QUICK_DEMO
-    kill_points = random.Random(SEED)  # seeded: the same kill delays in every CI run
-    # An epoch of the quick demo takes from ~0.2 s (fast CI machine) to several
-    # seconds (loaded 2-core machine): when the run got past its training
-    # epochs before the first kill, it starts again from nothing with delays
-    # 4x shorter, so that every machine gets a kill inside the training.
-    for scale in (1.0, 0.25, 0.0625, 0.0):
-        shutil.rmtree(out, ignore_errors=True)
-        kills = interrupted_runs(args, out, tmp_path / "console.txt", kill_points, scale)
-        if kills and kills[0][-1] < 3:
-            break
-    assert kills and kills[0][-1] < 3, f"the run finished before it could be killed: {kills}"
+    kill_points = random.Random(SEED)  # seeded: the same kill points in every CI run
+    kills = interrupted_runs(args, out, tmp_path / "console.txt", kill_points)
+    assert kills and kills[0][1][-1:] != [3], f"the first kill must fall in training: {kills}"
     run(args)
     assert_same_as_reference(out, reference_run)
     assert "Loading a checkpoint from" in read_text(out / "log.txt")
