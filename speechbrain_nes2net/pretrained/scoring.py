@@ -188,7 +188,7 @@ class FileScoring:
         raise NotImplementedError
 
     def _log_odds(self, logits):
-        """(batch,) posterior log-odds of bona fide: >= 0 is the model's decision."""
+        """(batch,) posterior log-odds of bona fide: >= 0 is the model's decision (None: no rule, no labels)."""
         raise NotImplementedError
 
     @property
@@ -297,7 +297,8 @@ class FileScoring:
 
     def _file_score(self, path, logits, windows, calibrated):
         score = float(self._finish(self._bonafide(logits[None]), calibrated)[0])
-        label = LABELS[int(self._log_odds(logits[None])[0] >= 0)]
+        log_odds = self._log_odds(logits[None])
+        label = None if log_odds is None else LABELS[int(log_odds[0] >= 0)]
         return FileScore(str(path), score, label, windows=windows)
 
     def _score_one(self, path, calibrated):
