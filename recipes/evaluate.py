@@ -21,9 +21,19 @@ receives ``<test_name>_scores.txt``, ``<test_name>_metrics.json`` and, with
 ``--report``, the corpus report (``--report_option key=value`` passes report
 options such as ``keys_dir=/data/ASVspoof2021/keys``). Other ``--key=value``
 arguments override the YAML, as in ``train.py`` (e.g. ``--device=cuda:0``).
-``--precision bf16`` (or ``auto``: bf16 where the CPU/GPU computes it natively)
-scores under bfloat16 autocast; scores move slightly, and the speed gained
-depends on the model and the batch (measured in ``docs/DEPLOYING.md``).
+``--precision bf16`` (or ``auto``: bf16 where the CPU/GPU computes it natively;
+SpeechBrain's ``--eval_precision`` says the same) runs the SSL front-end under
+bfloat16 autocast, as ``nes2net-score --precision`` does; scores move
+slightly, and the speed gained depends on the model and the batch (measured
+in ``docs/DEPLOYING.md``).
+
+The run's modules, with the chosen checkpoint, score the manifest as their
+export would (:meth:`AntiSpoofModel.from_modules
+<speechbrain_nes2net.pretrained.interface.AntiSpoofModel.from_modules>`:
+the same reading, crop, windows and precision as ``nes2net-score``), with
+the corpus scoring engine of ``nes2net-score --output``
+(:mod:`speechbrain_nes2net.pretrained.corpus_scoring`). Unusable files are
+listed in ``<test_name>_failed.csv`` and left out of the metrics.
 
 Large corpora: scores are appended to
 ``scores/<test_name>_scores.shard-R-of-N.log`` as batches finish, and a rerun
@@ -33,15 +43,13 @@ manifest is refused. ``torchrun --nproc_per_node=N recipes/evaluate.py ...``
 (gloo on CPU, NCCL on GPU; ``--nnodes`` for several machines, with the output
 folder on a shared file system) gives each process a shard, and the main
 process merges them; ``--shard=R/N`` runs one shard without torchrun (the
-process that completes the last shard writes the outputs). See
-:mod:`speechbrain_nes2net.training.resumable_eval`.
+process that completes the last shard writes the outputs).
 
 Authors
  * speechbrain-nes2net contributors
 """
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -57,19 +65,30 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_nes2net.evaluation.files import read_decision
+from speechbrain_nes2net.evaluation.files import (
+    read_decision,
+    score_summary,
+    scoring_protocol,
+    write_test_outputs,
+)
 from speechbrain_nes2net.evaluation.report_writer import plots_extra_note
-from speechbrain_nes2net.evaluation.score_log import DEFAULT_CHUNK_SIZE, ScoreLogError
+from speechbrain_nes2net.evaluation.reports import write_corpus_report
+from speechbrain_nes2net.evaluation.score_log import DEFAULT_CHUNK_SIZE, FAILED, ScoreLogError
+from speechbrain_nes2net.manifest import read_manifest
 from speechbrain_nes2net.precision import PRECISIONS, resolve_precision
-from speechbrain_nes2net.training.brain import AntiSpoofBrain, unwrap_ddp
-from speechbrain_nes2net.training.config import (
-    check_run_options,
+from speechbrain_nes2net.pretrained.corpus_scoring import CorpusScoring, resolve_shard
+from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
+from speechbrain_nes2net.pretrained.model_identity import parameter_fingerprint
+from speechbrain_nes2net.pretrained.modules import EvalSettings
+from speechbrain_nes2net.scores import LABEL_IDS
+from speechbrain_nes2net.training.checkpoints import (
+    MODEL_MODULES,
+    CheckpointSelectionError,
+    load_checkpoint_average,
+    select_checkpoints,
 )
-from speechbrain_nes2net.training.recipe import (
-    TestSet,
-    finish_distributed,
-)
-from speechbrain_nes2net.training.resumable_eval import ShardedEvaluation
+from speechbrain_nes2net.training.config import check_run_options
+from speechbrain_nes2net.training.recipe import TestSet, finish_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +113,9 @@ def parse(argv):
     )
     parser.add_argument(
         "--precision", choices=PRECISIONS,
-        help="fp32, bf16 (matrix products in bfloat16), or auto (bf16 where the CPU/GPU "
-        "computes it natively); sets SpeechBrain's --eval_precision (default: the run "
-        "option's, fp32)",
+        help="fp32, bf16 (the SSL front-end in bfloat16), or auto (bf16 where the CPU/GPU "
+        "computes it natively); as SpeechBrain's --eval_precision (default: that run "
+        "option, else fp32)",
     )  # fmt: skip
     parser.add_argument("--report", default=None, help="corpus rules of the report (e.g. ctrsvdd)")
     parser.add_argument(
@@ -120,21 +139,6 @@ def parse(argv):
     return parser.parse_known_args(argv)
 
 
-def shard_of(option):
-    """``(rank, world_size)``: torchrun's, else ``--shard R/N``, else ``(0, 1)``."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if distributed:
-        if option:
-            raise SystemExit("--shard is for runs without torchrun (torchrun gives the shards)")
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    if not option:
-        return 0, 1
-    rank, sep, world = option.partition("/")
-    if not (sep and rank.isdigit() and world.isdigit() and int(rank) < int(world)):
-        raise SystemExit(f"--shard {option!r} must be R/N with 0 <= R < N, e.g. 0/4")
-    return int(rank), int(world)
-
-
 def report_options(corpus, options):
     """The ``report`` settings of the test set from ``--report`` and ``--report_option``."""
     if corpus is None:
@@ -150,20 +154,130 @@ def report_options(corpus, options):
     return report
 
 
+def load_evaluated_checkpoints(hparams):
+    """Loads the run's test checkpoint(s) into its modules; returns their names.
+
+    The checkpoint with the lowest ``selection_metric``, or the parameter
+    average of the best ``average_checkpoints`` (:mod:`speechbrain_nes2net.training.checkpoints`,
+    the rule of the recipe's test evaluation and of the export). A run that
+    validated no epoch (``valid_start_epoch`` after its last epoch) has no
+    candidate: its newest checkpoint is loaded, with a warning.
+    """
+    checkpointer = hparams["checkpointer"]
+    metric = hparams["selection_metric"]
+    count = int(hparams["average_checkpoints"] or 1)
+    if not checkpointer.list_checkpoints():
+        raise SystemExit(f"evaluate.py: no checkpoint in {checkpointer.checkpoints_dir}; train first")
+    which = "best"
+    if checkpointer.find_checkpoint(min_key=metric) is None:
+        logger.warning(
+            "No checkpoint of a validated epoch (none has %s): evaluating the newest "
+            "checkpoint (valid_epochs / valid_start_epoch validated no epoch)", metric,
+        )  # fmt: skip
+        which, count = "last", 1
+    try:
+        checkpoints = select_checkpoints(checkpointer, which, count, metric, strict=False)
+        load_checkpoint_average(hparams["modules"], checkpoints, MODEL_MODULES)
+    except CheckpointSelectionError as err:
+        raise SystemExit(f"evaluate.py: {err}") from None
+    names = [ckpt.path.name for ckpt in checkpoints]
+    if len(names) > 1:
+        logger.info("Evaluating the average of %s", ", ".join(names))
+    else:
+        logger.info("Evaluating %s", names[0])
+    return names
+
+
+def evaluation_precision(args, run_opts):
+    """``--precision``, else SpeechBrain's ``--eval_precision``, else fp32; 'auto' resolved."""
+    device = getattr(run_opts, "device", None) or "cpu"
+    precision = args.precision
+    if precision is None and "eval_precision" in run_opts.overridden_args:
+        precision = run_opts.eval_precision
+    try:
+        return resolve_precision(precision, device)
+    except ValueError as err:
+        raise SystemExit(f"evaluate.py: {err}") from None
+
+
+def run_model(hparams, eval_samples, precision, decision, device):
+    """The run's modules as an :class:`AntiSpoofModel` scoring files at ``precision``."""
+    modules = hparams["modules"]
+    if hasattr(modules["backend"], "forward_with_frames"):
+        logger.warning(
+            "evaluate.py scores utterances; the frame scores of this localisation model "
+            "(segment and range EER) come from train.py's test sets or nes2net-score --frames"
+        )
+    settings = EvalSettings(
+        sample_rate=hparams["sample_rate"],
+        eval_samples=eval_samples,
+        eval_min_samples=hparams["eval_min_samples"],
+        eval_window_seconds=hparams["eval_window_seconds"],
+    )
+    try:
+        return AntiSpoofModel.from_modules(
+            modules["ssl"], modules["aggregator"], modules["backend"], settings, decision,
+            run_opts={"device": device, "precision": precision},
+        )  # fmt: skip
+    except ValueError as err:  # e.g. bf16 for a front-end that cannot run it
+        raise SystemExit(f"evaluate.py: {err}") from None
+
+
+def write_outputs(hparams, args, scoring, frame, decision, checkpoints, precision):
+    """Writes the score file, metrics (with the protocol) and report from the merged logs.
+
+    Called by every process: SpeechBrain's train logger writes on the main
+    process and broadcasts to the others (a collective under torchrun); the
+    files are the main process's.
+    """
+    records, failures = [], []
+    labels = frame["label"]
+    for position, utt_id, status, fields in scoring.merged():
+        if status == FAILED:
+            failures.append((utt_id, fields[0]))
+        else:
+            records.append((utt_id, float(fields[0]), LABEL_IDS[labels.iloc[position]], ""))
+    summary = score_summary(records, decision)
+    summary["n_failed"] = len(failures)
+    hparams["train_logger"].log_stats(
+        stats_meta={"test set": args.test_name, "checkpoints": ", ".join(checkpoints)},
+        test_stats={"EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]},
+    )
+    if not sb.utils.distributed.if_main_process():
+        return
+    protocol = scoring_protocol(
+        eval_samples=args.eval_samples,
+        window_seconds=hparams["eval_window_seconds"],
+        checkpoints=checkpoints,
+        precision=precision,
+        manifest=args.test_manifest,
+        n_rows=len(frame),
+        n_scored=len(records),
+        n_failed=len(failures),
+        min_samples=hparams["eval_min_samples"],
+        sample_rate=hparams["sample_rate"],
+    )
+    folder = Path(hparams["output_folder"]) / "scores"
+    scores_path, _ = write_test_outputs(
+        folder, args.test_name, records, summary, failures, protocol
+    )
+    report = report_options(args.report, args.report_option)
+    if report:
+        test_set = TestSet(args.test_name, None, args.test_manifest, report, args.eval_samples)
+        write_corpus_report(
+            folder, args.test_name, scores_path, test_set, bool(failures), None, protocol
+        )
+        if plots_extra_note():
+            print(plots_extra_note())
+
+
 def main(argv):
     """Scores the manifest with the run's selected checkpoint and writes the outputs."""
     args, rest = parse(argv)
+    report_options(args.report, args.report_option)  # a usage error stops before any work
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
     check_run_options(run_opts)
-    if args.precision is not None:
-        # SpeechBrain's eval_precision (RunOptions is a frozen dataclass), 'auto'
-        # resolved; without --precision, --eval_precision (or fp32) holds.
-        device = getattr(run_opts, "device", None) or "cpu"
-        run_opts = dataclasses.replace(
-            run_opts,
-            eval_precision=resolve_precision(args.precision, device),
-            overridden_args=set(run_opts.overridden_args) | {"eval_precision"},
-        )
+    precision = evaluation_precision(args, run_opts)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
@@ -171,56 +285,52 @@ def main(argv):
     sb.utils.logger.setup_logging(
         sb.core.DEFAULT_LOG_CONFIG, {"handlers": {"file_handler": {"filename": log_file}}}
     )
-
-    brain = AntiSpoofBrain(
-        modules=hparams["modules"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
+    checkpoints = load_evaluated_checkpoints(hparams)
     # The run's decision rule (fitted on its dev scores): rates at its threshold.
-    brain.test_decision, _ = read_decision(hparams["output_folder"])
-    brain.scored_as = TestSet(
-        args.test_name, None, args.test_manifest,
-        report_options(args.report, args.report_option), args.eval_samples,
-    )  # fmt: skip
-    brain.on_evaluate_start(min_key=brain.selection_metric)
-    if hasattr(unwrap_ddp(brain.modules["backend"]), "forward_with_frames"):
-        logger.warning(
-            "evaluate.py scores utterances; the frame scores of this localisation model "
-            "(segment and range EER) come from train.py's test sets or nes2net-score --frames"
-        )
-    rank, world_size = shard_of(args.shard)
-    try:
-        evaluation = ShardedEvaluation(
-            brain, args.test_manifest, args.test_name, args.eval_samples,
-            hparams["eval_dataloader_options"], (rank, world_size),
-            restart=args.restart, chunk_size=args.chunk_size,
-        )  # fmt: skip
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()  # every shard's log opened (or restarted) first
-        brain.on_stage_start(sb.Stage.TEST)
-        evaluation.score_shard(retry_failed=args.retry_failed)
-    except ScoreLogError as err:
-        raise SystemExit(f"evaluate.py: {err}") from None
+    decision, _ = read_decision(hparams["output_folder"])
+    device = getattr(run_opts, "device", None) or "cpu"
+    if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"  # torchrun: one GPU per process, as in train.py
+    model = run_model(hparams, args.eval_samples, precision, decision, device)
+    frame = read_manifest(args.test_manifest)
+    folder = Path(hparams["output_folder"]) / "scores"
+    header = {
+        "tool": "recipes/evaluate.py",
+        "model": "parameters:" + parameter_fingerprint(
+            {name: hparams["modules"][name] for name in MODEL_MODULES}
+        ),
+        "options": {
+            "eval_samples": args.eval_samples,
+            "eval_min_samples": hparams["eval_min_samples"],
+            "eval_window_seconds": hparams["eval_window_seconds"],
+            "sample_rate": hparams["sample_rate"],
+            "precision": model.precision,
+        },
+    }
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    try:
+        rank, world_size = resolve_shard(args.shard)
+        scoring = CorpusScoring(
+            lambda: zip(frame["ID"], frame["wav"]),
+            lambda r, n: folder / f"{args.test_name}_scores.shard-{r}-of-{n}.log",
+            header, (rank, world_size), restart=args.restart, chunk_size=args.chunk_size,
+        )  # fmt: skip
+        if distributed:
+            torch.distributed.barrier()  # every shard's log opened (or restarted) first
+        batch_size = hparams["eval_dataloader_options"].get("batch_size", 1)
+        scoring.score(model, batch_size, calibrated=False, retry_failed=args.retry_failed)
+    except (ValueError, ScoreLogError) as err:  # InputError is a ValueError
+        raise SystemExit(f"evaluate.py: {err}") from None
     if distributed:
-        evaluation.wait_for_shards()
+        scoring.wait_for_shards()
         torch.distributed.barrier()
-    waiting = evaluation.incomplete_shards()
+    waiting = scoring.incomplete_shards()
     if waiting:  # --shard without torchrun: the last shard to finish writes the outputs
         print(f"{args.test_name}: shard {rank} of {world_size} done; waiting for shards "
               f"{waiting} (run them with --shard=R/{world_size})")  # fmt: skip
         return
-    records, failures, loss = [], [], 0.0
-    if sb.utils.distributed.if_main_process():
-        records, failures, loss = evaluation.merged()
-    brain.score_records, brain.failures = records, failures
-    brain.on_stage_end(sb.Stage.TEST, loss)
-    main_process = sb.utils.distributed.if_main_process()
+    write_outputs(hparams, args, scoring, frame, decision, checkpoints, model.precision)
     finish_distributed()
-    if main_process and brain.scored_as.report and plots_extra_note():
-        print(plots_extra_note())
 
 
 if __name__ == "__main__":

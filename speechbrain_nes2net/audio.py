@@ -205,3 +205,40 @@ def fixed_length(wav, num_samples, random_offset=False, generator=None):
     if random_offset and length > num_samples:
         offset = int(torch.randint(0, length - num_samples + 1, (1,), generator=generator))
     return wav[offset : offset + num_samples]
+
+
+def evaluation_crop(wav, num_samples=None, min_samples=0):
+    """The evaluation input of a waveform: its first ``num_samples`` samples, else all of it.
+
+    Both repeat-padded when shorter (the full utterance to ``min_samples``,
+    so that a very short file still yields a few SSL frames). The recipe's
+    evaluation data pipeline and every scoring engine cut files with it.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        (samples,) waveform, at least one sample.
+    num_samples : int, optional
+        Fixed evaluation length ("first N samples" protocols); None: the
+        full utterance.
+    min_samples : int
+        Shortest full-utterance input.
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> evaluation_crop(torch.arange(5.0), num_samples=3).tolist()
+    [0.0, 1.0, 2.0]
+    >>> evaluation_crop(torch.arange(2.0), min_samples=5).tolist()
+    [0.0, 1.0, 0.0, 1.0, 0.0]
+    >>> evaluation_crop(torch.arange(6.0), min_samples=5).shape
+    torch.Size([6])
+    """
+    if num_samples is not None:
+        return fixed_length(wav, int(num_samples))
+    if wav.shape[0] < min_samples:
+        return fixed_length(wav, int(min_samples))
+    return wav

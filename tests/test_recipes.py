@@ -143,6 +143,28 @@ def test_evaluate_rescores_the_best_checkpoint_and_averages(demo_run):
     trained = read_scores(out / "scores" / "demo_test_scores.txt")
     assert read_scores(out / "scores" / "again_scores.txt") == trained
     assert (out / "scores" / "again_report.md").is_file()
+    # The same metrics as the training run's test, at the run's decision threshold,
+    # with how the scores were made.
+    again = json.loads((out / "scores" / "again_metrics.json").read_text())
+    tested = json.loads((out / "scores" / "demo_test_metrics.json").read_text())
+    for key in ("eer", "min_dcf", "decision_threshold", "bpcer", "apcer"):
+        assert again[key] == pytest.approx(tested[key], abs=1e-6), key
+    assert again["protocol"]["checkpoints"] == tested["protocol"]["checkpoints"]
+    assert again["protocol"]["crop"] == tested["protocol"]["crop"]
+    assert again["protocol"]["precision"] == "fp32" and again["protocol"]["subset"]["scored"] == 16
+    # An unusable file is reported and left out; the others keep their scores.
+    rows = manifest.read_text().splitlines()
+    broken = rows[:2] + [rows[2].replace(rows[2].split(",")[2], str(out / "missing.flac"))] + rows[3:]
+    assert rows[0].split(",")[2] == "wav"
+    broken_manifest = out / "broken.csv"
+    broken_manifest.write_text("\n".join(broken) + "\n")
+    run(EVALUATE + [str(out / "hyperparams.yaml"), f"--test_manifest={broken_manifest}",
+                    "--test_name=broken"])  # fmt: skip
+    failed_id = rows[2].split(",")[0]
+    assert failed_id in (out / "scores" / "broken_failed.csv").read_text()
+    scored = read_scores(out / "scores" / "broken_scores.txt")
+    assert scored == {k: v for k, v in trained.items() if k != failed_id}
+    assert json.loads((out / "scores" / "broken_metrics.json").read_text())["n_failed"] == 1
     # Only the averaging changes: the average of the two checkpoints scores otherwise.
     run(base + ["--test_name=avg", "--average_checkpoints=2"])
     averaged = read_scores(out / "scores" / "avg_scores.txt")

@@ -172,6 +172,23 @@ def test_an_id_naming_two_files_is_refused_before_scoring(export, corpus, tmp_pa
     assert "1 IDs name different files, e.g. ['utt000']" in err
     assert not out.exists() and not out.with_name("scores.txt.scorelog").exists()
 
+def test_shards_run_alone_and_the_last_one_writes_the_output_in_input_order(
+    export, corpus, reference, tmp_path, capsys
+):
+    out = tmp_path / "scores.txt"
+    assert main(score_args(export, corpus, out, "--shard=1/2")) == 0
+    assert "shard 1 of 2 done; waiting for shards [0]" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(score_args(export, corpus, out, "--shard=0/2")) == 1  # utt007 fails
+    assert_same_scores(read_scores(out), reference)
+    logs = [out.with_name(f"scores.txt.shard-{rank}-of-2.scorelog") for rank in (0, 1)]
+    positions = [sorted(record[0] for record in iter_records(log)) for log in logs]
+    assert positions == [list(range(0, N_FILES, 2)), list(range(1, N_FILES, 2))]
+    assert "utt007" in (tmp_path / "failed.csv").read_text()
+    assert main(score_args(export, corpus, out, "--shard=2/2")) == 2
+    assert "must be R/N" in capsys.readouterr().err
+
+
 def test_failed_files_are_final_unless_retried(export, corpus, tmp_path, capsys):
     listing = tmp_path / "list.txt"
     broken = tmp_path / "late.flac"

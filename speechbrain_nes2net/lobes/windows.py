@@ -81,11 +81,17 @@ def window_outputs(forward, wav, window, batch_size=8):
     return torch.cat(outputs), [piece.shape[0] for piece in pieces]
 
 
-def forward_by_windows(forward, wavs, lengths, window, batch_size=8):
-    """Runs ``forward`` on a padded batch, long waveforms by windows.
+def forward_by_windows(forward, wavs, lengths, window, batch_size=8, keep_windows=False):
+    """Runs ``forward`` on a padded evaluation batch, long waveforms by windows.
 
-    Waveforms of at most ``window`` samples run together, as one padded
-    batch; each longer one gets the mean of its windows' outputs
+    The one evaluation forward path of the toolkit: the recipe's test
+    scoring (:meth:`AntiSpoofBrain.forward_eval
+    <speechbrain_nes2net.training.brain.AntiSpoofBrain.forward_eval>`), the
+    scoring of files by every engine
+    (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`) and the
+    exported encoder (:class:`~speechbrain_nes2net.pretrained.modules.AntiSpoofEncoder`)
+    all run it. Waveforms of at most ``window`` samples run together, as one
+    padded batch; each longer one gets the mean of its windows' outputs
     (:func:`window_outputs`). With linear output layers, the mean of window
     embeddings gives the mean of the window logits.
 
@@ -101,11 +107,15 @@ def forward_by_windows(forward, wavs, lengths, window, batch_size=8):
         Window length in samples; None runs every waveform whole.
     batch_size : int
         Windows run at once.
+    keep_windows : bool
+        Also return the windows' outputs of the long waveforms.
 
     Returns
     -------
     torch.Tensor
-        (batch, ...) outputs in the order of ``wavs``.
+        (batch, ...) outputs in the order of ``wavs``; with ``keep_windows``,
+        a pair: those and a dict index -> ``(window outputs, window lengths)``
+        of the waveforms run by windows.
 
     Example
     -------
@@ -113,12 +123,16 @@ def forward_by_windows(forward, wavs, lengths, window, batch_size=8):
     >>> wavs = torch.ones(2, 250)
     >>> forward_by_windows(total, wavs, torch.tensor([1.0, 0.2]), window=100).squeeze(1).tolist()
     [83.33333587646484, 50.0]
+    >>> _, windows = forward_by_windows(total, wavs, torch.tensor([1.0, 0.2]), 100, keep_windows=True)
+    >>> windows[0][0].squeeze(1).tolist(), windows[0][1]
+    ([100.0, 100.0, 50.0], [100, 100, 50])
     """
     counts = torch.round(lengths.to(torch.float64) * wavs.shape[1]).long().tolist()
     long = [i for i, count in enumerate(counts) if window and count > window]
     if not long:
-        return forward(wavs, lengths)
-    outputs = [None] * len(counts)
+        outputs = forward(wavs, lengths)
+        return (outputs, {}) if keep_windows else outputs
+    outputs, windows = [None] * len(counts), {}
     short = [i for i in range(len(counts)) if i not in long]
     if short:
         top = max(counts[i] for i in short)
@@ -126,5 +140,7 @@ def forward_by_windows(forward, wavs, lengths, window, batch_size=8):
         for i, output in zip(short, forward(wavs[short, :top], short_lengths)):
             outputs[i] = output
     for i in long:
-        outputs[i] = window_outputs(forward, wavs[i, : counts[i]], window, batch_size)[0].mean(dim=0)
-    return torch.stack(outputs)
+        windows[i] = window_outputs(forward, wavs[i, : counts[i]], window, batch_size)
+        outputs[i] = windows[i][0].mean(dim=0)
+    outputs = torch.stack(outputs)
+    return (outputs, windows) if keep_windows else outputs

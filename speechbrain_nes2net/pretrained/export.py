@@ -56,7 +56,6 @@ import ruamel.yaml
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE
 from speechbrain_nes2net.evaluation.calibration import DecisionRule, load_calibration
 from speechbrain_nes2net.evaluation.files import DECISION_FILE, read_decision
 from speechbrain_nes2net.lobes.aasist import AASIST
@@ -590,7 +589,7 @@ def _load_run(run_folder, overrides):
 
 
 def _eval_samples_of(hparams, test_set):
-    specs = hparams.get("test_sets") or {}
+    specs = hparams["test_sets"] or {}
     if test_set is not None:
         if test_set not in specs:
             raise ExportError(
@@ -615,10 +614,10 @@ def _run_card(hparams, run_folder, checkpoints, checkpoint, average, metric, hub
     training = {
         "epochs": describe("number_of_epochs"),
         "back-end learning rate": describe("lr_backend"),
-        "SSL learning rate": None if hparams.get("freeze_ssl") else describe("lr_ssl"),
-        "SSL frozen": bool(hparams.get("freeze_ssl", False)),
+        "SSL learning rate": None if hparams["freeze_ssl"] else describe("lr_ssl"),
+        "SSL frozen": bool(hparams["freeze_ssl"]),
         "loss": type(hparams["loss"]).__name__ if "loss" in hparams else None,
-        "batch size": (hparams.get("train_dataloader_options") or {}).get("batch_size"),
+        "batch size": (hparams["train_dataloader_options"] or {}).get("batch_size"),
         "training crop (samples)": describe("train_samples"),
         "augmentation": repr(waveform_augmentation(hparams) or "none"),
         "seed": describe("seed"),
@@ -628,8 +627,8 @@ def _run_card(hparams, run_folder, checkpoints, checkpoint, average, metric, hub
             + f" (selection metric: dev {metric})"
         ),
     }
-    data = {"train": hparams.get("train_data"), "dev": hparams.get("valid_data")}
-    for name, spec in (hparams.get("test_sets") or {}).items():
+    data = {"train": hparams["train_data"], "dev": hparams["valid_data"]}
+    for name, spec in (hparams["test_sets"] or {}).items():
         samples = spec.get("eval_samples")
         data[f"test {name}"] = spec.get("data") + (
             f" (first {samples} samples)" if samples else " (full utterances)"
@@ -665,7 +664,7 @@ def _run_card(hparams, run_folder, checkpoints, checkpoint, average, metric, hub
         "origin": f"Trained with speechbrain-nes2net (run `{Path(run_folder).name}`).",
         "ssl_source": ssl_note,
         "ssl_hub_id": hub_id or (source if source and not is_local_source(source) else None),
-        "ssl_fine_tuned": not bool(hparams.get("freeze_ssl", False)),
+        "ssl_fine_tuned": not bool(hparams["freeze_ssl"]),
         "training": {k: v for k, v in training.items() if v is not None},
         "data": {k: v for k, v in data.items() if v is not None},
         "metrics": metrics,
@@ -693,7 +692,7 @@ class ExportOptions:
         decision is then its Bayes threshold at ``decision_prior``.
     decision_prior : float, optional
         Bona fide prior of the decision with ``calibration`` (default: the
-        run's ``decision_prior``, else 0.5).
+        run's ``decision_prior``).
     ssl_hub_id : str, optional
         Hub id of a frozen SSL model loaded from a local folder.
 
@@ -806,10 +805,10 @@ def export_run(
     options = options or ExportOptions()
     hparams, backend_kwargs = _load_run(run_folder, overrides)
     modules = hparams["modules"]
-    run_metric = hparams.get("selection_metric", "EER")
-    run_average = int(hparams.get("average_checkpoints", 1) or 1)
+    run_metric = hparams["selection_metric"]
+    run_average = int(hparams["average_checkpoints"] or 1)
     metric = metric or run_metric
-    checkpointer = hparams.get("checkpointer")
+    checkpointer = hparams["checkpointer"]
     checkpoints_dir = getattr(checkpointer, "checkpoints_dir", None) or run_folder / "save"
     strict = average is not None
     average = run_average if average is None else average
@@ -822,16 +821,16 @@ def export_run(
 
     ssl = modules["ssl"]
     hub_id = None
-    if hparams.get("freeze_ssl", False):
+    if hparams["freeze_ssl"]:
         source = getattr(ssl.ssl.model.config, "name_or_path", "") or ""
         hub_id = options.ssl_hub_id or (source if source and not is_local_source(source) else None)
         if hub_id is None:
             logger.info("Frozen SSL model from a local folder: storing its weights")
     settings = EvalSettings(
-        sample_rate=hparams.get("sample_rate", DEFAULT_SAMPLE_RATE),
+        sample_rate=hparams["sample_rate"],
         eval_samples=options.eval_samples_of(hparams),
-        eval_min_samples=hparams.get("eval_min_samples", 0),
-        eval_window_seconds=hparams.get("eval_window_seconds"),
+        eval_min_samples=hparams["eval_min_samples"],
+        eval_window_seconds=hparams["eval_window_seconds"],
         window_seconds=options.window_seconds,
         window_hop_seconds=options.window_hop_seconds,
     )
@@ -841,7 +840,7 @@ def export_run(
         hparams, run_folder, checkpoints, checkpoint, average, metric, hub_id, run_choice
     )
     prior = options.decision_prior
-    prior = hparams.get("decision_prior", 0.5) if prior is None else prior
+    prior = hparams["decision_prior"] if prior is None else prior
     decision = _run_decision(run_folder, options, prior, run_choice)
     localization = None
     if hasattr(modules["backend"], "forward_with_frames"):

@@ -163,9 +163,6 @@ def _hash64(text):
 def input_digest(paths):
     """Counts and hashes the input list; refuses IDs that name different files.
 
-    Holds 16 bytes per file (two 64-bit hashes, for the duplicate check),
-    not the list itself.
-
     Arguments
     ---------
     paths : list of str
@@ -174,29 +171,65 @@ def input_digest(paths):
     Returns
     -------
     (int, str)
-        The number of inputs and the SHA-256 of their ``ID<TAB>path`` lines.
+        As :func:`items_digest` returns.
 
     Raises
     ------
     InputError
         As :func:`collect_inputs` does.
     """
+    return items_digest(lambda: iter_inputs(paths))
+
+
+def items_digest(iter_items):
+    """Counts and hashes a list of ``(ID, audio path)`` items; refuses IDs naming different files.
+
+    Holds 16 bytes per item (two 64-bit hashes, for the duplicate check),
+    not the list itself.
+
+    Arguments
+    ---------
+    iter_items : callable
+        Returns a fresh iterator over the ``(ID, path)`` items, in order
+        (called a second time to name the clashing IDs).
+
+    Returns
+    -------
+    (int, str)
+        The number of items and the SHA-256 of their ``ID<TAB>path`` lines.
+
+    Raises
+    ------
+    InputError
+        For IDs that name different files.
+
+    Example
+    -------
+    >>> items_digest(lambda: iter([("a", "a.flac"), ("b", "b.flac")]))[0]
+    2
+    >>> items_digest(lambda: iter([("a", "a.flac"), ("a", "b.flac")]))
+    Traceback (most recent call last):
+    ...
+    speechbrain_nes2net.pretrained.inputs.InputError: 1 IDs name different files, e.g. ['a']; score them separately or use a list file with 'ID path' lines
+    """
     import numpy as np
 
     digest, count = hashlib.sha256(), 0
     id_hashes, pair_hashes = array("Q"), array("Q")
-    for utt_id, audio in iter_inputs(paths):
+    for utt_id, audio in iter_items():
         line = f"{utt_id}\t{audio}\n"
         digest.update(line.encode())
         id_hashes.append(_hash64(utt_id))
         pair_hashes.append(_hash64(line))
         count += 1
+    if not count:
+        return 0, digest.hexdigest()
     pairs = np.unique(np.stack([np.frombuffer(id_hashes, np.uint64),
                                 np.frombuffer(pair_hashes, np.uint64)], axis=1), axis=0)  # fmt: skip
     ids, counts = np.unique(pairs[:, 0], return_counts=True)
     if (counts > 1).any():
         clashing = {int(h) for h in ids[counts > 1]}
-        examples = sorted({u for u, _ in iter_inputs(paths) if _hash64(u) in clashing})
+        examples = sorted({u for u, _ in iter_items() if _hash64(u) in clashing})
         raise InputError(
             f"{len(clashing)} IDs name different files, e.g. {examples[:5]}; "
             "score them separately or use a list file with 'ID path' lines"

@@ -37,8 +37,11 @@ from speechbrain_nes2net.lobes.ssl import SSLFrontend
 from speechbrain_nes2net.lobes.windows import split_windows
 from speechbrain_nes2net.precision import resolve_precision
 from speechbrain_nes2net.pretrained.modules import (
+    AntiSpoofEncoder,
+    AntiSpoofHead,
     EvalSettings,
     MonoWaveforms,
+    PassThrough,
     prepare_waveforms,
 )
 from speechbrain_nes2net.pretrained.scoring import (  # noqa: F401  (FileScore: public here too)
@@ -155,6 +158,56 @@ class AntiSpoofModel(FileScoring, Pretrained):
         self.calibration = load_calibration(get("calibration") or None)
         self.set_precision(self.precision)
 
+    @classmethod
+    def from_modules(cls, ssl, aggregator, backend, settings=None, decision=None, run_opts=None):
+        """The model of live modules (e.g. a training run's), as their export would load.
+
+        ``recipes/evaluate.py`` scores a run this way, so that a run and its
+        export score files through the same code.
+
+        Arguments
+        ---------
+        ssl, aggregator, backend : torch.nn.Module
+            The SSL front-end, the layer aggregation and the back-end, with
+            their weights (frozen and put in eval mode here).
+        settings : EvalSettings, optional
+            How files are read and cut (default: full utterances at 16 kHz).
+        decision : DecisionRule or dict, optional
+            The decision rule of the labels (None: scores only, no labels).
+        run_opts : dict, optional
+            SpeechBrain's run options (``device``, ``precision``).
+
+        Returns
+        -------
+        AntiSpoofModel
+
+        Example
+        -------
+        >>> from speechbrain_nes2net.lobes.aggregation import LastLayer
+        >>> from speechbrain_nes2net.lobes.nes2net import Nes2Net
+        >>> fake_ssl = lambda wavs, lens: wavs[None, :, ::320, None].expand(2, -1, -1, 8)
+        >>> class FakeSSL(torch.nn.Module):
+        ...     def forward(self, wavs, lens):
+        ...         return fake_ssl(wavs, lens)
+        >>> backend = Nes2Net(input_size=8, outer_ratio=2, inner_ratio=2)
+        >>> model = AntiSpoofModel.from_modules(FakeSSL(), LastLayer(), backend,
+        ...                                     EvalSettings(eval_min_samples=6400))
+        >>> model.score_batch(torch.rand(2, 3200), calibrated=False).shape
+        torch.Size([2])
+        """
+        settings = (settings or EvalSettings()).resolved()
+        encoder = AntiSpoofEncoder(
+            ssl, aggregator, backend, settings.eval_samples, settings.eval_min_samples,
+            settings.eval_window_seconds, settings.sample_rate,
+        )  # fmt: skip
+        modules = {
+            "compute_features": MonoWaveforms(),
+            "mean_var_norm": PassThrough(),
+            "embedding_model": encoder,
+            "classifier": AntiSpoofHead(backend, decision),
+        }
+        return cls(modules=modules, hparams=dataclasses.asdict(settings), run_opts=run_opts)
+
     def set_precision(self, precision):
         """Scores from now on in ``precision``: 'fp32', 'bf16' or 'auto'.
 
@@ -222,7 +275,9 @@ class AntiSpoofModel(FileScoring, Pretrained):
         return self.logits_batch(wavs, wav_lens, preprocess=False, windows=False).cpu().float()
 
     def _log_odds(self, logits):
-        """(batch,) bona fide log-odds of the model's decision rule (>= 0: bona fide)."""
+        """(batch,) bona fide log-odds of the model's decision rule (>= 0: bona fide); None without one."""
+        if self.decision is None:
+            return None
         return self.mods.classifier.log_odds_of(logits)
 
     # ------------------------------------------------------------- scoring

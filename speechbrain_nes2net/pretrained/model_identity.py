@@ -1,7 +1,8 @@
-"""What identifies a model to score: the digest of an export folder or file, or its hub id.
+"""What identifies a model to score: the digest of an export folder or file, its hub id, or its parameters.
 
-Scoring owns these (``nes2net-score`` keys its score log by the model), and
-the ONNX exporter stamps the source folder's digest into the file it writes.
+Scoring owns these (a score log is keyed by the model: ``nes2net-score`` by
+its source, ``recipes/evaluate.py`` by the parameters it loaded), and the
+ONNX exporter stamps the source folder's digest into the file it writes.
 
 Authors
  * speechbrain-nes2net contributors
@@ -9,6 +10,8 @@ Authors
 
 import hashlib
 from pathlib import Path
+
+import torch
 
 
 def _add_file_content(digest, path):
@@ -83,3 +86,33 @@ def model_source_fingerprint(model):
         _add_file_content(digest, source)
         return "file:" + digest.hexdigest()
     return f"hub:{model}"
+
+
+def parameter_fingerprint(modules):
+    """SHA-256 over the names and values of the modules' parameters and buffers.
+
+    Arguments
+    ---------
+    modules : dict
+        Name -> torch module (DDP wrappers are looked through).
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> a = parameter_fingerprint({"m": torch.nn.Linear(2, 1)})
+    >>> len(a)
+    64
+    """
+    digest = hashlib.sha256()
+    for name in sorted(modules):
+        module = getattr(modules[name], "module", modules[name])
+        for key, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{name}.{key}:{tuple(tensor.shape)}:{tensor.dtype}\0".encode())
+            data = tensor.detach().cpu().contiguous()
+            if data.dtype == torch.bfloat16:
+                data = data.float()
+            digest.update(data.numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()

@@ -36,7 +36,7 @@ import torchaudio
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.data_utils import batch_pad_right
 
-from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, fixed_length, to_mono
+from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, evaluation_crop, to_mono
 from speechbrain_nes2net.evaluation.calibration import DecisionRule
 from speechbrain_nes2net.lobes.ssl import ssl_frame_lengths
 from speechbrain_nes2net.lobes.windows import forward_by_windows
@@ -133,14 +133,7 @@ def prepare_waveforms(wavs, wav_lens=None, num_samples=None, min_samples=0):
     counts = torch.round(wav_lens.to(torch.float64) * wavs.shape[1]).long().clamp(min=1).tolist()
     if num_samples is None and min(counts) >= min_samples:
         return wavs, wav_lens  # nothing to change: keep the caller's batch
-    prepared = []
-    for wav, count in zip(wavs, counts):
-        wav = wav[:count]
-        if num_samples is not None:
-            wav = fixed_length(wav, int(num_samples))
-        elif count < min_samples:
-            wav = fixed_length(wav, int(min_samples))
-        prepared.append(wav)
+    prepared = [evaluation_crop(wav[:count], num_samples, min_samples) for wav, count in zip(wavs, counts)]
     batch, lengths = batch_pad_right(prepared)
     return batch, lengths.to(wavs.device)
 

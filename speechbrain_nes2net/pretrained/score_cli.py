@@ -37,7 +37,12 @@ batches finish (files read lazily, in chunks of ``--chunk-size``); a rerun
 of the same command scores only what is missing, refuses a changed model,
 score-changing option or input list, and writes the output in input order
 (``--restart`` starts again, ``--retry-failed`` retries failed files; exit
-status 3 when the log or the output cannot be written). See docs/SCALE.md.
+status 3 when the log or the output cannot be written). ``--shard R/N``
+scores every N-th file from the R-th into ``OUTPUT.shard-R-of-N.scorelog``
+(shards can run on several machines sharing the output folder); the run that
+completes the last shard writes the output. The engine is
+:mod:`speechbrain_nes2net.pretrained.corpus_scoring`, as for
+``recipes/evaluate.py``. See docs/SCALE.md.
 
 Engines: ``--model`` names an exported model folder (torch; ``--precision
 bf16`` or ``auto`` runs the SSL front-end in bfloat16, see
@@ -56,25 +61,18 @@ import io
 import logging
 import os
 import sys
-from itertools import islice
 from pathlib import Path
 
 from speechbrain_nes2net.audio import AudioError
 from speechbrain_nes2net.evaluation.score_log import (
     DEFAULT_CHUNK_SIZE,
     FAILED,
-    OK,
-    ScoreLog,
     ScoreLogError,
     merged_records,
 )
 from speechbrain_nes2net.precision import PRECISIONS
-from speechbrain_nes2net.pretrained.inputs import (
-    InputError,
-    collect_inputs,
-    input_digest,
-    iter_inputs,
-)
+from speechbrain_nes2net.pretrained.corpus_scoring import CorpusScoring, resolve_shard
+from speechbrain_nes2net.pretrained.inputs import InputError, collect_inputs, iter_inputs
 from speechbrain_nes2net.pretrained.model_identity import model_source_fingerprint
 from speechbrain_nes2net.pretrained.scoring import DEFAULT_MAX_BATCH_SECONDS
 from speechbrain_nes2net.scores import LABELS
@@ -172,9 +170,10 @@ def parse_args(argv=None):
         parser.error("--frames writes labels already; --labels does not apply")
     if args.segment_shift is not None and not args.frames:
         parser.error("--segment-shift applies with --frames only")
-    if args.frames and (args.restart or args.retry_failed):
+    if args.frames and (args.restart or args.retry_failed or args.shard):
         parser.error(
-            "--restart and --retry-failed apply to score logs; --frames writes its ranges at the end"
+            "--restart, --retry-failed and --shard apply to score logs; --frames writes its "
+            "ranges at the end"
         )
     if args.frames and args.engine == "onnxruntime":
         parser.error("--frames needs the torch model folder (the ONNX graph gives utterance scores)")
@@ -238,10 +237,11 @@ def load_model(args):
 
 # ------------------------------------------- resumable, streaming scoring (--output FILE)
 #
-# With --output, files are read lazily from the PATHs, scored by chunks and
-# appended to a score log (speechbrain_nes2net.evaluation.score_log) as
-# batches finish; the output and failed.csv are written from the log at the
-# end. A rerun of the same command scores only what the log lacks.
+# With --output, the corpus scoring engine (speechbrain_nes2net.pretrained.
+# corpus_scoring) reads the files lazily from the PATHs, scores them by chunks
+# and appends them to a score log as batches finish; the output and failed.csv
+# are written from the log(s) at the end. A rerun of the same command scores
+# only what the log lacks.
 
 
 def add_resume_arguments(parser):
@@ -261,18 +261,25 @@ def add_resume_arguments(parser):
         "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
         help=f"files planned and held at once (default {DEFAULT_CHUNK_SIZE}); bounds memory",
     )  # fmt: skip
+    group.add_argument(
+        "--shard", metavar="R/N",
+        help="score shard R of N (0-based: every N-th file from the R-th) into "
+        "OUTPUT.shard-R-of-N.scorelog; the run that completes the last shard writes OUTPUT",
+    )  # fmt: skip
 
 
 def check_resume_arguments(parser, args):
     """Rejects resume options that cannot apply."""
     if args.chunk_size < 1:
         parser.error("--chunk-size must be at least 1")
-    if (args.restart or args.retry_failed) and not args.output:
-        parser.error("--restart and --retry-failed need --output (the score log lives next to it)")
+    if (args.restart or args.retry_failed or args.shard) and not args.output:
+        parser.error(
+            "--restart, --retry-failed and --shard need --output (the score logs live next to it)"
+        )
 
 
-def log_header(args, n_inputs, inputs_digest):
-    """The score log header of a run: the model, the options that change scores, the inputs."""
+def log_header(args):
+    """What a run's scores depend on besides the inputs: the model and the score-changing options."""
     precision = "fp32"  # an ONNX export runs at its own precision (part of its hash)
     if args.engine == "torch":
         from speechbrain_nes2net.precision import resolve_precision
@@ -282,51 +289,21 @@ def log_header(args, n_inputs, inputs_digest):
         "tool": "nes2net-score",
         "model": model_source_fingerprint(args.model),
         "options": {"engine": args.engine, "precision": precision, "calibrated": not args.raw},
-        "inputs": inputs_digest,
-        "n_inputs": n_inputs,
-        "chunk_size": args.chunk_size,
-        "shard": [0, 1],
     }
 
 
-def _record(position, utt_id, path, result):
-    if result.ok:
-        return position, utt_id, OK, [repr(result.score), result.label or "", str(path)]
-    return position, utt_id, FAILED, [result.error, str(path)]
+def log_path_of(output):
+    """The score log of each shard of ``--output``: ``OUTPUT.scorelog`` (one shard) or
+    ``OUTPUT.shard-R-of-N.scorelog``."""
+    output = Path(output)
 
+    def log_path(rank, world_size):
+        """The log of shard ``rank`` of ``world_size``."""
+        if world_size == 1:
+            return output.with_name(output.name + ".scorelog")
+        return output.with_name(f"{output.name}.shard-{rank}-of-{world_size}.scorelog")
 
-def _score_listed(model, items, args, append, progress):
-    """Scores ``(position, ID, path)`` items batch by batch, appending each batch's records."""
-    paths = [path for _, _, path in items]
-    lengths = model.file_lengths(paths)
-    unreadable = [
-        (position, utt_id, FAILED, [length.reason, str(path)])
-        for (position, utt_id, path), length in zip(items, lengths)
-        if isinstance(length, AudioError)
-    ]
-    append(unreadable)
-    progress(len(unreadable))
-    for batch in model.plan(lengths, args.batch_size, args.max_batch_seconds):
-        results = model.score_batch_files([paths[i] for i in batch], args.batch_size, not args.raw)
-        append([_record(*items[i], result) for i, result in zip(batch, results)])
-        progress(len(batch))
-
-
-def score_into_log(model, log, args, progress):
-    """Scores what the log lacks, chunk after chunk, in the order of the inputs."""
-    entries = enumerate(iter_inputs(args.paths))
-    for chunk in range(log.n_chunks):
-        items = [(p, utt_id, path) for p, (utt_id, path) in islice(entries, log.chunk_size)]
-        wanted = set(log.missing(chunk))
-        todo = [item for item in items if item[0] in wanted]
-        if todo:
-            _score_listed(model, todo, args, log.append, progress)
-            log.sync()
-    if args.retry_failed:
-        failed = log.failed_to_retry()
-        if failed:
-            items = [(p, u, path) for p, (u, path) in enumerate(iter_inputs(args.paths)) if p in failed]
-            _score_listed(model, items, args, log.append_retries, progress)
+    return log_path
 
 
 def write_from_log(log_paths, output, fmt, with_label, threshold):
@@ -381,33 +358,28 @@ def write_from_log(log_paths, output, fmt, with_label, threshold):
 def main_resumable(args):
     """``nes2net-score --output FILE``: streaming, resumable scoring (exit status as :func:`main`; 3: cannot write)."""
     output = Path(args.output)
-    log_path = output.with_name(output.name + ".scorelog")
     try:
-        n_inputs, digest = input_digest(args.paths)
-    except InputError as err:
+        rank, world_size = resolve_shard(args.shard)
+        scoring = CorpusScoring(
+            lambda: iter_inputs(args.paths), log_path_of(output), log_header(args),
+            (rank, world_size), restart=args.restart, chunk_size=args.chunk_size,
+        )  # fmt: skip
+    except (ValueError, ScoreLogError) as err:  # InputError is a ValueError
         print(f"nes2net-score: {err}", file=sys.stderr)
         return 2
-    if not n_inputs:
-        print("nes2net-score: nothing to score", file=sys.stderr)
-        return 2
-    header = log_header(args, n_inputs, digest)
-    try:
-        log = ScoreLog(log_path, header, restart=args.restart)
-    except ScoreLogError as err:
-        print(f"nes2net-score: {err}", file=sys.stderr)
-        return 2
-    retry = args.retry_failed and log.n_failed > 0 and bool(log.failed_to_retry())
+    log, n_inputs = scoring.log, scoring.n_inputs
     model = None
-    if log.complete and not retry:
+    if not scoring.needs_scoring(args.retry_failed):
         print(
-            f"nes2net-score: nothing to score: all {n_inputs} files are in {log_path} "
+            f"nes2net-score: nothing to score: all {log.n_expected} files are in {log.path} "
             f"from an earlier run (--restart scores them again); writing {output}",
             file=sys.stderr,
         )
     else:
         if log.resumed and log.n_done:
             print(
-                f"nes2net-score: resuming: {log.n_done} of {n_inputs} files already in {log_path}",
+                f"nes2net-score: resuming: {log.n_done} of {log.n_expected} files already in "
+                f"{log.path}",
                 file=sys.stderr,
             )
         import tqdm
@@ -418,20 +390,32 @@ def main_resumable(args):
             print(f"nes2net-score: cannot load the model {args.model}: {err}", file=sys.stderr)
             return 2
         bar = tqdm.tqdm(
-            total=n_inputs, initial=log.n_done, unit="file", file=sys.stderr, disable=args.quiet
-        )
+            total=log.n_expected, initial=log.n_done, unit="file", file=sys.stderr,
+            disable=args.quiet,
+        )  # fmt: skip
         try:
             with bar:
-                score_into_log(model, log, args, bar.update)
-            log.close()
+                scoring.score(
+                    model, args.batch_size, args.max_batch_seconds, calibrated=not args.raw,
+                    retry_failed=args.retry_failed, progress=bar.update,
+                )  # fmt: skip
         except ScoreLogError as err:
             print(f"nes2net-score: {err}", file=sys.stderr)
             return 3
+    waiting = scoring.incomplete_shards()
+    if waiting:  # --shard: the process that completes the last shard writes the output
+        print(
+            f"nes2net-score: shard {rank} of {world_size} done; waiting for shards {waiting} "
+            f"(run them with --shard=R/{world_size}); the last one writes {output}",
+            file=sys.stderr,
+        )
+        return 0
+    log_path = log.path if world_size == 1 else f"the logs {output}.shard-*-of-{world_size}.scorelog"
     fmt = args.format or ("csv" if str(output).lower().endswith(".csv") else "txt")
     with_label = args.labels or args.threshold is not None
     try:
         n_ok, n_failed, examples = write_from_log(
-            [log_path], output, fmt, with_label, args.threshold
+            scoring.log_paths, output, fmt, with_label, args.threshold
         )
     except OSError as err:
         print(

@@ -9,14 +9,21 @@ whatever runs the network:
   count; the first ``eval_samples`` samples only when the model scores a
   fixed length), bad files reported with the reason;
 - preprocessing: the recipe's evaluation (first ``eval_samples`` samples
-  repeat-padded, else the full utterance repeat-padded to ``eval_min_samples``);
+  repeat-padded, else the full utterance repeat-padded to ``eval_min_samples``:
+  :func:`~speechbrain_nes2net.audio.evaluation_crop`, as the recipe's data
+  pipeline);
 - batching (:func:`plan_batches`): files sorted by duration, longest first,
   cut into batches of at most ``batch_size`` files and ``max_batch_seconds``
   of padded audio; each waveform gets the score it gets alone, because the
   model masks the padding (the SSL attention mask, exact frame lengths);
 - windows: a waveform longer than ``eval_window_seconds`` is scored by
-  consecutive windows (:mod:`speechbrain_nes2net.lobes.windows`) and gets the
-  mean of their logits.
+  consecutive windows and gets the mean of their logits: the batch runs
+  through :func:`~speechbrain_nes2net.lobes.windows.forward_by_windows`, the
+  forward path of the recipe's test scoring too.
+
+Precision is the engine's: ``AntiSpoofModel`` runs its SSL front-end in
+bf16 when asked (the rest in float32); the recipe's test scoring in
+``train.py`` follows SpeechBrain's ``--eval_precision`` autocast instead.
 
 An engine provides ``_forward_logits(wavs, wav_lens)`` (prepared, padded
 waveforms and relative lengths -> (batch, n_out) float32 logits) and
@@ -32,8 +39,8 @@ import torch
 import torchaudio
 from speechbrain.utils.data_utils import batch_pad_right
 
-from speechbrain_nes2net.audio import AudioError, audio_info, fixed_length, load_audio
-from speechbrain_nes2net.lobes.windows import window_outputs
+from speechbrain_nes2net.audio import AudioError, audio_info, evaluation_crop, load_audio
+from speechbrain_nes2net.lobes.windows import forward_by_windows
 from speechbrain_nes2net.pretrained.modules import MonoWaveforms
 from speechbrain_nes2net.scores import LABELS
 
@@ -188,7 +195,7 @@ class FileScoring:
         raise NotImplementedError
 
     def _log_odds(self, logits):
-        """(batch,) posterior log-odds of bona fide: >= 0 is the model's decision."""
+        """(batch,) posterior log-odds of bona fide: >= 0 is the model's decision (None: no rule, no labels)."""
         raise NotImplementedError
 
     @property
@@ -225,11 +232,7 @@ class FileScoring:
 
     def _prepare(self, wav):
         """The recipe's evaluation preprocessing of one (samples,) waveform."""
-        if self.num_samples is not None:
-            return fixed_length(wav, self.num_samples)
-        if wav.shape[0] < self.min_samples:
-            return fixed_length(wav, self.min_samples)
-        return wav
+        return evaluation_crop(wav, self.num_samples, self.min_samples)
 
     def prepared_length(self, seconds):
         """The length in samples a file of ``seconds`` has after preprocessing."""
@@ -273,37 +276,45 @@ class FileScoring:
         scores = self._bonafide(self.logits_batch(wavs, wav_lens)).cpu()
         return self._finish(scores, calibrated)
 
-    def _padded_logits(self, wavs):
-        """Logits of a list of prepared waveforms, run as one padded batch."""
-        batch, lengths = batch_pad_right(wavs)
-        self.batch_stats.add(wav.shape[0] for wav in wavs)
-        return self._forward_logits(batch, lengths)
+    def _evaluation_logits(self, wavs, calibrated, batch_size=8):
+        """Logits (files, n_out) of prepared waveforms run as one padded batch, long ones by windows.
 
-    def _score_wav(self, wav, calibrated, batch_size=8):
-        """Logits (n_out,) of one prepared waveform, and its windows when it is scored by windows."""
-        if self.eval_window is None or wav.shape[0] <= self.eval_window:
-            return self._padded_logits([wav])[0], None
-        logits, sizes = window_outputs(self._forward_logits, wav, self.eval_window, batch_size)
-        ends = torch.tensor(sizes).cumsum(0).tolist()
-        starts = [0] + ends[:-1]
-        scores = self._finish(self._bonafide(logits), calibrated)
-        windows = WindowScores(
-            starts=[start / self.sample_rate for start in starts],
-            ends=[end / self.sample_rate for end in ends],
-            scores=[float(score) for score in scores],
-            score=float(scores.mean()),
+        Returns
+        -------
+        (torch.Tensor, list)
+            The logits, and per file its :class:`WindowScores` (None when
+            scored whole).
+        """
+        batch, lengths = batch_pad_right(wavs)
+        whole = [wav.shape[0] for wav in wavs if self.eval_window is None or wav.shape[0] <= self.eval_window]
+        if whole:
+            self.batch_stats.add(whole)
+        logits, windowed = forward_by_windows(
+            self._forward_logits, batch, lengths, self.eval_window, batch_size, keep_windows=True
         )
-        return logits.mean(dim=0), windows
+        windows = [None] * len(wavs)
+        for index, (window_logits, sizes) in windowed.items():
+            ends = torch.tensor(sizes).cumsum(0).tolist()
+            starts = [0] + ends[:-1]
+            scores = self._finish(self._bonafide(window_logits), calibrated)
+            windows[index] = WindowScores(
+                starts=[start / self.sample_rate for start in starts],
+                ends=[end / self.sample_rate for end in ends],
+                scores=[float(score) for score in scores],
+                score=float(scores.mean()),
+            )
+        return logits, windows
 
     def _file_score(self, path, logits, windows, calibrated):
         score = float(self._finish(self._bonafide(logits[None]), calibrated)[0])
-        label = LABELS[int(self._log_odds(logits[None])[0] >= 0)]
+        log_odds = self._log_odds(logits[None])
+        label = None if log_odds is None else LABELS[int(log_odds[0] >= 0)]
         return FileScore(str(path), score, label, windows=windows)
 
     def _score_one(self, path, calibrated):
         """Scores one file; raises on bad audio."""
-        logits, windows = self._score_wav(self._prepare(self.read_audio(path)), calibrated)
-        return self._file_score(path, logits, windows, calibrated)
+        logits, windows = self._evaluation_logits([self._prepare(self.read_audio(path))], calibrated)
+        return self._file_score(path, logits[0], windows[0], calibrated)
 
     def score_file(self, path, calibrated=True):
         """The bona fide score of one audio file.
@@ -446,23 +457,15 @@ class FileScoring:
         results, wavs, loaded = [None] * len(paths), [], []
         for position, path in enumerate(paths):
             try:
-                wav = self._prepare(self.read_audio(path))
+                wavs.append(self._prepare(self.read_audio(path)))
             except AudioError as err:
                 results[position] = FileScore(str(path), error=err.reason)
                 continue
-            if self.eval_window is not None and wav.shape[0] > self.eval_window:
-                try:
-                    logits, windows = self._score_wav(wav, calibrated, batch_size)
-                    results[position] = self._file_score(path, logits, windows, calibrated)
-                except (RuntimeError, ValueError) as err:
-                    results[position] = FileScore(str(path), error=f"scoring failed ({err})")
-                continue
-            wavs.append(wav)
             loaded.append(position)
         if not loaded:
             return results
         try:
-            logits = self._padded_logits(wavs)
+            logits, windows = self._evaluation_logits(wavs, calibrated, batch_size)
         except (RuntimeError, ValueError) as err:
             for position in loaded:
                 if len(loaded) == 1:
@@ -471,6 +474,6 @@ class FileScoring:
                 else:  # find the culprit: retry one by one
                     results[position] = self._guarded(paths[position], calibrated)
             return results
-        for position, file_logits in zip(loaded, logits):
-            results[position] = self._file_score(paths[position], file_logits, None, calibrated)
+        for position, file_logits, file_windows in zip(loaded, logits, windows):
+            results[position] = self._file_score(paths[position], file_logits, file_windows, calibrated)
         return results

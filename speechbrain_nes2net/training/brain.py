@@ -214,9 +214,16 @@ class AntiSpoofBrain(sb.Brain):
         return self.modules["backend"](features, lengths)
 
     def forward_eval(self, wavs, lengths, window):
-        """Logits of an evaluation batch; waveforms longer than ``window`` samples by windows."""
+        """Logits of an evaluation batch; waveforms longer than ``window`` samples by windows.
+
+        The batch goes through :func:`~speechbrain_nes2net.lobes.windows.forward_by_windows`,
+        the forward path every scoring engine runs (``nes2net-score``,
+        ``recipes/evaluate.py``); the crop came from the data pipeline
+        (:func:`~speechbrain_nes2net.audio.evaluation_crop`, as theirs), the
+        precision from SpeechBrain's ``--eval_precision`` autocast.
+        """
         def forward(wavs, lengths):
-            """Logits of a batch that needs no windows."""
+            """The back-end's logits of a padded batch (or of one window)."""
             features, lengths = self.features(wavs, lengths, training=False)
             return unwrap_ddp(self.modules["backend"])(features, lengths)
 

@@ -20,6 +20,7 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain_nes2net.audio import (
     DEFAULT_SAMPLE_RATE,
     AudioError,
+    evaluation_crop,
     fixed_length,
     load_audio,
 )
@@ -100,10 +101,10 @@ def audio_pipeline(
     def pipeline(wav):
         """Loads one file (silence and the reason when it is unusable), then crops or pads it."""
         sig, error = load_utterance(wav, sample_rate, max_seconds, num_samples, augment)
-        if num_samples is not None:
-            sig = fixed_length(sig, num_samples, random_offset=random_crop)
-        elif sig.shape[0] < min_samples:
-            sig = fixed_length(sig, min_samples)
+        if random_crop and num_samples is not None:
+            sig = fixed_length(sig, num_samples, random_offset=True)
+        else:  # the cut of every scoring engine
+            sig = evaluation_crop(sig, num_samples, min_samples)
         yield sig
         yield error
 

@@ -11,7 +11,6 @@ decimals.
 """
 
 import random
-import shutil
 import signal
 import subprocess
 import time
