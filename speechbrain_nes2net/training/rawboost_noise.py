@@ -125,9 +125,15 @@ def notch_filter_coeffs(
         )
         b = np.convolve(b, stage)
     gain_db = rng.uniform(min_g, max_g)
+    return b * (10 ** (gain_db / 20) / _peak_magnitude(b))
+
+
+def _peak_magnitude(b):
+    """Peak of |H| of FIR filter ``b``: 512 bins over [0, Nyquist) as ``freqz``
+    (the official measure), the Nyquist bin too, and a finer grid for filters
+    longer than 1024 taps."""
     n_fft = max(1024, 1 << (len(b) - 1).bit_length())
-    peak = np.abs(np.fft.rfft(b, n_fft)).max()
-    return b * (10 ** (gain_db / 20) / peak)
+    return np.abs(np.fft.rfft(b, n_fft)).max()
 
 
 def fir_filter_sum(signals, filters):
