@@ -21,7 +21,17 @@ from speechbrain_nes2net.official.backend import (
 )
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "official_nes2net"
-BACKEND_FIXTURES = ["ctrsvdd_nes2net.pt", "ctrsvdd_nes2net_x.pt", "asvspoof_nes2net_x_2logits.pt"]
+BACKEND_FIXTURES = [
+    "ctrsvdd_nes2net.pt",
+    "ctrsvdd_nes2net_x.pt",
+    "asvspoof_nes2net_x_2logits.pt",
+    # The variants outside the released configurations (mean pooling, ReLU),
+    # at width 128: attentive statistics pooling and the SeLU back-end.
+    "ctrsvdd_nes2net_astp_tiny.pt",
+    "ctrsvdd_nes2net_x_astp_tiny.pt",
+    "asvspoof_nes2net_x_astp_2logits_tiny.pt",
+    "ctrsvdd_nes2net_x_selu_tiny.pt",
+]
 
 
 def _load(name):
@@ -49,7 +59,15 @@ def test_official_backend_fixtures_reproduced(name):
     with torch.no_grad():
         logits = model(fixture["input"].transpose(1, 2))
     assert logits.shape == fixture["output"].shape
+    # float32 round-off through the same operations (observed <= 6e-8).
     assert (logits - fixture["output"]).abs().max().item() <= 1e-5
+
+
+def test_official_backend_fixtures_cover_astp_and_selu():
+    configs = {name: _load(name) for name in BACKEND_FIXTURES}
+    astp = {f["model_name"] for f in configs.values() if f["config"]["pool_func"] == "ASTP"}
+    assert astp == {"WavLM_Nes2Net", "WavLM_Nes2Net_X", "wav2vec2_Nes2Net_X"}
+    assert any(f["model_name"] == "WavLM_Nes2Net_X_SeLU" for f in configs.values())
 
 
 def test_official_sea_fixture_reproduced():
