@@ -26,8 +26,6 @@ True
 import torch
 import torch.nn as nn
 
-from speechbrain_nes2net.lobes.pooling import AttentiveStatisticsPooling
-
 _ACTIVATIONS = {"relu": nn.ReLU, "selu": nn.SELU}
 
 
@@ -42,6 +40,33 @@ def _masked_time_mean(x, mask):
     if mask is None:
         return x.mean(dim=-1)
     return (x * mask).sum(dim=-1) / mask.sum(dim=-1)
+
+
+class _AttentiveStatistics(nn.Module):
+    """Attentive statistics pooling, written here from its definition.
+
+    Per channel c and frame t: e = V tanh(W x_t + b) + k (two 1x1 convolutions,
+    no normalisation or global context, as in the Nes2Net release), weights
+    alpha = softmax of e over the valid frames, output [mu, sigma] with
+    mu = sum_t alpha x_t and sigma = sqrt(sum_t alpha (x_t - mu)^2), floored at
+    sqrt(1e-10) as the release does. Written independently of the library's
+    ``AttentiveStatisticsPooling`` (whose variance is E[x^2] - mu^2), with its
+    parameter names so that it loads the lobe's state dict.
+    """
+
+    def __init__(self, channels, attention_channels):
+        super().__init__()
+        self.attention_in = nn.Conv1d(channels, attention_channels, kernel_size=1)
+        self.attention_out = nn.Conv1d(attention_channels, channels, kernel_size=1)
+
+    def forward(self, x, mask):
+        energy = self.attention_out(torch.tanh(self.attention_in(x)))
+        if mask is not None:
+            energy = energy.masked_fill(mask == 0, float("-inf"))
+        alpha = torch.softmax(energy, dim=-1)
+        mu = torch.einsum("bct,bct->bc", alpha, x)
+        spread = torch.einsum("bct,bct->bc", alpha, (x - mu.unsqueeze(-1)) ** 2)
+        return torch.cat([mu, spread.clamp(min=1e-10).sqrt()], dim=1)
 
 
 class _PointwiseConv(nn.Module):
@@ -150,7 +175,7 @@ class ReferenceNes2NetX(nn.Module):
         self.norm = nn.BatchNorm1d(input_size)
         self.activation = _ACTIVATIONS[activation]()
         self.pooling = (
-            AttentiveStatisticsPooling(input_size, attention_channels)
+            _AttentiveStatistics(input_size, attention_channels)
             if pooling == "ASTP"
             else None
         )
@@ -172,5 +197,5 @@ class ReferenceNes2NetX(nn.Module):
         if self.pooling is None:
             pooled = _masked_time_mean(out, mask)
         else:
-            pooled = self.pooling(out, None if mask is None else mask[:, 0].bool())
+            pooled = self.pooling(out, mask)
         return self.fc(pooled)
