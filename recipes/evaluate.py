@@ -233,8 +233,8 @@ def write_outputs(hparams, args, scoring, frame, decision, checkpoints, precisio
     records, failures = [], []
     labels = frame["label"]
     for position, utt_id, status, fields in scoring.merged():
-        if status == FAILED:
-            failures.append((utt_id, fields[0]))
+        if status == FAILED:  # fields: reason, path; failed.csv names the file
+            failures.append((utt_id, f"{fields[1]}: {fields[0]}"))
         else:
             records.append((utt_id, float(fields[0]), LABEL_IDS[labels.iloc[position]], ""))
     summary = score_summary(records, decision)

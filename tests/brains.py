@@ -33,6 +33,18 @@ def demo_brain(folder, ssl_source, **overrides):
     return brain, hparams, train, valid
 
 
+def recipe_settings(yaml_name, folder, **changes):
+    """A shipped recipe YAML loaded whole (nothing prepared or trained), then ``changes`` set.
+
+    Configuration checks read every setting of the recipe, so the tests of one
+    rule start from a complete, valid YAML and change only what they test.
+    """
+    with open(ROOT / "hparams" / yaml_name, encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle, {"output_folder": str(folder)})
+    hparams.update(changes)
+    return hparams
+
+
 def fit(brain, hparams, train, valid, **options):
     """Trains with the demo's loader settings (``options``: more ``Brain.fit`` arguments)."""
     brain.fit(

@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from brains import recipe_settings
+
 from speechbrain_nes2net.lobes.localization import Nes2NetLocalizer, pool_frame_logits
 from speechbrain_nes2net.lobes.nes2net import Nes2NetX
 from speechbrain_nes2net.training.config import RecipeConfigError, check_recipe_config
@@ -101,16 +103,14 @@ def test_segment_loss_refuses_a_resolution_finer_than_the_frames():
         SegmentLoss(segment_shift=0.01)
 
 
-def _localization_config(**changes):
-    """A minimal recipe config with a segment objective (data preparation left empty)."""
-    hparams = {
+def _localization_config(folder, **changes):
+    """The localisation demo's settings, with a segment objective at 0.02 s, then ``changes``."""
+    base = {
         "segment_loss": SegmentLoss(segment_shift=0.02, frame_shift=0.02),
-        "backend": Nes2NetLocalizer("Nes2NetX", input_size=8, outer_ratio=2, inner_ratio=2),
         "selection_metric": "segment_EER",
         "localization_shift": 0.16,
     }
-    hparams.update(changes)
-    return hparams
+    return recipe_settings("demo_localization.yaml", folder, **{**base, **changes})
 
 
 @pytest.mark.parametrize(
@@ -124,10 +124,11 @@ def _localization_config(**changes):
     ids=["segment-metric-without-objective", "backend-without-frames", "negative-weight",
          "shift-off-the-frames"],
 )
-def test_localisation_settings_are_checked_with_a_clear_message(changes, fragments):
+def test_localisation_settings_are_checked_with_a_clear_message(changes, fragments, tmp_path):
     if changes.get("backend") == "plain":
         changes["backend"] = Nes2NetX(input_size=8, outer_ratio=2, inner_ratio=2)
+    check_recipe_config(_localization_config(tmp_path))  # the base passes
     with pytest.raises(RecipeConfigError) as error:
-        check_recipe_config(_localization_config(**changes))
+        check_recipe_config(_localization_config(tmp_path, **changes))
     for fragment in fragments:
         assert fragment in str(error.value)

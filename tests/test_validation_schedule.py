@@ -13,7 +13,7 @@ import types
 from functools import partial
 
 import pytest
-from brains import demo_brain, fit
+from brains import demo_brain, fit, recipe_settings
 from test_official_training import load_fixture
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
@@ -100,9 +100,10 @@ CONFIG_ERRORS = [
 
 
 @pytest.mark.parametrize("hparams, fragments", CONFIG_ERRORS)
-def test_validation_settings_are_checked_with_a_clear_message(hparams, fragments):
+def test_validation_settings_are_checked_with_a_clear_message(hparams, fragments, tmp_path):
+    check_recipe_config(recipe_settings("demo.yaml", tmp_path))  # the base passes
     with pytest.raises(RecipeConfigError) as error:
-        check_recipe_config(hparams)
+        check_recipe_config(recipe_settings("demo.yaml", tmp_path, **hparams))
     for fragment in fragments:
         assert fragment in str(error.value)
 
@@ -233,3 +234,11 @@ def test_the_release_selection_runs_resumes_and_averages_by_it(tmp_path, tiny_ss
     brain.on_evaluate_start(min_key="loss")
     by_loss = sorted(candidates, key=lambda e: stats[e - 1]["loss"])[:2]
     assert sorted(kept[e].path.name for e in by_loss) == sorted(brain.evaluated_checkpoints)
+
+
+def test_a_setting_missing_from_the_yaml_is_named(tmp_path):
+    # The YAML is the one source of defaults: a YAML without a setting is refused, by name.
+    hparams = recipe_settings("demo.yaml", tmp_path)
+    del hparams["valid_pooling"]
+    with pytest.raises(RecipeConfigError, match="the YAML has no 'valid_pooling': every setting"):
+        check_recipe_config(hparams)
