@@ -21,6 +21,7 @@ Speed is measured by ``benchmarks/bench_whole_model.py``, not here.
 """
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -123,7 +124,8 @@ def test_evaluate_recipe_scores_in_bf16(demo):
                "--precision=bf16", "--noprogressbar"]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "--eval_precision=bf16" in (run / "log.txt").read_text()
+    metrics = json.loads((run / "scores" / "bf16_metrics.json").read_text())
+    assert metrics["protocol"]["precision"] == "bf16"
     read = lambda name: {  # noqa: E731
         line.split()[0]: float(line.split()[1])
         for line in (run / "scores" / f"{name}_scores.txt").read_text().splitlines()
