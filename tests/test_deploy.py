@@ -4,14 +4,17 @@ One short demo run (``recipes/train.py hparams/demo.yaml``: 2 epochs on 24 + 24
 training files, the demo's full test split of 60 bona fide and 60 spoofed
 files) gives a trained model folder with a shipped threshold. On it:
 
-- bf16 (the SSL front-end under bfloat16 autocast) keeps every score within
-  :data:`BF16_TOLERANCE` of fp32 and the decisions at the shipped threshold on
-  at least 99% of the test files (the tolerance documented in
-  ``docs/DEPLOYING.md``); ``recipes/evaluate.py --precision bf16`` (the
-  whole forward pass under autocast) stays within the same tolerance;
+- bf16 (the SSL front-end under bfloat16 autocast) moves every score by
+  between :data:`BF16_FLOOR` and :data:`BF16_BOUND` (bounds measured on this
+  model, well inside the :data:`BF16_TOLERANCE` that ``docs/DEPLOYING.md``
+  promises for any model) and keeps the decisions at the shipped threshold
+  (:func:`assert_decisions_agree`); ``recipes/evaluate.py --precision bf16``
+  (the whole forward pass under autocast) stays within the same bounds;
 - ``nes2net-export-onnx`` writes the whole model as one graph with the
   calibration and the threshold as metadata, and onnxruntime reproduces the
   torch fp32 scores to 1e-4 on every test file (padded batches included);
+  its ``--quantize int8`` graph scores them within :data:`INT8_BOUND` of
+  fp32, with the same decisions;
 - ``nes2net-score`` answers bad input the same way whatever the engine
   (torch fp32, torch bf16, onnxruntime): unreadable, empty and missing files
   in ``failed.csv`` with the same reasons, odd rates, multi-channel and a
@@ -42,8 +45,28 @@ from speechbrain_nes2net.pretrained.score_cli import main as score_main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-#: Largest |bf16 - fp32| raw score, relative to max(1, |fp32 score|) (docs/DEPLOYING.md).
+#: Largest |bf16 - fp32| raw score, relative to max(1, |fp32 score|), that
+#: docs/DEPLOYING.md promises for any model.
 BF16_TOLERANCE = 0.02
+#: The same on the demo model, whose raw test scores lie in 0.10-0.39 (so the
+#: relative difference is the absolute one). Measured: at most 0.0037 (mean
+#: 0.0011), through the API and recipes/evaluate.py alike. 0.01 leaves 2.7x
+#: headroom for another CPU's bf16 kernels, and fails a path with more of the
+#: front-end in bf16 than its matrix products (the SSL model cast to bf16: 0.13).
+BF16_BOUND = 0.01
+#: ... and the smallest largest difference: bf16 keeps 8 significant bits, so
+#: bf16 products move some of the 120 scores by 0.1% or more (measured 0.0037,
+#: 3.7x above); fp16 autocast (11 bits) moves them by at most 0.00045 and fp32
+#: not at all, so a path that is not bf16 fails here.
+BF16_FLOOR = 0.001
+#: Largest |int8 onnxruntime - torch fp32| raw score on the demo model. Measured:
+#: 0.0027 (mean 0.0009); 0.01 leaves 3.7x headroom for other CPUs' int8 kernels
+#: (onnxruntime picks VNNI, AVX2 or AVX-512 code by CPU).
+INT8_BOUND = 0.01
+#: Smallest share of the 120 test files whose decision a lower precision may flip
+#: away from fp32. Measured: 1 flipped by bf16, 2 by int8 (all within 0.0013 of
+#: the threshold); 95% (6 files) leaves 3x headroom over int8.
+MIN_AGREEMENT = 0.95
 #: Largest |onnxruntime - torch fp32| score.
 ONNX_TOLERANCE = 1e-4
 
@@ -103,6 +126,21 @@ def labels(results):
     return [result.label for result in results]
 
 
+def assert_decisions_agree(got, reference, threshold, bound):
+    """Same decisions as fp32 wherever the fp32 score is farther than ``bound`` from the threshold.
+
+    A score moved by at most ``bound`` cannot cross the threshold from farther
+    away, so there a different decision is a wrong label, not rounding. Nearer
+    files may flip legitimately, and the demo's scores crowd its threshold (19
+    of the 120 lie within 0.01 of it), so of all files only :data:`MIN_AGREEMENT`
+    must agree.
+    """
+    same = np.array([a == b for a, b in zip(labels(got), labels(reference))])
+    far = np.abs(raw(reference) - threshold) > bound
+    assert same[far].all(), f"decisions differ on files far from the threshold: {np.flatnonzero(far & ~same)}"
+    assert same.mean() >= MIN_AGREEMENT, f"decisions agree with fp32 on {same.mean():.1%} of the files"
+
+
 def test_bf16_scores_stay_within_tolerance_and_decisions_agree(fp32_model, fp32_scores, demo):
     assert fp32_model.decision is not None  # the shipped threshold decides
     fp32_model.set_precision("bf16")
@@ -112,9 +150,9 @@ def test_bf16_scores_stay_within_tolerance_and_decisions_agree(fp32_model, fp32_
         fp32_model.set_precision("fp32")
     reference = raw(fp32_scores)
     relative = np.abs(raw(bf16) - reference) / np.maximum(1.0, np.abs(reference))
-    assert 0 < relative.max() <= BF16_TOLERANCE, relative.max()  # > 0: bf16 really ran
-    agree = np.mean([a == b for a, b in zip(labels(bf16), labels(fp32_scores))])
-    assert agree >= 0.99, f"bf16 decisions agree with fp32 on {agree:.1%} of the test files"
+    assert BF16_FLOOR <= relative.max() <= BF16_BOUND, relative.max()
+    assert fp32_model.decision.calibration is None  # the threshold cuts the raw scores
+    assert_decisions_agree(bf16, fp32_scores, fp32_model.decision.threshold, BF16_BOUND)
 
 
 def test_evaluate_recipe_scores_in_bf16(demo):
@@ -133,7 +171,7 @@ def test_evaluate_recipe_scores_in_bf16(demo):
     fp32, bf16 = read("demo_test"), read("bf16")
     assert fp32.keys() == bf16.keys() and len(fp32) == 120
     relative = max(abs(bf16[key] - value) / max(1.0, abs(value)) for key, value in fp32.items())
-    assert 0 < relative <= BF16_TOLERANCE, relative
+    assert BF16_FLOOR <= relative <= BF16_BOUND, relative
 
 
 def test_auto_precision_follows_the_hardware(demo, tmp_path):
@@ -162,12 +200,19 @@ def test_onnxruntime_reproduces_torch_on_the_demo_model(onnx_file, fp32_model, f
     assert torch.allclose(engine.score_batch(batch, lengths), expected, atol=ONNX_TOLERANCE)
 
 
-def test_export_cli_quantizes_and_refuses_a_non_model(demo, tmp_path, capsys):
+def test_export_cli_quantizes_and_refuses_a_non_model(demo, fp32_model, fp32_scores, tmp_path, capsys):
     output = tmp_path / "int8.onnx"
     assert export_main(["--model", str(demo[0]), "--output", str(output), "--quantize", "int8"]) == 0
     metadata = read_metadata(output)
     assert metadata["quantization"] == "int8" and metadata["decision"] is not None
-    assert OnnxAntiSpoofModel(output, threads=1).precision == "int8"
+    engine = OnnxAntiSpoofModel(output, threads=1)
+    assert engine.precision == "int8"
+    got = engine.score_files(demo[1], batch_size=8, calibrated=False)
+    assert all(result.ok for result in got)
+    difference = np.abs(raw(got) - raw(fp32_scores)).max()
+    # Above ONNX_TOLERANCE: the int8 graph ran, not the fp32 one under an int8 label.
+    assert ONNX_TOLERANCE < difference <= INT8_BOUND, difference
+    assert_decisions_agree(got, fp32_scores, fp32_model.decision.threshold, INT8_BOUND)
     assert export_main(["--model", str(tmp_path), "--output", str(tmp_path / "x.onnx")]) == 2
     assert "not an exported model folder" in capsys.readouterr().err
 

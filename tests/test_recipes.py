@@ -5,12 +5,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from corpora import BUILDERS, add_training_split, build_custom_tree
+from reliability.recipe_runs import ENV as KILLABLE_ENV
+from reliability.recipe_runs import demo_yaml
 
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
 
@@ -205,30 +207,29 @@ def test_ddp_gloo_two_processes_score_every_utterance_once(tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     out = tmp_path / "resume"
+    # The demo YAML with its loss wrapped in the test-only KillAtLossCall
+    # (tests/reliability/save_killer.py), so that the run dies at a chosen
+    # batch on any machine instead of whenever a poll sees a checkpoint.
     args = TRAIN + [
-        "hparams/demo.yaml", f"--output_folder={out}",
+        str(demo_yaml(tmp_path)), f"--output_folder={out}",
         "--number_of_epochs=4", "--n_train=24", "--n_dev=8", "--n_test=8",
-    ]
-    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    try:
-        while not list((out / "save").glob("CKPT+*/CKPT.yaml")):
-            assert proc.poll() is None, "the run ended before its first checkpoint"
-            assert time.time() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.01)
-        # No waiting: the recipe's AtomicCheckpointer writes CKPT.yaml last, so
-        # the checkpoint is complete, and a fast machine (CI: an epoch of the
-        # demo in well under a second) must not finish the run in the meantime.
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    first = logged_epochs(out / "train_log.txt")
-    assert first and first[-1] < 4, "the run must be killed before it finished"
-    run(args)
+    ]  # fmt: skip
+    # 3 training batches (2 x 24 files, batches of 16) and 1 dev batch an epoch:
+    # call 10 is the second training batch of epoch 3, after two epoch checkpoints.
+    killed = subprocess.run(args, cwd=ROOT, env=dict(KILLABLE_ENV, KILL_AT_LOSS_CALL="10"),
+                            capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert logged_epochs(out / "train_log.txt") == [1, 2]
+    metas = {f.parent: yaml.safe_load(f.read_text()) for f in (out / "save").glob("CKPT+*/CKPT.yaml")}
+    last = max(metas, key=lambda folder: metas[folder]["unixtime"])
+    assert metas[last]["epoch"] == 2 and metas[last]["end-of-epoch"], metas[last]
+    result = subprocess.run(args, cwd=ROOT, env=KILLABLE_ENV, capture_output=True, text=True,
+                            timeout=600, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-6000:]
     epochs = logged_epochs(out / "train_log.txt")
     # Every epoch once: the rerun continued after the checkpointed epochs.
-    assert sorted(set(epochs)) == [1, 2, 3, 4] and len(epochs) == len(set(epochs))
-    assert "Loading a checkpoint" in (out / "log.txt").read_text()
+    assert epochs == [1, 2, 3, 4]
+    assert f"Loading a checkpoint from {last}" in (out / "log.txt").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -246,31 +245,32 @@ def test_full_disk_ends_with_a_clear_error_and_resumes(
     assert_clean_log(log)
 
 
+#: Test-only ``sitecustomize`` that makes a scoring process kill itself at a
+#: chosen batch of its score log (``$KILL_AT_LOGGED_RECORD``).
+KILLER = ROOT / "tests" / "reliability" / "kill_scoring"
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_scores(
     export, corpus, reference, tmp_path
 ):
-    # Kills land after a random (seeded) number of logged files, during model
-    # loading (target 0) or mid-chunk; the last run completes the log.
+    # Each run kills itself in the batch that would bring the log to a seeded
+    # number of files (the first before anything is logged, then mid-chunk):
+    # the same kill points on any machine. The last run completes the log.
     out = tmp_path / "scores.txt"
     log = out.with_name("scores.txt.scorelog")
     command = [sys.executable, "-m", "speechbrain_nes2net.pretrained.score_cli"]
     command += score_args(export, corpus, out)
+    logged = lambda: sum(1 for _ in iter_records(log)) if log.exists() else 0
     rng = random.Random(17)
-    done = []
-    for target in [0] + sorted(rng.sample(range(3, N_FILES - 3), 2)):
-        process = subprocess.Popen(command, env=ENV, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            logged = sum(1 for _ in iter_records(log)) if log.exists() else 0
-            if logged >= target:
-                break
-            time.sleep(0.005)
-        process.send_signal(signal.SIGKILL)
-        process.communicate()
-        done.append(sum(1 for _ in iter_records(log)) if log.exists() else 0)
-    assert any(0 < n < N_FILES for n in done), done  # some kills landed mid-run
-    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    for target in [1] + sorted(rng.sample(range(3, N_FILES - 3), 2)):
+        env = dict(ENV, PYTHONPATH=os.pathsep.join([str(KILLER), ENV["PYTHONPATH"]]),
+                   KILL_AT_LOGGED_RECORD=str(target - logged()))  # fmt: skip
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+        # Died in the batch (at most --batch-size 4 files) that reached the target.
+        assert target - 4 <= logged() < target, (target, logged())
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "resuming:" in result.stderr
     assert_same_scores(read_scores(out), reference)
