@@ -84,8 +84,8 @@ from speechbrain_nes2net.scores import LABEL_IDS
 from speechbrain_nes2net.training.checkpoints import (
     MODEL_MODULES,
     CheckpointSelectionError,
+    evaluation_checkpoints,
     load_checkpoint_average,
-    select_checkpoints,
 )
 from speechbrain_nes2net.training.config import check_run_options
 from speechbrain_nes2net.training.recipe import TestSet, finish_distributed
@@ -157,26 +157,17 @@ def report_options(corpus, options):
 def load_evaluated_checkpoints(hparams):
     """Loads the run's test checkpoint(s) into its modules; returns their names.
 
-    The checkpoint with the lowest ``selection_metric``, or the parameter
-    average of the best ``average_checkpoints`` (:mod:`speechbrain_nes2net.training.checkpoints`,
-    the rule of the recipe's test evaluation and of the export). A run that
-    validated no epoch (``valid_start_epoch`` after its last epoch) has no
-    candidate: its newest checkpoint is loaded, with a warning.
+    The rule of the recipe's test evaluation
+    (:func:`~speechbrain_nes2net.training.checkpoints.evaluation_checkpoints`):
+    the lowest ``selection_metric``, or the parameter average of the best
+    ``average_checkpoints``; the newest, with a warning, when no epoch was validated.
     """
     checkpointer = hparams["checkpointer"]
-    metric = hparams["selection_metric"]
     count = int(hparams["average_checkpoints"] or 1)
-    if not checkpointer.list_checkpoints():
-        raise SystemExit(f"evaluate.py: no checkpoint in {checkpointer.checkpoints_dir}; train first")
-    which = "best"
-    if checkpointer.find_checkpoint(min_key=metric) is None:
-        logger.warning(
-            "No checkpoint of a validated epoch (none has %s): evaluating the newest "
-            "checkpoint (valid_epochs / valid_start_epoch validated no epoch)", metric,
-        )  # fmt: skip
-        which, count = "last", 1
     try:
-        checkpoints = select_checkpoints(checkpointer, which, count, metric, strict=False)
+        checkpoints = evaluation_checkpoints(checkpointer, hparams["selection_metric"], count)
+        if not checkpoints:
+            raise SystemExit(f"evaluate.py: no checkpoint in {checkpointer.checkpoints_dir}; train first")
         load_checkpoint_average(hparams["modules"], checkpoints, MODEL_MODULES)
     except CheckpointSelectionError as err:
         raise SystemExit(f"evaluate.py: {err}") from None

@@ -62,9 +62,8 @@ from speechbrain_nes2net.manifest import read_manifest
 from speechbrain_nes2net.scores import bonafide_scores
 from speechbrain_nes2net.training.checkpoints import (
     MODEL_MODULES,
-    CheckpointSelectionError,
+    evaluation_checkpoints,
     load_checkpoint_average,
-    select_checkpoints,
 )
 from speechbrain_nes2net.training.config import (
     RecipeConfigError,
@@ -651,43 +650,27 @@ class AntiSpoofBrain(sb.Brain):
         )  # fmt: skip
 
     def on_evaluate_start(self, max_key=None, min_key=None):
-        """Loads the best checkpoint, or the average of the best ``average_checkpoints``.
+        """Loads the test checkpoint(s): :func:`~speechbrain_nes2net.training.checkpoints.evaluation_checkpoints`.
 
-        A run that validated no epoch (``valid_start_epoch`` after its last
-        epoch, e.g. a short test run) has no candidate: its newest checkpoint
-        is loaded instead, with a warning.
+        The best checkpoint by ``min_key`` (the selection metric), or the
+        parameter average of the best ``average_checkpoints``; the newest, with
+        a warning, when no epoch was validated.
         """
-        count = int(self.hparams.average_checkpoints or 1)
-        key = min_key or self.selection_metric
-        if (
-            self.checkpointer is not None
-            and self.checkpointer.list_checkpoints()
-            and self.checkpointer.find_checkpoint(min_key=key) is None
-        ):
-            logger.warning(
-                "No checkpoint of a validated epoch (none has %s): evaluating the newest "
-                "checkpoint (valid_epochs / valid_start_epoch validated no epoch)", key,
-            )
-            self.checkpointer.recover_if_possible()
-            self.evaluated_checkpoints = [self.checkpointer.find_checkpoint().path.name]
-            return None
-        if count <= 1 or self.checkpointer is None:
-            self.evaluated_checkpoints = []
-            if self.checkpointer is not None:
-                chosen = self.checkpointer.find_checkpoint(max_key=max_key, min_key=min_key)
-                self.evaluated_checkpoints = [chosen.path.name] if chosen is not None else []
-            return super().on_evaluate_start(max_key=max_key, min_key=min_key)
-        try:
-            checkpoints = select_checkpoints(
-                self.checkpointer, "best", count, metric=min_key or self.selection_metric,
-                strict=False,
-            )  # fmt: skip
-        except CheckpointSelectionError as err:
-            raise RuntimeError(f"{err}; train first") from None
-        modules = {name: unwrap_ddp(self.modules[name]) for name in MODEL_MODULES}
-        load_checkpoint_average(modules, checkpoints, MODEL_MODULES)
+        self.evaluated_checkpoints = []
+        if self.checkpointer is None:
+            return
+        checkpoints = evaluation_checkpoints(
+            self.checkpointer, min_key or self.selection_metric,
+            int(self.hparams.average_checkpoints or 1),
+        )  # fmt: skip
         self.evaluated_checkpoints = [ckpt.path.name for ckpt in checkpoints]
-        logger.info("Evaluating the average of %s", ", ".join(self.evaluated_checkpoints))
+        if len(checkpoints) == 1:
+            chosen = checkpoints[0].path
+            self.checkpointer.recover_if_possible(ckpt_predicate=lambda ckpt: ckpt.path == chosen)
+        elif checkpoints:
+            modules = {name: unwrap_ddp(self.modules[name]) for name in MODEL_MODULES}
+            load_checkpoint_average(modules, checkpoints, MODEL_MODULES)
+            logger.info("Evaluating the average of %s", ", ".join(self.evaluated_checkpoints))
 
     # ------------------------------------------------------------------ stages
 

@@ -396,6 +396,46 @@ def select_checkpoints(checkpoints, checkpoint="best", average=1, metric="EER", 
     return found
 
 
+
+def evaluation_checkpoints(checkpointer, metric, average=1):
+    """The checkpoint(s) a run's test evaluation uses: one rule for train.py and evaluate.py.
+
+    The best ``average`` by ``metric`` (their parameter average when several).
+    A run that validated no epoch (``valid_start_epoch`` after its last epoch)
+    has no candidate: its newest checkpoint, with a warning.
+
+    Arguments
+    ---------
+    checkpointer : Checkpointer
+        The run's checkpointer.
+    metric : str
+        The selection statistic (lower is better).
+    average : int
+        How many of the best to average (``average_checkpoints``).
+
+    Returns
+    -------
+    list of speechbrain.utils.checkpoints.Checkpoint
+        Empty when the run has no checkpoint.
+
+    Example
+    -------
+    >>> import torch
+    >>> saver = AtomicCheckpointer(getfixture("tmpdir"), recoverables={"m": torch.nn.Linear(1, 1)})
+    >>> _ = saver.save_checkpoint(meta={"epoch": 1})  # not validated
+    >>> [ckpt.meta["epoch"] for ckpt in evaluation_checkpoints(saver, "EER", 2)]
+    [1]
+    """
+    if not checkpointer.list_checkpoints():
+        return []
+    if checkpointer.find_checkpoint(min_key=metric) is None:
+        logger.warning(
+            "No checkpoint of a validated epoch (none has %s): evaluating the newest "
+            "checkpoint (valid_epochs / valid_start_epoch validated no epoch)", metric,
+        )  # fmt: skip
+        return select_checkpoints(checkpointer, "last", 1, metric)
+    return select_checkpoints(checkpointer, "best", average, metric, strict=False)
+
 def load_checkpoint_average(modules, checkpoints, names):
     """Loads each named module from one checkpoint, or the elementwise mean of several.
 
