@@ -248,53 +248,14 @@ def official_backend_state_dict(model):
 
 
 def _official_shape(name, value):
-    """A copy of one of our tensors in the shape the official code stores.
-
-    Arguments
-    ---------
-    name : str
-        The official key, without the prefix.
-    value : torch.Tensor
-        Our tensor.
-
-    Returns
-    -------
-    torch.Tensor
-        Nes2Net-X stack weights as (1, 1, 1, n), anything else as is.
-
-    Example
-    -------
-    >>> _official_shape("Build_in_Res2Nets.0.weighted_sum.0", torch.ones(3)).shape
-    torch.Size([1, 1, 1, 3])
-    """
+    """A copy of one of our tensors in the shape the official code stores."""
     if ".weighted_sum." in name:
         return value.reshape(1, 1, 1, -1).clone()
     return value.clone()
 
 
 def _strip_prefix(state_dict, prefix):
-    """The part of a state dict under ``prefix``, with the prefix removed.
-
-    Arguments
-    ---------
-    state_dict : dict
-        A full official checkpoint, or already the part without its prefix.
-    prefix : str
-        The part's prefix, such as :data:`BACKEND_PREFIX`.
-
-    Returns
-    -------
-    dict
-        The keys under ``prefix`` without it; the whole state dict when no key
-        has the prefix.
-
-    Example
-    -------
-    >>> _strip_prefix({"ssl_model.W": 1, "fc.bias": 2}, "ssl_model.")
-    {'W': 1}
-    >>> _strip_prefix({"W": 1}, "ssl_model.")
-    {'W': 1}
-    """
+    """The part of a state dict under ``prefix``, with the prefix removed."""
     if any(key.startswith(prefix) for key in state_dict):
         return {
             key[len(prefix):]: value
@@ -305,22 +266,7 @@ def _strip_prefix(state_dict, prefix):
 
 
 def _load_exactly(model, mapped, what):
-    """Loads renamed official weights into our module, every key and shape checked.
-
-    Arguments
-    ---------
-    model : torch.nn.Module
-        Our module, loaded in place.
-    mapped : dict
-        Official weights under our key names.
-    what : str
-        What the module is, to start the error message.
-
-    Raises
-    ------
-    OfficialWeightsError
-        Listing our missing and unexpected keys and the shape mismatches.
-    """
+    """Loads renamed official weights into our module, every key and shape checked."""
     own = model.state_dict()
     converted, mismatched = {}, []
     for key in sorted(set(own) & set(mapped)):

@@ -114,32 +114,7 @@ def load_official_checkpoint(checkpoint):
 
 
 def _official_aggregator_name(state, ssl_prefix):
-    """The official aggregator a checkpoint holds, told by its marker key.
-
-    Arguments
-    ---------
-    state : dict
-        The official checkpoint.
-    ssl_prefix : str
-        The SSL model's prefix, whose keys are not the aggregator's.
-
-    Returns
-    -------
-    str or None
-        An official aggregator name (see
-        :data:`~speechbrain_nes2net.official.backend.AGGREGATORS`), or None when
-        the checkpoint holds none.
-
-    Raises
-    ------
-    OfficialWeightsError
-        When it holds the marker keys of several aggregators.
-
-    Example
-    -------
-    >>> _official_aggregator_name({"ssl_model.weight_hidd": torch.ones(25)}, "ssl_model.model.")
-    'WavLM_WeightedSum'
-    """
+    """The official aggregator a checkpoint holds, told by its marker key."""
     present = {
         key[len(AGGREGATOR_PREFIX) :]
         for key in state
@@ -152,32 +127,7 @@ def _official_aggregator_name(state, ssl_prefix):
 
 
 def _partition_official_keys(state, ssl_prefix, aggregator_name):
-    """Checks that every key belongs to the back-end, the SSL model or the aggregator.
-
-    Arguments
-    ---------
-    state : dict
-        The official checkpoint.
-    ssl_prefix : str
-        The SSL model's prefix.
-    aggregator_name : str or None
-        The official aggregator, or None when the checkpoint has none (then
-        any key under ``ssl_model.`` outside the SSL model is left over).
-
-    Raises
-    ------
-    OfficialWeightsError
-        Listing the keys left over.
-
-    Example
-    -------
-    >>> _partition_official_keys({"LL.weight": torch.ones(1)}, "ssl_model.model.", None)
-    Traceback (most recent call last):
-    ...
-    speechbrain_nes2net.official.keys.OfficialWeightsError: the model has ...
-    checkpoint keys that belong to no part of the model (1):
-      LL.weight
-    """
+    """Checks that every key belongs to the back-end, the SSL model or the aggregator."""
     leftover = []
     for key in state:
         if key.startswith((BACKEND_PREFIX, ssl_prefix)):

@@ -180,77 +180,18 @@ _OFFICIAL_DEFAULTS = {
 
 
 def _check_model_name(model_name):
-    """Refuses a front-end name other than those of :data:`MODEL_NAMES`.
-
-    Arguments
-    ---------
-    model_name : str
-        The official front-end name to check.
-
-    Raises
-    ------
-    ValueError
-        For an unsupported name.
-
-    Example
-    -------
-    >>> _check_model_name("hubert")
-    Traceback (most recent call last):
-    ...
-    ValueError: model_name='hubert' is not supported; choose one of ...
-    """
+    """Refuses a front-end name other than those of :data:`MODEL_NAMES`."""
     if model_name not in MODEL_NAMES:
         raise ValueError(f"model_name={model_name!r} is not supported; choose one of {MODEL_NAMES}")
 
 
 def _field(config, name):
-    """A field of an official configuration, or its official default.
-
-    Arguments
-    ---------
-    config : dict
-        The official configuration.
-    name : str
-        A field of :data:`_OFFICIAL_DEFAULTS`.
-
-    Returns
-    -------
-    object
-        ``config[name]`` when given, else the official default.
-
-    Example
-    -------
-    >>> _field({}, "encoder_layers"), _field({"encoder_layers": 24}, "encoder_layers")
-    (12, 24)
-    """
+    """A field of an official configuration, or its official default."""
     return config.get(name, _OFFICIAL_DEFAULTS[name])
 
 
 def _eval_layer_spec(node, spec):
-    """Evaluates the list/tuple/int/+/* subset of Python that conv specs use.
-
-    Arguments
-    ---------
-    node : ast.AST
-        The parsed expression, or a node of it.
-    spec : str
-        The whole specification, for the error message.
-
-    Returns
-    -------
-    int, list or tuple
-        The value of ``node``.
-
-    Raises
-    ------
-    ValueError
-        For any other kind of expression.
-
-    Example
-    -------
-    >>> _eval_layer_spec(ast.parse("[(1, 2, 3)] * 2", mode="eval"), "[(1, 2, 3)] * 2")
-    [(1, 2, 3), (1, 2, 3)]
-    """
+    """Evaluates the list/tuple/int/+/* subset of Python that conv specs use."""
     if isinstance(node, ast.Expression):
         return _eval_layer_spec(node.body, spec)
     if isinstance(node, ast.Constant) and isinstance(node.value, int):
@@ -305,34 +246,7 @@ def parse_conv_feature_layers(spec):
 
 
 def _require(model_name, config, name, supported):
-    """A configuration field, refused unless transformers can represent its value.
-
-    Arguments
-    ---------
-    model_name : str
-        ``s3prl_wavlm`` or ``fairseq_wav2vec2``, for the error message.
-    config : dict
-        The official configuration.
-    name : str
-        The field (see :func:`_field`).
-    supported : collection
-        The values transformers can represent.
-
-    Returns
-    -------
-    object
-        The field's value.
-
-    Raises
-    ------
-    OfficialWeightsError
-        For an unsupported value.
-
-    Example
-    -------
-    >>> _require("fairseq_wav2vec2", {}, "layer_type", {"transformer"})
-    'transformer'
-    """
+    """A configuration field, refused unless transformers can represent its value."""
     value = _field(config, name)
     if value not in supported:
         raise OfficialWeightsError(
@@ -487,28 +401,7 @@ def hf_feature_extractor_from_official(model_name, config):
 
 
 def _rules(model_name, hf_config):
-    """The renaming rules of one front-end and feature-encoder layout.
-
-    Arguments
-    ---------
-    model_name : str
-        ``s3prl_wavlm`` or ``fairseq_wav2vec2``.
-    hf_config : transformers.WavLMConfig or transformers.Wav2Vec2Config
-        Its ``feat_extract_norm`` picks the :data:`EXTRACTOR_NORM_RULES`.
-
-    Returns
-    -------
-    tuple of (str, str)
-        ``(official, transformers)`` templates for
-        :func:`speechbrain_nes2net.official.keys.rename`.
-
-    Example
-    -------
-    >>> hf_config = transformers.Wav2Vec2Config(feat_extract_norm="group")
-    >>> rules = _rules("fairseq_wav2vec2", hf_config)
-    >>> rename("feature_extractor.conv_layers.0.2.weight", rules)
-    'feature_extractor.conv_layers.0.layer_norm.weight'
-    """
+    """The renaming rules of one front-end and feature-encoder layout."""
     return (
         OFFICIAL_TO_HF_RULES["common"]
         + EXTRACTOR_NORM_RULES[hf_config.feat_extract_norm]
