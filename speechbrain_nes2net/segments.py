@@ -13,7 +13,7 @@ the resolution in seconds, e.g.
 utterance ID -> one label per segment, as the PartialSpoof release stores
 them: **1 = bona fide, 0 = spoof**. Localisation training
 (:mod:`speechbrain_nes2net.training.dataio`, ``training/recipe.py``) and the
-``partialspoof`` report (:mod:`speechbrain_nes2net.evaluation.partialspoof_report`)
+``partialspoof`` report (:mod:`speechbrain_nes2net.evaluation.reports`)
 read them through :func:`load_segment_labels`.
 
 Example

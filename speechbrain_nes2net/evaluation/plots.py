@@ -1,9 +1,7 @@
-"""DET curves and score histograms as PNG files (optional matplotlib extra).
+"""DET curves and score histograms as PNG files (the optional ``plots`` extra, matplotlib).
 
-matplotlib is imported only when a plot is drawn, and figures are rendered
-with the Agg canvas directly (no pyplot, no global backend switch), so this
-module is safe to import anywhere and to call from headless servers. Install
-the extra with ``pip install speechbrain-nes2net[plots]``.
+matplotlib is imported only when a plot is drawn, and figures use the Agg
+canvas directly (no pyplot, no global backend switch): safe on headless servers.
 
 Example
 -------
@@ -27,26 +25,8 @@ from scipy.stats import norm
 from speechbrain_nes2net.evaluation.metrics import as_scores, compute_eer, det_curve
 
 # Tick positions of a DET plot, as error rates.
-_DET_TICKS = [
-    0.0001,
-    0.0002,
-    0.0005,
-    0.001,
-    0.002,
-    0.005,
-    0.01,
-    0.02,
-    0.05,
-    0.1,
-    0.2,
-    0.4,
-    0.6,
-    0.8,
-    0.9,
-    0.95,
-    0.98,
-    0.99,
-]
+_DET_TICKS = [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6,
+              0.8, 0.9, 0.95, 0.98, 0.99]  # fmt: skip
 
 
 def _new_figure(width=6.0, height=5.0):
@@ -75,10 +55,8 @@ def _thin(x, y, max_points):
 
 
 def plot_det(bonafide, spoof, path, title=None, label=None, max_points=4000):
-    """Draws the DET curve (miss vs false-alarm rate, normal-deviate axes).
-
-    The curve is the ASVspoof DET curve of
-    :func:`~speechbrain_nes2net.evaluation.metrics.det_curve`; the EER point is marked.
+    """Draws the DET curve of :func:`~speechbrain_nes2net.evaluation.metrics.det_curve`
+    (normal-deviate axes), the EER point marked.
 
     Arguments
     ---------
