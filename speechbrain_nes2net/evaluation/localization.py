@@ -48,14 +48,11 @@ def pool_frame_scores(frame_scores, frame_shift, segment_shift, pooling="min"):
     ---------
     frame_scores : array-like
         One bona fide score per frame, from the start of the file.
-    frame_shift : float
-        Frame hop in seconds (0.02 for WavLM / wav2vec 2.0).
-    segment_shift : float
-        Segment length in seconds: a whole multiple of ``frame_shift``
-        (frames are pooled), or a whole fraction of it (each frame score is
-        repeated).
+    frame_shift, segment_shift : float
+        Frame hop and segment length in seconds; a segment of a whole number
+        of frames pools them, a whole fraction of a frame repeats its score.
     pooling : str
-        'min' (default), 'mean' or 'max' of the frames of a segment.
+        'min', 'mean' or 'max' of the frames of a segment.
 
     Returns
     -------
@@ -90,13 +87,11 @@ def segment_trials(scores, labels, tolerance=1, utt_id="utterance"):
 
     Arguments
     ---------
-    scores : array-like
-        Segment scores.
-    labels : array-like
-        Segment labels, 1 = bona fide, 0 = spoof (PartialSpoof's polarity).
+    scores, labels : array-like
+        Segment scores and labels (1 = bona fide, 0 = spoof, as PartialSpoof's).
     tolerance : int
-        Lengths may differ by this many segments (the SSL frames and the
-        labels round the duration differently); both are then cut to the shorter.
+        Lengths may differ by this many segments (frames and labels round the
+        duration differently); both are then cut to the shorter.
     utt_id : str
         For error messages.
 
@@ -132,11 +127,9 @@ def segment_eer(segment_scores, segment_labels, tolerance=1):
 
     Arguments
     ---------
-    segment_scores : dict
-        Utterance ID -> segment scores (one resolution).
-    segment_labels : dict
-        Utterance ID -> segment labels at that resolution (1 = bona fide);
-        every scored utterance needs one.
+    segment_scores, segment_labels : dict
+        Utterance ID -> segment scores, and -> labels (1 = bona fide) for each
+        scored utterance, at one resolution.
     tolerance : int
         See :func:`segment_trials`.
 
@@ -185,12 +178,8 @@ def weighted_eer(scores, weights, is_bonafide):
 
     Arguments
     ---------
-    scores : array-like
-        Trial scores (higher = more bona fide).
-    weights : array-like
-        Non-negative trial weights (durations).
-    is_bonafide : array-like of bool
-        Trial classes.
+    scores, weights, is_bonafide : array-like
+        Per trial, its score, non-negative weight (duration) and class.
 
     Returns
     -------
@@ -263,10 +252,8 @@ def decision_ranges(segment_scores, shift, threshold, duration=None):
     ---------
     segment_scores : array-like
         Bona fide scores of consecutive segments from the start of the file.
-    shift : float
-        Segment length in seconds.
-    threshold : float
-        Decision threshold on the scores.
+    shift, threshold : float
+        Segment length in seconds; decision threshold.
     duration : float, optional
         Recording duration in seconds.
 
@@ -305,12 +292,10 @@ def range_trials(segment_scores, shift, spoof_ranges, duration):
     ---------
     segment_scores : array-like
         Scores of consecutive segments from the start of the file.
-    shift : float
-        Segment length in seconds.
+    shift, duration : float
+        Segment length and recording duration in seconds.
     spoof_ranges : list of (start, end)
         The spoofed stretches of the reference (seconds; any order, may be empty).
-    duration : float
-        Recording duration in seconds.
 
     Returns
     -------
@@ -322,12 +307,6 @@ def range_trials(segment_scores, shift, spoof_ranges, duration):
     >>> scores, weights, bona = range_trials([1.0, -1.0], 0.1, [(0.05, 0.2)], 0.2)
     >>> scores.tolist(), weights.round(3).tolist(), bona.tolist()
     ([1.0, 1.0, -1.0], [0.05, 0.05, 0.1], [True, False, False])
-
-    Overlapping reference ranges count once:
-
-    >>> _, weights, bona = range_trials([0.5], 0.1, [(0.0, 0.08), (0.02, 0.1)], 0.1)
-    >>> weights.round(3).tolist(), bona.tolist()
-    ([0.1], [False])
     """
     scores = np.asarray(segment_scores, dtype=np.float64).reshape(-1)
     spoof = []  # sorted, disjoint
@@ -428,10 +407,8 @@ def fit_frames_to_duration(frame_scores, frame_shift, duration):
     ---------
     frame_scores : array-like
         One score per frame from the start of the file.
-    frame_shift : float
-        Frame hop in seconds.
-    duration : float
-        The file's duration in seconds.
+    frame_shift, duration : float
+        Frame hop and the file's duration in seconds.
 
     Returns
     -------
@@ -451,10 +428,6 @@ def fit_frames_to_duration(frame_scores, frame_shift, duration):
     return np.concatenate([scores, np.full(count - scores.size, scores[-1])])
 
 
-#: Columns of the time-range CSV (``nes2net-score --frames``).
-RANGE_COLUMNS = ("ID", "start", "end", "label", "score")
-
-
 def localize_frames(frame_scores, frame_shift, duration, segment_shift, threshold, pooling="min"):
     """A file's spoof localisation from its frame scores: decided segments as time ranges.
 
@@ -466,12 +439,8 @@ def localize_frames(frame_scores, frame_shift, duration, segment_shift, threshol
     ---------
     frame_scores : array-like
         One bona fide score per frame from the start of the file.
-    frame_shift : float
-        Frame hop in seconds.
-    duration : float
-        The file's duration in seconds.
-    segment_shift : float
-        Decision resolution in seconds (a whole multiple of ``frame_shift``).
+    frame_shift, duration, segment_shift : float
+        Frame hop, the file's duration and the decision resolution in seconds.
     threshold : float
         Segment decision threshold (bona fide when score >= threshold).
     pooling : str
@@ -480,8 +449,7 @@ def localize_frames(frame_scores, frame_shift, duration, segment_shift, threshol
     Returns
     -------
     list of TimeRange
-        ``(start, end, label, score)``, covering ``[0, duration]`` once; the
-        score of a range is the mean of its segment scores.
+        Covering ``[0, duration]`` once.
 
     Example
     -------
@@ -502,7 +470,7 @@ def write_ranges_csv(handle, rows):
     handle : file object
         Opened for text writing.
     rows : iterable of (str, TimeRange)
-        (ID, range) pairs, in the order to write.
+        (ID, range) pairs.
 
     Example
     -------
@@ -514,34 +482,8 @@ def write_ranges_csv(handle, rows):
     f,0.000000,0.320000,spoof,-1.500000
     """
     writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(RANGE_COLUMNS)
+    writer.writerow(("ID", "start", "end", "label", "score"))
     for utt_id, item in rows:
         writer.writerow(
             [utt_id, f"{item.start:.6f}", f"{item.end:.6f}", item.label, f"{item.score:.6f}"]
         )
-
-
-def read_ranges_csv(path):
-    """ID -> list of TimeRange of a file :func:`write_ranges_csv` wrote.
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "r.csv")
-    >>> with open(path, "w") as f:
-    ...     write_ranges_csv(f, [("f", TimeRange(0.0, 0.5, "bonafide", 1.0))])
-    >>> read_ranges_csv(path)["f"][0].end
-    0.5
-    """
-    ranges = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != RANGE_COLUMNS:
-            raise ValueError(
-                f"{path}: expected the columns {','.join(RANGE_COLUMNS)}, got {reader.fieldnames}"
-            )
-        for row in reader:
-            ranges.setdefault(row["ID"], []).append(
-                TimeRange(float(row["start"]), float(row["end"]), row["label"], float(row["score"]))
-            )
-    return ranges
