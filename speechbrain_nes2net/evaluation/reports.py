@@ -3,30 +3,11 @@
 :func:`build_report` joins a score file (``ID score`` lines, higher = more bona
 fide) to a manifest on ``ID``, applies the rule of a corpus and computes its
 official metrics; :func:`~speechbrain_nes2net.evaluation.report_writer.write_report`
-writes the report. The rules (``corpus`` argument):
-
-- ``ctrsvdd``: ``exclude_attacks`` (A14) removed; the Nes2Net CtrSVDD scorer's
-  EER and minDCF with and without the ACESinger bona fide trials (``source``
-  acesinger, any case; ``include_acesinger_bonafide`` picks the headline); per
-  attack and per source corpus.
-- ``asvspoof2021_la``: rows of ``subset``; EER and min t-DCF, with the ASV error
-  rates of the organisers' files (``keys_dir``, or ``asv_metadata`` +
-  ``asv_scores``) or ``asv_rates``; per attack and codec.
-- ``asvspoof2021_df``: rows of ``subset``; EER pooled, per codec and per vocoder.
-- ``asvspoof5``: minDCF, actDCF, Cllr and EER, pooled, per attack and codec; a
-  ``calibration`` maps the scores to LLRs first.
-- ``in_the_wild``: EER. ``eer``: any manifest, EER pooled and per attack.
-- ``partialspoof``: utterance EER; segment EER from ``segment_scores`` and
-  ``segment_labels``; from ``frame_scores`` (a localisation model's), segment
-  and range EER at every released resolution
-  (:mod:`~speechbrain_nes2net.evaluation.localization`) and the utterance EER
-  of the minimum frame score.
-
-A per-attack breakdown compares one attack's spoofed trials with every bona
-fide trial; a per-codec or per-source one keeps both classes of that value; a
-group without one of the classes is listed as ``skipped``. Selected manifest
-rows without a score raise unless ``allow_missing=True``, scores without a row
-are dropped: both are counted in the report's ``missing`` section.
+writes the report. A per-attack breakdown compares one attack's spoofed trials
+with every bona fide trial, a per-codec or per-source one keeps both classes
+of that value; a group without one of the classes is listed as ``skipped``.
+Selected manifest rows without a score raise unless ``allow_missing=True``,
+scores without a row are dropped: both are counted in ``missing``.
 
 Example
 -------
@@ -162,12 +143,8 @@ class ReportInputs:
 
     Arguments
     ---------
-    corpus : str
-        The corpus rule, for messages.
-    scores_path, manifest_path : str or Path
-        The score file and the manifest.
-    allow_missing : bool
-        Leave out (and count) selected manifest rows without a score instead of raising.
+    corpus, scores_path, manifest_path, allow_missing
+        As :func:`build_report` takes them.
     """
 
     def __init__(self, corpus, scores_path, manifest_path, allow_missing):
@@ -599,7 +576,7 @@ def _partialspoof(
     segment_pooling="min",
     range_reference=None,
 ):
-    """The PartialSpoof report (the options are those of :func:`build_report`)."""
+    """The PartialSpoof report."""
     data = inputs.select()
     headline = inputs.headline(data, _eer_metrics, "utterances")
     definitions, sections = dict(EER_DEFINITION), {}
@@ -664,31 +641,37 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
     Arguments
     ---------
     corpus : str
-        One of :data:`CORPUS_RULES`.
-    scores_path : str or Path
-        Score file, ``ID score`` per line.
-    manifest_path : str or Path
-        Manifest CSV of the evaluated set.
+        - ``ctrsvdd``: ``exclude_attacks`` (A14) removed; the Nes2Net CtrSVDD
+          scorer's EER and minDCF with and without the ACESinger bona fide
+          trials (``source`` acesinger; ``include_acesinger_bonafide`` picks
+          the headline); per attack and per source corpus.
+        - ``asvspoof2021_la``: rows of ``subset`` ("eval"); EER and min t-DCF
+          with the ASV error rates of the organisers' files (``keys_dir``, or
+          ``asv_metadata`` + ``asv_scores``) or ``asv_rates`` (``pfa_asv,
+          pmiss_asv, pfa_spoof_asv``); per attack and codec.
+        - ``asvspoof2021_df``: rows of ``subset``; EER pooled, per codec and vocoder.
+        - ``asvspoof5``: minDCF, actDCF, Cllr and EER, pooled, per attack and
+          codec; ``calibration`` (a ScoreCalibration, its dict or JSON file)
+          maps the scores to LLRs first.
+        - ``in_the_wild``: EER. ``eer``: any manifest, EER pooled and per attack.
+        - ``partialspoof``: utterance EER; the segment EER of ``segment_scores``
+          (``.npz`` or dict; ``segment_shift``) against ``segment_labels``
+          (dict or callable ``(ID, shift)``, 1 = bona fide), score and label
+          counts differing by up to ``segment_length_tolerance`` (1) cut to the
+          shorter; from ``frame_scores`` (``.npz`` with ``__shift__``, or a
+          dict), segment and range EER at each of ``resolutions`` (default: the
+          released ones with label files), frames pooled by
+          ``segment_pooling`` ('min'), against ``segment_labels`` (also a path
+          template; default: the manifest's), the ranges of
+          ``range_reference`` (ID -> spoofed (start, end), or a JSON file;
+          default: the finest labels), and the utterance EER of the minimum
+          frame score.
+    scores_path, manifest_path : str or Path
+        The score file and the manifest of the evaluated set.
     allow_missing : bool
-        Leave out (and count) selected manifest rows without a score instead
-        of raising.
+        Leave out (and count) selected manifest rows without a score instead of raising.
     **corpus_options
-        ``ctrsvdd``: ``include_acesinger_bonafide`` (False),
-        ``exclude_attacks`` (``("A14",)``). ``asvspoof2021_la``: ``subset``
-        ("eval"), ``keys_dir`` or ``asv_metadata`` + ``asv_scores``, or
-        ``asv_rates`` (dict with ``pfa_asv, pmiss_asv, pfa_spoof_asv``).
-        ``asvspoof2021_df``: ``subset``. ``asvspoof5``: ``calibration``
-        (ScoreCalibration, its dict, or a JSON path). ``partialspoof``:
-        ``segment_scores`` (``.npz`` path or dict), ``segment_labels`` (dict
-        or callable ``(ID, shift)``, 1 = bona fide), ``segment_shift``,
-        ``segment_length_tolerance`` (1: score/label lengths differing by one
-        are cut to the shorter); ``frame_scores`` (``.npz`` of ID -> frame
-        scores with ``__shift__``, or a dict), ``resolutions`` (default: the
-        released 0.01-0.64 s), ``segment_pooling`` ('min'),
-        ``range_reference`` (ID -> spoofed (start, end) ranges, or a JSON file
-        of them; default: the labels at the finest resolution);
-        ``segment_labels`` then also takes a label path template, and
-        defaults to the manifest's ``segment_labels`` templates.
+        The options of the corpus rule, above.
 
     Returns
     -------
@@ -722,25 +705,21 @@ def write_corpus_report(
 
     Arguments
     ---------
-    folder : str or Path
-        Output folder.
-    name : str
-        The test set's name (file stem).
-    scores_path : str or Path
-        Its score file.
+    folder, name, scores_path
+        Output folder, file stem and the set's score file.
     test_set : TestSet
-        Its ``manifest`` and ``report`` options (``corpus`` and the rule's options).
+        Its ``manifest`` and ``report`` (``corpus`` and the rule's options).
     allow_missing : bool
         Leave unusable files out of the report (counted in ``missing``).
     frame_scores : str or Path, optional
-        A localisation model's frame score file, for the ``partialspoof`` rule.
+        A localisation model's frame scores, for the ``partialspoof`` rule.
     protocol : dict, optional
         :func:`~speechbrain_nes2net.evaluation.files.scoring_protocol`, stated in the report.
 
     Returns
     -------
     dict or None
-        The written paths (:func:`~speechbrain_nes2net.evaluation.report_writer.write_report`).
+        The written paths, None on failure.
     """
     options = dict(test_set.report)
     corpus = options.pop("corpus")
