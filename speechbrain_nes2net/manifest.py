@@ -79,12 +79,7 @@ def normalize_label(raw):
     Returns
     -------
     str
-        :data:`~speechbrain_nes2net.scores.BONAFIDE` or :data:`~speechbrain_nes2net.scores.SPOOF`.
-
-    Raises
-    ------
-    ValueError
-        If the spelling is not a known bona fide or spoof label.
+        ``bonafide`` or ``spoof``; a ValueError for an unknown spelling.
 
     Example
     -------
@@ -161,13 +156,8 @@ def validate_manifest(frame, path):
             "(score files are 'ID score' lines)"
         ),
     )
-    duplicated = ids.duplicated(keep="first")
-    if duplicated.any():
-        i = int(duplicated.to_numpy().nonzero()[0][0])
-        first = int((ids == ids.iloc[i]).to_numpy().nonzero()[0][0])
-        raise ManifestError(
-            path, f"duplicate ID {ids.iloc[i]!r} (first on line {first + 2})", line=i + 2
-        )
+    first = lambda i: int((ids == ids.iloc[i]).to_numpy().argmax()) + 2
+    fail(ids.duplicated(), lambda i: f"duplicate ID {ids.iloc[i]!r} (first on line {first(i)})")
 
     labels = frame["label"].astype(str)
     fail(
