@@ -68,12 +68,7 @@ def audio_info(path):
         raise AudioError(path, f"not a readable audio file ({err})") from None
     if info.samplerate <= 0:
         raise AudioError(path, f"invalid sample rate {info.samplerate}")
-    return AudioInfo(
-        duration=info.frames / info.samplerate,
-        sample_rate=info.samplerate,
-        channels=info.channels,
-        frames=info.frames,
-    )
+    return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels, info.frames)
 
 
 def load_audio(path, sample_rate=DEFAULT_SAMPLE_RATE, max_seconds=None):
@@ -135,10 +130,7 @@ def to_mono(audio):
     >>> to_mono(torch.tensor([[1.0, 3.0], [0.0, 1.0]]))
     tensor([2.0000, 0.5000])
     """
-    audio = audio.to(torch.float32)
-    if audio.shape[-1] == 1:
-        return audio[..., 0]
-    return audio.mean(dim=-1)
+    return audio.to(torch.float32).mean(dim=-1)
 
 
 def is_audio_path(path):
@@ -146,7 +138,7 @@ def is_audio_path(path):
     return Path(path).suffix.lower().lstrip(".") in _AUDIO_EXTENSIONS
 
 
-_AUDIO_EXTENSIONS = {ext.lower() for ext in soundfile.available_formats()} | {
+_AUDIO_EXTENSIONS = {e.lower() for e in soundfile.available_formats()} | {
     "wav",
     "flac",
     "ogg",
