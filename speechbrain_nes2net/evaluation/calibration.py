@@ -172,16 +172,12 @@ def fit_linear_llr(features, is_bonafide, prior=0.5, max_iter=100, tol=1e-10):
 
     Arguments
     ---------
-    features : array-like
-        (trials, k) scores.
-    is_bonafide : array-like
-        (trials,) booleans.
+    features, is_bonafide : array-like
+        (trials, k) scores and (trials,) classes.
     prior : float
         Bona fide prior that weights the two classes.
-    max_iter : int
-        Newton iterations at most.
-    tol : float
-        Stop when the gradient norm falls below this.
+    max_iter, tol : int, float
+        Newton iterations at most; stop when the gradient norm is below ``tol``.
 
     Returns
     -------

@@ -179,7 +179,7 @@ def load_segment_scores(path):
 
     Example
     -------
-    >>> import os, tempfile, numpy as np
+    >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "seg.npz")
     >>> np.savez(path, CON_E_0000001=np.array([0.5, -1.0]), __shift__=0.16)
     >>> scores, shift = load_segment_scores(path)
@@ -199,10 +199,8 @@ def write_frame_scores(folder, name, records, frame_shift):
 
     Arguments
     ---------
-    folder : str or Path
-        Output folder.
-    name : str
-        Test set name.
+    folder, name : str or Path
+        Output folder and test set name.
     records : iterable of (str, array-like)
         (ID, frame scores).
     frame_shift : float
@@ -288,7 +286,6 @@ def decision_rates(decision, bonafide, spoof):
 
     Example
     -------
-    >>> from speechbrain_nes2net.evaluation.calibration import DecisionRule
     >>> decision_rates(DecisionRule(0.0, source="logit_0"), [1.0, -1.0], [-2.0, -3.0, 0.5])
     {'decision_threshold': 0.0, 'bpcer': 0.5, 'apcer': 0.3333333333333333}
     """
@@ -480,10 +477,8 @@ def write_test_outputs(folder, name, records, summary, failures=(), protocol=Non
 
     Arguments
     ---------
-    folder : str or Path
-        Output folder.
-    name : str
-        Test set name.
+    folder, name : str or Path
+        Output folder and test set name.
     records : iterable of tuple
         ``(ID, score, ...)``.
     summary : dict

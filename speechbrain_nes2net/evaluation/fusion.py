@@ -13,9 +13,9 @@ Example
 >>> a = np.where(labels, 1.0, -1.0) + rng.normal(0, 1, 1000)    # two systems, noisy
 >>> b = np.where(labels, 1.0, -1.0) + rng.normal(0, 1, 1000)    # in different ways
 >>> fusion = fit_fusion(np.stack([a, b], axis=1), labels, ["a", "b"])
->>> from speechbrain_nes2net.evaluation.metrics import compute_eer
 >>> fused = fusion.apply(np.stack([a, b], axis=1))
->>> compute_eer(fused[labels], fused[~labels])[0] < compute_eer(a[labels], a[~labels])[0]
+>>> eer = lambda s: metrics.compute_eer(s[labels], s[~labels])[0]
+>>> eer(fused) < eer(a)
 True
 """
 

@@ -295,12 +295,9 @@ def compute_asv_error_rates(target, nontarget, spoof):
 
     Arguments
     ---------
-    target : array-like
-        ASV scores of bona fide target-speaker trials.
-    nontarget : array-like
-        ASV scores of bona fide non-target (zero-effort impostor) trials.
-    spoof : array-like
-        ASV scores of spoofed trials against the claimed target.
+    target, nontarget, spoof : array-like
+        ASV scores of bona fide target-speaker trials, of bona fide non-target
+        (zero-effort impostor) trials and of spoofed trials.
 
     Returns
     -------
@@ -340,12 +337,9 @@ def compute_min_tdcf(bonafide, spoof, pfa_asv, pmiss_asv, pfa_spoof_asv, cost_mo
     ---------
     bonafide, spoof : array-like
         CM scores of the bona fide and of the spoofed trials.
-    pfa_asv : float
-        ASV false-alarm rate on non-target trials (fraction).
-    pmiss_asv : float
-        ASV miss rate on target trials.
-    pfa_spoof_asv : float
-        ASV false-alarm rate on spoofed trials.
+    pfa_asv, pmiss_asv, pfa_spoof_asv : float
+        ASV false-alarm rate on non-target trials, miss rate on target trials,
+        false-alarm rate on spoofed trials (fractions).
     cost_model : dict, optional
         Keys ``Pspoof, Ptar, Pnon, Cmiss, Cfa, Cfa_spoof``; default
         :data:`TDCF_COST_MODEL_2021`.

@@ -153,11 +153,9 @@ class ScoreLog:
 
     Raises
     ------
-    ScoreLogMismatch
-        When the existing log was written with another header.
     ScoreLogError
-        When it is corrupt (records out of chunk order, too many records in
-        a chunk, a malformed line other than a torn last one).
+        :class:`ScoreLogMismatch` for a log written with another header; a
+        corrupt log (records out of chunk order, a malformed line other than a torn last one).
 
     Example
     -------
