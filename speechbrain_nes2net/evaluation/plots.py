@@ -54,24 +54,18 @@ def _thin(x, y, max_points):
     return x[keep], y[keep]
 
 
-def plot_det(bonafide, spoof, path, title=None, label=None, max_points=4000):
+def plot_det(bonafide, spoof, path, title=None):
     """Draws the DET curve of :func:`~speechbrain_nes2net.evaluation.metrics.det_curve`
     (normal-deviate axes), the EER point marked.
 
     Arguments
     ---------
-    bonafide : array-like
-        Scores of bona fide trials (higher = more bona fide).
-    spoof : array-like
-        Scores of spoofed trials.
+    bonafide, spoof : array-like
+        Scores of the bona fide and of the spoofed trials.
     path : str or Path
         Output PNG file; its folder must exist.
     title : str, optional
         Figure title.
-    label : str, optional
-        Legend entry of the curve.
-    max_points : int
-        Points drawn at most (large sets are thinned along the curve).
 
     Returns
     -------
@@ -87,11 +81,11 @@ def plot_det(bonafide, spoof, path, title=None, label=None, max_points=4000):
     high = min(0.99, max(0.5, 1.5 * eer))
     x = norm.ppf(np.clip(far, floor, 1 - floor))
     y = norm.ppf(np.clip(frr, floor, 1 - floor))
-    x, y = _thin(x, y, max_points)
+    x, y = _thin(x, y, 4000)  # points drawn at most
 
     figure = _new_figure()
     axes = figure.add_subplot(1, 1, 1)
-    axes.plot(x, y, label=label or f"n = {n_bona} bona fide / {n_spoof} spoof")
+    axes.plot(x, y, label=f"n = {n_bona} bona fide / {n_spoof} spoof")
     eer_xy = norm.ppf(min(max(eer, floor), 1 - floor))
     axes.plot([eer_xy], [eer_xy], "o", label=f"EER = {100 * eer:.2f}%")
     limits = norm.ppf([floor, high])
@@ -115,7 +109,7 @@ def plot_det(bonafide, spoof, path, title=None, label=None, max_points=4000):
     return Path(path)
 
 
-def plot_score_histograms(scores_by_group, path, title=None, bins=None):
+def plot_score_histograms(scores_by_group, path, title=None):
     """Draws overlaid, normalised score histograms, one per group.
 
     Arguments
@@ -127,9 +121,6 @@ def plot_score_histograms(scores_by_group, path, title=None, bins=None):
         Output PNG file; its folder must exist.
     title : str, optional
         Figure title.
-    bins : int, optional
-        Number of bins shared by all groups; default: the square root of the
-        smallest group's size, between 10 and 100.
 
     Returns
     -------
@@ -139,9 +130,8 @@ def plot_score_histograms(scores_by_group, path, title=None, bins=None):
     if not scores_by_group:
         raise ValueError("plot_score_histograms needs at least one group of scores")
     groups = {str(name): as_scores(values, str(name)) for name, values in scores_by_group.items()}
-    if bins is None:
-        smallest = min(values.size for values in groups.values())
-        bins = int(np.clip(np.sqrt(smallest), 10, 100))
+    # Bins shared by all groups: the square root of the smallest group's size, from 10 to 100.
+    bins = int(np.clip(np.sqrt(min(values.size for values in groups.values())), 10, 100))
     edges = np.histogram_bin_edges(np.concatenate(list(groups.values())), bins=bins)
 
     figure = _new_figure(7.0, 4.5)

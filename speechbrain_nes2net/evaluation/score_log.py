@@ -102,23 +102,13 @@ def _read_header(path):
 def _cut_torn_tail(path):
     """Cuts a last line without newline (torn by a kill or a full disk) off the file."""
     size = os.path.getsize(path)
-    if size == 0:
-        return
     with open(path, "rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) == b"\n":
+        start = max(0, size - (1 << 20))  # a log line is far shorter than 1 MiB
+        handle.seek(start)
+        tail = handle.read()
+        if not tail or tail.endswith(b"\n"):
             return
-        keep, block = size, 1 << 16
-        while keep > 0:
-            start = max(0, keep - block)
-            handle.seek(start)
-            data = handle.read(keep - start)
-            newline = data.rfind(b"\n")
-            if newline >= 0:
-                keep = start + newline + 1
-                break
-            keep = start
-        handle.truncate(keep)
+        handle.truncate(start + tail.rfind(b"\n") + 1)
         handle.flush()
         os.fsync(handle.fileno())
 
