@@ -1,10 +1,6 @@
-"""The one audio loading path of the toolkit.
-
-Data preparation, training, evaluation and inference all read audio through
-:func:`load_audio` (and :func:`audio_info` for header-only metadata), so that a
-file is judged the same way everywhere: resampled to the model rate, downmixed
-to mono, and rejected with an :class:`AudioError` naming the file and the reason
-when it cannot be used.
+"""The one audio loading path: data preparation, training, evaluation and inference read
+audio with :func:`load_audio` (headers with :func:`audio_info`), so that a file is
+resampled, downmixed and rejected (:class:`AudioError`) the same way everywhere.
 
 Example
 -------
@@ -29,15 +25,7 @@ DEFAULT_SAMPLE_RATE = 16000
 
 
 class AudioError(ValueError):
-    """An audio file that cannot be used, with the file and the reason.
-
-    Arguments
-    ---------
-    path : str or Path
-        The offending file.
-    reason : str
-        What is wrong with it, in words a user can act on.
-    """
+    """An audio file that cannot be used: ``path`` and the ``reason``, in words a user can act on."""
 
     def __init__(self, path, reason):
         self.path = str(path)
@@ -70,7 +58,7 @@ def audio_info(path):
     Raises
     ------
     AudioError
-        If the file is missing or not a readable audio file.
+        For a missing or unreadable file.
     """
     if not Path(path).is_file():
         raise AudioError(path, "file not found")
@@ -80,19 +68,11 @@ def audio_info(path):
         raise AudioError(path, f"not a readable audio file ({err})") from None
     if info.samplerate <= 0:
         raise AudioError(path, f"invalid sample rate {info.samplerate}")
-    return AudioInfo(
-        duration=info.frames / info.samplerate,
-        sample_rate=info.samplerate,
-        channels=info.channels,
-        frames=info.frames,
-    )
+    return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels, info.frames)
 
 
 def load_audio(path, sample_rate=DEFAULT_SAMPLE_RATE, max_seconds=None):
-    """Loads an audio file as a mono float32 waveform at ``sample_rate``.
-
-    Multi-channel audio is averaged to mono; other rates are resampled.
-    Integer PCM of any width and float files are scaled to [-1, 1] by soundfile.
+    """Loads an audio file as a mono (:func:`to_mono`) float32 waveform at ``sample_rate``.
 
     Arguments
     ---------
@@ -101,28 +81,24 @@ def load_audio(path, sample_rate=DEFAULT_SAMPLE_RATE, max_seconds=None):
     sample_rate : int
         The rate the caller wants (16 kHz for the SSL models).
     max_seconds : float, optional
-        Only decode the first ``max_seconds`` seconds (the "first 4 s"
-        evaluation protocols); the whole file when ``None``.
+        Only decode the first ``max_seconds`` seconds; None: the whole file.
 
     Returns
     -------
     torch.Tensor
-        Shape (samples,), dtype float32.
+        (samples,), in [-1, 1] for integer PCM of any width.
 
     Raises
     ------
     AudioError
-        Missing, unreadable, truncated or empty files, and samples that are
-        NaN or infinite.
+        Missing, unreadable, truncated or empty files, NaN or infinite samples.
     """
     info = audio_info(path)
     frames = -1
     if max_seconds is not None:
-        frames = min(info.frames, int(round(max_seconds * info.sample_rate)))
+        frames = min(info.frames, round(max_seconds * info.sample_rate))
     try:
-        data, file_rate = soundfile.read(
-            str(path), frames=frames, dtype="float32", always_2d=True
-        )
+        data, file_rate = soundfile.read(str(path), frames=frames, dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as err:
         raise AudioError(path, f"could not decode audio ({err})") from None
     if data.shape[0] == 0:
@@ -136,10 +112,8 @@ def load_audio(path, sample_rate=DEFAULT_SAMPLE_RATE, max_seconds=None):
 
 
 def to_mono(audio):
-    """Averages the channels of (samples, channels) audio, or a batch of it: the one downmix.
-
-    Training, evaluation, exported models and ``nes2net-score`` all downmix
-    here, so that a stereo file gives the same mono waveform on every path.
+    """Averages the channels of (samples, channels) audio, or a batch of it: the one downmix
+    (training, evaluation, exported models and ``nes2net-score``).
 
     Arguments
     ---------
@@ -156,10 +130,7 @@ def to_mono(audio):
     >>> to_mono(torch.tensor([[1.0, 3.0], [0.0, 1.0]]))
     tensor([2.0000, 0.5000])
     """
-    audio = audio.to(torch.float32)
-    if audio.shape[-1] == 1:
-        return audio[..., 0]
-    return audio.mean(dim=-1)
+    return audio.to(torch.float32).mean(dim=-1)
 
 
 def is_audio_path(path):
@@ -167,9 +138,12 @@ def is_audio_path(path):
     return Path(path).suffix.lower().lstrip(".") in _AUDIO_EXTENSIONS
 
 
-_AUDIO_EXTENSIONS = {
-    ext.lower() for ext in soundfile.available_formats()
-} | {"wav", "flac", "ogg", "mp3"}
+_AUDIO_EXTENSIONS = {e.lower() for e in soundfile.available_formats()} | {
+    "wav",
+    "flac",
+    "ogg",
+    "mp3",
+}
 
 
 def fixed_length(wav, num_samples, random_offset=False, generator=None):
@@ -189,7 +163,6 @@ def fixed_length(wav, num_samples, random_offset=False, generator=None):
     Returns
     -------
     torch.Tensor
-        (num_samples,) waveform.
 
     Example
     -------
@@ -208,19 +181,18 @@ def fixed_length(wav, num_samples, random_offset=False, generator=None):
 
 
 def evaluation_crop(wav, num_samples=None, min_samples=0):
-    """The evaluation input of a waveform: its first ``num_samples`` samples, else all of it.
+    """The evaluation input of a waveform (the recipe's and every scoring engine's).
 
-    Both repeat-padded when shorter (the full utterance to ``min_samples``,
-    so that a very short file still yields a few SSL frames). The recipe's
-    evaluation data pipeline and every scoring engine cut files with it.
+    Its first ``num_samples`` samples, else all of it, repeat-padded when
+    shorter (the full utterance to ``min_samples``: a very short file still
+    yields a few SSL frames).
 
     Arguments
     ---------
     wav : torch.Tensor
         (samples,) waveform, at least one sample.
     num_samples : int, optional
-        Fixed evaluation length ("first N samples" protocols); None: the
-        full utterance.
+        Fixed evaluation length; None: the full utterance.
     min_samples : int
         Shortest full-utterance input.
 

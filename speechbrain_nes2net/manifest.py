@@ -1,23 +1,9 @@
-"""The one manifest schema shared by every corpus.
+"""The one manifest schema shared by every corpus (docs/DATA.md).
 
-Every data preparation script writes, and every training or evaluation pipeline
-reads, a CSV file with a header whose first columns are, in this order:
-
-``ID``
-    Utterance id, unique within the file, without whitespace (score files
-    are ``ID score`` lines).
-``duration``
-    Seconds, read from the audio file header.
-``wav``
-    Absolute path of the audio file. A relative path in a file is taken
-    relative to the manifest's folder (:func:`read_manifest`).
-``label``
-    Exactly ``bonafide`` or ``spoof``.
-``attack``
-    System / attack id of a spoofed utterance, ``-`` for bona fide.
-
-followed by corpus metadata columns, named as in :data:`METADATA_COLUMNS`,
-where the corpus protocol has them.
+Every data preparation script writes, and every pipeline reads, a CSV file
+whose first columns are :data:`REQUIRED_COLUMNS` (``ID``, ``duration`` in
+seconds, the ``wav`` path, ``label`` ``bonafide`` or ``spoof``, and the
+``attack``, ``-`` for bona fide), followed by the corpus' :data:`METADATA_COLUMNS`.
 
 Example
 -------
@@ -50,32 +36,14 @@ from speechbrain_nes2net.scores import BONAFIDE, LABELS, SPOOF
 #: record it, so data preparation redoes manifests written under another version.
 SCHEMA_VERSION = 1
 
-ID = "ID"
-DURATION = "duration"
-WAV = "wav"
-LABEL = "label"
-ATTACK = "attack"
-
 #: The columns every manifest starts with, in this order.
-REQUIRED_COLUMNS = (ID, DURATION, WAV, LABEL, ATTACK)
+REQUIRED_COLUMNS = ("ID", "duration", "wav", "label", "attack")
 
 #: Corpus metadata columns, in the order they follow the required ones.
 #: ``source`` is the source corpus (m4singer, kising, asvspoof, vcc2020, ...);
 #: ``segment_labels`` is the PartialSpoof segment label path template.
-METADATA_COLUMNS = (
-    "speaker",
-    "source",
-    "gender",
-    "codec",
-    "codec_q",
-    "codec_seed",
-    "transmission",
-    "attack_tag",
-    "vocoder",
-    "trim",
-    "subset",
-    "segment_labels",
-)
+METADATA_COLUMNS = ("speaker", "source", "gender", "codec", "codec_q", "codec_seed", "transmission",
+                    "attack_tag", "vocoder", "trim", "subset", "segment_labels")  # fmt: skip
 
 #: The attack of every bona fide row.
 NO_ATTACK = "-"
@@ -83,30 +51,14 @@ NO_ATTACK = "-"
 # Spellings found in the corpora (CtrSVDD "deepfake", In-the-Wild "bona-fide")
 # and the obvious variants; anything else is an error, never a guess.
 _LABEL_ALIASES = {
-    "bonafide": BONAFIDE,
-    "bona-fide": BONAFIDE,
-    "bona_fide": BONAFIDE,
-    "bona fide": BONAFIDE,
-    "genuine": BONAFIDE,
-    "spoof": SPOOF,
-    "spoofed": SPOOF,
-    "deepfake": SPOOF,
-    "fake": SPOOF,
+    **dict.fromkeys(("bonafide", "bona-fide", "bona_fide", "bona fide", "genuine"), BONAFIDE),
+    **dict.fromkeys(("spoof", "spoofed", "deepfake", "fake"), SPOOF),
 }
 
 
 class ManifestError(ValueError):
-    """A manifest that breaks the schema, naming the file, the line and the problem.
-
-    Arguments
-    ---------
-    path : str or Path
-        The manifest file.
-    reason : str
-        What is wrong and what was expected.
-    line : int, optional
-        1-based line of the CSV file (the header is line 1).
-    """
+    """A manifest that breaks the schema: its ``path``, the ``reason`` (what is wrong and
+    what was expected) and the 1-based ``line`` of the CSV file (the header is line 1)."""
 
     def __init__(self, path, reason, line=None):
         self.path = str(path)
@@ -127,12 +79,7 @@ def normalize_label(raw):
     Returns
     -------
     str
-        :data:`~speechbrain_nes2net.scores.BONAFIDE` or :data:`~speechbrain_nes2net.scores.SPOOF`.
-
-    Raises
-    ------
-    ValueError
-        If the spelling is not a known bona fide or spoof label.
+        ``bonafide`` or ``spoof``; a ValueError for an unknown spelling.
 
     Example
     -------
@@ -147,18 +94,7 @@ def normalize_label(raw):
 
 
 def order_columns(columns):
-    """Orders column names as the schema wants them.
-
-    The required columns first, then the known metadata columns in
-    :data:`METADATA_COLUMNS` order, then any other column in its given order.
-
-    Arguments
-    ---------
-    columns : iterable of str
-
-    Returns
-    -------
-    list of str
+    """Column names in schema order: the required ones, the known metadata ones, then the others.
 
     Example
     -------
@@ -183,11 +119,7 @@ def validate_manifest(frame, path):
     Raises
     ------
     ManifestError
-        Naming the file, the first offending line and what was expected:
-        missing required columns, empty IDs or paths, IDs with whitespace,
-        duplicate IDs, labels
-        other than ``bonafide``/``spoof``, durations that are not non-negative
-        numbers, and attacks that break the ``-`` for bona fide rule.
+        Naming the file, the first offending line and what was expected.
 
     Example
     -------
@@ -215,60 +147,61 @@ def validate_manifest(frame, path):
             i = int(hits[0])
             raise ManifestError(path, reason(i), line=i + 2)
 
-    ids = frame[ID].astype(str)
+    ids = frame["ID"].astype(str)
     fail(ids.str.strip() == "", lambda i: "empty ID")
     fail(
         ids.str.contains(r"\s", regex=True),
-        lambda i: f"ID {ids.iloc[i]!r} contains whitespace; IDs are single tokens "
-        "(score files are 'ID score' lines)",
+        lambda i: (
+            f"ID {ids.iloc[i]!r} contains whitespace; IDs are single tokens "
+            "(score files are 'ID score' lines)"
+        ),
     )
-    duplicated = ids.duplicated(keep="first")
-    if duplicated.any():
-        i = int(duplicated.to_numpy().nonzero()[0][0])
-        first = int((ids == ids.iloc[i]).to_numpy().nonzero()[0][0])
-        raise ManifestError(
-            path, f"duplicate ID {ids.iloc[i]!r} (first on line {first + 2})", line=i + 2
-        )
+    first = lambda i: int((ids == ids.iloc[i]).to_numpy().argmax()) + 2
+    fail(ids.duplicated(), lambda i: f"duplicate ID {ids.iloc[i]!r} (first on line {first(i)})")
 
-    labels = frame[LABEL].astype(str)
+    labels = frame["label"].astype(str)
     fail(
         ~labels.isin(LABELS),
-        lambda i: f"label {labels.iloc[i]!r} for ID {ids.iloc[i]!r}; expected exactly "
-        f"'{BONAFIDE}' or '{SPOOF}' (map corpus spellings with normalize_label)",
+        lambda i: (
+            f"label {labels.iloc[i]!r} for ID {ids.iloc[i]!r}; expected exactly "
+            f"'{BONAFIDE}' or '{SPOOF}' (map corpus spellings with normalize_label)"
+        ),
     )
 
-    durations = pd.to_numeric(frame[DURATION], errors="coerce")
+    durations = pd.to_numeric(frame["duration"], errors="coerce")
     bad = durations.isna() | (durations < 0) | durations.isin([math.inf])
     fail(
         bad,
-        lambda i: f"duration {frame[DURATION].iloc[i]!r} for ID {ids.iloc[i]!r}; "
-        "expected a non-negative number of seconds",
+        lambda i: (
+            f"duration {frame['duration'].iloc[i]!r} for ID {ids.iloc[i]!r}; "
+            "expected a non-negative number of seconds"
+        ),
     )
 
-    wavs = frame[WAV].astype(str)
+    wavs = frame["wav"].astype(str)
     fail(wavs.str.strip() == "", lambda i: f"empty wav path for ID {ids.iloc[i]!r}")
 
-    attacks = frame[ATTACK].astype(str)
+    attacks = frame["attack"].astype(str)
     fail(attacks.str.strip() == "", lambda i: f"empty attack for ID {ids.iloc[i]!r}")
     fail(
         (labels == BONAFIDE) & (attacks != NO_ATTACK),
-        lambda i: f"bona fide ID {ids.iloc[i]!r} has attack {attacks.iloc[i]!r}; "
-        f"expected '{NO_ATTACK}'",
+        lambda i: (
+            f"bona fide ID {ids.iloc[i]!r} has attack {attacks.iloc[i]!r}; expected '{NO_ATTACK}'"
+        ),
     )
     fail(
         (labels == SPOOF) & (attacks == NO_ATTACK),
-        lambda i: f"spoof ID {ids.iloc[i]!r} has no attack id ('{NO_ATTACK}' is for "
-        "bona fide rows)",
+        lambda i: (
+            f"spoof ID {ids.iloc[i]!r} has no attack id ('{NO_ATTACK}' is for bona fide rows)"
+        ),
     )
 
 
 def write_manifest(rows, path):
-    """Writes a manifest CSV in schema column order, atomically.
+    """Writes a manifest CSV in schema column order, atomically (beside, then renamed).
 
-    The file appears complete or not at all (written beside, then renamed), so
-    an interrupted preparation never leaves a half manifest that looks finished.
     A relative ``wav`` path is made absolute against the current directory,
-    like any path argument (``~`` is expanded); absolute ones are kept as given.
+    like any path argument (``~`` is expanded).
 
     Arguments
     ---------
@@ -285,16 +218,17 @@ def write_manifest(rows, path):
     Raises
     ------
     ManifestError
-        If the rows break the schema (see :func:`validate_manifest`).
+        If the rows break the schema (:func:`validate_manifest`).
     """
     path = Path(path)
     if isinstance(rows, pd.DataFrame):
         frame = rows.copy()
     else:
         rows = [dict(r) for r in rows]
-        frame = pd.DataFrame(rows, columns=_columns_of(rows))
+        columns = list(dict.fromkeys(key for row in rows for key in row)) or REQUIRED_COLUMNS
+        frame = pd.DataFrame(rows, columns=list(columns))
     validate_manifest(frame, path)
-    frame[WAV] = [_absolute(str(wav), os.curdir) for wav in frame[WAV]]
+    frame["wav"] = [_absolute(str(wav), os.curdir) for wav in frame["wav"]]
     tmp = path.with_name(path.name + ".tmp")
     frame[order_columns(frame.columns)].to_csv(tmp, index=False, encoding="utf-8")
     os.replace(tmp, path)
@@ -304,11 +238,9 @@ def write_manifest(rows, path):
 def read_manifest(path):
     """Reads and validates a manifest CSV.
 
-    Every column is read as text (IDs such as ``0`` or ``NA`` stay as written)
-    except ``duration``, which becomes float seconds. Normalised on reading:
-    a UTF-8 byte order mark and CRLF line ends; a relative ``wav`` path
-    becomes absolute against the manifest's folder (``~`` is expanded), so
-    every reader gets the same file whatever the current directory.
+    Every column is text (IDs such as ``0`` or ``NA`` stay as written) except
+    the float ``duration``; a byte order mark and CRLF line ends are accepted;
+    a relative ``wav`` path is taken relative to the manifest's folder.
 
     Arguments
     ---------
@@ -322,11 +254,9 @@ def read_manifest(path):
 
     Raises
     ------
-    FileNotFoundError
-        If the file does not exist.
-    ManifestError
-        If it is not a comma-separated UTF-8 file with one field per header
-        column on every line, or breaks the schema (see :func:`validate_manifest`).
+    FileNotFoundError, ManifestError
+        A missing file; not comma-separated UTF-8 with one field per header
+        column on every line, or breaking the schema (:func:`validate_manifest`).
 
     Example
     -------
@@ -355,9 +285,9 @@ def read_manifest(path):
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ManifestError(path, f"not a readable CSV file ({err})") from None
     validate_manifest(frame, path)
-    frame[DURATION] = pd.to_numeric(frame[DURATION]).astype("float64")
+    frame["duration"] = pd.to_numeric(frame["duration"]).astype("float64")
     folder = os.path.dirname(os.path.abspath(path))
-    frame[WAV] = [_absolute(wav, folder) for wav in frame[WAV]]
+    frame["wav"] = [_absolute(wav, folder) for wav in frame["wav"]]
     return frame
 
 
@@ -375,21 +305,17 @@ _OTHER_DELIMITERS = {";": "';'", "\t": "tabs", "|": "'|'"}
 
 def _wrong_delimiter(fields):
     """The name of the separator a one-field line seems to use, or None."""
-    if len(fields) != 1:
-        return None
-    for delimiter, name in _OTHER_DELIMITERS.items():
-        if len(fields[0].split(delimiter)) > 1:
-            return name
-    return None
+    found = [
+        name for sep, name in _OTHER_DELIMITERS.items() if len(fields) == 1 and sep in fields[0]
+    ]
+    return found[0] if found else None
 
 
 def _check_field_counts(path):
     """Every line has as many fields as the header, and the header uses commas.
 
-    pandas would instead take surplus fields of the first rows as an index,
-    or pad short rows with empty values, and the schema check would then
-    complain about the wrong thing (a ``;``-separated file would be "missing
-    columns").
+    pandas would take surplus fields as an index or pad short rows, and the
+    schema check would complain about the wrong thing.
     """
     expected = ",".join(REQUIRED_COLUMNS)
     try:
@@ -422,14 +348,6 @@ def _check_field_counts(path):
         raise ManifestError(path, f"not a readable CSV file ({err})") from None
 
 
-def _columns_of(rows):
-    """Union of the keys of all rows, in first-seen order."""
-    columns = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    return list(columns) or list(REQUIRED_COLUMNS)
-
-
 def attacks_of(path):
     """The attack IDs of a manifest's spoofed rows.
 
@@ -443,5 +361,4 @@ def attacks_of(path):
     {'A01'}
     """
     frame = read_manifest(path)
-    return set(frame.loc[frame[LABEL] == SPOOF, ATTACK])
-
+    return set(frame.loc[frame["label"] == SPOOF, "attack"])

@@ -1,21 +1,10 @@
-"""The toolkit's label and score conventions, from back-end logits to scores.
-
-Label ids everywhere: 0 = spoof, 1 = bona fide (the label encoder's order), and
-a score is higher for more bona fide input.
-
-- One-logit models (CtrSVDD releases): the logit is the bona fide log-odds.
-- Two-logit models (ASVspoof releases): index 1 is bona fide; the score is the
-  raw bona fide logit, as the official ASVspoof scoring uses.
-
-Authors
- * speechbrain-nes2net contributors
-"""
+"""The toolkit's label and score conventions: label ids 0 = spoof, 1 = bona fide,
+and a score is higher for more bona fide input."""
 
 BONAFIDE = "bonafide"
 SPOOF = "spoof"
 #: The two labels in logit order: the index is the class id everywhere (manifests'
-#: ``label_id``, losses, the exported label encoder, ONNX logits; the official
-#: checkpoints' logit 1 is bona fide).
+#: ``label_id``, losses, the label encoder, ONNX logits, the official checkpoints).
 LABELS = (SPOOF, BONAFIDE)
 #: Class id of each label (1 = bona fide).
 LABEL_IDS = {label: index for index, label in enumerate(LABELS)}
@@ -27,14 +16,13 @@ def bonafide_scores(logits):
     Arguments
     ---------
     logits : torch.Tensor
-        (batch, 1) bona fide log-odds or (batch, 2) logits with bona fide at
-        index 1.
+        (batch, 1) bona fide log-odds (CtrSVDD releases) or (batch, 2) logits
+        with bona fide at index 1 (ASVspoof releases).
 
     Returns
     -------
     torch.Tensor
-        (batch,) scores, higher = more bona fide. For two logits this is the
-        raw bona fide logit, as the official ASVspoof scoring uses.
+        (batch,) scores: the bona fide logit, as the official ASVspoof scoring uses.
 
     Example
     -------
@@ -47,4 +35,3 @@ def bonafide_scores(logits):
     if logits.dim() != 2 or logits.shape[1] not in (1, 2):
         raise ValueError(f"expected logits of shape (batch, 1|2), got {tuple(logits.shape)}")
     return logits[:, -1]
-

@@ -1,34 +1,14 @@
 """The toolkit's segment conventions for spoof localisation (partially spoofed speech).
 
-A segment is ``segment_shift`` seconds of a recording, scored from the SSL
-frames it covers; model (:mod:`speechbrain_nes2net.lobes.localization`),
-evaluation (:mod:`speechbrain_nes2net.evaluation.localization`) and data
-preparation (``data_prep/partialspoof_prepare.py``) share these names.
-
-Segment labels, the truth of a partially spoofed utterance: a manifest's optional ``segment_labels`` column holds, per row, the absolute
-path template of its split's label files, with a ``{shift}`` placeholder for
-the resolution in seconds, e.g.
-``/data/database/segment_labels/train_seglab_{shift}.npy`` (written by
-``data_prep/partialspoof_prepare.py``). Each file is a pickled dict
-utterance ID -> one label per segment, as the PartialSpoof release stores
-them: **1 = bona fide, 0 = spoof**. Localisation training
-(:mod:`speechbrain_nes2net.training.dataio`, ``training/recipe.py``) and the
-``partialspoof`` report (:mod:`speechbrain_nes2net.evaluation.partialspoof_report`)
-read them through :func:`load_segment_labels`.
-
-Example
--------
->>> import tempfile, numpy as np
->>> from pathlib import Path
->>> folder = Path(tempfile.mkdtemp())
->>> np.save(folder / "dev_seglab_0.16.npy",
-...         {"CON_D_0000000": np.array(["1", "0"])}, allow_pickle=True)
->>> template = str(folder / "dev_seglab_{shift}.npy")
->>> load_segment_labels(template, "CON_D_0000000", 0.16)
-array([1, 0])
-
-Authors
- * speechbrain-nes2net contributors
+A segment is ``segment_shift`` seconds of a recording. A manifest's optional
+``segment_labels`` column holds the path template of its split's PartialSpoof
+label files, with ``{shift}`` for the resolution (e.g.
+``/data/database/segment_labels/train_seglab_{shift}.npy``, written by
+``data_prep/partialspoof_prepare.py``): a pickled dict utterance ID -> one label
+per segment, **1 = bona fide, 0 = spoof**, as the release stores them. Training
+(:mod:`speechbrain_nes2net.training.dataio`) and the ``partialspoof`` report
+(:mod:`speechbrain_nes2net.evaluation.reports`) read them with
+:func:`load_segment_labels`.
 """
 
 import functools
@@ -38,9 +18,8 @@ import numpy as np
 
 #: The released PartialSpoof segment resolutions, in seconds.
 SEGMENT_SHIFTS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
-#: How the scores (or logits) of the frames of one segment combine into the
-#: segment's: ``min`` (PartialSpoof's rule: a segment is spoof when any part
-#: of it is), ``mean`` or ``max``.
+#: How the frame scores (or logits) of a segment combine: ``min`` (PartialSpoof's
+#: rule: a segment is spoof when any part of it is), ``mean`` or ``max``.
 SEGMENT_POOLINGS = ("min", "mean", "max")
 
 
@@ -53,10 +32,6 @@ def segment_label_path(template, shift):
         A manifest's ``segment_labels`` value (with ``{shift}``).
     shift : float or str
         One of :data:`SEGMENT_SHIFTS`.
-
-    Returns
-    -------
-    str
 
     Example
     -------
@@ -71,24 +46,17 @@ def segment_label_path(template, shift):
 
 
 def load_segment_labels(template, utt_id, shift):
-    """Frame-level truth of one PartialSpoof utterance at a given resolution.
+    """The segment labels of one PartialSpoof utterance at a resolution: **1 = bona fide, 0 = spoof**.
 
-    Polarity: **1 = bona fide, 0 = spoof**, exactly as stored. The database
-    README says "'0' for spoof, and '1' for bona fide", and the official
-    PartialSpoof code agrees (its label reader maps 1 to bona fide and pools
-    segments with ``min`` so that any spoofed frame makes a segment spoof).
-    This matches the toolkit's score convention (higher = more bona fide).
-    The files themselves are checked whenever a localisation recipe trains on
-    them (:func:`check_segment_labels`: bona fide utterances must be all 1).
-
-    Each label file is loaded once and kept (the two most recent stay cached):
-    the 10 ms files hold several hundred MB of strings.
+    The polarity of the database README ("'0' for spoof, and '1' for bona
+    fide") and of the official code, checked on the files whenever a recipe
+    trains on them (:func:`check_segment_labels`). The two most recent label
+    files stay cached: the 10 ms ones hold several hundred MB of strings.
 
     Arguments
     ---------
     template : str
-        A manifest's ``segment_labels`` value, e.g.
-        ``/data/database/segment_labels/train_seglab_{shift}.npy``.
+        A manifest's ``segment_labels`` value.
     utt_id : str
         Utterance ID.
     shift : float or str
@@ -101,17 +69,12 @@ def load_segment_labels(template, utt_id, shift):
 
     Raises
     ------
-    FileNotFoundError
-        If the label file does not exist.
-    KeyError
-        If the file has no entry for ``utt_id``.
-    ValueError
-        For an unpublished shift or values other than 0/1.
+    FileNotFoundError, KeyError, ValueError
+        A missing file; no entry for ``utt_id``; an unpublished shift or labels other than 0/1.
 
     Example
     -------
-    >>> import tempfile, numpy as np
-    >>> from pathlib import Path
+    >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
     >>> np.save(folder / "train_seglab_0.64.npy", {"u1": np.array(["1", "1", "0"])},
     ...         allow_pickle=True)
@@ -131,18 +94,14 @@ def load_segment_labels(template, utt_id, shift):
 def check_segment_labels(manifest_path, shift, max_listed=5):
     """Checks the segment labels of a manifest's utterances before training on them.
 
-    Every row needs labels at ``shift``, and their polarity must be the one
-    this toolkit reads (1 = bona fide, 0 = spoof): every bona fide utterance
-    is bona fide throughout, every spoofed utterance has a spoofed segment.
-    The release's bona fide utterances are in its label files (all '1'), so
-    this checks the polarity on the real files at every run: a file with the
-    opposite polarity fails on its first bona fide utterance.
+    Every row needs labels at ``shift``; every bona fide utterance must be bona
+    fide throughout and every spoofed one have a spoofed segment, so a file of
+    the opposite polarity fails on its first bona fide utterance.
 
     Arguments
     ---------
     manifest_path : str or Path
-        A manifest with a ``segment_labels`` column (from
-        ``data_prep/partialspoof_prepare.py``).
+        A manifest with a ``segment_labels`` column.
     shift : float
         Resolution in seconds.
     max_listed : int
@@ -160,8 +119,7 @@ def check_segment_labels(manifest_path, shift, max_listed=5):
 
     Example
     -------
-    >>> import tempfile, numpy as np
-    >>> from pathlib import Path
+    >>> import tempfile
     >>> from speechbrain_nes2net.manifest import write_manifest
     >>> folder = Path(tempfile.mkdtemp())
     >>> np.save(folder / "dev_seglab_0.32.npy",
@@ -176,7 +134,7 @@ def check_segment_labels(manifest_path, shift, max_listed=5):
     >>> check_segment_labels(write_manifest(rows, folder / "dev.csv"), 0.32)
     {'n_utterances': 2, 'n_segments': 4, 'n_spoof_segments': 1}
     """
-    from speechbrain_nes2net.manifest import read_manifest
+    from speechbrain_nes2net.manifest import read_manifest  # not at import: the lobes import this
 
     frame = read_manifest(manifest_path)
     if "segment_labels" not in frame.columns:
@@ -199,19 +157,15 @@ def check_segment_labels(manifest_path, shift, max_listed=5):
         elif label != "bonafide" and not (labels == 0).any():
             clean_spoof.append(utt_id)
     where = segment_label_path(frame["segment_labels"].iloc[0], shift) if len(frame) else ""
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} utterances have no labels (e.g. {missing[:max_listed]})")
-    if spoofed_bonafide:
-        problems.append(
-            f"{len(spoofed_bonafide)} bona fide utterances have spoofed (0) segments (e.g. "
-            f"{spoofed_bonafide[:max_listed]})"
+    problems = [
+        f"{len(ids)} {what} (e.g. {ids[:max_listed]})"
+        for ids, what in (
+            (missing, "utterances have no labels"),
+            (spoofed_bonafide, "bona fide utterances have spoofed (0) segments"),
+            (clean_spoof, "spoofed utterances have no spoofed (0) segment"),
         )
-    if clean_spoof:
-        problems.append(
-            f"{len(clean_spoof)} spoofed utterances have no spoofed (0) segment (e.g. "
-            f"{clean_spoof[:max_listed]})"
-        )
+        if ids
+    ]
     if problems:
         hint = ""
         n_bona = int((frame["label"] == "bonafide").sum())
@@ -225,6 +179,7 @@ def check_segment_labels(manifest_path, shift, max_listed=5):
 
 
 def _label_table(path):
+    """The (cached) table of a label file."""
     if not Path(path).is_file():
         raise FileNotFoundError(
             f"{path}: segment label file not found (database/segment_labels/ of PartialSpoof)"

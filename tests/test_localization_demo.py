@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_localization_inference import read_ranges_csv
 
 from data_prep.partialspoof_demo import read_truth
-from speechbrain_nes2net.evaluation.localization import read_ranges_csv
 from speechbrain_nes2net.pretrained.score_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ import torch
 
 from data_prep.demo_prepare import speech_like
 from speechbrain_nes2net.evaluation.localization import (
+    TimeRange,
     fit_frames_to_duration,
     localize_frames,
-    read_ranges_csv,
 )
 from speechbrain_nes2net.lobes.aggregation import build_aggregator
 from speechbrain_nes2net.lobes.localization import Nes2NetLocalizer
@@ -21,6 +21,17 @@ from speechbrain_nes2net.pretrained.export import ExportError, write_export
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.pretrained.modules import EvalSettings
 from speechbrain_nes2net.pretrained.score_cli import main
+
+
+def read_ranges_csv(path):
+    """ID -> list of TimeRange of a ``nes2net-score --frames`` CSV."""
+    ranges = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            ranges.setdefault(row["ID"], []).append(
+                TimeRange(float(row["start"]), float(row["end"]), row["label"], float(row["score"]))
+            )
+    return ranges
 
 
 def spans(ranges):

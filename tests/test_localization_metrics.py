@@ -6,7 +6,6 @@ import pytest
 from speechbrain_nes2net.evaluation import metrics
 from speechbrain_nes2net.evaluation.localization import (
     decision_ranges,
-    labels_to_ranges,
     pool_frame_scores,
     range_eer,
     range_trials,
@@ -120,11 +119,9 @@ def test_decision_ranges_merge_and_end_at_the_duration():
     assert decision_ranges([1.0], 0.16, 0.0, 0.3)[-1].end == 0.3
 
 
-def test_labels_to_ranges_uses_partialspoof_polarity():
-    ranges = labels_to_ranges(np.array(["1", "0", "0", "1"]), 0.02)
-    assert [(r.start, r.end, r.label) for r in ranges] == [
-        (0.0, 0.02, "bonafide"), (0.02, 0.06, "spoof"), (0.06, 0.08, "bonafide")
-    ]
+def test_spoof_ranges_from_labels_use_partialspoof_polarity():
+    assert spoof_ranges_from_labels(np.array(["1", "0", "0", "1"]), 0.02) == [(0.02, 0.06)]
+    assert spoof_ranges_from_labels([0, 1, 1], 0.16, duration=0.4) == [(0.0, 0.16)]
 
 
 def test_boundary_inside_a_20ms_frame_by_hand():
@@ -143,7 +140,7 @@ def test_boundary_inside_a_20ms_frame_by_hand():
 
 def test_overlapping_reference_ranges_count_their_time_once():
     # Two spoof ranges that overlap by 60 ms cover the whole 0.1 s segment, not 0.16 s of it.
-    scores, weights, bona = range_trials([0.3], 0.1, [(0.0, 0.08), (0.02, 0.1)], 0.1)
+    _, weights, bona = range_trials([0.3], 0.1, [(0.0, 0.08), (0.02, 0.1)], 0.1)
     assert weights.sum() == pytest.approx(0.1)
     assert bona.tolist() == [False]
     # The same in a range EER: the overlap must not outweigh the bona fide file.

@@ -40,7 +40,7 @@ def test_plot_det_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     rng = np.random.default_rng(0)
     bona, spoof = rng.normal(2, 1, 20000), rng.normal(0, 1, 60000)
-    path = plots.plot_det(bona, spoof, tmp_path / "det.png", title="test", label="system")
+    path = plots.plot_det(bona, spoof, tmp_path / "det.png", title="test")
     assert path == tmp_path / "det.png"
     assert png_size(path) == (600, 500)
     # Perfect and hopeless systems have rates of 0 and 1: clipped, still drawn.
@@ -56,7 +56,7 @@ def test_plot_score_histograms_writes_a_png(tmp_path):
     groups.update({f"A{i:02d}": rng.normal(-i / 4, 1, 100) for i in range(9, 22)})
     path = plots.plot_score_histograms(groups, tmp_path / "hist.png", title="per attack")
     assert png_size(path) == (700, 450)
-    plots.plot_score_histograms({"only": [1.0, 1.0]}, tmp_path / "constant.png", bins=5)
+    plots.plot_score_histograms({"only": [1.0, 1.0]}, tmp_path / "constant.png")
     assert (tmp_path / "constant.png").exists()
 
 

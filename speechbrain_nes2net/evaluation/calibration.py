@@ -1,17 +1,12 @@
-"""Score calibration: an affine map from raw scores to log-likelihood ratios.
+"""Score calibration (raw scores to log-likelihood ratios) and the decision rule a model ships.
 
-A detector's scores rank trials (EER and minDCF only need the ranking) but are
-not log-likelihood ratios (LLRs); the actual cost at the Bayes threshold
-(:func:`~speechbrain_nes2net.evaluation.metrics.compute_act_dcf`) and Cllr
-(:func:`~speechbrain_nes2net.evaluation.metrics.compute_cllr`) are only meaningful on LLRs.
-:func:`fit_calibration` learns ``llr = scale * score + offset`` on a development
-set by prior-weighted logistic regression (the classic linear calibration of
-speaker and spoofing detection); the resulting :class:`ScoreCalibration` is a
-pair of numbers that serialises to JSON and ships with an exported model.
+Raw scores rank trials, which is all EER and minDCF need; actDCF and Cllr need
+log-likelihood ratios (LLRs). :func:`fit_calibration` learns ``llr = scale *
+score + offset`` on development scores by prior-weighted logistic regression;
+:func:`decision_from_dev` turns it into a :class:`DecisionRule`.
 
 Example
 -------
->>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> bona, spoof = rng.normal(2, 1, 2000), rng.normal(-2, 1, 2000)
 >>> cal = fit_calibration(bona, spoof)
@@ -36,20 +31,24 @@ from speechbrain_nes2net.evaluation.metrics import as_scores, compute_eer
 logger = logging.getLogger(__name__)
 
 
+def _numeric(scores):
+    """Numbers, arrays and tensors as they are; sequences as float64 arrays."""
+    if isinstance(scores, (list, tuple)) or not hasattr(scores, "__mul__"):
+        return np.asarray(scores, dtype=np.float64)
+    return scores
+
+
 def effective_prior(p_spoof=0.05, c_miss=1, c_fa=10):
     """The bona fide prior that folds an operating point's costs into one number.
 
-    Fitting a calibration with this prior makes it best at the operating point
-    of the actual DCF with the same parameters (ASVspoof 5: 0.655).
+    A calibration fitted with it is best at the actDCF of the same operating
+    point (ASVspoof 5: 0.655).
 
     Arguments
     ---------
-    p_spoof : float
-        Prior probability of a spoofing attack.
-    c_miss : float
-        Cost of rejecting a bona fide trial.
-    c_fa : float
-        Cost of accepting a spoofed trial.
+    p_spoof, c_miss, c_fa : float
+        Prior of a spoofing attack; costs of rejecting a bona fide and of
+        accepting a spoofed trial.
 
     Returns
     -------
@@ -76,8 +75,7 @@ class ScoreCalibration:
     offset : float
         Added after scaling.
     prior : float
-        The bona fide prior the map was fitted for (kept for the record; the
-        output is an LLR whatever the prior).
+        The bona fide prior of the fit (for the record: the output is an LLR).
 
     Example
     -------
@@ -101,21 +99,8 @@ class ScoreCalibration:
             raise ValueError(f"calibration prior must be in (0, 1), got {self.prior}")
 
     def apply(self, scores):
-        """Maps raw scores to LLRs.
-
-        Arguments
-        ---------
-        scores : array-like, numpy.ndarray or torch.Tensor
-            Raw scores; arrays and tensors keep their type, anything else
-            becomes a float64 NumPy array.
-
-        Returns
-        -------
-        Calibrated scores of the same shape.
-        """
-        if not hasattr(scores, "__mul__") or isinstance(scores, (list, tuple)):
-            scores = np.asarray(scores, dtype=np.float64)
-        return scores * self.scale + self.offset
+        """LLRs of raw scores (arrays and tensors keep their type, lists become float64 arrays)."""
+        return _numeric(scores) * self.scale + self.offset
 
     def to_dict(self):
         """Returns ``{'scale', 'offset', 'prior'}`` as plain floats (JSON-ready)."""
@@ -123,17 +108,7 @@ class ScoreCalibration:
 
     @classmethod
     def from_dict(cls, data):
-        """Builds a calibration from :meth:`to_dict` output.
-
-        Arguments
-        ---------
-        data : dict
-            Must hold ``scale`` and ``offset``; ``prior`` is optional.
-
-        Returns
-        -------
-        ScoreCalibration
-        """
+        """The calibration of a dict with ``scale``, ``offset`` and optionally ``prior``."""
         missing = {"scale", "offset"} - set(data)
         unknown = set(data) - {"scale", "offset", "prior"}
         if missing or unknown:
@@ -187,27 +162,22 @@ def _objective(params, design, y, weights, prior_logit):
 def fit_linear_llr(features, is_bonafide, prior=0.5, max_iter=100, tol=1e-10):
     """Fits ``llr = features @ weights + offset`` by prior-weighted logistic regression.
 
-    The one solver behind calibration (one feature, :func:`fit_calibration`)
-    and fusion (a score per system,
-    :func:`speechbrain_nes2net.evaluation.fusion.fit_fusion`). Minimises
+    The one solver of calibration (:func:`fit_calibration`) and fusion
+    (:func:`~speechbrain_nes2net.evaluation.fusion.fit_fusion`). Minimises
     ``prior * mean_bona log(1 + e^-(llr + logit(prior))) + (1 - prior) *
-    mean_spoof log(1 + e^(llr + logit(prior)))``, so the output is a
-    likelihood ratio; with ``prior=0.5`` this minimises Cllr. Newton's method
-    with a backtracking line search on standardised features (the objective is
-    convex).
+    mean_spoof log(1 + e^(llr + logit(prior)))``, so that the output is a
+    likelihood ratio (the prior is added back only for training; ``prior=0.5``
+    minimises Cllr), by Newton's method with a backtracking line search on
+    standardised features (the objective is convex).
 
     Arguments
     ---------
-    features : array-like
-        (trials, k) scores.
-    is_bonafide : array-like
-        (trials,) booleans.
+    features, is_bonafide : array-like
+        (trials, k) scores and (trials,) classes.
     prior : float
         Bona fide prior that weights the two classes.
-    max_iter : int
-        Newton iterations at most.
-    tol : float
-        Stop when the gradient norm falls below this.
+    max_iter, tol : int, float
+        Newton iterations at most; stop when the gradient norm is below ``tol``.
 
     Returns
     -------
@@ -262,27 +232,17 @@ def fit_linear_llr(features, is_bonafide, prior=0.5, max_iter=100, tol=1e-10):
 
 
 def fit_calibration(bonafide_dev, spoof_dev, prior=0.5, max_iter=100, tol=1e-10):
-    """Fits ``llr = scale * score + offset`` by prior-weighted logistic regression.
-
-    Minimises ``prior * mean_bona log(1 + e^-(llr + logit(prior))) +
-    (1 - prior) * mean_spoof log(1 + e^(llr + logit(prior)))``, so the output
-    is a likelihood ratio, not posterior log-odds: the prior is added back only
-    for training. With ``prior=0.5`` this minimises Cllr on the development set.
-    Solved by :func:`fit_linear_llr` (Newton's method; the objective is convex).
+    """Fits ``llr = scale * score + offset`` on development scores (:func:`fit_linear_llr`).
 
     Arguments
     ---------
-    bonafide_dev : array-like
-        Raw scores of bona fide development trials.
-    spoof_dev : array-like
-        Raw scores of spoofed development trials.
+    bonafide_dev, spoof_dev : array-like
+        Raw scores of the bona fide and of the spoofed development trials.
     prior : float
-        Bona fide prior that weights the two classes; see
-        :func:`effective_prior` for a DCF operating point.
-    max_iter : int
-        Newton iterations at most.
-    tol : float
-        Stop when the gradient norm falls below this.
+        Bona fide prior that weights the two classes (:func:`effective_prior`
+        for a DCF operating point).
+    max_iter, tol
+        As :func:`fit_linear_llr` takes them.
 
     Returns
     -------
@@ -300,8 +260,6 @@ def fit_calibration(bonafide_dev, spoof_dev, prior=0.5, max_iter=100, tol=1e-10)
     >>> cal.scale > 0
     True
     """
-    if not 0 < prior < 1:
-        raise ValueError(f"prior must be in (0, 1), got {prior}")
     bona = as_scores(bonafide_dev, "bona fide dev")
     spoof = as_scores(spoof_dev, "spoof dev")
     if bona.min() > spoof.max():
@@ -316,10 +274,8 @@ def fit_calibration(bonafide_dev, spoof_dev, prior=0.5, max_iter=100, tol=1e-10)
     return ScoreCalibration(scale=float(scale), offset=float(offset), prior=float(prior))
 
 
-# ------------------------------------------------------------------ decisions
-
-#: Fewer development trials of a class than this: too few for a calibration,
-#: the decision threshold falls back to the development EER threshold.
+#: Fewer development trials of a class than this: no calibration, the
+#: decision threshold is the development EER threshold.
 MIN_TRIALS_PER_CLASS = 10
 
 
@@ -328,11 +284,9 @@ class DecisionRule:
     """How a model decides bona fide or spoof from its raw score.
 
     Bona fide when ``raw score >= threshold``. With a calibration, the
-    threshold is the Bayes decision at the operating point ``prior``: the raw
-    score where ``LLR + logit(prior) = 0`` (``prior`` 0.5: equal priors and
-    costs, i.e. calibrated LLR >= 0; a cost ratio folds into an effective
-    prior, see :func:`effective_prior`). Without one (``source`` 'dev_eer' or
-    'logit_0'), the threshold is the development EER threshold, or 0.
+    threshold is the Bayes decision at ``prior``: the raw score where ``LLR +
+    logit(prior) = 0`` (a cost ratio folds into :func:`effective_prior`).
+    Without one, the development EER threshold ('dev_eer') or 0 ('logit_0').
 
     Arguments
     ---------
@@ -391,15 +345,11 @@ class DecisionRule:
         """
         if self.calibration is not None:
             return self.calibration.apply(scores) + math.log(self.prior / (1 - self.prior))
-        if not hasattr(scores, "__sub__") or isinstance(scores, (list, tuple)):
-            scores = np.asarray(scores, dtype=np.float64)
-        return scores - self.threshold
+        return _numeric(scores) - self.threshold
 
     def is_bonafide(self, scores):
         """The decision for raw scores (a boolean array or tensor)."""
-        if not hasattr(scores, "__ge__") or isinstance(scores, (list, tuple)):
-            scores = np.asarray(scores, dtype=np.float64)
-        return scores >= self.threshold
+        return _numeric(scores) >= self.threshold
 
     def to_dict(self):
         """Plain JSON / YAML data."""
@@ -427,9 +377,9 @@ def decision_from_dev(bonafide_dev, spoof_dev, prior=0.5, min_trials=MIN_TRIALS_
 
     A calibration (:func:`fit_calibration`) and its Bayes threshold at
     ``prior``; with fewer than ``min_trials`` trials of a class, or a
-    calibration that does not increase with the score, the development EER
-    threshold; with one class missing, 0 (the raw score's sign). Both
-    fallbacks log a warning that says why.
+    calibration that decreases with the score, the development EER threshold
+    (at which the rule makes exactly the EER point's decisions); with one
+    class missing, 0. Both fallbacks log a warning that says why.
 
     Arguments
     ---------
@@ -446,7 +396,6 @@ def decision_from_dev(bonafide_dev, spoof_dev, prior=0.5, min_trials=MIN_TRIALS_
 
     Example
     -------
-    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> rule = decision_from_dev(rng.normal(-0.2, 1, 500), rng.normal(-2.2, 1, 500))
     >>> rule.source, round(rule.threshold, 2)  # the true EER threshold is -1.2
@@ -458,7 +407,9 @@ def decision_from_dev(bonafide_dev, spoof_dev, prior=0.5, min_trials=MIN_TRIALS_
         logger.warning(
             "The development set has %d bona fide and %d spoof scores: no calibration or "
             "threshold can be fitted, the decision is the raw score's sign (score >= 0); give "
-            "a development set with both classes", bona.size, spoof.size,
+            "a development set with both classes",
+            bona.size,
+            spoof.size,
         )
         return DecisionRule(0.0, prior, None, "logit_0")
     if min(bona.size, spoof.size) >= min_trials:
@@ -474,45 +425,24 @@ def decision_from_dev(bonafide_dev, spoof_dev, prior=0.5, min_trials=MIN_TRIALS_
             )
         if calibration.scale > 0:
             return DecisionRule.from_calibration(calibration, prior)
-        reason = f"the calibration fitted on it decreases with the score (scale {calibration.scale:.3g})"
+        reason = (
+            f"the calibration fitted on it decreases with the score (scale {calibration.scale:.3g})"
+        )
     else:
         reason = f"it has {bona.size} bona fide and {spoof.size} spoof scores (a calibration needs {min_trials} of each)"
-    threshold = eer_acceptance_threshold(bona, spoof)
+    threshold = _eer_threshold(bona, spoof)
     logger.warning(
         "No calibration from the development set: %s; the decision threshold is its EER "
-        "threshold %.4g instead", reason, threshold,
+        "threshold %.4g instead",
+        reason,
+        threshold,
     )
     return DecisionRule(threshold, prior, None, "dev_eer")
 
 
-def eer_acceptance_threshold(bonafide, spoof):
-    """The EER operating point as a :class:`DecisionRule` threshold (accept ``score >= t``).
-
-    :func:`~speechbrain_nes2net.evaluation.metrics.compute_eer` reports the
-    score of the last trial *rejected* at the EER point, while a decision rule
-    accepts every score at or above its threshold: used as it is, that
-    threshold would accept the rejected trial. This returns a value between
-    that score and the next higher one, so that the rule makes exactly the
-    EER point's decisions.
-
-    Arguments
-    ---------
-    bonafide, spoof : array-like
-        Scores of each class (both non-empty).
-
-    Returns
-    -------
-    float
-
-    Example
-    -------
-    >>> bona, spoof = [0.6, 0.7, 0.8, 0.5], [0.4, 0.3, 0.2, 0.1]
-    >>> eer_acceptance_threshold(bona, spoof)
-    0.45
-    >>> rule = DecisionRule(eer_acceptance_threshold(bona, spoof), source="dev_eer")
-    >>> rule.is_bonafide(spoof).tolist(), rule.is_bonafide(bona).tolist()
-    ([False, False, False, False], [True, True, True, True])
-    """
+def _eer_threshold(bonafide, spoof):
+    """A threshold between the score of the last trial rejected at the EER point
+    (:func:`~speechbrain_nes2net.evaluation.metrics.compute_eer`'s) and the next higher one."""
     scores = np.concatenate([as_scores(bonafide), as_scores(spoof)])
     _, rejected = compute_eer(bonafide, spoof)
     above = scores[scores > rejected]

@@ -1,16 +1,5 @@
-"""The files of an evaluation: score files in, score and metric files out.
-
-- A score file has one ``ID score`` line per trial (higher = more bona fide):
-  :func:`read_scores` reads it with errors that name the file and line;
-  :func:`write_test_outputs` writes it with the metrics JSON and the list of
-  files that could not be scored.
-- Segment-level scores (PartialSpoof) are an ``.npz`` of ID -> scores
-  (:func:`load_segment_scores`).
-- The organisers' ASV files of ASVspoof 2021 LA give the t-DCF's ASV error
-  rates (:func:`load_asv_error_rates`).
-
-Authors
- * speechbrain-nes2net contributors
+"""The files of an evaluation: score files (``ID score`` lines, higher = more bona fide),
+segment score archives, the organisers' ASV files, metrics, the decision rule and the protocol record.
 """
 
 import csv
@@ -29,8 +18,7 @@ from speechbrain_nes2net.manifest import read_manifest
 
 logger = logging.getLogger(__name__)
 
-#: How many example IDs error messages and reports list.
-MAX_EXAMPLES = 5
+MAX_EXAMPLES = 5  # example IDs an error message or a report lists
 
 
 def examples(values):
@@ -52,7 +40,7 @@ def read_scores(path):
     Arguments
     ---------
     path : str or Path
-        The score file. Blank lines are ignored.
+        The score file (blank lines are ignored).
 
     Returns
     -------
@@ -62,8 +50,7 @@ def read_scores(path):
     Raises
     ------
     ValueError
-        Naming the file and line, for a line without exactly two fields, a
-        score that is not a number, a duplicate ID, or NaN/inf scores.
+        Naming the file and line: not two fields, not a number, a duplicate ID, NaN/inf.
 
     Example
     -------
@@ -112,6 +99,7 @@ def read_scores(path):
 
 
 def _read_whitespace_table(path, n_columns, what):
+    """The ``n_columns`` text columns of a space-separated file."""
     frame = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, keep_default_na=False)
     if frame.shape[1] != n_columns:
         raise ValueError(
@@ -123,27 +111,21 @@ def _read_whitespace_table(path, n_columns, what):
 def load_asv_error_rates(asv_metadata, asv_scores, subset="eval"):
     """ASV error rates for the t-DCF from the organisers' ASVspoof 2021 LA files.
 
-    Reads ``keys/LA/ASV/trial_metadata.txt`` (8 columns: speaker, trial,
-    codec, transmission, attack, key ``target|nontarget|spoof``, trim, subset)
-    and ``keys/LA/ASV/ASVTorch_Kaldi/score.txt`` (3 columns: claimed speaker,
-    trial, score), keeps the rows of ``subset`` and returns the rates at the
-    ASV EER threshold (:func:`~speechbrain_nes2net.evaluation.metrics.compute_asv_error_rates`).
-
     Arguments
     ---------
     asv_metadata : str or Path
-        The ASV trial metadata (key) file.
+        ``keys/LA/ASV/trial_metadata.txt`` (speaker, trial, codec, transmission,
+        attack, key ``target|nontarget|spoof``, trim, subset).
     asv_scores : str or Path
-        The organisers' ASV score file, line by line aligned with the metadata
-        (or with unique trial IDs, joined on them).
+        ``keys/LA/ASV/ASVTorch_Kaldi/score.txt`` (claimed speaker, trial,
+        score), aligned line by line with the metadata or joined on unique trial IDs.
     subset : str or None
         Subset to keep (``eval``, ``progress``, ``hidden``); None keeps all.
 
     Returns
     -------
     dict
-        ``pfa_asv``, ``pmiss_asv``, ``pmiss_spoof_asv``, ``pfa_spoof_asv``,
-        ``asv_threshold``, ``asv_eer``.
+        :func:`~speechbrain_nes2net.evaluation.metrics.compute_asv_error_rates`.
     """
     meta = _read_whitespace_table(asv_metadata, 8, "ASV trial metadata")
     scores = _read_whitespace_table(asv_scores, 3, "claimed speaker, trial, score")
@@ -178,12 +160,10 @@ def load_asv_error_rates(asv_metadata, asv_scores, subset="eval"):
 
 
 def load_segment_scores(path):
-    """Loads segment-level scores: an ``.npz`` of ID -> 1-D score array.
+    """Loads segment (or frame) scores: an ``.npz`` of ID -> scores, ``__shift__`` the shift.
 
-    Format: ``numpy.savez(path, **{utt_id: scores, "__shift__": shift})``,
-    one array per utterance with one score per segment (higher = more bona
-    fide), segment ``k`` covering ``[k * shift, (k + 1) * shift)`` seconds. The
-    optional ``__shift__`` entry records the segment shift in seconds.
+    Score ``k`` covers ``[k * shift, (k + 1) * shift)`` seconds; ``__shift__``
+    is optional.
 
     Arguments
     ---------
@@ -199,7 +179,7 @@ def load_segment_scores(path):
 
     Example
     -------
-    >>> import os, tempfile, numpy as np
+    >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "seg.npz")
     >>> np.savez(path, CON_E_0000001=np.array([0.5, -1.0]), __shift__=0.16)
     >>> scores, shift = load_segment_scores(path)
@@ -215,18 +195,12 @@ def load_segment_scores(path):
 
 
 def write_frame_scores(folder, name, records, frame_shift):
-    """Writes ``<name>_frame_scores.npz``: ID -> frame scores, ``__shift__`` the frame hop.
-
-    The format :func:`load_segment_scores` reads (and the ``partialspoof``
-    report's ``frame_scores``): one float32 array per utterance, one bona
-    fide score per frame from the start of the file.
+    """Writes ``<name>_frame_scores.npz`` (float32) for :func:`load_segment_scores`.
 
     Arguments
     ---------
-    folder : str or Path
-        Output folder.
-    name : str
-        Test set name.
+    folder, name : str or Path
+        Output folder and test set name.
     records : iterable of (str, array-like)
         (ID, frame scores).
     frame_shift : float
@@ -260,9 +234,8 @@ def score_summary(records, decision=None):
     """EER, minDCF and class counts of (id, score, label) records (further fields ignored).
 
     With a :class:`~speechbrain_nes2net.evaluation.calibration.DecisionRule`,
-    also the error rates of its decisions (:func:`decision_rates`). With one
-    class missing (a debug run on a few batches, or a test set of one class)
-    the error rates are NaN and a warning says why.
+    also :func:`decision_rates`. With one class missing (a debug run, a
+    one-class test set) the error rates are NaN and a warning says why.
 
     Example
     -------
@@ -279,7 +252,8 @@ def score_summary(records, decision=None):
     if not bonafide or not spoof:
         logger.warning(
             "No EER: %d bona fide and %d spoof scores; both classes are needed",
-            len(bonafide), len(spoof),
+            len(bonafide),
+            len(spoof),
         )
         nan = float("nan")
         return {"eer": nan, "threshold": nan, "min_dcf": nan, **summary}
@@ -295,9 +269,8 @@ def score_summary(records, decision=None):
 def decision_rates(decision, bonafide, spoof):
     """The error rates of a model's decisions at its shipped threshold.
 
-    ``bpcer``: bona fide trials called spoof (bona fide rejection rate);
-    ``apcer``: spoofed trials called bona fide (spoof acceptance rate), the
-    ISO/IEC 30107-3 names. NaN for a class without trials.
+    ``bpcer``: bona fide trials called spoof; ``apcer``: spoofed trials called
+    bona fide (ISO/IEC 30107-3). NaN for a class without trials.
 
     Arguments
     ---------
@@ -313,13 +286,12 @@ def decision_rates(decision, bonafide, spoof):
 
     Example
     -------
-    >>> from speechbrain_nes2net.evaluation.calibration import DecisionRule
     >>> decision_rates(DecisionRule(0.0, source="logit_0"), [1.0, -1.0], [-2.0, -3.0, 0.5])
     {'decision_threshold': 0.0, 'bpcer': 0.5, 'apcer': 0.3333333333333333}
     """
     bona = np.asarray(bonafide, dtype=np.float64)
     spoof = np.asarray(spoof, dtype=np.float64)
-    rate = lambda values: float(values.mean()) if values.size else float("nan")  # noqa: E731
+    rate = lambda values: float(values.mean()) if values.size else float("nan")
     return {
         "decision_threshold": float(decision.threshold),
         "bpcer": rate(~decision.is_bonafide(bona)),
@@ -332,9 +304,9 @@ def fit_decision(scores_paths, manifest_paths, prior=0.5):
 
     Arguments
     ---------
-    scores_paths : str, Path or list of them
-        ``ID score`` lines of the development set(s).
-    manifest_paths : str, Path or list of them
+    scores_paths : list of str or Path
+        Score files of the development sets.
+    manifest_paths : list of str or Path
         Their manifests (labels), in the same order.
     prior : float
         Bona fide prior of the decision.
@@ -345,8 +317,6 @@ def fit_decision(scores_paths, manifest_paths, prior=0.5):
         The rule (see :func:`~speechbrain_nes2net.evaluation.calibration.decision_from_dev`),
         fitted on the sets' scores pooled, and :func:`decision_rates` on them.
     """
-    if isinstance(scores_paths, (str, Path)):
-        scores_paths, manifest_paths = [scores_paths], [manifest_paths]
     parts = [class_scores(path, manifest) for path, manifest in zip(scores_paths, manifest_paths)]
     bona = np.concatenate([b for b, _ in parts])
     spoof = np.concatenate([s for _, s in parts])
@@ -355,18 +325,13 @@ def fit_decision(scores_paths, manifest_paths, prior=0.5):
 
 
 def class_scores(scores_path, manifest_path):
-    """The bona fide and the spoof scores of a score file, labelled by its manifest.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-    """
+    """(bona fide, spoof) scores of a score file, labelled by its manifest."""
     scores = read_scores(scores_path)
     labels = read_manifest(manifest_path).set_index("ID")["label"].reindex(scores.index)
     return scores[labels == "bonafide"].to_numpy(), scores[labels == "spoof"].to_numpy()
 
 
-#: File of a training run holding its decision rule and development statistics.
+#: The file of a training run with its decision rule and development statistics.
 DECISION_FILE = "decision.json"
 
 
@@ -387,9 +352,14 @@ def write_decision(folder, decision, dev_metrics):
     Path
     """
     path = Path(folder) / DECISION_FILE
-    ready = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in dev_metrics.items()}
-    path.write_text(json.dumps({"decision": decision.to_dict(), "dev": ready}, indent=2) + "\n")
+    content = {"decision": decision.to_dict(), "dev": _no_nan(dev_metrics)}
+    path.write_text(json.dumps(content, indent=2) + "\n")
     return path
+
+
+def _no_nan(values):
+    """``values`` with None for NaN (JSON has no NaN: a rate that cannot be computed is null)."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
 
 
 def read_decision(folder):
@@ -405,11 +375,7 @@ def scoring_protocol(
     eval_samples, window_seconds, checkpoints, precision, manifest, n_rows, n_scored,
     n_failed, min_samples=0, sample_rate=16000, partial=None,
 ):  # fmt: skip
-    """How a set's scores were made, stated beside every EER that comes from them.
-
-    The same model gives very different EERs under different protocols (the
-    first 4 s of each file against full files, say), so the metrics JSON and
-    the report carry this record.
+    """How a set's scores were made, stated beside every EER from them (the metrics JSON, the report).
 
     Arguments
     ---------
@@ -460,7 +426,12 @@ def scoring_protocol(
             crop += f" (shorter than {int(min_samples):,} samples: repeat-padded)"
         if window_seconds:
             crop += f"; files longer than {window_seconds:g} s scored by {window_seconds:g} s windows (mean logit)"
-    subset = {"manifest": str(manifest), "rows": int(n_rows), "scored": int(n_scored), "failed": int(n_failed)}
+    subset = {
+        "manifest": str(manifest),
+        "rows": int(n_rows),
+        "scored": int(n_scored),
+        "failed": int(n_failed),
+    }
     if partial:
         subset["partial"] = partial
     return {
@@ -502,19 +473,32 @@ def describe_protocol(protocol):
 
 
 def write_test_outputs(folder, name, records, summary, failures=(), protocol=None):
-    """Writes ``<name>_scores.txt`` (``ID score``) and ``<name>_metrics.json``.
+    """Writes ``<name>_scores.txt`` (``ID score``), ``<name>_metrics.json`` and ``<name>_failed.csv``.
 
-    Unusable files are listed with their reason in ``<name>_failed.csv``
-    (``ID,reason``); they have no score and are counted as ``n_failed``.
-    ``protocol`` (:func:`scoring_protocol`) says how the scores were made.
+    Arguments
+    ---------
+    folder, name : str or Path
+        Output folder and test set name.
+    records : iterable of tuple
+        ``(ID, score, ...)``.
+    summary : dict
+        The metrics (:func:`score_summary`).
+    failures : iterable of (str, str)
+        ``(ID, reason)`` of unusable files (no score).
+    protocol : dict, optional
+        :func:`scoring_protocol`.
+
+    Returns
+    -------
+    (Path, Path)
+        The score file and the metrics file.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     scores_path = folder / f"{name}_scores.txt"
     tmp = scores_path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
-        for utt_id, score, *_ in sorted(records):
-            handle.write(f"{utt_id} {score:.6f}\n")
+        handle.writelines(f"{utt_id} {score:.6f}\n" for utt_id, score, *_ in sorted(records))
     os.replace(tmp, scores_path)
     failed_path = folder / f"{name}_failed.csv"
     if failures:
@@ -522,13 +506,13 @@ def write_test_outputs(folder, name, records, summary, failures=(), protocol=Non
             writer = csv.writer(handle)
             writer.writerow(["ID", "reason"])
             writer.writerows(sorted(failures))
-        logger.warning("Test set %s: %d unusable files listed in %s", name, len(failures), failed_path)
+        logger.warning(
+            "Test set %s: %d unusable files listed in %s", name, len(failures), failed_path
+        )
     elif failed_path.exists():
         failed_path.unlink()  # from an earlier evaluation of the same name
     metrics_path = folder / f"{name}_metrics.json"
-    # JSON has no NaN: a rate that cannot be computed is null.
-    ready = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
-    content = {"test_set": name, **ready}
+    content = {"test_set": name, **_no_nan(summary)}
     if protocol is not None:
         content["protocol"] = protocol
     metrics_path.write_text(json.dumps(content, indent=2) + "\n")

@@ -1,34 +1,25 @@
 """Score fusion: several systems' score files into one, by logistic regression on dev.
 
-Systems that fail differently (another front-end, another training corpus,
-another seed) fuse into a better one. :func:`fit_fusion` learns
-``llr = w_1 s_1 + ... + w_k s_k + b`` on the development scores of the k
-systems (prior-weighted logistic regression, the linear fusion of speaker
-and spoofing detection; the same solver as the calibration of one system,
-:func:`~speechbrain_nes2net.evaluation.calibration.fit_linear_llr`), so the
+:func:`fit_fusion` learns ``llr = w_1 s_1 + ... + w_k s_k + b`` on the systems'
+development scores with the solver of calibration
+(:func:`~speechbrain_nes2net.evaluation.calibration.fit_linear_llr`), so the
 fused score is a calibrated log-likelihood ratio; :func:`fuse_score_files`
-applies it to the systems' evaluation score files and writes the fused one.
-
-Trials must be scored by every system; one that a system lacks is an error
-listing the IDs, or, with ``allow_missing``, imputed with that system's mean
-development score (and counted).
+applies it to their evaluation score files.
 
 Example
 -------
->>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> labels = np.repeat([True, False], 500)
 >>> a = np.where(labels, 1.0, -1.0) + rng.normal(0, 1, 1000)    # two systems, noisy
 >>> b = np.where(labels, 1.0, -1.0) + rng.normal(0, 1, 1000)    # in different ways
 >>> fusion = fit_fusion(np.stack([a, b], axis=1), labels, ["a", "b"])
->>> from speechbrain_nes2net.evaluation.metrics import compute_eer
 >>> fused = fusion.apply(np.stack([a, b], axis=1))
->>> compute_eer(fused[labels], fused[~labels])[0] < compute_eer(a[labels], a[~labels])[0]
+>>> eer = lambda s: metrics.compute_eer(s[labels], s[~labels])[0]
+>>> eer(fused) < eer(a)
 True
 """
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +30,6 @@ from speechbrain_nes2net.evaluation import metrics
 from speechbrain_nes2net.evaluation.calibration import fit_calibration, fit_linear_llr
 from speechbrain_nes2net.evaluation.files import examples, read_scores
 from speechbrain_nes2net.manifest import read_manifest
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,30 +95,8 @@ def fit_fusion(scores, is_bonafide, systems, prior=0.5):
     return Fusion(tuple(systems), tuple(float(w) for w in weights), float(offset), float(prior))
 
 
-def score_matrix(paths, systems, ids=None, allow_missing=False, fill=None, what="scores"):
-    """The (trials, systems) matrix of several score files, aligned on trial ID.
-
-    Arguments
-    ---------
-    paths : sequence of str or Path
-        One ``ID score`` file per system.
-    systems : sequence of str
-        System names (for messages).
-    ids : sequence of str, optional
-        The trials to take (default: those of the first file).
-    allow_missing : bool
-        Fill a trial a system lacks with ``fill[system]`` instead of raising.
-    fill : sequence of float, optional
-        Per system, the value of missing trials.
-    what : str
-        Which set, for messages.
-
-    Returns
-    -------
-    (pandas.Index, numpy.ndarray, dict)
-        The trial IDs, the matrix, and per system the number of filled trials.
-    """
-    tables = [read_scores(path) for path in paths]
+def _score_matrix(tables, paths, systems, ids, allow_missing, fill, what):
+    """(trial IDs, (trials, systems) scores, per system the trials filled with ``fill``)."""
     ids = pd.Index(tables[0].index if ids is None else ids)
     columns, filled = [], {}
     for index, (system, table, path) in enumerate(zip(systems, tables, paths)):
@@ -141,7 +108,7 @@ def score_matrix(paths, systems, ids=None, allow_missing=False, fill=None, what=
                 f"{len(ids)} trials, e.g. {examples(lacking)}; score them, or pass "
                 "allow_missing (--allow_missing) to fill them with its mean dev score"
             )
-        filled[system] = int(len(lacking))
+        filled[system] = len(lacking)
         if len(lacking):
             column = column.fillna(fill[index])
         columns.append(column.to_numpy())
@@ -154,11 +121,10 @@ def fuse_score_files(
 ):  # fmt: skip
     """Fits a fusion on the systems' dev scores, applies it to their eval scores, writes the results.
 
-    Writes to ``output_folder``: ``fusion.json`` (systems, weights, offset,
-    and a comparison on dev: each system calibrated alone, the equal-weight
-    average of the calibrated systems, the fusion), ``fused_dev_scores.txt``
-    and ``fused_eval_scores.txt`` (``ID llr``), and, with ``eval_manifest``,
-    the same comparison on eval in ``fusion.json``.
+    Writes ``fusion.json`` (systems, weights, offset; on dev, and on eval
+    with ``eval_manifest``, each system calibrated alone, the equal-weight
+    average of the calibrated systems and the fusion compared),
+    ``fused_dev_scores.txt`` and ``fused_eval_scores.txt`` (``ID llr``).
 
     Arguments
     ---------
@@ -198,14 +164,16 @@ def fuse_score_files(
     out = Path(output_folder)
     out.mkdir(parents=True, exist_ok=True)
     labels = _labels(dev_manifest)
-    dev_ids = [utt for utt in labels.index]
     raw_dev = [read_scores(path) for path in dev_files]
     means = [float(table.mean()) for table in raw_dev]
-    ids, dev, dev_filled = score_matrix(dev_files, systems, dev_ids, allow_missing, means, "dev")
+    ids, dev, dev_filled = _score_matrix(
+        raw_dev, dev_files, systems, labels.index, allow_missing, means, "dev"
+    )
     is_bona = (labels.reindex(ids) == "bonafide").to_numpy()
     fusion = fit_fusion(dev, is_bona, systems, prior)
-    eval_ids, evaluation, eval_filled = score_matrix(
-        eval_files, systems, None, allow_missing, means, "eval"
+    raw_eval = [read_scores(path) for path in eval_files]
+    eval_ids, evaluation, eval_filled = _score_matrix(
+        raw_eval, eval_files, systems, None, allow_missing, means, "eval"
     )
     _write_scores(out / "fused_dev_scores.txt", ids, fusion.apply(dev))
     _write_scores(out / "fused_eval_scores.txt", eval_ids, fusion.apply(evaluation))
@@ -234,8 +202,7 @@ def _labels(manifest):
 def _write_scores(path, ids, scores):
     """``ID score`` lines."""
     with open(path, "w", encoding="utf-8") as handle:
-        for utt_id, score in zip(ids, scores):
-            handle.write(f"{utt_id} {score:.6f}\n")
+        handle.writelines(f"{utt_id} {score:.6f}\n" for utt_id, score in zip(ids, scores))
 
 
 def _comparison(fusion, calibrations, systems, scores, is_bona):

@@ -1,45 +1,14 @@
 """Spoof localisation: frame scores to segments and time ranges, segment and range EER.
 
-A localisation model gives one bona fide score per SSL frame (20 ms for
-WavLM / wav2vec 2.0; higher = more bona fide). This module turns them into
-what the PartialSpoof evaluations measure and what users read:
-
-- **Segments** at a resolution ``segment_shift`` (the released PartialSpoof
-  label files: 0.01 to 0.64 s): segment ``k`` covers ``[k * shift, (k + 1) *
-  shift)`` seconds. :func:`pool_frame_scores` groups the frames of each
-  segment from the start of the file (frame ``t`` belongs to segment
-  ``floor(t * frame_shift / shift)``, a last partial group included) and
-  takes their **minimum** by default: a segment is labelled spoof when any
-  part of it is (PartialSpoof's labels at a coarser resolution are the
-  minimum of the finer ones, 1 = bona fide), so its score is that of its most
-  spoof-like frame. This is how PartialSpoof's ``SegmentEER.py`` down-samples
-  scores; ``mean`` and ``max`` are there for comparison. A resolution finer
-  than the frames (0.01 s) repeats each frame score for its segments, as that
-  script up-samples.
-- **Segment EER** (point-based, :func:`segment_trials` then
-  :func:`~speechbrain_nes2net.evaluation.metrics.compute_eer`): every segment
-  of every utterance is one trial, bona fide when its label is 1.
-- **Range EER** (:func:`range_eer`), after L. Zhang, X. Wang, E. Cooper,
-  N. Evans, J. Yamagishi, "Range-Based Equal Error Rate for Spoof
-  Localization", Interspeech 2023 (arXiv 2305.17739), the metric the
-  PartialSpoof authors recommend for localisation (L. Zhang et al., "The
-  PartialSpoof Database and Countermeasures for the Detection of Short Fake
-  Speech Segments Embedded in an Utterance", IEEE/ACM TASLP 31, 2023, give
-  the segment-level protocol). Errors are measured in time, not in segment
-  counts: at a threshold, the time ranges whose score is at most the
-  threshold are predicted spoof; the false alarm rate is the spoof-predicted
-  duration of bona fide speech over all bona fide duration, the miss rate the
-  bona fide-predicted duration of spoofed speech over all spoofed duration,
-  both summed over every utterance (bona fide utterances included), each
-  utterance evaluated over ``[0, duration]``. The range EER is where the two
-  rates meet. The paper searches the threshold by bisection; here every
-  distinct score is a candidate threshold and the rates are read off
-  duration-weighted cumulative sums (:func:`weighted_eer`), so the value is
-  exact, and equals the point-based EER when the reference changes only at
-  segment boundaries and all segments last the same (tested).
-- **Decisions as time ranges** (:func:`decision_ranges`): consecutive
-  segments with the same decision merge into ``(start, end, label, score)``
-  ranges, the score being the mean of the merged segment scores.
+A localisation model gives one bona fide score per SSL frame (higher = more
+bona fide). Segment ``k`` of a resolution ``shift`` covers ``[k * shift, (k + 1)
+* shift)`` seconds; :func:`pool_frame_scores` takes the **minimum** of its
+frames by default, as PartialSpoof's ``SegmentEER.py`` down-samples (a segment
+is spoof when any part of it is). The segment EER (:func:`segment_eer`) counts
+segments; the range-based EER (:func:`range_eer`; L. Zhang et al., "Range-Based
+Equal Error Rate for Spoof Localization", Interspeech 2023) measures errors in
+time, computed exactly over every distinct score (:func:`weighted_eer`) rather
+than by the paper's bisection. docs/LOCALIZATION.md has the details.
 
 Example
 -------
@@ -48,11 +17,9 @@ Example
 [1.5, -2.0, 0.5]
 >>> [(r.start, r.end, r.label) for r in decision_ranges([1.5, -2.0, 0.5], 0.04, 0.0, 0.12)]
 [(0.0, 0.04, 'bonafide'), (0.04, 0.08, 'spoof'), (0.08, 0.12, 'bonafide')]
-
-Authors
- * speechbrain-nes2net contributors
 """
 
+import csv
 import math
 from dataclasses import dataclass
 
@@ -60,9 +27,6 @@ import numpy as np
 
 from speechbrain_nes2net.evaluation import metrics
 from speechbrain_nes2net.segments import SEGMENT_POOLINGS
-
-#: Times are rounded to this many decimals (microseconds) in ranges.
-TIME_DECIMALS = 6
 
 
 def _ratio(numerator, denominator, what):
@@ -78,20 +42,17 @@ def _ratio(numerator, denominator, what):
 
 
 def pool_frame_scores(frame_scores, frame_shift, segment_shift, pooling="min"):
-    """Scores of the segments of one file from its frame scores.
+    """Scores of the segments of one file from its frame scores (the last segment may be partial).
 
     Arguments
     ---------
     frame_scores : array-like
         One bona fide score per frame, from the start of the file.
-    frame_shift : float
-        Frame hop in seconds (0.02 for WavLM / wav2vec 2.0).
-    segment_shift : float
-        Segment length in seconds: a whole multiple of ``frame_shift``
-        (frames are pooled), or a whole fraction of it (each frame score is
-        repeated).
+    frame_shift, segment_shift : float
+        Frame hop and segment length in seconds; a segment of a whole number
+        of frames pools them, a whole fraction of a frame repeats its score.
     pooling : str
-        'min' (default), 'mean' or 'max' of the frames of a segment.
+        'min', 'mean' or 'max' of the frames of a segment.
 
     Returns
     -------
@@ -126,14 +87,11 @@ def segment_trials(scores, labels, tolerance=1, utt_id="utterance"):
 
     Arguments
     ---------
-    scores : array-like
-        Segment scores.
-    labels : array-like
-        Segment labels, 1 = bona fide, 0 = spoof (PartialSpoof's polarity).
+    scores, labels : array-like
+        Segment scores and labels (1 = bona fide, 0 = spoof, as PartialSpoof's).
     tolerance : int
-        Lengths may differ by this many segments (the frame count of the SSL
-        model and the label count round the duration differently); both are
-        then cut to the shorter.
+        Lengths may differ by this many segments (frames and labels round the
+        duration differently); both are then cut to the shorter.
     utt_id : str
         For error messages.
 
@@ -169,11 +127,9 @@ def segment_eer(segment_scores, segment_labels, tolerance=1):
 
     Arguments
     ---------
-    segment_scores : dict
-        Utterance ID -> segment scores (one resolution).
-    segment_labels : dict
-        Utterance ID -> segment labels at that resolution (1 = bona fide);
-        every scored utterance needs one.
+    segment_scores, segment_labels : dict
+        Utterance ID -> segment scores, and -> labels (1 = bona fide) for each
+        scored utterance, at one resolution.
     tolerance : int
         See :func:`segment_trials`.
 
@@ -213,23 +169,17 @@ def segment_eer(segment_scores, segment_labels, tolerance=1):
 def weighted_eer(scores, weights, is_bonafide):
     """EER of weighted trials, thresholds at the distinct scores.
 
-    At threshold ``v`` the trials scoring at most ``v`` are rejected (called
-    spoof): the miss rate is the rejected bona fide weight over all bona fide
-    weight, the false alarm rate the accepted spoof weight over all spoof
-    weight. Thresholds are the distinct scores (trials with equal scores are
-    never split, since no threshold can split them) plus one below them all.
-    The EER is the mean of the two rates at the threshold where they are
-    closest (the first on a tie), as :func:`~speechbrain_nes2net.evaluation.metrics.compute_eer`
-    reports it; with unit weights and distinct scores the two functions agree.
+    At threshold ``v`` the trials scoring at most ``v`` are rejected: the miss
+    rate is the rejected bona fide weight over all bona fide weight, the false
+    alarm rate the accepted spoof weight over all spoof weight. Equal scores are
+    never split. As :func:`~speechbrain_nes2net.evaluation.metrics.compute_eer`
+    (the same value for unit weights and distinct scores), the EER is the mean
+    of the two rates where they are closest (the first on a tie).
 
     Arguments
     ---------
-    scores : array-like
-        Trial scores (higher = more bona fide).
-    weights : array-like
-        Non-negative trial weights (durations).
-    is_bonafide : array-like of bool
-        Trial classes.
+    scores, weights, is_bonafide : array-like
+        Per trial, its score, non-negative weight (duration) and class.
 
     Returns
     -------
@@ -265,35 +215,20 @@ def weighted_eer(scores, weights, is_bonafide):
 
 @dataclass(frozen=True)
 class TimeRange:
-    """A stretch of one recording with a label and a score.
-
-    Attributes
-    ----------
-    start, end : float
-        Seconds from the start of the recording.
-    label : str
-        'bonafide' or 'spoof' (or None for a range carrying only a score).
-    score : float
-        Bona fide score of the range (None for reference ranges).
-    """
+    """A stretch of one recording: ``start`` and ``end`` (seconds), ``label``
+    ('bonafide' or 'spoof') and bona fide ``score``."""
 
     start: float
     end: float
-    label: str = None
-    score: float = None
-
-    @property
-    def duration(self):
-        """``end - start`` in seconds."""
-        return self.end - self.start
+    label: str
+    score: float
 
 
 def _grid_ranges(count, shift, duration):
-    """(start, end) of ``count`` segments of ``shift`` s, clipped to / extended to ``duration``.
+    """(start, end) of ``count`` segments of ``shift`` s covering ``[0, duration]`` once.
 
-    Segments starting at or after ``duration`` are dropped; the last kept one
-    ends at ``duration`` (a label or score grid rounds the duration either
-    way, and the whole recording must be covered once).
+    Segments starting at or after ``duration`` are dropped and the last kept
+    one ends at ``duration``: a label or score grid rounds the duration either way.
     """
     bounds = []
     for index in range(count):
@@ -303,58 +238,22 @@ def _grid_ranges(count, shift, duration):
         bounds.append([start, (index + 1) * shift])
     if bounds and duration is not None:
         bounds[-1][1] = duration
-    return [(round(s, TIME_DECIMALS), round(e, TIME_DECIMALS)) for s, e in bounds]
-
-
-def labels_to_ranges(labels, shift, duration=None):
-    """Merges segment labels into labelled time ranges.
-
-    Arguments
-    ---------
-    labels : array-like
-        Segment labels, 1 = bona fide, 0 = spoof.
-    shift : float
-        Segment length in seconds.
-    duration : float, optional
-        Recording duration: the last range ends there (see :func:`decision_ranges`).
-
-    Returns
-    -------
-    list of TimeRange
-
-    Example
-    -------
-    >>> [(r.start, r.end, r.label) for r in labels_to_ranges([1, 0, 0, 1], 0.16, 0.6)]
-    [(0.0, 0.16, 'bonafide'), (0.16, 0.48, 'spoof'), (0.48, 0.6, 'bonafide')]
-    """
-    labels = np.asarray(labels).astype(np.int64).reshape(-1)
-    bounds = _grid_ranges(labels.size, shift, duration)
-    ranges = []
-    for (start, end), value in zip(bounds, labels[: len(bounds)]):
-        label = "bonafide" if value == 1 else "spoof"
-        if ranges and ranges[-1].label == label:
-            ranges[-1] = TimeRange(ranges[-1].start, end, label)
-        else:
-            ranges.append(TimeRange(start, end, label))
-    return ranges
+    return [(round(s, 6), round(e, 6)) for s, e in bounds]  # microseconds
 
 
 def decision_ranges(segment_scores, shift, threshold, duration=None):
     """A file's decisions as time ranges: consecutive segments with one label merged.
 
-    A segment is bona fide when its score is at least ``threshold`` (the
-    toolkit's decision rule). Each range's score is the mean of its segment
-    scores. With ``duration``, segments starting after it are dropped and
-    the last range ends there.
+    A segment is bona fide when its score is at least ``threshold``; a range's
+    score is the mean of its segment scores. With ``duration``, segments
+    starting after it are dropped and the last range ends there.
 
     Arguments
     ---------
     segment_scores : array-like
         Bona fide scores of consecutive segments from the start of the file.
-    shift : float
-        Segment length in seconds.
-    threshold : float
-        Decision threshold on the scores.
+    shift, threshold : float
+        Segment length in seconds; decision threshold.
     duration : float, optional
         Recording duration in seconds.
 
@@ -370,62 +269,33 @@ def decision_ranges(segment_scores, shift, threshold, duration=None):
     """
     scores = np.asarray(segment_scores, dtype=np.float64).reshape(-1)
     bounds = _grid_ranges(scores.size, shift, duration)
-    ranges, run = [], []
-    for (start, end), score in zip(bounds, scores[: len(bounds)]):
-        label = "bonafide" if score >= threshold else "spoof"
-        if ranges and ranges[-1].label == label:
-            run.append(score)
-            ranges[-1] = TimeRange(ranges[-1].start, end, label, float(np.mean(run)))
-        else:
-            run = [score]
-            ranges.append(TimeRange(start, end, label, float(score)))
-    return ranges
-
-
-def merge_ranges(ranges):
-    """Sorted, disjoint ranges covering the same time as ``ranges`` (overlaps joined).
-
-    Arguments
-    ---------
-    ranges : iterable of (start, end)
-        Time ranges in any order; empty ones (``end <= start``) are dropped.
-
-    Returns
-    -------
-    list of (float, float)
-
-    Example
-    -------
-    >>> merge_ranges([(0.5, 0.7), (0.0, 0.08), (0.02, 0.1), (0.1, 0.2), (0.3, 0.3)])
-    [(0.0, 0.2), (0.5, 0.7)]
-    """
-    merged = []
-    for start, end in sorted((float(s), float(e)) for s, e in ranges if e > s):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
+    if not bounds:
+        return []
+    bona = scores[: len(bounds)] >= threshold
+    starts = np.flatnonzero(np.r_[True, bona[1:] != bona[:-1]])
+    return [
+        TimeRange(bounds[a][0], bounds[b - 1][1], "bonafide" if bona[a] else "spoof",
+                  float(np.mean(scores[a:b])))
+        for a, b in zip(starts, np.r_[starts[1:], len(bounds)])
+    ]  # fmt: skip
 
 
 def range_trials(segment_scores, shift, spoof_ranges, duration):
     """The duration-weighted trials of one utterance for :func:`range_eer`.
 
-    Each scored segment (clipped to ``[0, duration]``, the last one extended
-    to ``duration``) is split at the reference boundaries: the part inside a
-    spoofed range is a spoof trial, the rest a bona fide trial, both with the
-    segment's score and weighted by their length in seconds.
+    Each scored segment (over ``[0, duration]``, see :func:`decision_ranges`)
+    is split at the reference boundaries: the part inside a spoofed range
+    (overlapping ranges count once) is a spoof trial, the rest a bona fide
+    trial, both with the segment's score and weighted by their length in seconds.
 
     Arguments
     ---------
     segment_scores : array-like
         Scores of consecutive segments from the start of the file.
-    shift : float
-        Segment length in seconds.
+    shift, duration : float
+        Segment length and recording duration in seconds.
     spoof_ranges : list of (start, end)
         The spoofed stretches of the reference (seconds; any order, may be empty).
-    duration : float
-        Recording duration in seconds.
 
     Returns
     -------
@@ -437,17 +307,18 @@ def range_trials(segment_scores, shift, spoof_ranges, duration):
     >>> scores, weights, bona = range_trials([1.0, -1.0], 0.1, [(0.05, 0.2)], 0.2)
     >>> scores.tolist(), weights.round(3).tolist(), bona.tolist()
     ([1.0, 1.0, -1.0], [0.05, 0.05, 0.1], [True, False, False])
-
-    Overlapping reference ranges count once:
-
-    >>> _, weights, bona = range_trials([0.5], 0.1, [(0.0, 0.08), (0.02, 0.1)], 0.1)
-    >>> weights.round(3).tolist(), bona.tolist()
-    ([0.1], [False])
     """
     scores = np.asarray(segment_scores, dtype=np.float64).reshape(-1)
-    spoof = merge_ranges(
+    spoof = []  # sorted, disjoint
+    for start, end in sorted(
         (max(0.0, float(s)), min(float(duration), float(e))) for s, e in spoof_ranges
-    )
+    ):
+        if end <= start:
+            continue
+        if spoof and start <= spoof[-1][1]:
+            spoof[-1] = (spoof[-1][0], max(spoof[-1][1], end))
+        else:
+            spoof.append((start, end))
     out_scores, out_weights, out_bona = [], [], []
     for (start, end), score in zip(_grid_ranges(scores.size, shift, duration), scores):
         covered = sum(max(0.0, min(end, e) - max(start, s)) for s, e in spoof)
@@ -505,7 +376,12 @@ def spoof_ranges_from_labels(labels, shift, duration=None):
     >>> spoof_ranges_from_labels([1, 0, 0, 1, 0], 0.01)
     [(0.01, 0.03), (0.04, 0.05)]
     """
-    return [(r.start, r.end) for r in labels_to_ranges(labels, shift, duration) if r.label == "spoof"]
+    labels = np.asarray(labels).astype(np.int64)
+    return [
+        (r.start, r.end)
+        for r in decision_ranges(labels, shift, 0.5, duration)
+        if r.label == "spoof"
+    ]
 
 
 def segment_count(duration, shift):
@@ -522,21 +398,17 @@ def segment_count(duration, shift):
 def fit_frames_to_duration(frame_scores, frame_shift, duration):
     """Frame scores cut or extended to the ``ceil(duration / frame_shift)`` frames of a file.
 
-    An SSL model gives ``floor((samples - 400) / 320) + 1`` frames (WavLM,
-    wav2vec 2.0 at 16 kHz), up to two fewer than the 20 ms label grid has
-    segments; the last frame score is repeated over the missing tail, so that
-    frame ``t`` stands for ``[t * frame_shift, (t + 1) * frame_shift)`` and
-    the frames cover the whole file. Frames of repeat-padding past the
-    duration are cut.
+    An SSL model gives up to two frames fewer than the label grid has segments:
+    the last frame score is repeated over the missing tail, so that frame ``t``
+    stands for ``[t * frame_shift, (t + 1) * frame_shift)``. Frames of
+    repeat-padding past the duration are cut.
 
     Arguments
     ---------
     frame_scores : array-like
         One score per frame from the start of the file.
-    frame_shift : float
-        Frame hop in seconds.
-    duration : float
-        The file's duration in seconds.
+    frame_shift, duration : float
+        Frame hop and the file's duration in seconds.
 
     Returns
     -------
@@ -556,30 +428,19 @@ def fit_frames_to_duration(frame_scores, frame_shift, duration):
     return np.concatenate([scores, np.full(count - scores.size, scores[-1])])
 
 
-#: Columns of the time-range CSV (``nes2net-score --frames``).
-RANGE_COLUMNS = ("ID", "start", "end", "label", "score")
-
-
 def localize_frames(frame_scores, frame_shift, duration, segment_shift, threshold, pooling="min"):
     """A file's spoof localisation from its frame scores: decided segments as time ranges.
 
-    The frames are fitted to the duration (:func:`fit_frames_to_duration`),
-    pooled to segments of ``segment_shift`` (:func:`pool_frame_scores`), each
-    segment decided bona fide when its score is at least ``threshold``, and
-    consecutive segments with one label merged (:func:`decision_ranges`; the
-    last range ends at ``duration``). This is what
-    ``AntiSpoofModel.localize`` and ``nes2net-score --frames`` return.
+    :func:`fit_frames_to_duration`, :func:`pool_frame_scores`, then
+    :func:`decision_ranges`: what ``AntiSpoofModel.localize`` and
+    ``nes2net-score --frames`` return.
 
     Arguments
     ---------
     frame_scores : array-like
         One bona fide score per frame from the start of the file.
-    frame_shift : float
-        Frame hop in seconds.
-    duration : float
-        The file's duration in seconds.
-    segment_shift : float
-        Decision resolution in seconds (a whole multiple of ``frame_shift``).
+    frame_shift, duration, segment_shift : float
+        Frame hop, the file's duration and the decision resolution in seconds.
     threshold : float
         Segment decision threshold (bona fide when score >= threshold).
     pooling : str
@@ -588,8 +449,7 @@ def localize_frames(frame_scores, frame_shift, duration, segment_shift, threshol
     Returns
     -------
     list of TimeRange
-        ``(start, end, label, score)``, covering ``[0, duration]`` once; the
-        score of a range is the mean of its segment scores.
+        Covering ``[0, duration]`` once.
 
     Example
     -------
@@ -610,7 +470,7 @@ def write_ranges_csv(handle, rows):
     handle : file object
         Opened for text writing.
     rows : iterable of (str, TimeRange)
-        (ID, range) pairs, in the order to write.
+        (ID, range) pairs.
 
     Example
     -------
@@ -621,37 +481,9 @@ def write_ranges_csv(handle, rows):
     ID,start,end,label,score
     f,0.000000,0.320000,spoof,-1.500000
     """
-    import csv
-
     writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(RANGE_COLUMNS)
+    writer.writerow(("ID", "start", "end", "label", "score"))
     for utt_id, item in rows:
         writer.writerow(
             [utt_id, f"{item.start:.6f}", f"{item.end:.6f}", item.label, f"{item.score:.6f}"]
         )
-
-
-def read_ranges_csv(path):
-    """ID -> list of TimeRange of a file :func:`write_ranges_csv` wrote.
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "r.csv")
-    >>> with open(path, "w") as f:
-    ...     write_ranges_csv(f, [("f", TimeRange(0.0, 0.5, "bonafide", 1.0))])
-    >>> read_ranges_csv(path)["f"][0].end
-    0.5
-    """
-    import csv
-
-    ranges = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != RANGE_COLUMNS:
-            raise ValueError(f"{path}: expected the columns {','.join(RANGE_COLUMNS)}, got {reader.fieldnames}")
-        for row in reader:
-            ranges.setdefault(row["ID"], []).append(
-                TimeRange(float(row["start"]), float(row["end"]), row["label"], float(row["score"]))
-            )
-    return ranges

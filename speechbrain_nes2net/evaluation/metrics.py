@@ -1,22 +1,11 @@
 """Detection metrics for spoofing countermeasures, sort-based and exact.
 
-Every function takes two array-likes of scores, ``bonafide`` and ``spoof``, with
-the convention of the whole toolkit: **higher = more bona fide**. The values equal
-the official scorers to floating-point precision (tests check
-``tests/data/metrics_reference.json`` to 1e-9):
-
-- :func:`compute_eer`, :func:`compute_min_dcf`, :func:`compute_act_dcf` and
-  :func:`compute_cllr`: ASVspoof 5 evaluation package definitions.
-- :func:`compute_min_tdcf`: ASVspoof 2021 LA min t-DCF with the 2021 cost model
-  (:data:`TDCF_COST_MODEL_2021`) and fixed ASV error rates, which
-  :func:`compute_asv_error_rates` derives from ASV scores as the organisers do.
-- :func:`compute_ctrsvdd_eer` and :func:`compute_ctrsvdd_min_dcf`: the Nes2Net
-  CtrSVDD scorer (ROC curve of scikit-learn with collinear points dropped).
-
-All of them sort the scores once and read the error rates off cumulative sums,
-so a million trials take a fraction of a second. Scores that are NaN or
-infinite, and an empty class, raise a :class:`ValueError` that says how many and
-in which class: a metric is never computed from partial data.
+Every function takes the scores of the ``bonafide`` and the ``spoof`` trials
+(**higher = more bona fide**) and equals the official scorer to floating-point
+precision (``tests/data/metrics_reference.json``): the ASVspoof 5 package for
+EER, minDCF, actDCF and Cllr; ASVspoof 2021 LA for the min t-DCF; the Nes2Net
+CtrSVDD scorer (scikit-learn's ROC curve) for the ``ctrsvdd`` ones. NaN or
+infinite scores and an empty class raise a ValueError saying how many and where.
 
 Example
 -------
@@ -40,8 +29,7 @@ TDCF_COST_MODEL_2021 = {
     "Cfa_spoof": 10.0,
 }
 
-# How many offending positions an error message lists.
-_MAX_LISTED = 5
+_MAX_LISTED = 5  # offending positions an error message lists
 
 
 def as_scores(values, name="scores"):
@@ -50,20 +38,19 @@ def as_scores(values, name="scores"):
     Arguments
     ---------
     values : array-like
-        A list, NumPy array or torch tensor; a single non-singleton axis.
+        A list, NumPy array or torch tensor with one non-singleton axis.
     name : str
         What the scores are (e.g. ``"bona fide"``), for error messages.
 
     Returns
     -------
     numpy.ndarray
-        1-D float64 copy-free view where possible.
+        1-D float64.
 
     Raises
     ------
     ValueError
-        If the scores are not numbers, not one-dimensional, empty, or contain
-        NaN or infinite values (the message gives the count and positions).
+        For scores that are not numbers, not one-dimensional, empty, NaN or infinite.
 
     Example
     -------
@@ -103,15 +90,13 @@ def as_scores(values, name="scores"):
 
 
 def _check(bonafide, spoof):
+    """Both classes through :func:`as_scores`."""
     return as_scores(bonafide, "bona fide"), as_scores(spoof, "spoof")
 
 
 def _merge_sorted(bonafide, spoof):
-    """Sorts all trials ascending; within a tie, bona fide trials come first.
-
-    This is the order of a stable sort of ``concatenate(bonafide, spoof)``,
-    which the official DET curve uses, obtained from two smaller sorts.
-    """
+    """All trials ascending, bona fide first within a tie (the official DET curve's
+    stable sort of ``concatenate(bonafide, spoof)``, from two smaller sorts), and the class flags."""
     bona_sorted = np.sort(bonafide)
     spoof_sorted = np.sort(spoof)
     n_trials = bona_sorted.size + spoof_sorted.size
@@ -130,27 +115,20 @@ def _merge_sorted(bonafide, spoof):
 def det_curve(bonafide, spoof):
     """Miss and false-alarm rates at every cut of the sorted trials (ASVspoof).
 
-    Point ``k`` rejects the ``k`` lowest-scoring trials: ``frr[k]`` is the
-    fraction of bona fide trials rejected, ``far[k]`` the fraction of spoof
-    trials accepted. Point 0 is (0, 1); ties are cut bona fide first, as in the
-    official code, and ``thresholds[k]`` is the score of the last rejected trial
-    (the lowest score minus 0.001 for point 0).
+    Point ``k`` rejects the ``k`` lowest-scoring trials (ties cut bona fide
+    first, as the official code does); ``thresholds[k]`` is the score of the
+    last rejected trial (the lowest score minus 0.001 for point 0).
 
     Arguments
     ---------
-    bonafide : array-like
-        Scores of bona fide trials.
-    spoof : array-like
-        Scores of spoofed trials.
+    bonafide, spoof : array-like
+        Scores of the bona fide and of the spoofed trials.
 
     Returns
     -------
-    frr : numpy.ndarray
-        False rejection (miss) rates, ``n_trials + 1`` values, non-decreasing.
-    far : numpy.ndarray
-        False acceptance rates, non-increasing.
-    thresholds : numpy.ndarray
-        The threshold of each point.
+    frr, far, thresholds : numpy.ndarray
+        ``n_trials + 1`` bona fide rejection (miss) rates, spoof acceptance
+        rates and thresholds.
 
     Example
     -------
@@ -169,25 +147,20 @@ def det_curve(bonafide, spoof):
 
 
 def compute_eer(bonafide, spoof):
-    """Equal error rate and its threshold, ASVspoof convention.
-
-    The point of the DET curve (:func:`det_curve`) where miss and false-alarm
-    rates are closest (the first one on a tie); the EER is their mean there.
+    """Equal error rate and its threshold: the mean of the miss and false-alarm
+    rates at the point of :func:`det_curve` where they are closest (the first on a tie).
 
     Arguments
     ---------
-    bonafide : array-like
-        Scores of bona fide trials (higher = more bona fide).
-    spoof : array-like
-        Scores of spoofed trials.
+    bonafide, spoof : array-like
+        Scores of the bona fide and of the spoofed trials.
 
     Returns
     -------
     eer : float
         Fraction in [0, 1] (not percent).
     threshold : float
-        The official threshold at that point: the score of the last trial
-        rejected there.
+        The score of the last trial rejected there.
 
     Example
     -------
@@ -204,21 +177,15 @@ def compute_min_dcf(bonafide, spoof, p_spoof=0.05, c_miss=1, c_fa=10):
     """Normalised minimum detection cost, ASVspoof 5 definition.
 
     ``min_k [c_miss (1 - p_spoof) frr[k] + c_fa p_spoof far[k]]`` over the DET
-    curve, divided by the cost of the better trivial system,
-    ``min(c_miss (1 - p_spoof), c_fa p_spoof)``.
+    curve, over the cost of the better trivial system.
 
     Arguments
     ---------
-    bonafide : array-like
-        Scores of bona fide trials.
-    spoof : array-like
-        Scores of spoofed trials.
-    p_spoof : float
-        Prior probability of a spoofing attack.
-    c_miss : float
-        Cost of rejecting a bona fide trial.
-    c_fa : float
-        Cost of accepting a spoofed trial.
+    bonafide, spoof : array-like
+        Scores of the bona fide and of the spoofed trials.
+    p_spoof, c_miss, c_fa : float
+        Prior of a spoofing attack; costs of rejecting a bona fide and of
+        accepting a spoofed trial.
 
     Returns
     -------
@@ -242,12 +209,9 @@ def bayes_threshold(p_spoof=0.05, c_miss=1, c_fa=10):
 
     Arguments
     ---------
-    p_spoof : float
-        Prior probability of a spoofing attack.
-    c_miss : float
-        Cost of rejecting a bona fide trial.
-    c_fa : float
-        Cost of accepting a spoofed trial.
+    p_spoof, c_miss, c_fa : float
+        Prior of a spoofing attack; costs of rejecting a bona fide and of
+        accepting a spoofed trial.
 
     Returns
     -------
@@ -265,24 +229,18 @@ def bayes_threshold(p_spoof=0.05, c_miss=1, c_fa=10):
 
 
 def compute_act_dcf(bonafide, spoof, p_spoof=0.05, c_miss=1, c_fa=10):
-    """Normalised actual detection cost at the Bayes threshold, ASVspoof 5.
+    """Normalised actual detection cost at :func:`bayes_threshold`, ASVspoof 5.
 
-    Meaningful only when the scores are calibrated log-likelihood ratios (see
-    :mod:`speechbrain_nes2net.evaluation.calibration`): the decision is taken at
-    :func:`bayes_threshold`, not at the best threshold.
+    Meaningful for calibrated log-likelihood ratios
+    (:mod:`~speechbrain_nes2net.evaluation.calibration`).
 
     Arguments
     ---------
-    bonafide : array-like
-        LLR scores of bona fide trials.
-    spoof : array-like
-        LLR scores of spoofed trials.
-    p_spoof : float
-        Prior probability of a spoofing attack.
-    c_miss : float
-        Cost of rejecting a bona fide trial.
-    c_fa : float
-        Cost of accepting a spoofed trial.
+    bonafide, spoof : array-like
+        LLR scores (natural log) of the bona fide and of the spoofed trials.
+    p_spoof, c_miss, c_fa : float
+        Prior of a spoofing attack; costs of rejecting a bona fide and of
+        accepting a spoofed trial.
 
     Returns
     -------
@@ -308,15 +266,12 @@ def compute_cllr(bonafide, spoof):
     """Log-likelihood-ratio cost in bits (ASVspoof 5 definition).
 
     ``0.5 [mean log2(1 + e^-s_bona) + mean log2(1 + e^s_spoof)]``: 0 for
-    perfect, confident LLRs; 1 for an uninformative system that always
-    outputs 0; larger for confidently wrong scores.
+    perfect LLRs, 1 for a system that always outputs 0.
 
     Arguments
     ---------
-    bonafide : array-like
-        LLR scores of bona fide trials (natural log).
-    spoof : array-like
-        LLR scores of spoofed trials.
+    bonafide, spoof : array-like
+        LLR scores (natural log) of the bona fide and of the spoofed trials.
 
     Returns
     -------
@@ -336,19 +291,13 @@ def compute_cllr(bonafide, spoof):
 
 
 def compute_asv_error_rates(target, nontarget, spoof):
-    """ASV error rates at the ASV's own EER threshold, as the organisers do.
-
-    The threshold is :func:`compute_eer` of target vs non-target ASV scores;
-    a trial is accepted when its score is at or above it.
+    """ASV error rates at the ASV's own EER threshold (target vs non-target), as the organisers do.
 
     Arguments
     ---------
-    target : array-like
-        ASV scores of bona fide target-speaker trials.
-    nontarget : array-like
-        ASV scores of bona fide non-target (zero-effort impostor) trials.
-    spoof : array-like
-        ASV scores of spoofed trials against the claimed target.
+    target, nontarget, spoof : array-like
+        ASV scores of bona fide target-speaker trials, of bona fide non-target
+        (zero-effort impostor) trials and of spoofed trials.
 
     Returns
     -------
@@ -386,16 +335,11 @@ def compute_min_tdcf(bonafide, spoof, pfa_asv, pmiss_asv, pfa_spoof_asv, cost_mo
 
     Arguments
     ---------
-    bonafide : array-like
-        CM scores of bona fide trials.
-    spoof : array-like
-        CM scores of spoofed trials.
-    pfa_asv : float
-        ASV false-alarm rate on non-target trials (fraction).
-    pmiss_asv : float
-        ASV miss rate on target trials.
-    pfa_spoof_asv : float
-        ASV false-alarm rate on spoofed trials.
+    bonafide, spoof : array-like
+        CM scores of the bona fide and of the spoofed trials.
+    pfa_asv, pmiss_asv, pfa_spoof_asv : float
+        ASV false-alarm rate on non-target trials, miss rate on target trials,
+        false-alarm rate on spoofed trials (fractions).
     cost_model : dict, optional
         Keys ``Pspoof, Ptar, Pnon, Cmiss, Cfa, Cfa_spoof``; default
         :data:`TDCF_COST_MODEL_2021`.
@@ -411,10 +355,9 @@ def compute_min_tdcf(bonafide, spoof, pfa_asv, pmiss_asv, pfa_spoof_asv, cost_mo
         For priors that do not sum to one, rates outside [0, 1], negative
         cost weights, or fewer than 3 distinct scores (hard decisions).
 
-    A perfect CM still pays for the ASV errors (``C0``):
-
     Example
     -------
+    >>> # A perfect CM still pays for the ASV errors (C0):
     >>> round(compute_min_tdcf([1.0, 2.0, 3.0], [-1.0, 0.0], 0.0188, 0.0188, 0.4607), 6)
     0.077927
     """
@@ -435,9 +378,8 @@ def compute_min_tdcf(bonafide, spoof, pfa_asv, pmiss_asv, pfa_spoof_asv, cost_mo
             "min t-DCF needs soft scores, got fewer than 3 distinct values (hard decisions?)"
         )
     frr, far, _ = det_curve(bonafide, spoof)
-    asv_cost = model["Ptar"] * model["Cmiss"] * pmiss_asv + model["Pnon"] * model["Cfa"] * pfa_asv
-    c0 = asv_cost
-    c1 = model["Ptar"] * model["Cmiss"] - asv_cost
+    c0 = model["Ptar"] * model["Cmiss"] * pmiss_asv + model["Pnon"] * model["Cfa"] * pfa_asv
+    c1 = model["Ptar"] * model["Cmiss"] - c0
     c2 = model["Pspoof"] * model["Cfa_spoof"] * pfa_spoof_asv
     if c0 < 0 or c1 < 0 or c2 < 0:
         raise ValueError(
@@ -450,26 +392,19 @@ def compute_min_tdcf(bonafide, spoof, pfa_asv, pmiss_asv, pfa_spoof_asv, cost_mo
 def ctrsvdd_roc_curve(bonafide, spoof):
     """ROC points of the Nes2Net CtrSVDD scorer (bona fide = positive class).
 
-    The same points as scikit-learn's ``roc_curve(..., drop_intermediate=True)``:
-    one point per distinct score (accept ``score >= threshold``), points whose
-    neighbours differ from them by equal steps dropped, and a first point
-    (0, 0) at an infinite threshold.
+    scikit-learn's ``roc_curve(..., drop_intermediate=True)``: one point per
+    distinct score (accept ``score >= threshold``), collinear points dropped,
+    a first point (0, 0) at an infinite threshold.
 
     Arguments
     ---------
-    bonafide : array-like
-        Scores of bona fide trials.
-    spoof : array-like
-        Scores of spoofed trials.
+    bonafide, spoof : array-like
+        Scores of the bona fide and of the spoofed trials.
 
     Returns
     -------
-    fpr : numpy.ndarray
-        Fraction of spoof trials accepted, non-decreasing.
-    tpr : numpy.ndarray
-        Fraction of bona fide trials accepted.
-    thresholds : numpy.ndarray
-        Decreasing thresholds, the first one ``inf``.
+    fpr, tpr, thresholds : numpy.ndarray
+        Fractions of spoof and of bona fide trials accepted; decreasing thresholds.
 
     Example
     -------
@@ -497,16 +432,13 @@ def ctrsvdd_roc_curve(bonafide, spoof):
 def compute_ctrsvdd_eer(bonafide, spoof, return_threshold=False):
     """EER as the Nes2Net CtrSVDD scorer computes it (``EER_minDCF.py``).
 
-    On the ROC points of :func:`ctrsvdd_roc_curve`, the first point minimising
-    ``|FPR - FNR|``; the EER is their mean there. It can differ slightly from
-    :func:`compute_eer`, which uses every cut of the sorted trials.
+    The mean of FPR and FNR at the first point of :func:`ctrsvdd_roc_curve`
+    minimising ``|FPR - FNR|``; it can differ slightly from :func:`compute_eer`.
 
     Arguments
     ---------
-    bonafide : array-like
-        Scores of bona fide trials.
-    spoof : array-like
-        Scores of spoofed (deepfake) trials.
+    bonafide, spoof : array-like
+        Scores of the bona fide and of the spoofed trials.
     return_threshold : bool
         Also return the threshold of that point (accept ``score >= threshold``).
 
@@ -532,17 +464,13 @@ def compute_ctrsvdd_eer(bonafide, spoof, return_threshold=False):
 
 
 def compute_ctrsvdd_min_dcf(bonafide, spoof):
-    """ "minDCF" of the Nes2Net CtrSVDD scorer: ``min 0.5 FPR + 0.5 FNR``.
-
-    Unnormalised, equal priors and costs, over the ROC points of
-    :func:`ctrsvdd_roc_curve`. Not the ASVspoof 5 minDCF.
+    """ "minDCF" of the Nes2Net CtrSVDD scorer: ``min 0.5 FPR + 0.5 FNR`` over
+    :func:`ctrsvdd_roc_curve` (unnormalised; not the ASVspoof 5 minDCF).
 
     Arguments
     ---------
-    bonafide : array-like
-        Scores of bona fide trials.
-    spoof : array-like
-        Scores of spoofed trials.
+    bonafide, spoof : array-like
+        Scores of the bona fide and of the spoofed trials.
 
     Returns
     -------

@@ -1,9 +1,7 @@
-"""DET curves and score histograms as PNG files (optional matplotlib extra).
+"""DET curves and score histograms as PNG files (the optional ``plots`` extra, matplotlib).
 
-matplotlib is imported only when a plot is drawn, and figures are rendered
-with the Agg canvas directly (no pyplot, no global backend switch), so this
-module is safe to import anywhere and to call from headless servers. Install
-the extra with ``pip install speechbrain-nes2net[plots]``.
+matplotlib is imported only when a plot is drawn, and figures use the Agg
+canvas directly (no pyplot, no global backend switch): safe on headless servers.
 
 Example
 -------
@@ -27,26 +25,8 @@ from scipy.stats import norm
 from speechbrain_nes2net.evaluation.metrics import as_scores, compute_eer, det_curve
 
 # Tick positions of a DET plot, as error rates.
-_DET_TICKS = [
-    0.0001,
-    0.0002,
-    0.0005,
-    0.001,
-    0.002,
-    0.005,
-    0.01,
-    0.02,
-    0.05,
-    0.1,
-    0.2,
-    0.4,
-    0.6,
-    0.8,
-    0.9,
-    0.95,
-    0.98,
-    0.99,
-]
+_DET_TICKS = [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6,
+              0.8, 0.9, 0.95, 0.98, 0.99]  # fmt: skip
 
 
 def _new_figure(width=6.0, height=5.0):
@@ -74,26 +54,18 @@ def _thin(x, y, max_points):
     return x[keep], y[keep]
 
 
-def plot_det(bonafide, spoof, path, title=None, label=None, max_points=4000):
-    """Draws the DET curve (miss vs false-alarm rate, normal-deviate axes).
-
-    The curve is the ASVspoof DET curve of
-    :func:`~speechbrain_nes2net.evaluation.metrics.det_curve`; the EER point is marked.
+def plot_det(bonafide, spoof, path, title=None):
+    """Draws the DET curve of :func:`~speechbrain_nes2net.evaluation.metrics.det_curve`
+    (normal-deviate axes), the EER point marked.
 
     Arguments
     ---------
-    bonafide : array-like
-        Scores of bona fide trials (higher = more bona fide).
-    spoof : array-like
-        Scores of spoofed trials.
+    bonafide, spoof : array-like
+        Scores of the bona fide and of the spoofed trials.
     path : str or Path
         Output PNG file; its folder must exist.
     title : str, optional
         Figure title.
-    label : str, optional
-        Legend entry of the curve.
-    max_points : int
-        Points drawn at most (large sets are thinned along the curve).
 
     Returns
     -------
@@ -109,11 +81,11 @@ def plot_det(bonafide, spoof, path, title=None, label=None, max_points=4000):
     high = min(0.99, max(0.5, 1.5 * eer))
     x = norm.ppf(np.clip(far, floor, 1 - floor))
     y = norm.ppf(np.clip(frr, floor, 1 - floor))
-    x, y = _thin(x, y, max_points)
+    x, y = _thin(x, y, 4000)  # points drawn at most
 
     figure = _new_figure()
     axes = figure.add_subplot(1, 1, 1)
-    axes.plot(x, y, label=label or f"n = {n_bona} bona fide / {n_spoof} spoof")
+    axes.plot(x, y, label=f"n = {n_bona} bona fide / {n_spoof} spoof")
     eer_xy = norm.ppf(min(max(eer, floor), 1 - floor))
     axes.plot([eer_xy], [eer_xy], "o", label=f"EER = {100 * eer:.2f}%")
     limits = norm.ppf([floor, high])
@@ -137,7 +109,7 @@ def plot_det(bonafide, spoof, path, title=None, label=None, max_points=4000):
     return Path(path)
 
 
-def plot_score_histograms(scores_by_group, path, title=None, bins=None):
+def plot_score_histograms(scores_by_group, path, title=None):
     """Draws overlaid, normalised score histograms, one per group.
 
     Arguments
@@ -149,9 +121,6 @@ def plot_score_histograms(scores_by_group, path, title=None, bins=None):
         Output PNG file; its folder must exist.
     title : str, optional
         Figure title.
-    bins : int, optional
-        Number of bins shared by all groups; default: the square root of the
-        smallest group's size, between 10 and 100.
 
     Returns
     -------
@@ -161,9 +130,8 @@ def plot_score_histograms(scores_by_group, path, title=None, bins=None):
     if not scores_by_group:
         raise ValueError("plot_score_histograms needs at least one group of scores")
     groups = {str(name): as_scores(values, str(name)) for name, values in scores_by_group.items()}
-    if bins is None:
-        smallest = min(values.size for values in groups.values())
-        bins = int(np.clip(np.sqrt(smallest), 10, 100))
+    # Bins shared by all groups: the square root of the smallest group's size, from 10 to 100.
+    bins = int(np.clip(np.sqrt(min(values.size for values in groups.values())), 10, 100))
     edges = np.histogram_bin_edges(np.concatenate(list(groups.values())), bins=bins)
 
     figure = _new_figure(7.0, 4.5)

@@ -1,8 +1,4 @@
-"""Reports written to disk: JSON, a Markdown table, and plots when matplotlib is installed.
-
-Authors
- * speechbrain-nes2net contributors
-"""
+"""Reports written to disk: JSON, a Markdown table, and plots when matplotlib is installed."""
 
 import importlib.util
 import json
@@ -10,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from speechbrain_nes2net.evaluation.calibration import ScoreCalibration
 from speechbrain_nes2net.evaluation.files import describe_protocol
 
 _TITLES = {
@@ -22,7 +17,6 @@ _TITLES = {
     "partialspoof": "PartialSpoof",
     "eer": "Spoofing detection",
 }
-
 
 # Column key, header, format; only the keys a block has are shown.
 _COLUMNS = [
@@ -39,6 +33,7 @@ _COLUMNS = [
 
 
 def _cell(block, key, fmt):
+    """One table cell: '-' for a metric the block lacks."""
     if key not in block:
         return "-"
     value = block[key]
@@ -62,17 +57,7 @@ def _table(rows, first_header):
 
 
 def to_markdown(report):
-    """Renders a report as Markdown tables.
-
-    Arguments
-    ---------
-    report : dict
-        Output of :func:`build_report`.
-
-    Returns
-    -------
-    str
-    """
+    """Renders a report (of :func:`~speechbrain_nes2net.evaluation.reports.build_report`) as Markdown."""
     title = _TITLES.get(report["corpus"], report["corpus"])
     out = [
         f"# {title} evaluation report",
@@ -107,8 +92,7 @@ def to_markdown(report):
         "",
         f"- manifest rows without a score (left out): {missing['manifest_rows_without_score']}",
         f"- scores without a manifest row (ignored): {missing['scores_without_manifest_row']}",
-        "- scores of rows that the corpus rule leaves out (ignored): "
-        f"{missing['scores_outside_selection']}",
+        f"- scores of rows that the corpus rule leaves out (ignored): {missing['scores_outside_selection']}",
         "",
         "## Definitions",
         "",
@@ -121,8 +105,7 @@ def _localization_markdown(block):
     """The per-resolution table of a localisation report."""
     out = [
         "",
-        f"## Localisation (frame scores every {block['frame_shift']} s, {block['pooling']} "
-        "over each segment)",
+        f"## Localisation (frame scores every {block['frame_shift']} s, {block['pooling']} over each segment)",
         "",
         "| resolution (s) | bona fide segments | spoof segments | segment EER (%) | range EER (%) |",
         "|---|---|---|---|---|",
@@ -139,34 +122,26 @@ def _localization_markdown(block):
     return out
 
 
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
+def _json_default(value):
+    """NumPy values and paths as JSON."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, ScoreCalibration):
-        return value.to_dict()
-    if callable(value):
-        return getattr(value, "__name__", repr(value))
-    return value
+    raise TypeError(f"{type(value).__name__} in a report is not JSON data")
 
 
 def write_report(report, out_dir, name):
     """Writes ``<name>_report.json``, ``<name>_report.md`` and the plots.
 
-    The DET curve (``<name>_det.png``) and score histograms
-    (``<name>_hist.png``, bona fide vs spoof, and ``<name>_hist_attacks.png``,
-    per attack) are drawn when matplotlib is installed and the report still
-    carries its scores (a :class:`Report` from :func:`build_report`).
+    The DET curve (``<name>_det.png``) and score histograms (``<name>_hist.png``,
+    and ``<name>_hist_attacks.png`` per attack) are drawn when matplotlib is
+    installed and the report carries its scores (``plot_data``).
 
     Arguments
     ---------
-    report : dict
-        Output of :func:`build_report`.
+    report : Report
+        Output of :func:`~speechbrain_nes2net.evaluation.reports.build_report`.
     out_dir : str or Path
         Folder, created if needed.
     name : str
@@ -185,7 +160,7 @@ def write_report(report, out_dir, name):
         "markdown": out_dir / f"{name}_report.md",
     }
     with open(written["json"], "w", encoding="utf-8") as handle:
-        json.dump(_json_ready(dict(report)), handle, indent=2, allow_nan=False)
+        json.dump(report, handle, indent=2, allow_nan=False, default=_json_default)
         handle.write("\n")
     written["markdown"].write_text(to_markdown(report), encoding="utf-8")
 
@@ -217,9 +192,7 @@ def write_report(report, out_dir, name):
 def plots_extra_note():
     """What the optional ``plots`` extra would add, or None when it is installed.
 
-    Reports are written without their DET curve and histograms when matplotlib
-    is missing; a run says so once, at its end, with this sentence, rather than
-    once per report.
+    A run says it once, at its end, rather than once per report.
 
     Returns
     -------

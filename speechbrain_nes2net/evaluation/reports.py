@@ -1,50 +1,13 @@
 """Per-corpus evaluation reports from a score file and a manifest.
 
-:func:`build_report` reads a score file (one ``ID score`` line per utterance,
-higher = more bona fide) and a manifest CSV (``ID, duration, wav, label,
-attack`` + metadata columns), joins them on ``ID``, applies the corpus rules
-below and computes the corpus' official metrics; :func:`write_report` writes
-``<name>_report.json``, a Markdown table ``<name>_report.md`` and, when
-matplotlib is installed, a DET curve and score histograms beside them.
-
-Corpus rules (``corpus`` argument):
-
-- ``ctrsvdd``: attacks in ``exclude_attacks`` (A14) removed; pooled EER and the
-  scorer's minDCF with and without the ACESinger bona fide trials (rows with
-  ``source == acesinger``, any case); per attack, each attack against all kept
-  bona fide trials; per source corpus. EER and minDCF follow the Nes2Net
-  CtrSVDD scorer (:func:`~speechbrain_nes2net.evaluation.metrics.compute_ctrsvdd_eer`).
-  ``include_acesinger_bonafide`` picks the headline condition.
-- ``asvspoof2021_la``: rows of ``subset`` (``eval``) only; EER and min t-DCF,
-  with ASV error rates from the organisers' ASV files (``keys_dir`` or
-  ``asv_metadata`` + ``asv_scores``) or given as ``asv_rates``; EER per attack
-  and per codec.
-- ``asvspoof2021_df``: rows of ``subset`` only; EER pooled, per codec and per
-  vocoder type.
-- ``asvspoof5``: minDCF, actDCF, Cllr and EER, pooled, per attack and per
-  codec; an optional ``calibration`` maps scores to LLRs first.
-- ``in_the_wild``: EER.
-- ``partialspoof``: utterance-level EER; segment-level EER when
-  ``segment_scores`` and ``segment_labels`` are given (see
-  :func:`~speechbrain_nes2net.evaluation.files.load_segment_scores`); with
-  ``frame_scores`` (the frame scores of a localisation model, an ``.npz`` as
-  the recipes write them), the segment EER at every released resolution
-  (frames pooled to segments, see
-  :mod:`speechbrain_nes2net.evaluation.localization`), the range-based EER at
-  each, and the utterance EER of the minimum frame score
-  (:mod:`speechbrain_nes2net.evaluation.partialspoof_report`).
-- ``eer``: any manifest: EER pooled and per attack.
-
-A per-attack ("spoof-only") breakdown compares the spoofed trials of one value
-against every bona fide trial; a per-codec or per-source breakdown keeps the
-trials of both classes with that value. A group without one of the classes is
-listed with ``skipped`` instead of numbers.
-
-Bad input never gives a silently wrong number: malformed score lines,
-duplicate IDs, NaN/inf scores and unknown labels raise errors that name the
-file and line; manifest rows (after the corpus filters) without a score raise
-unless ``allow_missing=True``, and scores without a manifest row are dropped;
-both are counted in the report's ``missing`` section.
+:func:`build_report` joins a score file (``ID score`` lines, higher = more bona
+fide) to a manifest on ``ID``, applies the rule of a corpus and computes its
+official metrics; :func:`~speechbrain_nes2net.evaluation.report_writer.write_report`
+writes the report. A per-attack breakdown compares one attack's spoofed trials
+with every bona fide trial, a per-codec or per-source one keeps both classes
+of that value; a group without one of the classes is listed as ``skipped``.
+Selected manifest rows without a score raise unless ``allow_missing=True``,
+scores without a row are dropped: both are counted in ``missing``.
 
 Example
 -------
@@ -69,64 +32,120 @@ Example
 """
 
 import inspect
+import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from speechbrain_nes2net import manifest
-from speechbrain_nes2net.evaluation import metrics
+from speechbrain_nes2net.evaluation import localization, metrics
 from speechbrain_nes2net.evaluation.calibration import load_calibration
 from speechbrain_nes2net.evaluation.files import (
     MAX_EXAMPLES,
     examples,
     load_asv_error_rates,
+    load_segment_scores,
     read_scores,
-)
-from speechbrain_nes2net.evaluation.partialspoof_report import partialspoof_report
-from speechbrain_nes2net.evaluation.report_blocks import (
-    EER_DEFINITION,
-    eer_metrics,
-    finish_report,
-    headline_block,
-    metric_block,
-    split_by_label,
 )
 from speechbrain_nes2net.evaluation.report_writer import write_report
 from speechbrain_nes2net.scores import BONAFIDE, SPOOF
+from speechbrain_nes2net.segments import SEGMENT_SHIFTS, load_segment_labels
 
 logger = logging.getLogger(__name__)
 
+EER_DEFINITION = {
+    "eer": "ASVspoof EER (fraction): mean of miss and false-alarm rates where they are closest",
+}
+#: Frame hop of frame score files without a ``__shift__`` entry (WavLM / wav2vec 2.0).
+DEFAULT_FRAME_SHIFT = 0.02
+
 
 class Report(dict):
-    """A report: a JSON-ready dict, plus the scores the plots need.
+    """A JSON-ready report; ``plot_data`` (not serialised) holds the headline's
+    ``bonafide`` and ``spoof`` scores and the spoof scores ``by_attack``, for the plots."""
 
-    ``plot_data`` (not serialised) holds ``bonafide`` and ``spoof`` score
-    arrays of the headline condition and ``by_attack``, spoof scores per attack.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.plot_data = None
+    plot_data = None
 
 
-# ---------------------------------------------------------------------------
-# Reading inputs
-# ---------------------------------------------------------------------------
+def _split(data):
+    """(bona fide, spoof) float64 scores of joined report rows."""
+    is_bona = (data["label"] == BONAFIDE).to_numpy()
+    scores = data["score"].to_numpy(dtype=np.float64)
+    return scores[is_bona], scores[~is_bona]
 
 
-def _require_columns(frame, columns, corpus, manifest_path):
-    missing = [col for col in columns if col not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{corpus} report: manifest {manifest_path} lacks column(s) {missing} "
-            "needed by this corpus rule"
-        )
+def _block(bona, spoof, metric_fn):
+    """Counts plus ``metric_fn(bona, spoof)``, or a ``skipped`` reason when a class is empty."""
+    block = {"n_bonafide": int(bona.size), "n_spoof": int(spoof.size)}
+    if bona.size == 0 or spoof.size == 0:
+        block["skipped"] = "no bona fide trials" if bona.size == 0 else "no spoof trials"
+        return block
+    block.update(metric_fn(bona, spoof))
+    return block
+
+
+def _eer_metrics(bona, spoof):
+    """The ASVspoof EER and its threshold."""
+    eer, threshold = metrics.compute_eer(bona, spoof)
+    return {"eer": eer, "eer_threshold": threshold}
+
+
+def _ctrsvdd_metrics(bona, spoof):
+    """The Nes2Net CtrSVDD scorer's EER, its threshold and minDCF."""
+    eer, threshold = metrics.compute_ctrsvdd_eer(bona, spoof, return_threshold=True)
+    return {
+        "eer": eer,
+        "eer_threshold": threshold,
+        "ctrsvdd_min_dcf": metrics.compute_ctrsvdd_min_dcf(bona, spoof),
+    }
+
+
+def _asvspoof5_metrics(bona, spoof):
+    """ASVspoof 5 minDCF, actDCF, Cllr and the EER."""
+    return {
+        "min_dcf": metrics.compute_min_dcf(bona, spoof),
+        "act_dcf": metrics.compute_act_dcf(bona, spoof),
+        "cllr": metrics.compute_cllr(bona, spoof),
+        **_eer_metrics(bona, spoof),
+    }
+
+
+def _spoof_only(data, column, metric_fn):
+    """Each value of ``column`` among the spoof trials against all bona fide trials."""
+    bona, _ = _split(data)
+    spoofed = data[data["label"] == SPOOF]
+    return {
+        str(value): _block(bona, rows["score"].to_numpy(dtype=np.float64), metric_fn)
+        for value, rows in spoofed.groupby(column, sort=True)
+    }
+
+
+def _both_classes(data, column, metric_fn):
+    """Trials of both classes, per value of ``column``."""
+    return {
+        str(value): _block(*_split(rows), metric_fn)
+        for value, rows in data.groupby(column, sort=True)
+    }
+
+
+def _breakdowns(data, metric_fn, **factors):
+    """Column -> its breakdown (``_spoof_only`` or ``_both_classes``), for the columns ``data`` has."""
+    return {
+        col: factor(data, col, metric_fn) for col, factor in factors.items() if col in data.columns
+    }
 
 
 class ReportInputs:
-    """Scores and manifest of one report, and the bookkeeping of the join."""
+    """The scores and manifest of one report, joined on ``ID``, with the join's counts.
+
+    Arguments
+    ---------
+    corpus, scores_path, manifest_path, allow_missing
+        As :func:`build_report` takes them.
+    """
 
     def __init__(self, corpus, scores_path, manifest_path, allow_missing):
         self.corpus = corpus
@@ -138,88 +157,85 @@ class ReportInputs:
         unknown = ~self.scores.index.isin(self.manifest["ID"])
         self.missing = {
             "scores_without_manifest_row": int(unknown.sum()),
-            "scores_without_manifest_row_examples": list(
-                self.scores.index[unknown][:MAX_EXAMPLES]
-            ),
+            "scores_without_manifest_row_examples": list(self.scores.index[unknown][:MAX_EXAMPLES]),
             "manifest_rows_without_score": 0,
             "manifest_rows_without_score_examples": [],
             "scores_outside_selection": 0,
         }
 
-    def select(self, mask):
-        """Joins the scores onto the manifest rows of ``mask``."""
+    def select(self, mask=None):
+        """The manifest rows of ``mask`` (default: all) with their ``score``."""
+        if mask is None:
+            mask = pd.Series(True, index=self.manifest.index)
         selected = self.manifest[mask]
         has_score = selected["ID"].isin(self.scores.index)
         lacking = selected.loc[~has_score, "ID"]
         if len(lacking) and not self.allow_missing:
             raise ValueError(
-                f"{self.corpus} report: {len(lacking)} of {len(selected)} selected "
-                f"manifest rows of {self.manifest_path} have no score in "
-                f"{self.scores_path} (e.g. {examples(lacking)}); score them, or "
-                "pass allow_missing=True to leave them out (they are counted in "
-                "the report)"
+                f"{self.corpus} report: {len(lacking)} of {len(selected)} selected manifest rows "
+                f"of {self.manifest_path} have no score in {self.scores_path} (e.g. "
+                f"{examples(lacking)}); score them, or pass allow_missing=True to leave them "
+                "out (they are counted in the report)"
             )
-        outside = self.manifest.loc[~mask, "ID"].isin(self.scores.index)
         self.missing.update(
-            manifest_rows_without_score=int(len(lacking)),
+            manifest_rows_without_score=len(lacking),
             manifest_rows_without_score_examples=list(lacking[:MAX_EXAMPLES]),
-            scores_outside_selection=int(outside.sum()),
+            scores_outside_selection=int(
+                self.manifest.loc[~mask, "ID"].isin(self.scores.index).sum()
+            ),
         )
         data = selected[has_score].copy()
         data["score"] = self.scores.reindex(data["ID"]).to_numpy()
         return data.reset_index(drop=True)
 
-    def start(self, options):
-        """An empty report that records where its inputs came from."""
-        return Report(
+    def subset(self, subset):
+        """The rows of ``subset`` (all rows for None) with their ``score``."""
+        frame = self.manifest
+        if subset is None:
+            return self.select()
+        if "subset" not in frame.columns:
+            raise ValueError(
+                f"{self.corpus} report: subset={subset!r} was asked for but manifest "
+                f"{self.manifest_path} has no 'subset' column; pass subset=None to use every row"
+            )
+        mask = frame["subset"] == subset
+        if not mask.any():
+            raise ValueError(
+                f"{self.corpus} report: no manifest row has subset == {subset!r}; values "
+                f"present: {sorted(frame['subset'].unique())}"
+            )
+        return self.select(mask)
+
+    def headline(self, data, metric_fn, condition):
+        """The metric block of ``data``; an error when a class is empty."""
+        bona, spoof = _split(data)
+        if bona.size == 0 or spoof.size == 0:
+            which = "bona fide" if bona.size == 0 else "spoof"
+            raise ValueError(
+                f"{self.corpus} report: no {which} trials in the selected data ({condition}); "
+                "check the manifest labels and the filters"
+            )
+        return _block(bona, spoof, metric_fn)
+
+    def report(self, options, data, headline, condition, definitions, **sections):
+        """The :class:`Report` of the headline rows ``data``, with its ``sections``."""
+        report = Report(
             corpus=self.corpus,
             scores_path=self.scores_path,
             manifest_path=self.manifest_path,
             options=options,
+            **sections,
         )
-
-
-# ---------------------------------------------------------------------------
-# Metric blocks
-# ---------------------------------------------------------------------------
-
-
-def _spoof_factor(data, column, metric_fn):
-    """Each value of ``column`` among spoof trials vs all bona fide trials."""
-    bona, _ = split_by_label(data)
-    spoof_rows = data[data["label"] == SPOOF]
-    out = {}
-    for value in sorted(spoof_rows[column].unique()):
-        spoof = spoof_rows.loc[spoof_rows[column] == value, "score"].to_numpy(dtype=np.float64)
-        out[str(value)] = metric_block(bona, spoof, metric_fn)
-    return out
-
-
-def _both_factor(data, column, metric_fn):
-    """Trials of both classes, per value of ``column``."""
-    out = {}
-    for value in sorted(data[column].unique()):
-        bona, spoof = split_by_label(data[data[column] == value])
-        out[str(value)] = metric_block(bona, spoof, metric_fn)
-    return out
-
-
-def _ctrsvdd_metrics(bona, spoof):
-    eer, threshold = metrics.compute_ctrsvdd_eer(bona, spoof, return_threshold=True)
-    return {
-        "eer": eer,
-        "eer_threshold": threshold,
-        "ctrsvdd_min_dcf": metrics.compute_ctrsvdd_min_dcf(bona, spoof),
-    }
-
-
-def _asvspoof5_metrics(bona, spoof):
-    return {
-        "min_dcf": metrics.compute_min_dcf(bona, spoof),
-        "act_dcf": metrics.compute_act_dcf(bona, spoof),
-        "cllr": metrics.compute_cllr(bona, spoof),
-        **eer_metrics(bona, spoof),
-    }
+        report.update(condition=condition, **headline)
+        report.update(definitions=definitions, missing=self.missing)
+        bona, spoof = _split(data)
+        by_attack = data[data["label"] == SPOOF].groupby("attack", sort=True)["score"]
+        report.plot_data = {
+            "bonafide": bona,
+            "spoof": spoof,
+            "by_attack": {str(a): s.to_numpy(dtype=np.float64) for a, s in by_attack},
+        }
+        return report
 
 
 # ---------------------------------------------------------------------------
@@ -227,63 +243,35 @@ def _asvspoof5_metrics(bona, spoof):
 # ---------------------------------------------------------------------------
 
 
-def _subset_mask(frame, subset, corpus, manifest_path):
-    if subset is None:
-        return pd.Series(True, index=frame.index)
-    if "subset" not in frame.columns:
-        raise ValueError(
-            f"{corpus} report: subset={subset!r} was asked for but manifest "
-            f"{manifest_path} has no 'subset' column; pass subset=None to use every row"
-        )
-    mask = frame["subset"] == subset
-    if not mask.any():
-        raise ValueError(
-            f"{corpus} report: no manifest row has subset == {subset!r}; values "
-            f"present: {sorted(frame['subset'].unique())}"
-        )
-    return mask
-
-
 def _ctrsvdd(inputs, include_acesinger_bonafide=False, exclude_attacks=("A14",)):
-    frame = inputs.manifest
-    _require_columns(frame, ["attack", "source"], "ctrsvdd", inputs.manifest_path)
+    """The CtrSVDD report."""
+    if "source" not in inputs.manifest.columns:
+        raise ValueError(
+            f"ctrsvdd report: manifest {inputs.manifest_path} lacks column(s) ['source'] "
+            "needed by this corpus rule"
+        )
     exclude_attacks = [str(a) for a in exclude_attacks]
-    data = inputs.select(~frame["attack"].isin(exclude_attacks))
-    report = inputs.start(
-        {
-            "include_acesinger_bonafide": include_acesinger_bonafide,
-            "exclude_attacks": exclude_attacks,
-        }
-    )
+    data = inputs.select(~inputs.manifest["attack"].isin(exclude_attacks))
     acesinger_bona = (data["source"].str.lower() == "acesinger") & (data["label"] == BONAFIDE)
     excluded = ", ".join(exclude_attacks) or "no attack"
     conditions = {}
-    for key, keep in (
-        ("with_acesinger_bonafide", pd.Series(True, index=data.index)),
-        ("without_acesinger_bonafide", ~acesinger_bona),
+    for key, rows in (
+        ("with_acesinger_bonafide", data),
+        ("without_acesinger_bonafide", data[~acesinger_bona]),
     ):
-        subset = data[keep]
-        bona, spoof = split_by_label(subset)
-        block = headline_block(bona, spoof, _ctrsvdd_metrics, "ctrsvdd", f"{excluded} excluded, {key}")
-        block["attack"] = _spoof_factor(subset, "attack", _ctrsvdd_metrics)
+        block = inputs.headline(rows, _ctrsvdd_metrics, f"{excluded} excluded, {key}")
+        block["attack"] = _spoof_only(rows, "attack", _ctrsvdd_metrics)
         conditions[key] = block
-    main_key = (
+    main = conditions[
         "with_acesinger_bonafide" if include_acesinger_bonafide else "without_acesinger_bonafide"
-    )
-    main = conditions[main_key]
-    report["n_acesinger_bonafide"] = int(acesinger_bona.sum())
-    report["conditions"] = conditions
-    report["breakdowns"] = {
-        "attack": main["attack"],
-        "source": _both_factor(data, "source", _ctrsvdd_metrics),
-    }
-    headline = {k: v for k, v in main.items() if k != "attack"}
-    main_data = data if include_acesinger_bonafide else data[~acesinger_bona]
-    return finish_report(
-        report,
-        inputs,
-        main_data,
-        headline,
+    ]
+    return inputs.report(
+        {
+            "include_acesinger_bonafide": include_acesinger_bonafide,
+            "exclude_attacks": exclude_attacks,
+        },
+        data if include_acesinger_bonafide else data[~acesinger_bona],
+        {k: v for k, v in main.items() if k != "attack"},
         f"{excluded} excluded; ACESinger bona fide "
         + ("included" if include_acesinger_bonafide else "excluded"),
         {
@@ -294,10 +282,17 @@ def _ctrsvdd(inputs, include_acesinger_bonafide=False, exclude_attacks=("A14",))
             "attack": "each attack against all kept bona fide trials",
             "source": "trials of both classes from each source corpus",
         },
+        n_acesinger_bonafide=int(acesinger_bona.sum()),
+        conditions=conditions,
+        breakdowns={
+            "attack": main["attack"],
+            "source": _both_classes(data, "source", _ctrsvdd_metrics),
+        },
     )
 
 
 def _asv_rates(keys_dir, asv_metadata, asv_scores, asv_rates, subset):
+    """(ASV error rates, where they come from), or (None, None) without a source."""
     if asv_rates is not None:
         needed = {"pfa_asv", "pmiss_asv", "pfa_spoof_asv"}
         if not needed <= set(asv_rates):
@@ -305,47 +300,38 @@ def _asv_rates(keys_dir, asv_metadata, asv_scores, asv_rates, subset):
         return {k: float(v) for k, v in asv_rates.items()}, "given"
     if keys_dir is not None:
         root = Path(keys_dir)
-        # Accept the keys folder itself or its LA sub-folder.
+        # The keys folder itself or its LA sub-folder.
         la_root = root / "LA" if (root / "LA" / "ASV").is_dir() else root
         asv_metadata = la_root / "ASV" / "trial_metadata.txt"
         asv_scores = la_root / "ASV" / "ASVTorch_Kaldi" / "score.txt"
     if asv_metadata is None or asv_scores is None:
         return None, None
-    return load_asv_error_rates(asv_metadata, asv_scores, subset), f"{asv_scores}"
+    return load_asv_error_rates(asv_metadata, asv_scores, subset), str(asv_scores)
 
 
 def _asvspoof2021_la(
     inputs, subset="eval", keys_dir=None, asv_metadata=None, asv_scores=None, asv_rates=None
 ):
-    corpus = "asvspoof2021_la"
-    frame = inputs.manifest
-    data = inputs.select(_subset_mask(frame, subset, corpus, inputs.manifest_path))
-    report = inputs.start({"subset": subset})
-    bona, spoof = split_by_label(data)
-    headline = headline_block(bona, spoof, eer_metrics, corpus, f"subset {subset}")
+    """The ASVspoof 2021 LA report."""
+    data = inputs.subset(subset)
+    condition = f"subset {subset}" if subset else "all rows"
+    headline = inputs.headline(data, _eer_metrics, condition)
     rates, source = _asv_rates(keys_dir, asv_metadata, asv_scores, asv_rates, subset)
     if rates is not None:
+        bona, spoof = _split(data)
         headline["min_tdcf"] = metrics.compute_min_tdcf(
             bona, spoof, rates["pfa_asv"], rates["pmiss_asv"], rates["pfa_spoof_asv"]
         )
-        report["asv_rates"] = rates
-        report["asv_rates_source"] = source
+        sections = {"asv_rates": rates, "asv_rates_source": source}
     else:
-        report["min_tdcf_note"] = (
-            "not computed: pass keys_dir (or asv_metadata and asv_scores) or asv_rates"
-        )
-    breakdowns = {}
-    if "attack" in data.columns:
-        breakdowns["attack"] = _spoof_factor(data, "attack", eer_metrics)
-    if "codec" in data.columns:
-        breakdowns["codec"] = _both_factor(data, "codec", eer_metrics)
-    report["breakdowns"] = breakdowns
-    return finish_report(
-        report,
-        inputs,
+        sections = {
+            "min_tdcf_note": "not computed: pass keys_dir (or asv_metadata and asv_scores) or asv_rates"
+        }
+    return inputs.report(
+        {"subset": subset},
         data,
         headline,
-        f"subset {subset}" if subset else "all rows",
+        condition,
         {
             **EER_DEFINITION,
             "min_tdcf": "ASVspoof 2021 LA normalised min t-DCF (Pspoof 0.05, Cmiss 1, "
@@ -353,55 +339,39 @@ def _asvspoof2021_la(
             "attack": "each attack against all bona fide trials (EER only)",
             "codec": "trials of both classes per codec (EER only)",
         },
+        **sections,
+        breakdowns=_breakdowns(data, _eer_metrics, attack=_spoof_only, codec=_both_classes),
     )
 
 
 def _asvspoof2021_df(inputs, subset="eval"):
-    corpus = "asvspoof2021_df"
-    data = inputs.select(_subset_mask(inputs.manifest, subset, corpus, inputs.manifest_path))
-    report = inputs.start({"subset": subset})
-    bona, spoof = split_by_label(data)
-    headline = headline_block(bona, spoof, eer_metrics, corpus, f"subset {subset}")
-    breakdowns = {}
-    if "codec" in data.columns:
-        breakdowns["codec"] = _both_factor(data, "codec", eer_metrics)
-    if "vocoder" in data.columns:
-        breakdowns["vocoder"] = _spoof_factor(data, "vocoder", eer_metrics)
-    report["breakdowns"] = breakdowns
-    return finish_report(
-        report,
-        inputs,
+    """The ASVspoof 2021 DF report."""
+    data = inputs.subset(subset)
+    condition = f"subset {subset}" if subset else "all rows"
+    return inputs.report(
+        {"subset": subset},
         data,
-        headline,
-        f"subset {subset}" if subset else "all rows",
+        inputs.headline(data, _eer_metrics, condition),
+        condition,
         {
             **EER_DEFINITION,
             "codec": "trials of both classes per codec",
             "vocoder": "spoofed trials of each vocoder type against all bona fide trials",
         },
+        breakdowns=_breakdowns(data, _eer_metrics, codec=_both_classes, vocoder=_spoof_only),
     )
 
 
 def _asvspoof5(inputs, calibration=None):
-    corpus = "asvspoof5"
+    """The ASVspoof 5 report."""
     calibration = load_calibration(calibration)
-    data = inputs.select(pd.Series(True, index=inputs.manifest.index))
+    data = inputs.select()
     if calibration is not None:
         data["score"] = calibration.apply(data["score"].to_numpy(dtype=np.float64))
-    report = inputs.start({"calibration": None if calibration is None else calibration.to_dict()})
-    bona, spoof = split_by_label(data)
-    headline = headline_block(bona, spoof, _asvspoof5_metrics, corpus, "all rows")
-    breakdowns = {}
-    if "attack" in data.columns:
-        breakdowns["attack"] = _spoof_factor(data, "attack", _asvspoof5_metrics)
-    if "codec" in data.columns:
-        breakdowns["codec"] = _both_factor(data, "codec", _asvspoof5_metrics)
-    report["breakdowns"] = breakdowns
-    return finish_report(
-        report,
-        inputs,
+    return inputs.report(
+        {"calibration": None if calibration is None else calibration.to_dict()},
         data,
-        headline,
+        inputs.headline(data, _asvspoof5_metrics, "all rows"),
         "all rows" + (", calibrated scores" if calibration is not None else ", raw scores"),
         {
             **EER_DEFINITION,
@@ -411,21 +381,247 @@ def _asvspoof5(inputs, calibration=None):
             "attack": "each attack against all bona fide trials",
             "codec": "trials of both classes per codec",
         },
+        breakdowns=_breakdowns(data, _asvspoof5_metrics, attack=_spoof_only, codec=_both_classes),
     )
 
 
 def _eer_only(corpus):
     def rule(inputs):
         """The report of this corpus: pooled EER (and per attack for ``eer``)."""
-        data = inputs.select(pd.Series(True, index=inputs.manifest.index))
-        report = inputs.start({})
-        bona, spoof = split_by_label(data)
-        headline = headline_block(bona, spoof, eer_metrics, corpus, "all rows")
-        if corpus == "eer" and "attack" in data.columns:
-            report["breakdowns"] = {"attack": _spoof_factor(data, "attack", eer_metrics)}
-        return finish_report(report, inputs, data, headline, "all rows", dict(EER_DEFINITION))
+        data = inputs.select()
+        sections = {}
+        if corpus == "eer":
+            sections["breakdowns"] = _breakdowns(data, _eer_metrics, attack=_spoof_only)
+        headline = inputs.headline(data, _eer_metrics, "all rows")
+        return inputs.report({}, data, headline, "all rows", dict(EER_DEFINITION), **sections)
 
     return rule
+
+
+# ---------------------------------------------------------------------------
+# PartialSpoof: utterance, segment and localisation (range) EERs
+# ---------------------------------------------------------------------------
+
+
+def _segment_block(inputs, data, segment_scores, segment_labels, segment_shift, tolerance):
+    """Segment EER of segment score files against segment labels at one resolution."""
+    if isinstance(segment_scores, (str, Path)):
+        segment_scores, stored_shift = load_segment_scores(segment_scores)
+        if stored_shift is not None:
+            if segment_shift is not None and not math.isclose(stored_shift, segment_shift):
+                raise ValueError(
+                    f"partialspoof report: segment_shift={segment_shift} but the segment "
+                    f"score file says {stored_shift}"
+                )
+            segment_shift = stored_shift
+    if segment_shift is None:
+        raise ValueError("partialspoof report: pass segment_shift (seconds) with segment scores")
+    ids = list(data["ID"])
+    lacking = [i for i in ids if i not in segment_scores]
+    if lacking and not inputs.allow_missing:
+        raise ValueError(
+            f"partialspoof report: {len(lacking)} of {len(ids)} scored utterances have no "
+            f"segment scores (e.g. {examples(lacking)}); pass allow_missing=True to leave them out"
+        )
+    scored = {i: metrics.as_scores(segment_scores[i], f"segment ({i})")
+              for i in ids if i in segment_scores}  # fmt: skip
+    if callable(segment_labels):
+        labels = {i: segment_labels(i, segment_shift) for i in scored}
+    else:
+        labels = {i: segment_labels[i] for i in scored if i in segment_labels}
+    try:
+        block = localization.segment_eer(scored, labels, tolerance)
+    except ValueError as err:
+        raise ValueError(f"partialspoof report, segments at {segment_shift} s: {err}") from None
+    known = set(ids)
+    block.update(
+        shift=float(segment_shift),
+        n_utterances=len(scored),
+        utterances_without_segment_scores=len(lacking),
+        segment_scores_without_manifest_row=sum(1 for k in segment_scores if k not in known),
+    )
+    return block
+
+
+def _label_source(segment_labels, data):
+    """A callable (ID, shift) -> labels: given, a template, or the manifest's templates."""
+    if callable(segment_labels):
+        return segment_labels
+    if isinstance(segment_labels, (str, Path)):
+        return lambda utt_id, shift: load_segment_labels(str(segment_labels), utt_id, shift)
+    if segment_labels is not None:
+        raise ValueError(
+            "partialspoof report: with frame_scores, segment_labels is a callable "
+            "(ID, shift) -> labels or a label path template with {shift} (default: the "
+            "manifest's segment_labels column)"
+        )
+    if "segment_labels" not in data.columns:
+        raise ValueError(
+            "partialspoof report: frame_scores need segment labels: the manifest has no "
+            "segment_labels column; pass segment_labels (a template or a callable)"
+        )
+    templates = dict(zip(data["ID"], data["segment_labels"]))
+    return lambda utt_id, shift: load_segment_labels(templates[utt_id], utt_id, shift)
+
+
+def _range_reference(range_reference, labels_of, finest, durations):
+    """(ID -> spoofed (start, end) stretches, its source): given, a truth JSON, or the finest labels."""
+    if range_reference is None:
+        return lambda utt_id: localization.spoof_ranges_from_labels(
+            labels_of(utt_id, finest), finest, durations[utt_id]
+        ), f"segment labels at {finest} s"
+    if isinstance(range_reference, (str, Path)):
+        table = json.loads(Path(range_reference).read_text(encoding="utf-8"))
+        source = str(range_reference)
+    else:
+        table, source = range_reference, "given ranges"
+
+    def ranges(utt_id):
+        """The spoofed (start, end) stretches of ``utt_id`` in the reference."""
+        if utt_id not in table:
+            raise ValueError(f"partialspoof report: no reference ranges for {utt_id} in {source}")
+        entry = table[utt_id]
+        return [tuple(pair) for pair in (entry["spoof"] if isinstance(entry, dict) else entry)]
+
+    return ranges, source
+
+
+def _has_labels(labels_of, utt_id, shift):
+    """Whether the label file of ``shift`` is there."""
+    try:
+        labels_of(utt_id, shift)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _localization_block(
+    inputs, data, frame_scores, segment_labels, resolutions, pooling, range_reference, tolerance
+):
+    """Segment and range EER at each resolution from frame scores."""
+    if isinstance(frame_scores, (str, Path)):
+        frame_scores, frame_shift = load_segment_scores(frame_scores)
+    else:
+        frame_scores, frame_shift = dict(frame_scores), None
+    frame_shift = frame_shift or DEFAULT_FRAME_SHIFT
+    ids = [i for i in data["ID"] if i in frame_scores]
+    lacking = len(data) - len(ids)
+    if lacking and not inputs.allow_missing:
+        raise ValueError(
+            f"partialspoof report: {lacking} of {len(data)} scored utterances have no frame "
+            "scores; pass allow_missing=True to leave them out"
+        )
+    labels_of = _label_source(segment_labels, data)
+    unavailable = []
+    if resolutions is None:  # the released resolutions whose label files are there
+        resolutions = [s for s in SEGMENT_SHIFTS if not ids or _has_labels(labels_of, ids[0], s)]
+        unavailable = [s for s in SEGMENT_SHIFTS if s not in resolutions]
+        if not resolutions:
+            raise ValueError(
+                "partialspoof report: no segment label file at any released resolution"
+            )
+    resolutions = [float(r) for r in resolutions]
+    durations = dict(zip(data["ID"], data["duration"].astype(float)))
+    finest = min(resolutions)
+    finer = SEGMENT_SHIFTS[0]
+    if range_reference is None and ids and finer < finest and _has_labels(labels_of, ids[0], finer):
+        finest = finer
+    reference, reference_source = _range_reference(range_reference, labels_of, finest, durations)
+    spoof_ranges = {utt_id: reference(utt_id) for utt_id in ids}
+    blocks = {}
+    for shift in resolutions:
+        scores = {
+            u: localization.pool_frame_scores(frame_scores[u], frame_shift, shift, pooling)
+            for u in ids
+        }
+        labels = {u: labels_of(u, shift) for u in ids}
+        try:
+            block = localization.segment_eer(
+                scores, labels, tolerance * max(1, round(frame_shift / shift))
+            )
+        except ValueError as err:
+            raise ValueError(f"partialspoof report, segments at {shift} s: {err}") from None
+        ranged = localization.range_eer(
+            (scores[u], shift, spoof_ranges[u], durations[u]) for u in ids
+        )
+        block.update(
+            range_eer=ranged["eer"],
+            range_eer_threshold=ranged["eer_threshold"],
+            bonafide_seconds=ranged["bonafide_seconds"],
+            spoof_seconds=ranged["spoof_seconds"],
+        )
+        blocks[f"{shift:.2f}"] = block
+    rows = data[data["ID"].isin(ids)]
+    minimum = rows.assign(score=rows["ID"].map(lambda u: float(np.min(frame_scores[u]))))
+    return {
+        "frame_shift": frame_shift,
+        "pooling": pooling,
+        "range_reference": reference_source,
+        "n_utterances": len(ids),
+        "utterances_without_frame_scores": lacking,
+        "resolutions": blocks,
+        "resolutions_without_label_files": unavailable,
+        "utterance_from_frames": _block(*_split(minimum), _eer_metrics),
+    }
+
+
+def _partialspoof(
+    inputs,
+    segment_scores=None,
+    segment_labels=None,
+    segment_shift=None,
+    segment_length_tolerance=1,
+    frame_scores=None,
+    resolutions=None,
+    segment_pooling="min",
+    range_reference=None,
+):
+    """The PartialSpoof report."""
+    data = inputs.select()
+    headline = inputs.headline(data, _eer_metrics, "utterances")
+    definitions, sections = dict(EER_DEFINITION), {}
+    if segment_scores is not None:
+        if segment_labels is None:
+            raise ValueError(
+                "partialspoof report: segment_scores need segment_labels (a dict "
+                "ID -> labels or a callable (ID, shift) -> labels, 1 = bona fide)"
+            )
+        sections["segment"] = _segment_block(
+            inputs, data, segment_scores, segment_labels, segment_shift, segment_length_tolerance
+        )
+        definitions["segment"] = (
+            "EER over all segments of all scored utterances (label 1 = bona fide); "
+            "score/label lengths differing by up to the tolerance are cut to the shorter"
+        )
+    if frame_scores is not None:
+        sections["localization"] = _localization_block(
+            inputs, data, frame_scores, segment_labels, resolutions, segment_pooling,
+            range_reference, segment_length_tolerance,
+        )  # fmt: skip
+        definitions.update(
+            localization_segment_eer=(
+                f"per resolution: frame scores pooled into segments ({segment_pooling} of the "
+                "frames of each segment, from the start of the file; a finer resolution repeats "
+                "each frame score), then the EER over all segments of all utterances against "
+                "the released segment labels (1 = bona fide)"
+            ),
+            localization_range_eer=(
+                "range-based EER (Zhang et al., Interspeech 2023): the segment scores as time "
+                "ranges; at each threshold, bona fide time called spoof over all bona fide time "
+                "and spoofed time called bona fide over all spoofed time, summed over the "
+                "utterances (each over [0, duration]); the EER where they are closest"
+            ),
+            localization_utterance_from_frames="utterance EER of each file's minimum frame score",
+        )
+    options = {
+        "segment_shift": segment_shift,
+        "segment_length_tolerance": segment_length_tolerance,
+        "frame_scores": None if frame_scores is None or isinstance(frame_scores, dict)
+        else str(frame_scores),
+        "resolutions": resolutions,
+        "segment_pooling": segment_pooling,
+    }  # fmt: skip
+    return inputs.report(options, data, headline, "utterances", definitions, **sections)
 
 
 CORPUS_RULES = {
@@ -434,7 +630,7 @@ CORPUS_RULES = {
     "asvspoof2021_df": _asvspoof2021_df,
     "asvspoof5": _asvspoof5,
     "in_the_wild": _eer_only("in_the_wild"),
-    "partialspoof": partialspoof_report,
+    "partialspoof": _partialspoof,
     "eer": _eer_only("eer"),
 }
 
@@ -445,33 +641,37 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
     Arguments
     ---------
     corpus : str
-        One of :data:`CORPUS_RULES`: ``ctrsvdd``, ``asvspoof2021_la``,
-        ``asvspoof2021_df``, ``asvspoof5``, ``in_the_wild``, ``partialspoof``,
-        ``eer``.
-    scores_path : str or Path
-        Score file, ``ID score`` per line.
-    manifest_path : str or Path
-        Manifest CSV of the evaluated set.
+        - ``ctrsvdd``: ``exclude_attacks`` (A14) removed; the Nes2Net CtrSVDD
+          scorer's EER and minDCF with and without the ACESinger bona fide
+          trials (``source`` acesinger; ``include_acesinger_bonafide`` picks
+          the headline); per attack and per source corpus.
+        - ``asvspoof2021_la``: rows of ``subset`` ("eval"); EER and min t-DCF
+          with the ASV error rates of the organisers' files (``keys_dir``, or
+          ``asv_metadata`` + ``asv_scores``) or ``asv_rates`` (``pfa_asv,
+          pmiss_asv, pfa_spoof_asv``); per attack and codec.
+        - ``asvspoof2021_df``: rows of ``subset``; EER pooled, per codec and vocoder.
+        - ``asvspoof5``: minDCF, actDCF, Cllr and EER, pooled, per attack and
+          codec; ``calibration`` (a ScoreCalibration, its dict or JSON file)
+          maps the scores to LLRs first.
+        - ``in_the_wild``: EER. ``eer``: any manifest, EER pooled and per attack.
+        - ``partialspoof``: utterance EER; the segment EER of ``segment_scores``
+          (``.npz`` or dict; ``segment_shift``) against ``segment_labels``
+          (dict or callable ``(ID, shift)``, 1 = bona fide), score and label
+          counts differing by up to ``segment_length_tolerance`` (1) cut to the
+          shorter; from ``frame_scores`` (``.npz`` with ``__shift__``, or a
+          dict), segment and range EER at each of ``resolutions`` (default: the
+          released ones with label files), frames pooled by
+          ``segment_pooling`` ('min'), against ``segment_labels`` (also a path
+          template; default: the manifest's), the ranges of
+          ``range_reference`` (ID -> spoofed (start, end), or a JSON file;
+          default: the finest labels), and the utterance EER of the minimum
+          frame score.
+    scores_path, manifest_path : str or Path
+        The score file and the manifest of the evaluated set.
     allow_missing : bool
-        Leave out (and count) selected manifest rows without a score instead
-        of raising.
+        Leave out (and count) selected manifest rows without a score instead of raising.
     **corpus_options
-        ``ctrsvdd``: ``include_acesinger_bonafide`` (False),
-        ``exclude_attacks`` (``("A14",)``). ``asvspoof2021_la``: ``subset``
-        ("eval"), ``keys_dir`` or ``asv_metadata`` + ``asv_scores``, or
-        ``asv_rates`` (dict with ``pfa_asv, pmiss_asv, pfa_spoof_asv``).
-        ``asvspoof2021_df``: ``subset``. ``asvspoof5``: ``calibration``
-        (ScoreCalibration, its dict, or a JSON path). ``partialspoof``:
-        ``segment_scores`` (``.npz`` path or dict), ``segment_labels`` (dict
-        or callable ``(ID, shift)``, e.g.
-        ``functools.partial(speechbrain_nes2net.segments.load_segment_labels,
-        template)``), ``segment_shift``, ``segment_length_tolerance`` (1);
-        ``frame_scores`` (``.npz`` of ID -> frame scores with ``__shift__``,
-        or a dict), ``resolutions`` (default: the released 0.01-0.64 s),
-        ``segment_pooling`` ('min'), ``range_reference`` (ID -> spoofed
-        (start, end) ranges, or a JSON file of them; default: the labels at
-        the finest resolution); ``segment_labels`` then defaults to the
-        manifest's ``segment_labels`` templates.
+        The options of the corpus rule, above.
 
     Returns
     -------
@@ -490,15 +690,9 @@ def build_report(corpus, scores_path, manifest_path, allow_missing=False, **corp
             f"the {corpus} report takes no option {', '.join(unknown)}; its options: "
             f"{', '.join(accepted) or 'none'}"
         )
-    inputs = ReportInputs(corpus, scores_path, manifest_path, allow_missing)
-    report = rule(inputs, **corpus_options)
+    report = rule(ReportInputs(corpus, scores_path, manifest_path, allow_missing), **corpus_options)
     report["options"]["allow_missing"] = allow_missing
     return report
-
-
-# ---------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------
 
 
 def write_corpus_report(
@@ -507,12 +701,25 @@ def write_corpus_report(
     """Writes the corpus report of a test set; a failure is logged, not raised.
 
     The score file is already written, so a report problem (e.g. missing ASV
-    keys) costs no scoring: fix it and rerun ``recipes/evaluate.py``. When
-    files were unusable (``allow_missing``), the report leaves them out and
-    counts them in its ``missing`` section. ``frame_scores`` (the frame score
-    file of a localisation model) goes to the ``partialspoof`` rule.
-    ``protocol`` (:func:`~speechbrain_nes2net.evaluation.files.scoring_protocol`)
-    is stated in the report.
+    keys) costs no scoring: fix it and rerun ``recipes/evaluate.py``.
+
+    Arguments
+    ---------
+    folder, name, scores_path
+        Output folder, file stem and the set's score file.
+    test_set : TestSet
+        Its ``manifest`` and ``report`` (``corpus`` and the rule's options).
+    allow_missing : bool
+        Leave unusable files out of the report (counted in ``missing``).
+    frame_scores : str or Path, optional
+        A localisation model's frame scores, for the ``partialspoof`` rule.
+    protocol : dict, optional
+        :func:`~speechbrain_nes2net.evaluation.files.scoring_protocol`, stated in the report.
+
+    Returns
+    -------
+    dict or None
+        The written paths, None on failure.
     """
     options = dict(test_set.report)
     corpus = options.pop("corpus")

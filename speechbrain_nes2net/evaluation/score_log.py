@@ -1,40 +1,23 @@
 """Resumable score logs: corpus-scale scoring that survives kills, pre-emption and full disks.
 
 ``nes2net-score --output`` and ``recipes/evaluate.py`` append every finished
-batch to a *score log* and build the score file from it at the end, so that
-a rerun of the same command scores only what is missing.
-
-The log is a text file. Its first line is a header,
-``#nes2net-score-log {JSON}``, holding what makes the scores what they are:
-the model fingerprint, the options that change scores, a SHA-256 of the
-input list (IDs and paths, in order) and its length, the chunk size and the
-shard (``[rank, world_size]``). A rerun whose header differs is refused
-(:class:`ScoreLogMismatch`, naming what changed) instead of mixing scores;
-``restart=True`` starts a fresh log. Every further line is one input::
+batch to a score log and build the score file from it at the end, so that a
+rerun of the same command scores only what is missing (docs/SCALE.md). The
+first line, ``#nes2net-score-log {JSON}``, records what the scores depend on
+(a rerun with another header is refused: :class:`ScoreLogMismatch`); every
+further line is one input::
 
     position <TAB> ID <TAB> ok <TAB> score [<TAB> field ...]
     position <TAB> ID <TAB> failed <TAB> reason
 
-``position`` is the file's 0-based place in the input list. Inputs are
-scored by *chunks* of ``chunk_size`` consecutive positions (a shard takes
-the positions ``p`` with ``p % world_size == rank``), chunk after chunk;
-inside a chunk, batches are planned by length and appended as they finish.
-So the log is a sequence of chunk groups in increasing chunk order, of which
-only the last can be incomplete, and resuming needs only the positions done
-in that last chunk: memory stays bounded by the chunk size, whatever the
-number of files. Lines are flushed after every batch and fsynced at least
-every ``fsync_seconds`` and at the end of every chunk; a line torn by a kill
-(no newline at the end) is cut off when the log is reopened.
-
-Failed files are final unless a rerun asks to retry them: retried results go
-to a second file (``<log>.retry``, read into memory at the end: one entry
-per failed file) and replace the failures when the score file is built.
-
-:func:`merged_records` streams the records of one or several shard logs in
-input order (a k-way merge of the per-chunk sorted groups).
-
-Authors
- * speechbrain-nes2net contributors
+``position`` is the 0-based place in the input list. Inputs are scored by
+chunks of ``chunk_size`` positions (shard ``rank`` of ``world_size`` takes the
+positions ``p % world_size == rank``), chunk after chunk, so only the last
+chunk of a log can be incomplete and resuming holds one chunk in memory. A
+line torn by a kill (no newline) is cut off when the log is reopened. Retried
+failures go to ``<log>.retry`` and replace the failures in
+:func:`merged_records`, which streams the records of the shard logs in input
+order.
 """
 
 import errno
@@ -62,67 +45,40 @@ class ScoreLogMismatch(ScoreLogError):
     """A score log written for another model, other options or another input list."""
 
 
-def clean_field(text):
-    """A log field: tabs and line breaks replaced by spaces.
-
-    Example
-    -------
-    >>> clean_field("bad\\theader\\nline")
-    'bad header line'
-    """
-    return " ".join(str(text).replace("\t", " ").splitlines())
+def _lines(records):
+    """The log lines of ``(position, ID, status, fields)`` records (tabs and line breaks as spaces)."""
+    clean = lambda text: " ".join(str(text).replace("\t", " ").splitlines())
+    return "".join(
+        "\t".join([str(position), clean(utt_id), status, *map(clean, fields)]) + "\n"
+        for position, utt_id, status, fields in records
+    )
 
 
-def describe_mismatch(old, new):
-    """Names the header entries that differ between a log and the current run.
-
-    Arguments
-    ---------
-    old, new : dict
-        The header of the log on disk and the one of this run.
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> describe_mismatch({"model": "a", "n": 1}, {"model": "b", "n": 1})
-    "model: 'a' in the log, 'b' now"
-    """
-    names = {
-        "inputs": "input list (IDs and paths)",
-        "n_inputs": "number of inputs",
-    }
-    parts = []
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            parts.append(f"{names.get(key, key)}: {old.get(key)!r} in the log, {new.get(key)!r} now")
-    return "; ".join(parts)
+def _header_line(header):
+    """The first line of a log."""
+    return HEADER_PREFIX + json.dumps(header, sort_keys=True) + "\n"
 
 
-def chunk_positions(chunk, chunk_size, n_inputs, rank=0, world_size=1):
-    """The positions of one chunk that a shard scores.
+def _describe_mismatch(old, new):
+    """Names the header entries that differ between a log and the current run."""
+    names = {"inputs": "input list (IDs and paths)", "n_inputs": "number of inputs"}
+    return "; ".join(
+        f"{names.get(key, key)}: {old.get(key)!r} in the log, {new.get(key)!r} now"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    )
 
-    Example
-    -------
-    >>> chunk_positions(1, 4, 10, rank=1, world_size=2)
-    [5, 7]
-    """
+
+def _chunk_positions(chunk, chunk_size, n_inputs, rank, world_size):
+    """The positions of one chunk that a shard scores."""
     start = chunk * chunk_size
     stop = min(start + chunk_size, n_inputs)
     first = start + (rank - start) % world_size
     return list(range(first, stop, world_size))
 
 
-def parse_line(line, path, number):
-    """``(position, ID, status, fields)`` of one log line.
-
-    Raises
-    ------
-    ScoreLogError
-        Naming the file and line for a line that is not a log record.
-    """
+def _parse_line(line, path, number):
+    """``(position, ID, status, fields)`` of one log line, or an error naming the file and line."""
     parts = line.split("\t")
     if len(parts) < 4 or parts[2] not in (OK, FAILED) or not parts[0].isdigit():
         raise ScoreLogError(
@@ -132,6 +88,7 @@ def parse_line(line, path, number):
 
 
 def _read_header(path):
+    """The header of a log."""
     with open(path, encoding="utf-8") as handle:
         first = handle.readline()
     if not first.startswith(HEADER_PREFIX) or not first.endswith("\n"):
@@ -145,23 +102,13 @@ def _read_header(path):
 def _cut_torn_tail(path):
     """Cuts a last line without newline (torn by a kill or a full disk) off the file."""
     size = os.path.getsize(path)
-    if size == 0:
-        return
     with open(path, "rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) == b"\n":
+        start = max(0, size - (1 << 20))  # a log line is far shorter than 1 MiB
+        handle.seek(start)
+        tail = handle.read()
+        if not tail or tail.endswith(b"\n"):
             return
-        keep, block = size, 1 << 16
-        while keep > 0:
-            start = max(0, keep - block)
-            handle.seek(start)
-            data = handle.read(keep - start)
-            newline = data.rfind(b"\n")
-            if newline >= 0:
-                keep = start + newline + 1
-                break
-            keep = start
-        handle.truncate(keep)
+        handle.truncate(start + tail.rfind(b"\n") + 1)
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -173,7 +120,7 @@ def iter_records(path):
         for number, line in enumerate(handle, start=2):
             if not line.endswith("\n"):
                 return  # torn tail, cut off when the log is reopened for writing
-            yield parse_line(line[:-1], path, number)
+            yield _parse_line(line[:-1], path, number)
 
 
 class ScoreLog:
@@ -196,11 +143,9 @@ class ScoreLog:
 
     Raises
     ------
-    ScoreLogMismatch
-        When the existing log was written with another header.
     ScoreLogError
-        When it is corrupt (records out of chunk order, too many records in
-        a chunk, a malformed line other than a torn last one).
+        :class:`ScoreLogMismatch` for a log written with another header; a
+        corrupt log (records out of chunk order, a malformed line other than a torn last one).
 
     Example
     -------
@@ -208,11 +153,13 @@ class ScoreLog:
     >>> path = Path(tempfile.mkdtemp()) / "scores.log"
     >>> header = {"model": "m", "n_inputs": 3, "chunk_size": 2, "shard": [0, 1]}
     >>> log = ScoreLog(path, header)
-    >>> log.append([(1, "b", OK, ["0.5"]), (0, "a", FAILED, ["empty file"])])
+    >>> log.append([(1, "b", OK, ["0.5"]), (0, "a", FAILED, ["bad\\theader\\nline"])])
     >>> log.close()
     >>> log = ScoreLog(path, header)
     >>> log.missing(1), log.n_done
     ([2], 2)
+    >>> list(iter_records(path))[1]
+    (0, 'a', 'failed', ['bad header line'])
     """
 
     def __init__(
@@ -241,7 +188,7 @@ class ScoreLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")
             with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(HEADER_PREFIX + json.dumps(header, sort_keys=True) + "\n")
+                handle.write(_header_line(header))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
@@ -250,14 +197,20 @@ class ScoreLog:
         self._handle = None
         self._last_sync = time.monotonic()
 
+    def _positions(self, chunk):
+        """The positions of ``chunk`` that this shard scores."""
+        return _chunk_positions(chunk, self.chunk_size, self.n_inputs, self.rank, self.world_size)
+
     def _expected(self, chunk):
-        return len(chunk_positions(chunk, self.chunk_size, self.n_inputs, self.rank, self.world_size))
+        """How many positions of ``chunk`` this shard scores."""
+        return len(self._positions(chunk))
 
     def _resume(self):
+        """Checks the log's header and finds where it stops."""
         old = _read_header(self.path)
         if old != json.loads(json.dumps(self.header, sort_keys=True)):
             raise ScoreLogMismatch(
-                f"{self.path} was written for other scores ({describe_mismatch(old, self.header)}); "
+                f"{self.path} was written for other scores ({_describe_mismatch(old, self.header)}); "
                 "refusing to mix them: rerun with --restart to score everything again, "
                 "or choose another output"
             )
@@ -276,10 +229,16 @@ class ScoreLog:
                 chunk += 1
                 while chunk < this:  # chunks without positions of this shard
                     if self._expected(chunk):
-                        raise ScoreLogError(f"{self.path}: chunk {chunk} is missing; rerun with --restart")
+                        raise ScoreLogError(
+                            f"{self.path}: chunk {chunk} is missing; rerun with --restart"
+                        )
                     chunk += 1
                 done = set()
-            if position in done or position % self.world_size != self.rank or position >= self.n_inputs:
+            if (
+                position in done
+                or position % self.world_size != self.rank
+                or position >= self.n_inputs
+            ):
                 raise ScoreLogError(
                     f"{self.path}: position {position} ({utt_id}) repeated or not of this shard; "
                     "the log is corrupt: rerun with --restart"
@@ -303,7 +262,7 @@ class ScoreLog:
 
     def missing(self, chunk):
         """Positions of ``chunk`` this shard still has to score (in input order)."""
-        positions = chunk_positions(chunk, self.chunk_size, self.n_inputs, self.rank, self.world_size)
+        positions = self._positions(chunk)
         if chunk < self.next_chunk:
             return []
         if chunk == self.next_chunk:
@@ -327,15 +286,10 @@ class ScoreLog:
         """
         if not records:
             return
-        text = "".join(
-            "\t".join([str(position), clean_field(utt_id), status] + [clean_field(f) for f in fields])
-            + "\n"
-            for position, utt_id, status, fields in records
-        )
         try:
             if self._handle is None:
                 self._handle = self._open()
-            self._handle.write(text)
+            self._handle.write(_lines(records))
             self._handle.flush()
             if time.monotonic() - self._last_sync >= self.fsync_seconds:
                 self.sync()
@@ -372,12 +326,14 @@ class ScoreLog:
             self._handle.close()
             self._handle = None
 
-    # ------------------------------------------------------------ retries
-
     def failed_to_retry(self):
         """Positions whose last result is a failure (main log, then retries)."""
-        failed = {position for position, _, status, _ in iter_records(self.path) if status == FAILED}
-        for position, _, status, _ in iter_records(self.retry_path) if self.retry_path.exists() else ():
+        failed = {
+            position for position, _, status, _ in iter_records(self.path) if status == FAILED
+        }
+        for position, _, status, _ in (
+            iter_records(self.retry_path) if self.retry_path.exists() else ()
+        ):
             if status == OK:
                 failed.discard(position)
         return failed
@@ -387,11 +343,7 @@ class ScoreLog:
         try:
             new = not self.retry_path.exists()
             with open(self.retry_path, "a", encoding="utf-8") as handle:
-                if new:
-                    handle.write(HEADER_PREFIX + json.dumps(self.header, sort_keys=True) + "\n")
-                for position, utt_id, status, fields in records:
-                    row = [str(position), clean_field(utt_id), status]
-                    handle.write("\t".join(row + [clean_field(f) for f in fields]) + "\n")
+                handle.write((_header_line(self.header) if new else "") + _lines(records))
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as err:
@@ -399,6 +351,7 @@ class ScoreLog:
 
 
 def _write_error(path, err):
+    """The message of a failed write."""
     reason = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
     return (
         f"cannot write the score log {path}: {reason}; the scores logged so far are kept: "
