@@ -46,7 +46,7 @@ from speechbrain_nes2net.evaluation.localization import (  # noqa: E402
 )
 from speechbrain_nes2net.lobes.ssl import ssl_frame_shift  # noqa: E402
 from speechbrain_nes2net.lobes.windows import split_windows  # noqa: E402
-from speechbrain_nes2net.training.brain import AntiSpoofBrain, unwrap_ddp  # noqa: E402
+from speechbrain_nes2net.training.brain import AntiSpoofBrain, gather, unwrap_ddp  # noqa: E402
 from speechbrain_nes2net.training.recipe import fit_run_localization  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class LocalizationBrain(AntiSpoofBrain):
 
     def _stage_stats(self, stage, stage_loss):
         stats, summary, records, failures = super()._stage_stats(stage, stage_loss)
-        self.frame_records = self._gather_list(self.frame_records)
+        self.frame_records = gather(self.frame_records)
         if stage == sb.Stage.VALID:
             stats.update(self._segment_stats())
         return stats, summary, records, failures
