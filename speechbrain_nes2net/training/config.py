@@ -122,11 +122,8 @@ def check_run_options(run_opts):
 
 
 def schedules_whole_run(scheduler_factory, interval):
-    """Whether ``lr_scheduler`` has ``T_max: null``: annealing over the whole run.
-
-    ``T_max: null`` counts the run's optimiser steps (number_of_epochs x
-    steps per epoch, known once the training loader exists), so it needs
-    ``lr_schedule_interval: step``.
+    """Whether ``lr_scheduler`` has ``T_max: null``: annealing over the whole run's
+    optimiser steps (known once the training loader exists), stepped per step.
 
     Raises
     ------
@@ -234,14 +231,13 @@ def valid_epochs_period(hparams):
 def validates(hparams, epoch):
     """Whether the recipe validates (and may select a checkpoint) after ``epoch``.
 
-    ``valid_epochs`` (``all`` or ``cosine_minima``), from epoch
-    ``valid_start_epoch`` on (default 1; the ASVspoof 5 release starts at 11).
+    ``valid_epochs`` from epoch ``valid_start_epoch`` on (the ASVspoof 5
+    release starts at 11).
 
     Arguments
     ---------
     hparams : dict or namespace
-        The recipe's hyperparameters (``valid_epochs``, its period,
-        ``valid_start_epoch``).
+        The recipe's hyperparameters.
     epoch : int
         Epoch number, from 1.
 

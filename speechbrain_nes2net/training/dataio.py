@@ -53,11 +53,7 @@ def load_utterance(wav, sample_rate, num_samples, random_crop, augment):
 
 
 def audio_pipeline(
-    num_samples=None,
-    random_crop=False,
-    min_samples=0,
-    augment=None,
-    sample_rate=DEFAULT_SAMPLE_RATE,
+    num_samples=None, random_crop=False, min_samples=0, augment=None, sample_rate=DEFAULT_SAMPLE_RATE
 ):
     """Builds the dynamic item that turns a manifest ``wav`` path into ``sig``.
 
@@ -85,8 +81,7 @@ def audio_pipeline(
     Returns
     -------
     function
-        A SpeechBrain dynamic item taking ``wav`` and providing ``sig`` and
-        ``audio_error``.
+        A dynamic item taking ``wav`` and providing ``sig`` and ``audio_error``.
     """
 
     @sb.utils.data_pipeline.takes("wav")
@@ -104,7 +99,7 @@ def audio_pipeline(
     return pipeline
 
 
-def crop_indices(length, num_samples, random_offset=False, step=1, generator=None):
+def crop_indices(length, num_samples, random_offset=False, step=1):
     """The sample indices that crop or repeat-pad a waveform to ``num_samples``.
 
     As :func:`~speechbrain_nes2net.audio.fixed_length` does, but the indices
@@ -122,8 +117,6 @@ def crop_indices(length, num_samples, random_offset=False, step=1, generator=Non
         Crop at a uniformly random offset on the ``step`` grid instead of the start.
     step : int
         Grid of the random offsets, in samples.
-    generator : torch.Generator, optional
-        Random source of the offset.
 
     Returns
     -------
@@ -143,7 +136,7 @@ def crop_indices(length, num_samples, random_offset=False, step=1, generator=Non
     offset = 0
     if random_offset and length > num_samples:
         slots = (length - num_samples) // step + 1
-        offset = step * int(torch.randint(0, slots, (1,), generator=generator))
+        offset = step * int(torch.randint(0, slots, (1,)))
     return torch.arange(offset, offset + num_samples)
 
 
@@ -187,13 +180,9 @@ def segment_truth(labels, indices, segment_samples):
 
 
 def localization_pipeline(
-    segment_shift,
-    num_samples=None,
-    random_crop=False,
-    min_samples=0,
-    augment=None,
+    segment_shift, num_samples=None, random_crop=False, min_samples=0, augment=None,
     sample_rate=DEFAULT_SAMPLE_RATE,
-):
+):  # fmt: skip
     """Like :func:`audio_pipeline`, plus the segment labels of the waveform it yields.
 
     The labels of the manifest's ``segment_labels`` template at

@@ -95,26 +95,17 @@ def notch_filter_coeffs(
 ):  # fmt: skip
     """Draws a random cascade of band-stop FIR filters (the RawBoost filter).
 
-    Each of the ``n_bands`` stages is a Hamming-windowed band-stop FIR filter
-    with centre frequency ~ U(min_f, max_f) Hz, bandwidth ~ U(min_bw, max_bw)
-    Hz and an odd number of taps drawn in [min_coeff, max_coeff] (band-stop
-    designs need an odd length). The cascade is scaled so that its peak
-    magnitude response equals G ~ U(min_g, max_g) dB.
+    Each of the ``n_bands`` stages (official ``nBands``) is a Hamming-windowed
+    band-stop filter with centre ~ U(min_f, max_f) Hz, bandwidth ~ U(min_bw,
+    max_bw) Hz and an odd number of taps in [min_coeff, max_coeff]; the
+    cascade is scaled to a peak magnitude response of G ~ U(min_g, max_g) dB.
 
     Arguments
     ---------
     rng : numpy.random.Generator
         Source of randomness.
-    n_bands : int
-        Notch stages (official ``nBands``).
-    min_f, max_f : float
-        Range of the centre frequencies in Hz (``minF``, ``maxF``); max_f <= sample_rate / 2.
-    min_bw, max_bw : float
-        Range of the bandwidths in Hz (``minBW``, ``maxBW``).
-    min_coeff, max_coeff : int
-        Range of the taps per stage (``minCoeff``, ``maxCoeff``).
-    min_g, max_g : float
-        Range of the cascade's peak gain in dB (``minG``, ``maxG``).
+    n_bands, min_f, max_f, min_bw, max_bw, min_coeff, max_coeff, min_g, max_g
+        As above (official ``minF``, ``maxF``, ...); max_f <= sample_rate / 2.
     sample_rate : int
         Sampling rate of the signal to filter (Hz).
 
@@ -155,10 +146,8 @@ def _peak_magnitude(b):
 
 
 def fir_filter_sum(signals, filters):
-    """Filters each signal with its odd-length linear-phase FIR filter and sums the results.
-
-    The filters' delay is removed: each output sample is aligned with its
-    input sample ("same"-size convolution).
+    """Filters each signal with its odd-length linear-phase FIR filter, delay removed, and
+    sums the results.
 
     Arguments
     ---------
@@ -207,10 +196,9 @@ def lnl_convolutive_noise(
     """Linear and non-linear convolutive noise (RawBoost algo 1).
 
     Output = sum over k = 1..n_f of notch-cascade_k(x ** k), made zero-mean
-    and peak-normalised if its peak exceeds 1. The linear term (k = 1) has a
-    peak gain in [min_g, max_g] dB; the non-linear terms are attenuated by the
-    bias: gain between min_g - min_bias_lin_nonlin and
-    max_g - max_bias_lin_nonlin dB (-5 to -20 dB with the defaults).
+    and peak-normalised above 1. The linear term has a peak gain in [min_g,
+    max_g] dB, the others one attenuated by the bias (-5 to -20 dB with the
+    defaults).
 
     Arguments
     ---------
@@ -256,9 +244,8 @@ def lnl_convolutive_noise(
 def isd_additive_noise(x, rng, p=10.0, g_sd=2.0):
     """Impulsive signal-dependent additive noise (RawBoost algo 2).
 
-    A fraction beta ~ U(0, p) percent of the samples, chosen at random without
-    repetition, become x + g_sd * x * (u1 * u2) with u1, u2 ~ U(-1, 1); the
-    result is peak-normalised if its peak exceeds 1.
+    beta ~ U(0, p) percent of the samples, drawn without repetition, become
+    x + g_sd * x * (u1 * u2) with u1, u2 ~ U(-1, 1); peak-normalised above 1.
 
     Arguments
     ---------
@@ -294,9 +281,8 @@ def isd_additive_noise(x, rng, p=10.0, g_sd=2.0):
 def ssi_additive_noise(x, rng, snr_min=10.0, snr_max=40.0, **design):
     """Stationary signal-independent coloured additive noise (RawBoost algo 3).
 
-    White Gaussian noise is coloured by a random notch cascade and added at an
-    SNR ~ U(snr_min, snr_max) dB (energy ratio over the whole signal). The
-    output is not normalised, as in the official code.
+    White Gaussian noise coloured by a random notch cascade, added at an SNR ~
+    U(snr_min, snr_max) dB over the whole signal; not normalised (as official).
 
     Arguments
     ---------
@@ -341,13 +327,11 @@ def _l2_norm(x):
 class RawBoost(torch.nn.Module):
     """RawBoost waveform augmentation (algorithms 0-11), usable from YAML.
 
-    Each utterance of a batch gets its own random distortion, computed on its
-    valid part only (``lengths``); the padded tail is left untouched. The
-    module has no parameters and behaves the same in train and eval mode. It
-    follows SpeechBrain's augmentation interface, ``forward(waveforms,
-    lengths)`` -> waveforms of the same shape (one of the ``augmentations`` of
-    ``speechbrain.augment.augmenter.Augmenter``), and takes a 1-D waveform too,
-    for per-utterance use in a data pipeline, as the official recipes apply it.
+    Each utterance of a batch gets its own random distortion of its valid part
+    (``lengths``); the padded tail is left untouched. SpeechBrain's
+    augmentation interface (``forward(waveforms, lengths)``, so it can be one
+    of an ``Augmenter``'s), and a 1-D waveform for a data pipeline, as the
+    official recipes apply it.
 
     Arguments
     ---------
@@ -367,11 +351,9 @@ class RawBoost(torch.nn.Module):
         Probability of applying each primitive in algos 10 and 11
         (``LnL_ratio``, ``ISD_ratio``, ``SSI_ratio``).
     seed : int, optional
-        If given, the module draws from its own generator seeded with it
-        (reproducible; DataLoader workers would each get a copy of the same
-        generator). If None, every call draws a fresh generator from torch's
-        global RNG, so ``speechbrain.utils.seed.seed_everything`` and the
-        per-worker seeding of DataLoader apply.
+        The module's own generator (DataLoader workers would each get a copy
+        of it). If None, every call seeds one from torch's global RNG, which
+        SpeechBrain and DataLoader seed (differently in every worker).
 
     Example
     -------
@@ -518,13 +500,6 @@ class RawBoost(torch.nn.Module):
         -------
         numpy.ndarray
             Augmented waveform, shape (samples,).
-
-        Example
-        -------
-        >>> augment = RawBoost(algo=2, seed=0)
-        >>> x = np.full(1000, 0.1)
-        >>> int(np.count_nonzero(augment.augment_utterance(x) != x)) <= 100
-        True
         """
         rng = self._rng() if rng is None else rng
         x = np.asarray(x, dtype=np.float64)
