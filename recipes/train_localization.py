@@ -25,6 +25,7 @@ Authors
  * speechbrain-nes2net contributors
 """
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -33,21 +34,31 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
 import train  # noqa: E402
 
-from speechbrain_nes2net.evaluation.files import write_frame_scores  # noqa: E402
+from speechbrain_nes2net.evaluation.calibration import decision_from_dev  # noqa: E402
+from speechbrain_nes2net.evaluation.files import (  # noqa: E402
+    decision_rates,
+    load_segment_scores,
+    write_frame_scores,
+)
 from speechbrain_nes2net.evaluation.localization import (  # noqa: E402
     fit_frames_to_duration,
     pool_frame_scores,
     segment_count,
     segment_eer,
+    segment_trials,
 )
+from speechbrain_nes2net.evaluation.metrics import compute_eer  # noqa: E402
 from speechbrain_nes2net.lobes.ssl import ssl_frame_shift  # noqa: E402
 from speechbrain_nes2net.lobes.windows import split_windows  # noqa: E402
-from speechbrain_nes2net.training.brain import AntiSpoofBrain, unwrap_ddp  # noqa: E402
-from speechbrain_nes2net.training.recipe import fit_run_localization  # noqa: E402
+from speechbrain_nes2net.segments import load_segment_labels  # noqa: E402
+from speechbrain_nes2net.training.brain import AntiSpoofBrain, gather, unwrap_ddp  # noqa: E402
+from speechbrain_nes2net.training.recipe import LOCALIZATION_FILE  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +188,7 @@ class LocalizationBrain(AntiSpoofBrain):
 
     def _stage_stats(self, stage, stage_loss):
         stats, summary, records, failures = super()._stage_stats(stage, stage_loss)
-        self.frame_records = self._gather_list(self.frame_records)
+        self.frame_records = gather(self.frame_records)
         if stage == sb.Stage.VALID:
             stats.update(self._segment_stats())
         return stats, summary, records, failures
@@ -204,6 +215,67 @@ class LocalizationBrain(AntiSpoofBrain):
         return write_frame_scores(
             folder, name, [(record[0], record[1]) for record in self.frame_records], self.frame_shift
         )
+
+
+def fit_run_localization(hparams, devs):
+    """Fits the segment decision rule of a localisation run on its development frame scores.
+
+    The dev frame scores are pooled to ``localization_shift`` seconds (or the
+    segment objective's resolution) with the objective's pooling, and a rule
+    is fitted on them against the dev segment labels as the utterance rule is
+    (:func:`~speechbrain_nes2net.evaluation.calibration.decision_from_dev`).
+    Written to ``localization.json``, which exports ship for
+    ``AntiSpoofModel.localize`` and ``nes2net-score --frames``.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hyperparameters (``segment_loss``, ``localization_shift``,
+        ``decision_prior``, ``output_folder``).
+    devs : list of TestSet
+        The development sets, already scored.
+
+    Returns
+    -------
+    dict or None
+        What ``localization.json`` holds (None without a ``segment_loss``).
+    """
+    segment_loss = hparams["segment_loss"]
+    if segment_loss is None:
+        return None
+    shift = float(hparams["localization_shift"] or segment_loss.segment_shift)
+    scores_folder = Path(hparams["output_folder"]) / "scores"
+    bona, spoof, frame_shift = [], [], None
+    for dev in devs:
+        frames, frame_shift = load_segment_scores(scores_folder / f"{dev.name}_frame_scores.npz")
+        templates = pd.read_csv(dev.manifest).set_index("ID")["segment_labels"]
+        for utt_id, values in frames.items():
+            labels = load_segment_labels(templates[utt_id], utt_id, shift)
+            segments = pool_frame_scores(values, frame_shift, shift, segment_loss.pooling)
+            b, s, _ = segment_trials(segments, labels, tolerance=1, utt_id=utt_id)
+            bona.append(b)
+            spoof.append(s)
+    bona = np.concatenate(bona) if bona else np.empty(0)
+    spoof = np.concatenate(spoof) if spoof else np.empty(0)
+    rule = decision_from_dev(bona, spoof, hparams["decision_prior"])
+    rates = decision_rates(rule, bona, spoof)
+    eer = compute_eer(bona, spoof)[0] if bona.size and spoof.size else None
+    result = {
+        "segment_shift": shift,
+        "frame_shift": frame_shift,
+        "pooling": segment_loss.pooling,
+        "decision": rule.to_dict(),
+        "dev": {"segment_eer": eer, "n_bonafide": int(bona.size), "n_spoof": int(spoof.size),
+                **{k: v for k, v in rates.items() if v == v}},
+    }  # fmt: skip
+    path = Path(hparams["output_folder"]) / LOCALIZATION_FILE
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    logger.info(
+        "Segment decision rule (%s, %.2f s segments): bona fide when the segment score is "
+        ">= %.4g; dev segment EER %s -> %s", rule.source, shift, rule.threshold,
+        "n/a" if eer is None else f"{100 * eer:.2f}%", path,
+    )
+    return result
 
 
 if __name__ == "__main__":

@@ -161,6 +161,7 @@ RECIPE_CODE = [
     "recipes/train_localization.py",
     "recipes/evaluate.py",
     "speechbrain_nes2net/training/brain.py",
+    "speechbrain_nes2net/training/config.py",
     "speechbrain_nes2net/training/recipe.py",
     "speechbrain_nes2net/training/dataio.py",
     "speechbrain_nes2net/training/feature_cache.py",

@@ -94,7 +94,12 @@ CONFIG_ERRORS = [
         id="either-rule-without-the-pass",
     ),
     pytest.param(
-        {"valid_augmented": "yes"}, ["valid_augmented", "True or False"], id="not-a-bool"
+        {"selection_candidates": "best"},
+        ["selection_candidates='best'", "'either_loss_improves'"],
+        id="unknown-candidate-rule",
+    ),
+    pytest.param(
+        {"valid_pooling": "mean"}, ["valid_pooling='mean'", "'worst'"], id="unknown-pooling"
     ),
 ]
 

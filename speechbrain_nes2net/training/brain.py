@@ -1,39 +1,15 @@
 """The SpeechBrain ``Brain`` that trains and evaluates SSL + Nes2Net models.
 
-Modules (all from the YAML):
-
-- ``ssl``: SSL front-end returning stacked hidden states (layers, batch,
-  time, dim), built on SpeechBrain's HF ``WavLM`` / ``Wav2Vec2`` lobe;
-- ``aggregator``: hidden states -> (batch, time, dim) features
-  (:mod:`speechbrain_nes2net.lobes.aggregation`);
-- ``backend``: features -> logits (Nes2Net, Nes2Net-X, AASIST).
-
-The SSL model and the rest have their own optimisers (``ssl_opt_class``,
-``backend_opt_class``) and share a learning-rate schedule type
-(``lr_scheduler``, stepped per ``lr_schedule_interval``). The SSL model can
-be frozen for good (``freeze_ssl``) or for the first ``ssl_frozen_epochs``
-epochs.
-
-Validation (loss, EER, minDCF) runs after the epochs ``valid_epochs`` names:
-``all``, or ``cosine_minima``, the CtrSVDD release's epochs around the minima
-of its restarting cosine (:func:`~speechbrain_nes2net.training.config.cosine_minima`),
-from epoch ``valid_start_epoch`` on.
-Every epoch ends with a checkpoint, so that a run resumes anywhere; only the
-checkpoints of validated epochs are selection candidates (their meta data
-holds the statistics; the others hold ``candidate: False``), and the
-checkpointer keeps the best ``keep_checkpoints`` candidates by
-``selection_metric`` plus the newest checkpoint. With ``valid_augmented``, the
-dev set is also scored through ``waveform_augment`` (statistics ``aug_loss``,
-``aug_EER``, ``aug_minDCF``), and ``selection_candidates: either_loss_improves``
-makes a validated epoch a candidate only when the clean or the augmented dev
-loss reaches its lowest so far (the ASVspoof 2019 release's save rule).
-
-Under DDP, validation and test sets are sharded over the processes and the
-scores gathered, so nothing is scored twice.
-
-Localisation models (a back-end with frame outputs) train with their own
-recipe, ``recipes/train_localization.py``, whose Brain extends this one with
-the frame-level objective and outputs.
+Its modules come from the YAML: ``ssl`` (stacked hidden states), ``aggregator``
+(layers -> features) and ``backend`` (features -> logits). The SSL model and
+the rest have their own optimisers and share a learning-rate schedule type;
+the SSL model can be frozen for good or for the first epochs. Validation runs
+after the epochs ``valid_epochs`` names (:func:`~speechbrain_nes2net.training.config.validates`);
+every epoch ends with a checkpoint, and only those of validated epochs are
+selection candidates. docs/TRAINING.md describes each setting. Under DDP the
+validation and test sets are sharded over the processes, so nothing is scored
+twice. Localisation models train with ``recipes/train_localization.py``, whose
+Brain extends this one.
 
 Authors
  * speechbrain-nes2net contributors
@@ -80,15 +56,19 @@ from speechbrain_nes2net.training.recipe import (
 
 logger = logging.getLogger(__name__)
 
+#: Unusable files named one by one in the log before they are only counted.
+MAX_LOGGED_FAILURES = 20
+#: Training utterances seen before the failure rate can stop an epoch early.
+MIN_SEEN_FOR_EARLY_STOP = 200
+
 
 class ShardSampler(torch.utils.data.Sampler):
     """Every ``world_size``-th index from ``rank``: a disjoint shard per process.
 
     Unlike :class:`DistributedSampler` it never repeats items to even out the
-    shards, so every utterance is scored exactly once. With ``active``, a
-    callable, the sampler yields nothing while ``active()`` is false: the dev
-    loader of an epoch that is not validated is empty (SpeechBrain's ``fit``
-    has no public hook that skips a validation).
+    shards, so every utterance is scored exactly once. While ``active()`` is
+    false it yields nothing: the dev loader of an epoch that is not validated
+    is empty (SpeechBrain's ``fit`` has no public hook that skips a validation).
 
     Arguments
     ---------
@@ -118,12 +98,6 @@ class ShardSampler(torch.utils.data.Sampler):
         return len(self.indices) if self.active is None or self.active() else 0
 
 
-#: Unusable files named one by one in the log before they are only counted.
-MAX_LOGGED_FAILURES = 20
-#: Training utterances seen before the failure rate can stop an epoch early.
-MIN_SEEN_FOR_EARLY_STOP = 200
-
-
 def unwrap_ddp(module):
     """The module inside a DDP wrapper (evaluation must not trigger collectives)."""
     return module.module if isinstance(module, DistributedDataParallel) else module
@@ -141,35 +115,45 @@ def ssl_states(ssl, wavs, lengths):
 
 
 def _world():
+    """(rank, world size) of this process."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
 
+def gather(items):
+    """The list ``items`` of every process, concatenated in rank order (itself without DDP).
+
+    Example
+    -------
+    >>> gather([1, 2])
+    [1, 2]
+    """
+    world = _world()[1]
+    if world == 1:
+        return items
+    gathered = [None] * world
+    torch.distributed.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]
+
+
 class AntiSpoofBrain(sb.Brain):
     """SSL front-end -> layer aggregation -> back-end, for anti-spoofing.
 
-    Hyperparameters read (besides SpeechBrain's run options): ``loss``,
-    ``backend_opt_class``, ``ssl_opt_class``, optional ``lr_scheduler`` and
-    ``lr_schedule_interval`` ('epoch' or 'step'), ``freeze_ssl``,
-    ``ssl_frozen_epochs``, ``selection_metric`` ('EER', 'minDCF' or 'loss',
-    or 'aug_' + one of them for the augmented dev pass; lower is better; also
-    drives an ``EpochCounterWithStopper`` for early stopping),
-    ``valid_epochs`` ('all' or 'cosine_minima'), ``valid_epochs_period``,
-    ``valid_start_epoch``, ``valid_augmented``, ``selection_candidates``
-    ('validated' or 'either_loss_improves'), ``average_checkpoints``
-    (evaluate the parameter average of the best N candidates),
-    ``train_logger``, ``keep_checkpoints``, ``output_folder``, and the optional
-    components switched on by scalars (:mod:`speechbrain_nes2net.training.recipe`):
-    ``feature_cache``, ``tensorboard``, batch augmentation from ``noise_csv`` /
-    ``rir_csv``.
+    Reads from the YAML, besides SpeechBrain's run options: ``loss``, the
+    optimisers and schedule (``backend_opt_class``, ``ssl_opt_class``,
+    ``lr_scheduler``, ``lr_schedule_interval``), ``freeze_ssl``,
+    ``ssl_frozen_epochs``, the validation and selection settings
+    (:mod:`speechbrain_nes2net.training.config`), ``average_checkpoints``,
+    ``keep_checkpoints``, ``train_logger``, ``output_folder``, and the
+    optional components of :mod:`speechbrain_nes2net.training.recipe`.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.mixture = None  # the CorpusMixture of a multi-corpus training set
-        self.augmented_valid_loader = None  # the dev set through augmentation (fit's argument)
-        self.scored_as, self.test_decision = None, None  # what evaluate() scores, and its rule
+        self.augmented_valid_loader = None  # fit's augmented_valid_set
+        self.scored_as, self.test_decision = None, None  # evaluate()'s set and rule
         hparams = vars(self.hparams)
         self.feature_cache = feature_cache(hparams)
         self.tensorboard_logger = tensorboard_logger(hparams)
@@ -185,9 +169,9 @@ class AntiSpoofBrain(sb.Brain):
         (outputs, labels, usable)
             ``outputs`` are the logits (:meth:`forward_train`,
             :meth:`forward_eval`); ``usable`` marks the utterances whose audio
-            loaded; the others went through the model as silence (so that every
-            DDP process runs the same batches) and are left out of the loss and
-            the scores.
+            loaded: the others went through the model as silence (so that
+            every DDP process runs the same batches) and are left out of the
+            loss and the scores.
         """
         batch = batch.to(self.device)
         wavs, lengths = batch.sig
@@ -201,8 +185,7 @@ class AntiSpoofBrain(sb.Brain):
             usable = augment.replicate_labels(usable)
         if stage == sb.Stage.TRAIN:
             return self.forward_train(wavs, lengths), labels, usable
-        # Long test files by windows (speechbrain_nes2net.lobes.windows), so
-        # that a 30-minute recording does not exhaust memory.
+        # Long test files by windows, so that a 30-minute recording does not exhaust memory.
         seconds = self.hparams.eval_window_seconds
         window = int(seconds * self.sample_rate) if seconds else None
         return self.forward_eval(wavs, lengths, window), labels, usable
@@ -215,12 +198,11 @@ class AntiSpoofBrain(sb.Brain):
     def forward_eval(self, wavs, lengths, window):
         """Logits of an evaluation batch; waveforms longer than ``window`` samples by windows.
 
-        The batch goes through :func:`~speechbrain_nes2net.lobes.windows.forward_by_windows`,
-        the forward path every scoring engine runs (``nes2net-score``,
-        ``recipes/evaluate.py``); the crop came from the data pipeline
-        (:func:`~speechbrain_nes2net.audio.evaluation_crop`, as theirs), the
-        precision from SpeechBrain's ``--eval_precision`` autocast.
+        :func:`~speechbrain_nes2net.lobes.windows.forward_by_windows` is the
+        forward path of every scoring engine; the crop came from the data
+        pipeline, the precision from SpeechBrain's ``--eval_precision`` autocast.
         """
+
         def forward(wavs, lengths):
             """The back-end's logits of a padded batch (or of one window)."""
             features, lengths = self.features(wavs, lengths, training=False)
@@ -236,12 +218,12 @@ class AntiSpoofBrain(sb.Brain):
     def features(self, wavs, lengths, training):
         """SSL front-end -> aggregation on a padded batch: (features, relative lengths).
 
-        Outside training the modules run unwrapped from DDP (evaluation must
-        not trigger collectives); a frozen SSL model runs in eval mode and
-        without a graph, from the feature cache when there is one.
+        Outside training the modules run unwrapped from DDP; a frozen SSL
+        model runs in eval mode and without a graph, from the feature cache
+        when there is one.
         """
-        ssl = self.modules["ssl"] if training else unwrap_ddp(self.modules["ssl"])
-        aggregator = self.modules["aggregator"] if training else unwrap_ddp(self.modules["aggregator"])
+        unwrap = (lambda module: module) if training else unwrap_ddp
+        ssl, aggregator = unwrap(self.modules["ssl"]), unwrap(self.modules["aggregator"])
         if training and not self.ssl_frozen:
             states, lengths = ssl_states(ssl, wavs, lengths)
         else:
@@ -254,35 +236,15 @@ class AntiSpoofBrain(sb.Brain):
         return aggregator(states, lengths), lengths
 
     def _use_feature_cache(self, training):
-        """Cached states serve a frozen SSL model on inputs that repeat.
-
-        Training batches repeat only without random crops and augmentation;
-        validation and test inputs always do.
-        """
+        """Cached states serve inputs that repeat: evaluation, and training without
+        random crops and augmentation."""
         if self.feature_cache is None:
             return False
-        if not training:
-            return True
-        return not (
+        return not training or not (
             self.hparams.train_random_crop
             or waveform_augmentation(vars(self.hparams)) is not None
             or self.batch_augment is not None
         )
-
-    def check_feature_cache(self):
-        """A cache is only correct for an SSL model frozen for the whole run."""
-        if self.feature_cache is None:
-            return
-        if not self.hparams.freeze_ssl:
-            raise ValueError(
-                "feature_cache needs freeze_ssl: True (cached states of a fine-tuned, or "
-                "later unfrozen, SSL model would be stale); set feature_cache: False"
-            )
-        if not self._use_feature_cache(training=True):
-            logger.info(
-                "Feature cache: training inputs vary (random crops or augmentation), so only "
-                "validation and test use %s", self.feature_cache.folder,
-            )
 
     def compute_objectives(self, predictions, batch, stage):
         """Computes the loss on usable utterances; outside training, records the scores."""
@@ -322,11 +284,8 @@ class AntiSpoofBrain(sb.Brain):
             self._check_failure_rate(final=False)
 
     def _check_failure_rate(self, final):
-        """Stops training when too many files fail (a wrong folder, a broken disk).
-
-        Checked at the end of each epoch, and early once a few hundred
-        utterances were seen, against ``max_failed_fraction`` (default 1%).
-        """
+        """Stops training when more than ``max_failed_fraction`` of the files fail (a wrong
+        folder, a broken disk): at the end of each epoch, and early after a few hundred."""
         limit = self.hparams.max_failed_fraction
         if not final and self.utterances_seen < MIN_SEEN_FOR_EARLY_STOP:
             return
@@ -355,18 +314,33 @@ class AntiSpoofBrain(sb.Brain):
     def on_fit_start(self):
         """SpeechBrain's start of ``fit``, with this recipe's DDP wrapping.
 
-        As SpeechBrain's own: wrap the modules for DDP (or DataParallel), build
-        the optimisers, resume from the newest checkpoint; besides, the feature
-        cache settings are checked and the lowest dev losses so far recovered.
-        The wrapping is ours because SpeechBrain's converts every BatchNorm to
-        SyncBatchNorm, which gloo on a CPU cannot run (see :meth:`wrap_modules`).
+        As SpeechBrain's own: wrap the modules, build the optimisers, resume
+        from the newest checkpoint; besides, the feature cache is checked and
+        the lowest dev losses so far recovered. The wrapping is ours because
+        SpeechBrain's converts every BatchNorm to SyncBatchNorm, which gloo on
+        a CPU cannot run (see :meth:`wrap_modules`).
         """
-        self.check_feature_cache()
+        if self.feature_cache is not None:
+            if not self.hparams.freeze_ssl:
+                raise ValueError(
+                    "feature_cache needs freeze_ssl: True (cached states of a fine-tuned, or "
+                    "later unfrozen, SSL model would be stale); set feature_cache: False"
+                )
+            if not self._use_feature_cache(training=True):
+                logger.info(
+                    "Feature cache: training inputs vary (random crops or augmentation), so "
+                    "only validation and test use %s", self.feature_cache.folder,
+                )  # fmt: skip
         self.wrap_modules()
         self.init_optimizers()
+        self.dev_lows = {}  # the lowest dev statistics so far (either_loss_improves)
         if self.checkpointer is not None:
             self.checkpointer.recover_if_possible()
-        self._recover_dev_lows()
+            latest = self.checkpointer.find_checkpoint(
+                ckpt_predicate=lambda ckpt: "dev_lows" in ckpt.meta
+            )
+            if latest is not None:
+                self.dev_lows = dict(latest.meta["dev_lows"])
 
     def init_optimizers(self):
         """One optimiser (and scheduler) for the SSL model, one for the rest."""
@@ -380,8 +354,8 @@ class AntiSpoofBrain(sb.Brain):
             "ssl": [p for p in self.modules["ssl"].parameters() if p.requires_grad],
         }
         factories = {"backend": self.hparams.backend_opt_class, "ssl": self.hparams.ssl_opt_class}
-        self.optimizers_dict = {}
-        self.schedulers = {}
+        scheduler_factory = self.hparams.lr_scheduler
+        self.optimizers_dict, self.schedulers = {}, {}
         for name, params in groups.items():
             if not params:
                 continue
@@ -389,7 +363,6 @@ class AntiSpoofBrain(sb.Brain):
             self.optimizers_dict[name] = optimizer
             if self.checkpointer is not None:
                 self.checkpointer.add_recoverable(f"{name}_optimizer", optimizer)
-            scheduler_factory = self.hparams.lr_scheduler
             if scheduler_factory is not None:
                 scheduler = scheduler_factory(optimizer, **self._schedule_length(scheduler_factory))
                 self.schedulers[name] = scheduler
@@ -399,15 +372,14 @@ class AntiSpoofBrain(sb.Brain):
 
     def fit(self, epoch_counter, train_set, valid_set=None, progressbar=None,
             train_loader_kwargs={}, valid_loader_kwargs={},  # noqa: B006 (SpeechBrain's signature)
-            augmented_valid_set=None):
+            augmented_valid_set=None):  # fmt: skip
         """SpeechBrain's ``fit``, remembering how many optimiser steps an epoch has.
 
-        A per-step schedule over the whole run (``T_max: null``, see
-        :meth:`_schedule_length`) needs that number when the optimisers are
-        built, which happens inside ``fit``. ``augmented_valid_set`` (with
-        ``valid_augmented: True``) is the dev set through the training
-        augmentation, scored before ``valid_set`` at every validation
-        (:func:`~speechbrain_nes2net.training.recipe.augmented_valid_dataset`).
+        A schedule over the whole run (``T_max: null``, :meth:`_schedule_length`)
+        needs that number when the optimisers are built, inside ``fit``.
+        ``augmented_valid_set`` (``valid_augmented: True``) is the dev set
+        through the training augmentation, scored before ``valid_set`` at every
+        validation (:func:`~speechbrain_nes2net.training.recipe.augmented_valid_dataset`).
         """
         if not isinstance(train_set, (DataLoader, LoopedLoader)) and not self.test_only:
             train_set = self.make_dataloader(train_set, stage=sb.Stage.TRAIN, **train_loader_kwargs)
@@ -415,11 +387,7 @@ class AntiSpoofBrain(sb.Brain):
             # SpeechBrain steps after every grad_accumulation_factor batches; the
             # batches of an incomplete last group are not stepped in that epoch.
             self.optimizer_steps_per_epoch = max(1, len(train_set) // self.grad_accumulation_factor)
-        if (
-            valid_set is not None
-            and self.hparams.valid_augmented
-            and augmented_valid_set is None
-        ):
+        if valid_set is not None and self.hparams.valid_augmented and augmented_valid_set is None:
             raise RecipeConfigError(
                 "valid_augmented: True but fit() got no augmented_valid_set "
                 "(recipe.augmented_valid_dataset builds it)"
@@ -435,17 +403,14 @@ class AntiSpoofBrain(sb.Brain):
                     valid_loader_kwargs)  # fmt: skip
 
     def _schedule_length(self, scheduler_factory):
-        """``T_max`` for a scheduler factory whose ``T_max`` is null: the whole run.
+        """``T_max`` of a scheduler factory whose ``T_max`` is null: the whole run.
 
-        With ``lr_schedule_interval: step``, ``T_max: null`` (e.g. for
-        ``CosineAnnealingLR``) means every optimiser step of the run:
-        ``number_of_epochs`` x the optimiser steps per epoch (batches //
-        ``grad_accumulation_factor``, per process under DDP), as the ASVspoof 5
-        release anneals its cosine per batch over all epochs. Other factories
-        are called as they are.
+        With ``lr_schedule_interval: step``, every optimiser step of the run:
+        ``number_of_epochs`` x the optimiser steps per epoch (per process under
+        DDP), as the ASVspoof 5 release anneals its cosine per batch over all
+        epochs. Other factories are called as they are.
         """
-        interval = self.hparams.lr_schedule_interval
-        if not schedules_whole_run(scheduler_factory, interval):
+        if not schedules_whole_run(scheduler_factory, self.hparams.lr_schedule_interval):
             return {}
         steps = getattr(self, "optimizer_steps_per_epoch", None)
         if steps is None:
@@ -454,97 +419,6 @@ class AntiSpoofBrain(sb.Brain):
                 "known only in fit(); set T_max to a number to build the optimisers otherwise"
             )
         return {"T_max": self.hparams.number_of_epochs * steps}
-
-    # -------------------------------------------------- validation and selection
-
-    def validates(self, epoch):
-        """Whether ``epoch`` ends with a validation (``valid_epochs``)."""
-        return validates(self.hparams, epoch)
-
-    def augmented_dev_pass(self, epoch):
-        """Scores the dev set through the training augmentation (``valid_augmented``).
-
-        As in the ASVspoof 2019 release, this pass runs before the clean one
-        at every validation; its statistics (``aug_loss``, ``aug_EER``,
-        ``aug_minDCF``) join the clean pass' in the epoch's log and checkpoint.
-        It runs from :meth:`on_stage_start` of the validation stage with
-        SpeechBrain's public ``evaluate_batch``.
-
-        Returns
-        -------
-        dict
-            The augmented pass' statistics, prefixed ``aug_``.
-        """
-        self.modules.eval()
-        self.step, loss = 0, 0.0
-        with torch.no_grad():
-            for batch in self.augmented_valid_loader:
-                self.step += 1
-                loss = self.update_average(self.evaluate_batch(batch, sb.Stage.VALID), loss)
-                if self.debug and self.step == self.debug_batches:
-                    break
-        self.step = 0
-        stats, _, _, _ = self._stage_stats(sb.Stage.VALID, loss)
-        return {f"aug_{name}": value for name, value in stats.items()}
-
-    def _end_epoch_without_validation(self, epoch):
-        """Logs the training loss and saves a checkpoint that is no selection candidate.
-
-        The checkpoint lets a run resume after this epoch; its meta data has
-        no statistic, so no selection (``min_key``) ever picks it, and the
-        next save deletes it unless it is still the newest.
-        """
-        self._log_stats(
-            stats_meta={"epoch": epoch, **self._learning_rates()},
-            train_stats={"loss": self.train_loss},
-        )
-        if self.checkpointer is not None:
-            self._save_epoch_checkpoint(epoch, stats=None)
-
-    def _is_candidate(self, stats):
-        """Whether validated statistics make their checkpoint a selection candidate.
-
-        ``selection_candidates: either_loss_improves`` (the ASVspoof 2019
-        release's save rule): the clean or the augmented dev loss is at most
-        its lowest so far (the release's ``<=``: a tie counts); the lowest
-        values are updated. Otherwise every validated epoch is a candidate.
-        Candidates are then ranked by ``selection_metric``.
-        """
-        if self.hparams.selection_candidates != "either_loss_improves":
-            return True
-        improved = False
-        for key in ("loss", "aug_loss"):
-            if stats[key] <= self.dev_lows.get(key, float("inf")):
-                self.dev_lows[key] = stats[key]
-                improved = True
-        return improved
-
-    def _save_epoch_checkpoint(self, epoch, stats, candidate=False):
-        """The end-of-epoch checkpoint: a candidate (statistics in its meta data) or not."""
-        if candidate:
-            meta = {**stats, "epoch": epoch}
-        else:
-            meta = {"epoch": epoch, "candidate": False}
-            if stats is not None:
-                meta["stats"] = stats
-        if self.hparams.selection_candidates == "either_loss_improves":
-            meta["dev_lows"] = dict(self.dev_lows)  # for a resumed run
-        self.checkpointer.save_and_keep_only(
-            meta=meta,
-            min_keys=[self.selection_metric],
-            num_to_keep=self.hparams.keep_checkpoints,
-        )
-
-    def _recover_dev_lows(self):
-        """The lowest dev statistics so far, from the newest checkpoint that has them."""
-        self.dev_lows = {}
-        if self.checkpointer is None:
-            return
-        latest = self.checkpointer.find_checkpoint(
-            ckpt_predicate=lambda ckpt: "dev_lows" in ckpt.meta
-        )
-        if latest is not None:
-            self.dev_lows = dict(latest.meta["dev_lows"])
 
     def freeze_optimizers(self, optimizers):
         """Leaves the SSL optimiser out while the SSL model is frozen."""
@@ -558,15 +432,82 @@ class AntiSpoofBrain(sb.Brain):
             self._step_schedulers()
 
     def _step_schedulers(self):
+        """Steps the schedulers of the optimisers that step now."""
         for name, scheduler in self.schedulers.items():
             if name in self.freeze_optimizers(self.optimizers_dict):
                 scheduler.step()
 
     def _learning_rates(self):
+        """Each optimiser's current learning rate, for the log."""
         return {
             f"lr_{name}": optimizer.param_groups[0]["lr"]
             for name, optimizer in self.optimizers_dict.items()
         }
+
+    # -------------------------------------------------- validation and selection
+
+    def validates(self, epoch):
+        """Whether ``epoch`` ends with a validation (``valid_epochs``)."""
+        return validates(self.hparams, epoch)
+
+    def augmented_dev_pass(self, epoch):
+        """Scores the dev set through the training augmentation (``valid_augmented``).
+
+        As in the ASVspoof 2019 release, this pass runs before the clean one
+        at every validation (from :meth:`on_stage_start`, with SpeechBrain's
+        public ``evaluate_batch``).
+
+        Returns
+        -------
+        dict
+            Its statistics, prefixed ``aug_`` (``aug_loss``, ``aug_EER``, ``aug_minDCF``).
+        """
+        self.modules.eval()
+        self.step, loss = 0, 0.0
+        with torch.no_grad():
+            for batch in self.augmented_valid_loader:
+                self.step += 1
+                loss = self.update_average(self.evaluate_batch(batch, sb.Stage.VALID), loss)
+                if self.debug and self.step == self.debug_batches:
+                    break
+        self.step = 0
+        stats, _, _, _ = self._stage_stats(sb.Stage.VALID, loss)
+        return {f"aug_{name}": value for name, value in stats.items()}
+
+    def _is_candidate(self, stats):
+        """Whether validated statistics make their checkpoint a selection candidate.
+
+        ``selection_candidates: either_loss_improves`` (the ASVspoof 2019
+        release's save rule): the clean or the augmented dev loss is at most
+        its lowest so far (a tie counts), and the lowest values are updated.
+        Otherwise every validated epoch is a candidate.
+        """
+        if self.hparams.selection_candidates != "either_loss_improves":
+            return True
+        improved = False
+        for key in ("loss", "aug_loss"):
+            if stats[key] <= self.dev_lows.get(key, float("inf")):
+                self.dev_lows[key] = stats[key]
+                improved = True
+        return improved
+
+    def _save_epoch_checkpoint(self, epoch, stats, candidate=False):
+        """The end-of-epoch checkpoint: a candidate (statistics in its meta data) or not.
+
+        A checkpoint that is no candidate has no statistic in its meta data,
+        so no selection (``min_key``) ever picks it; it lets a run resume.
+        """
+        if candidate:
+            meta = {**stats, "epoch": epoch}
+        else:
+            meta = {"epoch": epoch, "candidate": False}
+            if stats is not None:
+                meta["stats"] = stats
+        if self.hparams.selection_candidates == "either_loss_improves":
+            meta["dev_lows"] = dict(self.dev_lows)  # for a resumed run
+        self.checkpointer.save_and_keep_only(
+            meta=meta, min_keys=[self.selection_metric], num_to_keep=self.hparams.keep_checkpoints
+        )
 
     # ------------------------------------------------------------ DDP handling
 
@@ -588,10 +529,9 @@ class AntiSpoofBrain(sb.Brain):
                 continue
             if sync:
                 module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-            device_ids = [self.device] if self.device_type == "cuda" else None
             self.modules[name] = DistributedDataParallel(
                 module,
-                device_ids=device_ids,
+                device_ids=[self.device] if self.device_type == "cuda" else None,
                 find_unused_parameters=self.find_unused_parameters,
             )
 
@@ -626,14 +566,12 @@ class AntiSpoofBrain(sb.Brain):
 
         Arguments
         ---------
-        test_set : Dataset or DataLoader
-            As SpeechBrain's ``evaluate`` takes it.
-        max_key, min_key, progressbar, test_loader_kwargs
+        test_set, max_key, min_key, progressbar, test_loader_kwargs
             As SpeechBrain's ``evaluate`` takes them.
         scored_as : TestSet, optional
-            The set's name, manifest, report rules and crop: the score,
-            metrics and report files are named and described from it
-            (default: ``test``, no report).
+            The set's name, manifest, report rules and crop, which name and
+            describe the score, metrics and report files (default: ``test``,
+            no report).
         decision : DecisionRule, optional
             The rule fitted on the development scores: the metrics then give
             the error rates at its threshold.
@@ -650,11 +588,11 @@ class AntiSpoofBrain(sb.Brain):
         )  # fmt: skip
 
     def on_evaluate_start(self, max_key=None, min_key=None):
-        """Loads the test checkpoint(s): :func:`~speechbrain_nes2net.training.checkpoints.evaluation_checkpoints`.
+        """Loads the test checkpoint(s) (:func:`~speechbrain_nes2net.training.checkpoints.evaluation_checkpoints`).
 
-        The best checkpoint by ``min_key`` (the selection metric), or the
-        parameter average of the best ``average_checkpoints``; the newest, with
-        a warning, when no epoch was validated.
+        The best by ``min_key`` (the selection metric), or the parameter
+        average of the best ``average_checkpoints``; the newest, with a
+        warning, when no epoch was validated.
         """
         self.evaluated_checkpoints = []
         if self.checkpointer is None:
@@ -688,6 +626,7 @@ class AntiSpoofBrain(sb.Brain):
             self._reset_records()
 
     def _reset_records(self):
+        """Empties what a stage records."""
         self.score_records = []
         self.drawn = []  # (ID, corpus) of the utterances a mixture epoch trained on
         self.failures = []
@@ -696,20 +635,20 @@ class AntiSpoofBrain(sb.Brain):
         self._cache_counts = (cache.hits, cache.misses) if cache is not None else None
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Logs, checkpoints by dev EER, and writes test scores and metrics."""
+        """Logs, checkpoints by the selection metric, and writes test scores and metrics."""
         if self._cache_counts is not None:
             cache = self.feature_cache
             logger.info(
                 "Feature cache, %s stage: %d hits, %d misses", stage.name.lower(),
                 cache.hits - self._cache_counts[0], cache.misses - self._cache_counts[1],
-            )
+            )  # fmt: skip
         if stage == sb.Stage.TRAIN:
             self.train_loss = stage_loss
             if self.failures:
                 logger.warning(
                     "Epoch %s: %d of %d training files skipped as unusable",
                     epoch, len(self.failures), self.utterances_seen,
-                )
+                )  # fmt: skip
             self._check_failure_rate(final=True)
             if self.mixture is not None:
                 self._record_mixture_epoch(epoch)
@@ -717,8 +656,13 @@ class AntiSpoofBrain(sb.Brain):
                 self._step_schedulers()
             return
         if stage == sb.Stage.VALID and not self.validates(epoch):
-            # The dev loader was empty (ShardSampler's gate): checkpoint only.
-            self._end_epoch_without_validation(epoch)
+            # The dev loader was empty (ShardSampler's gate): log and checkpoint only.
+            self._log_stats(
+                stats_meta={"epoch": epoch, **self._learning_rates()},
+                train_stats={"loss": self.train_loss},
+            )
+            if self.checkpointer is not None:
+                self._save_epoch_checkpoint(epoch, stats=None)
             return
         stats, summary, records, failures = self._stage_stats(stage, stage_loss)
         if stage == sb.Stage.VALID:
@@ -732,46 +676,40 @@ class AntiSpoofBrain(sb.Brain):
                 self._save_epoch_checkpoint(epoch, stats, candidate=self._is_candidate(stats))
             if hasattr(self.hparams.epoch_counter, "update_metric"):
                 self.hparams.epoch_counter.update_metric(stats[self.selection_metric])
-        else:
-            test_set = self.scored_as
-            name = test_set.name if test_set is not None else "test"
-            self._log_stats(
-                stats_meta={"test set": name, "epoch loaded": self.hparams.epoch_counter.current},
-                test_stats=stats,
-            )
-            if sb.utils.distributed.if_main_process():
-                folder = Path(self.hparams.output_folder) / "scores"
-                protocol = self._scoring_protocol(test_set, len(records), len(failures))
-                scores_path, _ = write_test_outputs(
-                    folder, name, records, summary, failures, protocol
+            return
+        test_set = self.scored_as
+        name = test_set.name if test_set is not None else "test"
+        self._log_stats(
+            stats_meta={"test set": name, "epoch loaded": self.hparams.epoch_counter.current},
+            test_stats=stats,
+        )
+        if sb.utils.distributed.if_main_process():
+            folder = Path(self.hparams.output_folder) / "scores"
+            protocol = self._scoring_protocol(test_set, len(records), len(failures))
+            scores_path, _ = write_test_outputs(folder, name, records, summary, failures, protocol)
+            frames_path = self.write_frame_outputs(folder, name)
+            if test_set is not None and test_set.report:
+                # A debug run scores a few batches: the rest is left out and counted.
+                allow_missing = bool(failures) or self.debug
+                write_corpus_report(
+                    folder, name, scores_path, test_set, allow_missing, frames_path, protocol
                 )
-                frames_path = self.write_frame_outputs(folder, name)
-                if test_set is not None and test_set.report:
-                    # A debug run scores a few batches: the rest is left out and counted.
-                    allow_missing = bool(failures) or self.debug
-                    write_corpus_report(
-                        folder, name, scores_path, test_set, allow_missing, frames_path, protocol
-                    )
 
     def _scoring_protocol(self, test_set, n_scored, n_failed):
         """How this test set was scored (crop, checkpoints, subset, precision), for its metrics."""
         manifest = test_set.manifest if test_set is not None else None
-        n_rows = len(read_manifest(manifest)) if manifest else n_scored + n_failed
-        partial = None
-        if self.debug:
-            partial = f"--debug: the first {self.debug_batches} batches only"
         return scoring_protocol(
             eval_samples=test_set.eval_samples if test_set is not None else None,
             window_seconds=self.hparams.eval_window_seconds,
             checkpoints=getattr(self, "evaluated_checkpoints", []),
             precision=str(self.eval_precision),
             manifest=manifest,
-            n_rows=n_rows,
+            n_rows=len(read_manifest(manifest)) if manifest else n_scored + n_failed,
             n_scored=n_scored,
             n_failed=n_failed,
             min_samples=self.hparams.eval_min_samples,
             sample_rate=self.sample_rate,
-            partial=partial,
+            partial=f"--debug: the first {self.debug_batches} batches only" if self.debug else None,
         )
 
     def _stage_stats(self, stage, stage_loss):
@@ -783,12 +721,14 @@ class AntiSpoofBrain(sb.Brain):
             Statistics (loss, EER in %, minDCF; on dev also per corpus, and
             a subclass's), the score summary, the gathered records and failures.
         """
-        records, failures, stage_loss = self._gather(self.score_records, self.failures, stage_loss)
+        records, failures = gather(self.score_records), gather(self.failures)
+        if _world()[1] > 1:  # the loss averaged over every process's utterances
+            parts = gather([(float(stage_loss), len(self.score_records))])
+            stage_loss = sum(loss * n for loss, n in parts) / max(sum(n for _, n in parts), 1)
         # Test sets are also scored at the decision rule fitted on dev (train.py).
-        decision = self.test_decision if stage == sb.Stage.TEST else None
-        summary = score_summary(records, decision)
+        summary = score_summary(records, self.test_decision if stage == sb.Stage.TEST else None)
         summary["n_failed"] = len(failures)
-        stats = {"loss": stage_loss, "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
+        stats = {"loss": float(stage_loss), "EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]}
         if stage == sb.Stage.VALID:
             stats.update(self._per_corpus_stats(records, stats))
         return stats, summary, records, failures
@@ -821,12 +761,8 @@ class AntiSpoofBrain(sb.Brain):
 
     def _record_mixture_epoch(self, epoch):
         """Logs the epoch's draw per corpus; writes who trained on what (``mixture/epoch_N.csv``)."""
-        rank, world = _world()
-        drawn = [(utt, corpus, rank) for utt, corpus in self.drawn]
-        if world > 1:
-            gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, drawn)
-            drawn = [row for part in gathered for row in part]
+        rank = _world()[0]
+        drawn = gather([(utt, corpus, rank) for utt, corpus in self.drawn])
         if not sb.utils.distributed.if_main_process():
             return
         counts = {name: 0 for name in self.mixture.names}
@@ -835,7 +771,7 @@ class AntiSpoofBrain(sb.Brain):
         logger.info(
             "Epoch %s trained on %s", epoch,
             ", ".join(f"{count} utterances of {name}" for name, count in counts.items()),
-        )
+        )  # fmt: skip
         folder = Path(self.hparams.output_folder) / "mixture"
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / f"epoch_{epoch}.csv", "w", encoding="utf-8", newline="") as handle:
@@ -848,29 +784,3 @@ class AntiSpoofBrain(sb.Brain):
         self.hparams.train_logger.log_stats(**stats)
         if self.tensorboard_logger is not None:
             self.tensorboard_logger.log_stats(**stats)
-
-    def _gather_list(self, items):
-        """The items of every process (the same list without DDP)."""
-        _, world = _world()
-        if world == 1:
-            return items
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, items)
-        return [item for part in gathered for item in part]
-
-    def _gather(self, records, failures, stage_loss):
-        """Collects score records and failures (and averages the loss) across processes."""
-        rank, world = _world()
-        if world == 1:
-            return records, failures, float(stage_loss)
-        gathered = [None] * world
-        torch.distributed.all_gather_object(
-            gathered, (records, failures, float(stage_loss), len(records))
-        )
-        merged = [record for part, _, _, _ in gathered for record in part]
-        failed = [failure for _, part, _, _ in gathered for failure in part]
-        total = sum(count for _, _, _, count in gathered)
-        loss = sum(loss * count for _, _, loss, count in gathered) / max(total, 1)
-        return merged, failed, loss
-
-

@@ -1,24 +1,14 @@
 """Checkpoints that a killed run can always resume from, exactly.
 
-SpeechBrain's :class:`~speechbrain.utils.checkpoints.Checkpointer` writes a
-checkpoint's ``CKPT.yaml`` first and its parameter files after it. A
-checkpoint is listed (and loaded on restart) as soon as ``CKPT.yaml`` exists,
-so a run killed while saving leaves a newest checkpoint with missing or
-truncated files, and the restart fails or loads a half-written model.
-:class:`AtomicCheckpointer` writes every file first, flushes them to disk, and
-only then renames ``CKPT.yaml`` into place: a checkpoint is complete or
-invisible. Folders left by an interrupted save are deleted by the next save.
-
-A resumed run must also continue the random streams of the run it resumes
-(random crops, dropout, augmentation, the order DataLoader workers draw);
-otherwise it trains on other crops than an uninterrupted run would.
-:class:`RandomState` saves and restores the Python, NumPy and torch (CPU and
-CUDA) generators of every process, and :class:`AtomicCheckpointer` registers
-one by default.
+:class:`AtomicCheckpointer` publishes a checkpoint only once all its files are
+on disk (SpeechBrain's writes ``CKPT.yaml`` first, so a kill while saving left
+a half-written checkpoint that the restart loaded), and :class:`RandomState`
+makes a resumed run continue the random streams (crops, dropout, augmentation)
+of the run it resumes. One selection rule picks the checkpoints a run is
+evaluated or exported with (:func:`select_checkpoints`).
 
 Example
 -------
->>> import torch
 >>> folder = getfixture("tmpdir")
 >>> model = torch.nn.Linear(2, 1)
 >>> checkpointer = AtomicCheckpointer(folder, recoverables={"model": model})
@@ -61,10 +51,11 @@ MODEL_MODULES = ("ssl", "aggregator", "backend")
 RANDOM_STATE = "random_state"
 
 
-def _rank():
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
+def _own_file(path):
+    """This process's file of a per-process state: ``path`` on rank 0, ``path.rank<N>`` beside it."""
+    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if initialised else 0
+    return Path(path) if rank == 0 else Path(f"{path}.rank{rank}")
 
 
 def _fsync(path, directory=False):
@@ -79,18 +70,15 @@ def _fsync(path, directory=False):
 class RandomState:
     """The global random generators of this process, as a checkpoint recoverable.
 
-    Saves and restores Python's :mod:`random`, NumPy's legacy global generator
-    and torch's CPU generator, plus the CUDA generators when CUDA is in use.
-    Under DDP every process saves its own state (``random_state.ckpt`` for
-    rank 0, ``random_state.ckpt.rank<N>`` beside it for the others) and loads
-    its own, falling back to rank 0's when resumed with more processes.
-
-    Generators a component owns (e.g. a ``RawBoost(seed=...)``) are not
-    global and are not covered.
+    Python's :mod:`random`, NumPy's legacy global generator, torch's CPU
+    generator, and the CUDA generators when CUDA is in use. Under DDP every
+    process saves and loads its own (rank 0's when resumed with more
+    processes). Generators a component owns (``RawBoost(seed=...)``) are not
+    covered.
 
     Example
     -------
-    >>> import os, tempfile
+    >>> import tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "random_state.ckpt")
     >>> state = RandomState()
     >>> state.save(path)
@@ -100,9 +88,9 @@ class RandomState:
     True
     """
 
-    @staticmethod
-    def capture():
-        """The current generator states, as a dict ``torch.load(weights_only=True)`` reads."""
+    @mark_as_saver
+    def save(self, path):
+        """Writes this process's generator states, in a form ``weights_only`` loading reads."""
         numpy_state = np.random.get_state(legacy=False)
         state = {
             "python": random.getstate(),
@@ -117,24 +105,26 @@ class RandomState:
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        torch.save(state, _own_file(path))
 
-    @staticmethod
-    def restore(state):
-        """Sets the generators to a state returned by :meth:`capture`."""
+    @mark_as_loader
+    def load(self, path, end_of_epoch=True):
+        """Restores this process's generator states (rank 0's if it has none)."""
+        del end_of_epoch  # the random stream continues either way
+        own = _own_file(path)
+        source = own if own.exists() else Path(path)
+        if source != own:
+            logger.warning("%s: no random state for this process; using process 0's", source.parent)
+        state = torch.load(source, map_location="cpu", weights_only=True)
         random.setstate(_as_tuples(state["python"]))
         numpy_state = state["numpy"]
-        np.random.set_state(
-            {
-                "bit_generator": numpy_state["bit_generator"],
-                "state": {
-                    "key": np.asarray(numpy_state["key"], dtype=np.uint32),
-                    "pos": numpy_state["pos"],
-                },
-                "has_gauss": numpy_state["has_gauss"],
-                "gauss": numpy_state["gauss"],
-            }
-        )
+        np.random.set_state({
+            "bit_generator": numpy_state["bit_generator"],
+            "state": {"key": np.asarray(numpy_state["key"], dtype=np.uint32),
+                      "pos": numpy_state["pos"]},
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        })  # fmt: skip
         torch.set_rng_state(state["torch"])
         cuda = state.get("cuda")
         if cuda is not None and torch.cuda.is_available():
@@ -143,30 +133,8 @@ class RandomState:
             else:
                 logger.warning(
                     "Checkpoint has CUDA random states of %d devices, this machine %d: "
-                    "CUDA generators not restored",
-                    len(cuda),
-                    torch.cuda.device_count(),
-                )
-
-    @mark_as_saver
-    def save(self, path):
-        """Writes this process' generator states (rank 0 to ``path``)."""
-        rank = _rank()
-        target = Path(path) if rank == 0 else Path(f"{path}.rank{rank}")
-        torch.save(self.capture(), target)
-
-    @mark_as_loader
-    def load(self, path, end_of_epoch=True):
-        """Restores this process' generator states (rank 0's if it has none)."""
-        del end_of_epoch  # the random stream continues either way
-        rank = _rank()
-        own = Path(path) if rank == 0 else Path(f"{path}.rank{rank}")
-        source = own if own.exists() else Path(path)
-        if source != own:
-            logger.warning(
-                "%s: no random state for process %d; using process 0's", source.parent, rank
-            )
-        self.restore(torch.load(source, map_location="cpu", weights_only=True))
+                    "CUDA generators not restored", len(cuda), torch.cuda.device_count(),
+                )  # fmt: skip
 
 
 # Every process saves its own state, so the saver must run on all of them.
@@ -183,29 +151,19 @@ def _as_tuples(value):
 class AtomicCheckpointer(Checkpointer):
     """A SpeechBrain ``Checkpointer`` whose checkpoints are complete or invisible.
 
-    A drop-in replacement (same arguments and methods): in a recipe YAML,
-    ``checkpointer: !new:speechbrain_nes2net.training.checkpoints.AtomicCheckpointer``.
+    A drop-in replacement (same arguments and methods):
 
-    - Saving writes every recoverable's file, flushes them to the disk, then
-      writes ``CKPT.yaml`` beside under a temporary name and renames it into
-      place. SpeechBrain lists a folder as a checkpoint only when its
-      ``CKPT.yaml`` exists, so a save killed at any point leaves a folder that
-      no restart, ``find_checkpoint`` or evaluation ever loads.
+    - saving writes every recoverable's file, flushes them to the disk, then
+      renames ``CKPT.yaml`` into place, so a save killed at any point leaves a
+      folder that SpeechBrain never lists as a checkpoint;
     - ``save_and_keep_only`` (what training calls) then deletes such leftover
-      folders, with a warning naming them.
-    - Unless ``random_state=False``, a :class:`RandomState` recoverable named
-      ``random_state`` is added (optional on load, so checkpoints written
-      without it still load): a resumed run continues the random streams.
+      folders, with a warning naming them;
+    - a :class:`RandomState` recoverable named ``random_state`` is added
+      (optional on load, so checkpoints written without it still load).
 
     Arguments
     ---------
-    checkpoints_dir : str or Path
-        Folder of the checkpoints.
-    recoverables : mapping, optional
-        Name -> object to save and recover.
-    custom_load_hooks, custom_save_hooks : mapping, optional
-        As for SpeechBrain's ``Checkpointer``.
-    allow_partial_load : bool
+    *args, **kwargs
         As for SpeechBrain's ``Checkpointer``.
     random_state : bool
         Checkpoint the global random generators (default True).
@@ -224,22 +182,8 @@ class AtomicCheckpointer(Checkpointer):
     (False, [1.0])
     """
 
-    def __init__(
-        self,
-        checkpoints_dir,
-        recoverables=None,
-        custom_load_hooks=None,
-        custom_save_hooks=None,
-        allow_partial_load=False,
-        random_state=True,
-    ):
-        super().__init__(
-            checkpoints_dir,
-            recoverables=recoverables,
-            custom_load_hooks=custom_load_hooks,
-            custom_save_hooks=custom_save_hooks,
-            allow_partial_load=allow_partial_load,
-        )
+    def __init__(self, *args, random_state=True, **kwargs):
+        super().__init__(*args, **kwargs)
         # SpeechBrain's add_recoverables leaves these unset, and its loader
         # looks them up when a file is missing.
         for name in self.recoverables:
@@ -250,16 +194,12 @@ class AtomicCheckpointer(Checkpointer):
 
     def _save_checkpoint_metafile(self, fpath, meta_to_include=None, end_of_epoch=True):
         """Prepares the meta data; :meth:`save_checkpoint` writes it last."""
-        meta = {"unixtime": time.time(), "end-of-epoch": end_of_epoch}
-        meta.update(meta_to_include or {})
+        meta = {"unixtime": time.time(), "end-of-epoch": end_of_epoch, **(meta_to_include or {})}
         self._pending_meta = (Path(fpath), meta)
         return meta
 
     def save_checkpoint(self, meta=None, end_of_epoch=True, name=None, verbosity=logging.INFO):
-        """Saves a checkpoint; it becomes visible only once complete.
-
-        Arguments and return value as for SpeechBrain's ``Checkpointer``.
-        """
+        """Saves a checkpoint that becomes visible only once complete (arguments as SpeechBrain's)."""
         self._pending_meta = None
         checkpoint = super().save_checkpoint(
             meta=meta or {}, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity
@@ -269,18 +209,30 @@ class AtomicCheckpointer(Checkpointer):
         if self._pending_meta is not None:
             path, saved_meta = self._pending_meta
             self._pending_meta = None
-            _publish(path, saved_meta)
+            for item in path.parent.iterdir():
+                if item.is_file():
+                    _fsync(item)
+            tmp = path.parent / f".{METAFNAME}.tmp"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write("# yamllint disable\n" + yaml.dump(saved_meta))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            _fsync(path.parent, directory=True)
         ddp_barrier()
         return checkpoint
 
     def save_and_keep_only(self, *args, **kwargs):
         """Saves, deletes the checkpoints not to keep, then any interrupted save's folder.
 
-        Arguments as for SpeechBrain's ``Checkpointer.save_and_keep_only``.
+        Only the main process deletes: a folder being written right now has
+        no ``CKPT.yaml`` yet either.
         """
         super().save_and_keep_only(*args, **kwargs)
         if if_main_process():
-            self.remove_incomplete()
+            for path in self.incomplete_dirs():
+                logger.warning("Deleting %s: an interrupted save left it incomplete", path)
+                shutil.rmtree(path, ignore_errors=True)
         ddp_barrier()
 
     def incomplete_dirs(self):
@@ -293,55 +245,20 @@ class AtomicCheckpointer(Checkpointer):
             and not (path / METAFNAME).exists()
         )
 
-    def remove_incomplete(self):
-        """Deletes the folders of interrupted saves; returns them.
-
-        Only the process that saves checkpoints may call this: a folder being
-        written right now has no ``CKPT.yaml`` yet either.
-        """
-        removed = self.incomplete_dirs()
-        for path in removed:
-            logger.warning("Deleting %s: an interrupted save left it incomplete", path)
-            shutil.rmtree(path, ignore_errors=True)
-        return removed
-
-
-def _publish(path, meta):
-    """Flushes a checkpoint folder's files, then renames its ``CKPT.yaml`` into place."""
-    folder = path.parent
-    for item in folder.iterdir():
-        if item.is_file():
-            _fsync(item)
-    tmp = folder / f".{METAFNAME}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write("# yamllint disable\n")
-        handle.write(yaml.dump(meta))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync(folder, directory=True)
-
-
-# ---------------------------------------------------- selection and averaging
-
 
 class CheckpointSelectionError(ValueError):
     """The checkpoints asked for are not in the folder."""
 
 
 def select_checkpoints(checkpoints, checkpoint="best", average=1, metric="EER", strict=True):
-    """The checkpoint(s) of a run to evaluate or export.
-
-    One rule for both: the recipe's test evaluation (``average_checkpoints``)
-    and the export of a run pick their checkpoints here.
+    """The checkpoint(s) of a run to evaluate or export (one rule for both).
 
     Arguments
     ---------
     checkpoints : Checkpointer, str or Path
         The run's checkpointer, or its checkpoint folder (``save_folder``).
     checkpoint : str
-        'best' (lowest ``metric``), 'last', or the path / name of a
-        ``CKPT+...`` folder.
+        'best' (lowest ``metric``), 'last', or the path / name of a ``CKPT+...`` folder.
     average : int
         How many checkpoints to average (the best / last ``average``).
     metric : str
@@ -356,10 +273,8 @@ def select_checkpoints(checkpoints, checkpoint="best", average=1, metric="EER", 
 
     Example
     -------
-    >>> import torch
     >>> folder = getfixture("tmpdir")
-    >>> model = torch.nn.Linear(1, 1)
-    >>> saver = AtomicCheckpointer(folder, recoverables={"model": model})
+    >>> saver = AtomicCheckpointer(folder, recoverables={"model": torch.nn.Linear(1, 1)})
     >>> for eer in (3.0, 1.0, 2.0):
     ...     _ = saver.save_checkpoint(meta={"EER": eer})
     >>> [ckpt.meta["EER"] for ckpt in select_checkpoints(folder, "best", 2)]
@@ -392,17 +307,16 @@ def select_checkpoints(checkpoints, checkpoint="best", average=1, metric="EER", 
         logger.warning(
             "Averaging %d checkpoints instead of %d: keep_checkpoints is smaller, or "
             "training saved fewer", len(found), average,
-        )
+        )  # fmt: skip
     return found
 
 
-
 def evaluation_checkpoints(checkpointer, metric, average=1):
-    """The checkpoint(s) a run's test evaluation uses: one rule for train.py and evaluate.py.
+    """The checkpoint(s) a run's test evaluation uses (train.py and evaluate.py).
 
-    The best ``average`` by ``metric`` (their parameter average when several).
-    A run that validated no epoch (``valid_start_epoch`` after its last epoch)
-    has no candidate: its newest checkpoint, with a warning.
+    The best ``average`` by ``metric`` (their parameter average when several);
+    the newest, with a warning, when no epoch was validated
+    (``valid_start_epoch`` after the last epoch).
 
     Arguments
     ---------
@@ -420,7 +334,6 @@ def evaluation_checkpoints(checkpointer, metric, average=1):
 
     Example
     -------
-    >>> import torch
     >>> saver = AtomicCheckpointer(getfixture("tmpdir"), recoverables={"m": torch.nn.Linear(1, 1)})
     >>> _ = saver.save_checkpoint(meta={"epoch": 1})  # not validated
     >>> [ckpt.meta["epoch"] for ckpt in evaluation_checkpoints(saver, "EER", 2)]
@@ -436,6 +349,7 @@ def evaluation_checkpoints(checkpointer, metric, average=1):
         return select_checkpoints(checkpointer, "last", 1, metric)
     return select_checkpoints(checkpointer, "best", average, metric, strict=False)
 
+
 def load_checkpoint_average(modules, checkpoints, names):
     """Loads each named module from one checkpoint, or the elementwise mean of several.
 
@@ -450,7 +364,6 @@ def load_checkpoint_average(modules, checkpoints, names):
 
     Example
     -------
-    >>> import torch
     >>> folder = getfixture("tmpdir")
     >>> model = torch.nn.Linear(1, 1, bias=False)
     >>> saver = AtomicCheckpointer(folder, recoverables={"model": model})

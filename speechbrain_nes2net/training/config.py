@@ -1,59 +1,28 @@
-"""Configuration checks of a recipe, and the schedule rules they enforce.
+"""Checks of a recipe YAML across its keys, and the schedule rules they enforce.
 
-:func:`check_recipe_config` catches mistakes in a loaded YAML before any data
-or model work, naming the key and what is expected; :func:`check_run_options`
-does the same for SpeechBrain's run options. The validation schedule
-(:func:`validates`, :func:`cosine_minima`) and the whole-run learning-rate
-schedule (:func:`schedules_whole_run`) live here too: the checks and the Brain
-use the same rules.
+The YAMLs state each setting's type; :func:`check_recipe_config` catches
+settings that contradict each other (or the loaded SSL model) before any data
+or model work, and choices whose wrong value would pass silently, naming the
+keys. :func:`check_run_options` does the same for SpeechBrain's run options.
+The validation and learning-rate schedule rules serve the checks and the Brain.
 
 Authors
  * speechbrain-nes2net contributors
 """
 
+import math
+
 import torch
 
-from speechbrain_nes2net.training.feature_cache import DTYPES
 from speechbrain_nes2net.training.sampling import parse_data_spec
 
 TEST_SET_KEYS = {"data", "eval_samples", "report"}
+#: Validation statistics; ``aug_<name>`` is the same statistic on the augmented dev pass.
+STATISTICS = ("EER", "minDCF", "loss")
 
 
 class RecipeConfigError(ValueError):
     """A recipe YAML that cannot work, with what to fix."""
-
-
-#: Validation statistics; ``aug_<name>`` is the same statistic on the
-#: augmented dev pass (``valid_augmented``).
-STATISTICS = ("EER", "minDCF", "loss")
-#: Statistics of localisation runs (a ``segment_loss``).
-SEGMENT_STATISTICS = ("segment_EER",)
-
-
-#: Keys with a fixed set of values.
-CHOICES = {
-    "selection_metric": STATISTICS + tuple(f"aug_{name}" for name in STATISTICS)
-    + SEGMENT_STATISTICS,
-    "lr_schedule_interval": ("epoch", "step"),
-    "valid_epochs": ("all", "cosine_minima"),
-    "selection_candidates": ("validated", "either_loss_improves"),
-    "feature_cache_dtype": tuple(DTYPES),
-}
-
-
-#: Keys that must be true or false.
-BOOLEANS = ("freeze_ssl", "train_random_crop", "valid_augmented", "tensorboard", "feature_cache")
-
-
-#: Keys that must be whole numbers >= 0 (null allowed where the key is optional).
-COUNTS = (
-    "number_of_epochs", "ssl_frozen_epochs", "train_samples", "valid_samples", "valid_start_epoch",
-    "eval_min_samples", "keep_checkpoints", "average_checkpoints", "ssl_dim", "ssl_layers",
-)
-
-
-#: Keys that must be positive numbers (null allowed where the key is optional).
-POSITIVE_NUMBERS = ("lr_backend", "lr_ssl", "eval_window_seconds")
 
 
 def check_recipe_config(hparams):
@@ -67,7 +36,7 @@ def check_recipe_config(hparams):
     Raises
     ------
     RecipeConfigError
-        Naming the key and what is expected.
+        Naming the keys and what is expected.
     """
     try:
         _check_recipe_config(hparams)
@@ -80,25 +49,25 @@ def check_recipe_config(hparams):
 
 
 def _check_recipe_config(hparams):
-    _check_values(hparams)
+    schedules_whole_run(hparams["lr_scheduler"], hparams["lr_schedule_interval"])
+    valid_epochs_period(hparams)
+    _check_selection(hparams)
     _check_ssl_shape(hparams)
     _check_localization(hparams)
-    preparation = hparams["data_preparation"]
-    if not isinstance(preparation, dict) or not preparation:
-        raise RecipeConfigError(
-            "data_preparation must map corpus names to !name: prepare functions"
-        )
-    for key in ("train_data", "valid_data"):
-        try:
-            references = parse_data_spec(hparams.get(key), key)
-        except ValueError as err:
-            raise RecipeConfigError(str(err)) from None
-        for reference in references:
-            _check_reference(hparams, key, reference, preparation)
     if hparams["valid_pooling"] not in ("pooled", "worst"):
         raise RecipeConfigError(
             f"valid_pooling={hparams['valid_pooling']!r} must be 'pooled' or 'worst'"
         )
+    preparation = hparams["data_preparation"]
+    if not isinstance(preparation, dict) or not preparation:
+        raise RecipeConfigError("data_preparation must map corpus names to !name: prepare functions")
+    for key in ("train_data", "valid_data"):
+        try:
+            references = parse_data_spec(hparams[key], key)
+        except ValueError as err:
+            raise RecipeConfigError(str(err)) from None
+        for reference in references:
+            _check_reference(key, reference, preparation)
     for name, spec in (hparams["test_sets"] or {}).items():
         if not isinstance(spec, dict) or "data" not in spec:
             raise RecipeConfigError(
@@ -110,9 +79,7 @@ def _check_recipe_config(hparams):
                 f"test_sets.{name} has unknown keys {sorted(unknown)}; "
                 f"allowed: {sorted(TEST_SET_KEYS)}"
             )
-        _check_reference(hparams, f"test_sets.{name}.data", spec["data"], preparation)
-        if spec.get("eval_samples") is not None:
-            _check_count(f"test_sets.{name}.eval_samples", spec["eval_samples"])
+        _check_reference(f"test_sets.{name}.data", spec["data"], preparation)
         report = spec.get("report")
         if report is not None and not (isinstance(report, dict) and "corpus" in report):
             raise RecipeConfigError(
@@ -154,41 +121,20 @@ def check_run_options(run_opts):
         )
 
 
-def _check_values(hparams):
-    """Types and ranges of the scalar settings, named key by key."""
-    for key, allowed in CHOICES.items():
-        if key in hparams and hparams[key] not in allowed:
-            raise RecipeConfigError(f"{key}={hparams[key]!r} must be one of {list(allowed)}")
-    for key in BOOLEANS:
-        if key in hparams and not isinstance(hparams[key], bool):
-            raise RecipeConfigError(f"{key}={hparams[key]!r} must be True or False")
-    for key in COUNTS:
-        if hparams.get(key) is not None:
-            _check_count(key, hparams[key])
-    for key in POSITIVE_NUMBERS:
-        value = hparams.get(key)
-        if value is not None and not (_is_number(value) and value > 0):
-            raise RecipeConfigError(f"{key}={value!r} must be a positive number")
-    schedules_whole_run(hparams["lr_scheduler"], hparams["lr_schedule_interval"])
-    valid_epochs_period(hparams)
-    _check_selection(hparams)
-    fraction = hparams["max_failed_fraction"]
-    if fraction is not None and not (_is_number(fraction) and 0 <= fraction <= 1):
-        raise RecipeConfigError(f"max_failed_fraction={fraction!r} must be a number in [0, 1]")
-
-
 def schedules_whole_run(scheduler_factory, interval):
-    """Whether ``lr_scheduler`` has ``T_max: null``: annealing over the whole run.
-
-    ``T_max: null`` counts the run's optimiser steps (number_of_epochs x
-    steps per epoch, known once the training loader exists), so it needs
-    ``lr_schedule_interval: step``.
+    """Whether ``lr_scheduler`` has ``T_max: null``: annealing over the whole run's
+    optimiser steps (known once the training loader exists), stepped per step.
 
     Raises
     ------
     RecipeConfigError
-        ``T_max: null`` with another interval.
+        An interval other than 'epoch' or 'step' (the schedulers would never
+        step), or ``T_max: null`` with 'epoch'.
     """
+    if interval not in ("epoch", "step"):
+        raise RecipeConfigError(
+            f"lr_schedule_interval={interval!r} must be one of ['epoch', 'step']"
+        )
     if getattr(scheduler_factory, "keywords", {}).get("T_max", 0) is not None:
         return False
     if interval != "step":
@@ -245,7 +191,8 @@ def valid_epochs_period(hparams):
     Raises
     ------
     RecipeConfigError
-        When neither gives a whole number of epochs >= 1.
+        An unknown ``valid_epochs``, or no whole number of epochs >= 1 for
+        ``cosine_minima``.
 
     Example
     -------
@@ -255,9 +202,12 @@ def valid_epochs_period(hparams):
     ...                      "lr_scheduler": partial(CosineAnnealingLR, T_max=5)})
     5
     """
-    get = _getter(hparams)
-    if get("valid_epochs", "all") != "cosine_minima":
+    get = (hparams if isinstance(hparams, dict) else vars(hparams)).get
+    policy = get("valid_epochs", "all")
+    if policy == "all":
         return None
+    if policy != "cosine_minima":
+        raise RecipeConfigError(f"valid_epochs={policy!r} must be one of ['all', 'cosine_minima']")
     period = get("valid_epochs_period")
     if period is not None:
         if not (isinstance(period, int) and not isinstance(period, bool) and period >= 1):
@@ -281,14 +231,13 @@ def valid_epochs_period(hparams):
 def validates(hparams, epoch):
     """Whether the recipe validates (and may select a checkpoint) after ``epoch``.
 
-    ``valid_epochs`` (``all`` or ``cosine_minima``), from epoch
-    ``valid_start_epoch`` on (default 1; the ASVspoof 5 release starts at 11).
+    ``valid_epochs`` from epoch ``valid_start_epoch`` on (the ASVspoof 5
+    release starts at 11).
 
     Arguments
     ---------
     hparams : dict or namespace
-        The recipe's hyperparameters (``valid_epochs``, its period,
-        ``valid_start_epoch``).
+        The recipe's hyperparameters.
     epoch : int
         Epoch number, from 1.
 
@@ -305,22 +254,15 @@ def validates(hparams, epoch):
     >>> validates({"valid_epochs": "all", "valid_start_epoch": 11}, 10)
     False
     """
-    get = _getter(hparams)
-    if epoch < (get("valid_start_epoch") or 1):
+    start = (hparams if isinstance(hparams, dict) else vars(hparams)).get("valid_start_epoch")
+    if epoch < (start or 1):
         return False
     period = valid_epochs_period(hparams)
     return period is None or cosine_minima(epoch, period)
 
 
-def _getter(hparams):
-    """``get(key, default)`` on a dict or on a namespace (the Brain's hparams)."""
-    if isinstance(hparams, dict):
-        return hparams.get
-    return lambda key, default=None: getattr(hparams, key, default)
-
-
 def _check_selection(hparams):
-    """The augmented dev pass and the candidate rule need each other's settings."""
+    """The selection statistic and candidate rule, and the augmented dev pass they may need."""
     augmented = hparams["valid_augmented"]
     augment = hparams["waveform_augment"]
     if augmented and (augment is None or getattr(augment, "algo", None) == 0):
@@ -328,13 +270,27 @@ def _check_selection(hparams):
             "valid_augmented: True scores the dev set a second time through RawBoost, "
             "which is off (rawboost_algo: 0); set rawboost_algo or valid_augmented: False"
         )
+    # An unknown statistic would select no checkpoint: the test would load the newest.
     metric = hparams["selection_metric"]
-    if str(metric).startswith("aug_") and not augmented:
+    known = STATISTICS + tuple(f"aug_{name}" for name in STATISTICS) + ("segment_EER",)
+    if metric not in known:
+        raise RecipeConfigError(f"selection_metric={metric!r} must be one of {list(known)}")
+    if metric.startswith("aug_") and not augmented:
         raise RecipeConfigError(
             f"selection_metric={metric!r} is a statistic of the augmented dev pass, which "
             "needs valid_augmented: True"
         )
+    if metric == "segment_EER" and hparams.get("segment_loss") is None:
+        raise RecipeConfigError(
+            f"selection_metric={metric!r} is a localisation statistic, which needs a "
+            "segment_loss (and a back-end with frame outputs)"
+        )
     candidates = hparams["selection_candidates"]
+    if candidates not in ("validated", "either_loss_improves"):
+        raise RecipeConfigError(
+            f"selection_candidates={candidates!r} must be one of "
+            "['validated', 'either_loss_improves']"
+        )
     if candidates == "either_loss_improves" and not augmented:
         raise RecipeConfigError(
             "selection_candidates: either_loss_improves compares the clean and the augmented "
@@ -345,13 +301,7 @@ def _check_selection(hparams):
 def _check_localization(hparams):
     """A segment objective needs a back-end with frame outputs on the SSL model's frames."""
     segment_loss = hparams.get("segment_loss")
-    metric = hparams["selection_metric"]
     if segment_loss is None:
-        if metric in SEGMENT_STATISTICS:
-            raise RecipeConfigError(
-                f"selection_metric={metric!r} is a localisation statistic, which needs a "
-                "segment_loss (and a back-end with frame outputs)"
-            )
         return
     backend = hparams["backend"]
     if backend is not None and not hasattr(backend, "forward_with_frames"):
@@ -359,24 +309,17 @@ def _check_localization(hparams):
             f"segment_loss trains frame outputs, but the back-end {type(backend).__name__} has "
             "none; use speechbrain_nes2net.lobes.localization.Nes2NetLocalizer"
         )
-    model = getattr(getattr(hparams["ssl"], "ssl", None), "model", None)
-    strides = getattr(getattr(model, "config", None), "conv_stride", None)
-    if strides is not None:
-        import math
-
-        shift = math.prod(strides) / hparams["sample_rate"]
+    config = _ssl_config(hparams)
+    if config is not None:
+        shift = math.prod(config.conv_stride) / hparams["sample_rate"]
         if abs(shift - segment_loss.frame_shift) > 1e-9:
             raise RecipeConfigError(
                 f"segment_loss.frame_shift={segment_loss.frame_shift} but the SSL model's frames "
                 f"are {shift} s apart"
             )
-    for key in ("utterance_loss_weight", "segment_loss_weight"):
-        value = hparams.get(key, 1.0)
-        if not (_is_number(value) and value >= 0):
-            raise RecipeConfigError(f"{key}={value!r} must be a number >= 0")
     shift = hparams.get("localization_shift")
     if shift is not None:
-        ratio = shift / segment_loss.frame_shift if _is_number(shift) else 0
+        ratio = shift / segment_loss.frame_shift if isinstance(shift, (int, float)) else 0
         if round(ratio) < 1 or abs(ratio - round(ratio)) > 1e-6:
             raise RecipeConfigError(
                 f"localization_shift={shift!r} must be a whole multiple of the frame shift "
@@ -384,19 +327,15 @@ def _check_localization(hparams):
             )
 
 
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_count(key, value):
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        raise RecipeConfigError(f"{key}={value!r} must be a whole number >= 0")
+def _ssl_config(hparams):
+    """The transformers config of the loaded SSL model (None when ``ssl`` has none)."""
+    model = getattr(getattr(hparams["ssl"], "ssl", None), "model", None)
+    return getattr(model, "config", None)
 
 
 def _check_ssl_shape(hparams):
     """ssl_dim and ssl_layers must describe the SSL model the YAML loaded."""
-    model = getattr(getattr(hparams["ssl"], "ssl", None), "model", None)
-    config = getattr(model, "config", None)
+    config = _ssl_config(hparams)
     if config is None:
         return
     if "ssl_dim" in hparams and hparams["ssl_dim"] != config.hidden_size:
@@ -413,7 +352,8 @@ def _check_ssl_shape(hparams):
         )
 
 
-def _check_reference(hparams, key, value, preparation):
+def _check_reference(key, value, preparation):
+    """``value`` is ``<corpus>/<split>`` of a corpus under ``data_preparation``."""
     if not isinstance(value, str) or value.count("/") != 1:
         raise RecipeConfigError(f"{key} must be '<corpus>/<split>', got {value!r}")
     corpus = value.split("/")[0]

@@ -1,10 +1,9 @@
 """Data pipelines: manifests into SpeechBrain datasets of waveforms and labels.
 
-Training crops (or repeat-pads) every utterance to a fixed number of samples,
-optionally at a random offset, and may augment it per utterance (RawBoost);
-evaluation reads the full utterance, or a fixed length taken from its start
-(the "first 4 s" protocols), and batches utterances sorted by duration so that
-padding stays small. Audio is read through :func:`speechbrain_nes2net.audio.load_audio`.
+Training crops (or repeat-pads) every utterance to a fixed length, optionally
+at a random offset, after augmenting the whole utterance (RawBoost); evaluation
+reads the full utterance or its first samples (the "first 4 s" protocols).
+Audio is read through :func:`speechbrain_nes2net.audio.load_audio`.
 
 Authors
  * speechbrain-nes2net contributors
@@ -30,20 +29,22 @@ from speechbrain_nes2net.segments import load_segment_labels
 
 logger = logging.getLogger(__name__)
 
-
-
 #: Length of the silent stand-in for an unusable file (see :func:`audio_pipeline`).
 PLACEHOLDER_SAMPLES = 16000
 
 
-def load_utterance(wav, sample_rate, max_seconds, num_samples, augment):
+def load_utterance(wav, sample_rate, num_samples, random_crop, augment):
     """One file for a pipeline: ``(waveform, "")``, or silence and the reason it is unusable.
 
-    A file that cannot be used yields ``num_samples`` (or
-    :data:`PLACEHOLDER_SAMPLES`) zeros and the error message, so that the
-    batch goes on and the Brain reports and skips the file. ``augment``
-    applies to the whole decoded utterance (before any crop).
+    An unusable file yields ``num_samples`` (or :data:`PLACEHOLDER_SAMPLES`)
+    zeros, so that the batch goes on and the Brain reports and skips the file.
+    ``augment`` applies to the whole decoded utterance (before any crop).
     """
+    # Only decode what the fixed-length evaluation protocol keeps (not when
+    # augmenting: the augmentation sees the whole utterance, as in the releases).
+    max_seconds = None
+    if num_samples is not None and not random_crop and augment is None:
+        max_seconds = num_samples / sample_rate
     try:
         sig = load_audio(wav, sample_rate=sample_rate, max_seconds=max_seconds)
     except AudioError as err:
@@ -52,20 +53,14 @@ def load_utterance(wav, sample_rate, max_seconds, num_samples, augment):
 
 
 def audio_pipeline(
-    num_samples=None,
-    random_crop=False,
-    min_samples=0,
-    augment=None,
-    sample_rate=DEFAULT_SAMPLE_RATE,
+    num_samples=None, random_crop=False, min_samples=0, augment=None, sample_rate=DEFAULT_SAMPLE_RATE
 ):
     """Builds the dynamic item that turns a manifest ``wav`` path into ``sig``.
 
-    A file that cannot be used (missing, corrupt, empty, NaN samples: see
-    :func:`speechbrain_nes2net.audio.load_audio`) does not stop the data
-    loader: its ``sig`` is silence and ``audio_error`` says what is wrong (the
-    empty string for a good file), so the ``Brain`` can leave it out of the
-    loss and the scores and report it, while every process still runs the same
-    batches (DDP).
+    An unusable file (missing, corrupt, empty, NaN samples) does not stop the
+    data loader: its ``sig`` is silence and ``audio_error`` says what is wrong
+    (empty for a good file), so the ``Brain`` leaves it out of the loss and
+    the scores and reports it, while every DDP process runs the same batches.
 
     Arguments
     ---------
@@ -77,30 +72,23 @@ def audio_pipeline(
         Full utterances shorter than this are repeat-padded to it, so that
         even a very short file yields a few SSL frames.
     augment : callable, optional
-        Per-utterance augmentation of the (samples,) waveform, e.g.
-        :class:`speechbrain_nes2net.training.rawboost.RawBoost`, applied to the whole
-        utterance before cropping, as the Nes2Net releases do (its noise level
-        and normalisation then refer to the utterance, not the crop).
+        Augmentation of the whole (samples,) waveform before the crop, as the
+        Nes2Net releases apply RawBoost (its noise level then refers to the
+        utterance, not the crop).
     sample_rate : int
         Rate the model expects; other rates are resampled.
 
     Returns
     -------
     function
-        A SpeechBrain dynamic item taking ``wav`` and providing ``sig`` and
-        ``audio_error``.
+        A dynamic item taking ``wav`` and providing ``sig`` and ``audio_error``.
     """
-    # Only decode what the fixed-length evaluation protocol keeps (not when
-    # augmenting: the augmentation sees the whole utterance, as in the releases).
-    max_seconds = None
-    if num_samples is not None and not random_crop and augment is None:
-        max_seconds = num_samples / sample_rate
 
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig", "audio_error")
     def pipeline(wav):
         """Loads one file (silence and the reason when it is unusable), then crops or pads it."""
-        sig, error = load_utterance(wav, sample_rate, max_seconds, num_samples, augment)
+        sig, error = load_utterance(wav, sample_rate, num_samples, random_crop, augment)
         if random_crop and num_samples is not None:
             sig = fixed_length(sig, num_samples, random_offset=True)
         else:  # the cut of every scoring engine
@@ -111,7 +99,7 @@ def audio_pipeline(
     return pipeline
 
 
-def crop_indices(length, num_samples, random_offset=False, step=1, generator=None):
+def crop_indices(length, num_samples, random_offset=False, step=1):
     """The sample indices that crop or repeat-pad a waveform to ``num_samples``.
 
     As :func:`~speechbrain_nes2net.audio.fixed_length` does, but the indices
@@ -129,8 +117,6 @@ def crop_indices(length, num_samples, random_offset=False, step=1, generator=Non
         Crop at a uniformly random offset on the ``step`` grid instead of the start.
     step : int
         Grid of the random offsets, in samples.
-    generator : torch.Generator, optional
-        Random source of the offset.
 
     Returns
     -------
@@ -150,7 +136,7 @@ def crop_indices(length, num_samples, random_offset=False, step=1, generator=Non
     offset = 0
     if random_offset and length > num_samples:
         slots = (length - num_samples) // step + 1
-        offset = step * int(torch.randint(0, slots, (1,), generator=generator))
+        offset = step * int(torch.randint(0, slots, (1,)))
     return torch.arange(offset, offset + num_samples)
 
 
@@ -194,20 +180,15 @@ def segment_truth(labels, indices, segment_samples):
 
 
 def localization_pipeline(
-    segment_shift,
-    num_samples=None,
-    random_crop=False,
-    min_samples=0,
-    augment=None,
+    segment_shift, num_samples=None, random_crop=False, min_samples=0, augment=None,
     sample_rate=DEFAULT_SAMPLE_RATE,
-):
+):  # fmt: skip
     """Like :func:`audio_pipeline`, plus the segment labels of the waveform it yields.
 
-    The labels come from the manifest's ``segment_labels`` template (the
-    PartialSpoof release's label files, 1 = bona fide, see
-    :func:`speechbrain_nes2net.segments.load_segment_labels`) at
-    ``segment_shift`` seconds, and follow the crop (random crops start on the
-    label grid) or the repeat-padding (:func:`segment_truth`).
+    The labels of the manifest's ``segment_labels`` template at
+    ``segment_shift`` seconds (:func:`speechbrain_nes2net.segments.load_segment_labels`)
+    follow the crop (random crops start on the label grid) or the
+    repeat-padding (:func:`segment_truth`).
 
     Arguments
     ---------
@@ -222,16 +203,13 @@ def localization_pipeline(
         A dynamic item taking ``wav``, ``id`` and ``segment_labels`` and
         providing ``sig``, ``audio_error`` and ``segment_truth``.
     """
-    segment_samples = int(round(segment_shift * sample_rate))
-    max_seconds = None
-    if num_samples is not None and not random_crop and augment is None:
-        max_seconds = num_samples / sample_rate
+    segment_samples = round(segment_shift * sample_rate)
 
     @sb.utils.data_pipeline.takes("wav", "id", "segment_labels")
     @sb.utils.data_pipeline.provides("sig", "audio_error", "segment_truth")
     def pipeline(wav, utt_id, template):
         """Loads, crops or pads one file, and cuts its segment labels alike."""
-        sig, error = load_utterance(wav, sample_rate, max_seconds, num_samples, augment)
+        sig, error = load_utterance(wav, sample_rate, num_samples, random_crop, augment)
         length = sig.shape[0]
         target = num_samples if num_samples is not None else max(length, min_samples)
         indices = crop_indices(length, target, random_crop, step=segment_samples)
@@ -263,12 +241,9 @@ def manifest_dataset(path, pipeline, sort_by_duration=False, corpus=""):
     pipeline : function
         The audio dynamic item from :func:`audio_pipeline`.
     sort_by_duration : bool
-        Order the utterances longest first, for evaluation batches with little
-        padding.
+        Longest first, for evaluation batches with little padding.
     corpus : str
-        The ``<corpus>/<split>`` the manifest is (each item's ``corpus``;
-        several corpora train and validate together, see
-        :mod:`speechbrain_nes2net.training.sampling`).
+        The ``<corpus>/<split>`` of the manifest (each item's ``corpus``).
 
     Returns
     -------

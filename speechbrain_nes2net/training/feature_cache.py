@@ -1,22 +1,12 @@
-"""On-disk cache of frozen SSL hidden states.
+"""On-disk cache of frozen SSL hidden states, one ``.npy`` file per input waveform.
 
-With a frozen SSL model the hidden states of an input never change, yet an
-epoch spends most of its time recomputing them. :class:`FeatureCache` keeps
-them on disk, one ``.npy`` file per input waveform, memory-mapped on read.
-
-What is cached is keyed by content, so a stale entry cannot be served:
-
-- the folder of a cache is named by a fingerprint of the SSL model (its
-  configuration files and the size and time of its weight files, or the hub
-  id), the waveform normalisation and the storage dtype: another model, or the
-  same model retrained, gets another folder;
-- an entry is named by a hash of the exact waveform samples fed to the model
-  (after loading, resampling, cropping and padding), so an edited audio file
-  or another crop length is a miss, not a wrong hit.
-
-The stored states are those of the valid frames only, (layers, frames, dim),
-so a waveform has one entry whatever batch it was computed in (the SSL lobe is
-padding-aware).
+A frozen SSL model's states of an input never change, yet an epoch spends most
+of its time recomputing them. Entries are keyed by content, so a stale one
+cannot be served: the folder by a fingerprint of the SSL model, the waveform
+normalisation and the storage dtype (another model, or the same one retrained,
+gets another folder), an entry by a hash of the exact samples fed to the model
+(an edited file or another crop is a miss, not a wrong hit). An entry holds the
+valid frames only, (layers, frames, dim), whatever batch it was computed in.
 
 Example
 -------
@@ -47,7 +37,10 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
 def ssl_features_fingerprint(source, normalize=None, dtype="float16"):
-    """Identifies the SSL features a cache holds: the model (folder or hub id), normalisation, dtype.
+    """Identifies the SSL features a cache holds: the model, normalisation, dtype.
+
+    A model folder counts by its configuration files and the size and time of
+    its weight files; a hub id by its name.
 
     Arguments
     ---------
@@ -148,12 +141,15 @@ class FeatureCache:
         return out, frame_lengths
 
     def _key(self, wav):
+        """The hash of a waveform's samples."""
         return hashlib.sha1(wav.detach().cpu().float().numpy().tobytes()).hexdigest()
 
     def _path(self, key):
+        """The file of an entry."""
         return self.folder / key[:2] / f"{key}.npy"
 
     def _load(self, key):
+        """An entry's states, or None."""
         path = self._path(key)
         if not path.is_file():
             return None
@@ -163,9 +159,10 @@ class FeatureCache:
             return None  # a torn write from a killed run: recompute
 
     def _store(self, key, states):
+        """Writes an entry atomically: readers never see half a file."""
         path = self._path(key)
         path.parent.mkdir(exist_ok=True)
         handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(handle, "wb") as out:
             np.save(out, states.detach().cpu().float().numpy().astype(self.dtype))
-        os.replace(tmp, path)  # atomic: readers never see half a file
+        os.replace(tmp, path)

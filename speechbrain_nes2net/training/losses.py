@@ -1,19 +1,19 @@
-"""Training objectives of the Nes2Net recipes.
+"""Training objectives of the Nes2Net recipes (labels: 1 = bona fide, 0 = spoof).
 
-Labels follow :mod:`speechbrain_nes2net.scores`: 1 = bona fide, 0 = spoof.
-
-- One-logit models (CtrSVDD releases): the logit is the bona fide log-odds,
-  trained with a binary focal loss on soft labels.
-- Two-logit models (ASVspoof releases): index 1 is bona fide, trained with a
-  class-weighted cross-entropy.
+One-logit models (CtrSVDD releases) train their bona fide log-odds with a
+binary focal loss on soft labels, two-logit models (ASVspoof releases; index
+1 is bona fide) with a class-weighted cross-entropy, localisation models their
+frame logits with :class:`SegmentLoss` besides.
 
 Authors
  * speechbrain-nes2net contributors
 """
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
+
+from speechbrain_nes2net.lobes.localization import pool_frame_logits
 
 
 class BinaryFocalLoss(nn.Module):
@@ -71,8 +71,8 @@ class BinaryFocalLoss(nn.Module):
 class WeightedCrossEntropy(nn.Module):
     """Class-weighted cross-entropy on two logits (ASVspoof recipes).
 
-    The weights are a registered buffer, so they follow the module to the
-    training device (a ``CrossEntropyLoss(weight=...)`` built in YAML would not).
+    The weights are a buffer, so they follow the module to the training device
+    (those of a ``CrossEntropyLoss(weight=...)`` built in YAML would not).
 
     Arguments
     ---------
@@ -114,16 +114,13 @@ class WeightedCrossEntropy(nn.Module):
 class SegmentLoss(nn.Module):
     """Class-weighted binary cross-entropy on segment logits pooled from frames.
 
-    The localisation objective (:class:`~speechbrain_nes2net.lobes.localization.Nes2NetLocalizer`):
-    frame logits are pooled into segments of ``segment_shift`` seconds
-    (:func:`~speechbrain_nes2net.lobes.localization.pool_frame_logits`) and
-    each segment is a binary trial against its label (1 = bona fide, 0 =
-    spoof, PartialSpoof's polarity), weighted by its class. The loss is the
-    weighted mean over the valid segments of the batch (as
-    ``F.cross_entropy`` with class weights normalises): padded frames and
-    padded label positions never count. The frame and label counts of an
-    utterance may differ (the SSL frame count and the label count round the
-    duration differently): the shorter decides.
+    The localisation objective: frame logits are pooled into segments of
+    ``segment_shift`` seconds (:func:`~speechbrain_nes2net.lobes.localization.pool_frame_logits`),
+    each a binary trial against its label (PartialSpoof's polarity), weighted
+    by its class. The loss is the weighted mean over the valid segments of the
+    batch (as ``F.cross_entropy`` with class weights normalises); padding
+    never counts. Where the frame and label counts of an utterance differ
+    (they round the duration differently), the shorter decides.
 
     Arguments
     ---------
@@ -164,16 +161,10 @@ class SegmentLoss(nn.Module):
             )
         self.segment_shift = float(segment_shift)
         self.frame_shift = float(frame_shift)
-        self.frames_per_segment = int(round(ratio))
+        self.frames_per_segment = round(ratio)
         self.pooling = pooling
         self.spoof_weight = float(spoof_weight)
         self.bonafide_weight = float(bonafide_weight)
-
-    def segment_logits(self, frame_logits, frame_counts):
-        """(batch, segments) segment logits and (batch,) segment counts of frame logits."""
-        from speechbrain_nes2net.lobes.localization import pool_frame_logits
-
-        return pool_frame_logits(frame_logits, frame_counts, self.frames_per_segment, self.pooling)
 
     def forward(self, frame_logits, frame_counts, targets, target_counts):
         """Computes the loss.
@@ -194,7 +185,9 @@ class SegmentLoss(nn.Module):
         torch.Tensor
             The scalar loss (0, still in the graph, when no segment is valid).
         """
-        logits, counts = self.segment_logits(frame_logits, frame_counts)
+        logits, counts = pool_frame_logits(
+            frame_logits, frame_counts, self.frames_per_segment, self.pooling
+        )
         width = min(logits.shape[1], targets.shape[1])
         logits, targets = logits[:, :width], targets[:, :width].to(logits.dtype)
         limit = torch.minimum(counts, target_counts.to(counts.device))

@@ -1,23 +1,10 @@
-"""Recipe plumbing shared by ``recipes/train.py`` and ``recipes/evaluate.py``.
+"""Recipe steps shared by ``recipes/train.py`` and ``recipes/evaluate.py``.
 
-A recipe YAML names its corpora under ``data_preparation`` (corpus name ->
-a ``!name:`` prepare function returning ``{split: manifest}``), picks the
-training and validation manifests as ``<corpus>/<split>`` (``train_data``,
-``valid_data``), and lists its test sets under ``test_sets``::
-
-    test_sets:
-        asvspoof2021_la_eval:
-            data: asvspoof2021_la/eval
-            eval_samples: 64600      # first 64,600 samples, repeat-padded
-            report:                  # optional corpus report (speechbrain_nes2net.evaluation.reports)
-                corpus: asvspoof2021_la
-                keys_dir: !ref <asvspoof2021_folder>/keys
-        in_the_wild:
-            data: in_the_wild/eval   # full utterances
-            report: {corpus: in_the_wild}
-
-A corpus whose ``data_folder`` is null is skipped with a log line, and so are
-the test sets that use it.
+A recipe YAML names its corpora under ``data_preparation`` (corpus name -> a
+``!name:`` prepare function returning ``{split: manifest}``), picks the training
+and validation manifests as ``<corpus>/<split>`` and lists its ``test_sets``
+(docs/TRAINING.md shows one). A corpus whose ``data_folder`` is null is skipped
+with a log line, and so are the test sets that use it.
 
 Authors
  * speechbrain-nes2net contributors
@@ -65,12 +52,10 @@ class TestSet:
 
 
 def finish_distributed():
-    """Ends a DDP run in order: every process past its last collective, then the group gone.
+    """Ends a DDP run in order: a barrier, then ``destroy_process_group`` on every process.
 
-    A process that destroyed its process group, or exited, while another was
-    still in a collective left gloo's threads to die with the interpreter
-    (``terminate called without an active exception``, SIGABRT at exit).
-    A barrier first, then ``destroy_process_group`` on every process.
+    A process that left while another was still in a collective left gloo's
+    threads to die with the interpreter (SIGABRT at exit).
 
     Example
     -------
@@ -112,7 +97,7 @@ def manifest_for(manifests, reference, what):
 
 
 class CorpusMixture(torch.utils.data.ConcatDataset):
-    """Several corpora concatenated; ``sampler`` draws each epoch of them by weight.
+    """Several corpora concatenated; ``sampler`` draws each training epoch of them by weight.
 
     Arguments
     ---------
@@ -131,16 +116,14 @@ class CorpusMixture(torch.utils.data.ConcatDataset):
 
 
 def corpus_datasets(hparams, manifests, key, pipeline, sort_by_duration=False, mixture=False):
-    """The dataset of ``train_data`` / ``valid_data``: one corpus, or several concatenated.
+    """The dataset of ``train_data`` / ``valid_data``: one corpus, or a :class:`CorpusMixture`.
 
-    Several entries (see :func:`~speechbrain_nes2net.training.sampling.parse_data_spec`)
-    give a :class:`CorpusMixture` (entries of corpora whose ``data_folder``
-    is null are left out); for training (``mixture``) with the sampler of
-    ``mixture_epoch_length``, ``mixture_replacement`` and ``seed``.
+    The mixture leaves out the corpora whose ``data_folder`` is null; for
+    training (``mixture``) it draws with ``mixture_epoch_length``,
+    ``mixture_replacement`` and ``seed``.
     """
     spec = parse_data_spec(hparams[key], key)
     if len(spec) > 1:
-        # A mixture leaves out the corpora whose data_folder is null.
         prepared = {reference.split("/")[0] for reference in manifests}
         for reference in [r for r in spec if r.split("/")[0] not in prepared]:
             logger.info("%s: %s left out, its corpus is not set", key, reference)
@@ -183,8 +166,7 @@ def _pipeline(hparams, **options):
 
 def check_localization_data(hparams, manifests):
     """With a ``segment_loss``: every training and validation utterance has segment labels
-    at its resolution, with the release's polarity (see
-    :func:`speechbrain_nes2net.segments.check_segment_labels`); logs their counts."""
+    at its resolution (:func:`speechbrain_nes2net.segments.check_segment_labels`)."""
     segment_loss = hparams.get("segment_loss")
     if segment_loss is None:
         return
@@ -206,11 +188,8 @@ def check_localization_data(hparams, manifests):
 
 
 def train_valid_datasets(hparams, manifests):
-    """The training (cropped, augmented) and validation datasets (one corpus or a mixture).
-
-    With a ``segment_loss`` (localisation), their items also carry the
-    ``segment_truth`` of the waveform (checked first: :func:`check_localization_data`).
-    """
+    """The training (cropped, augmented) and validation datasets; with a ``segment_loss``
+    their items also carry the ``segment_truth`` of the waveform."""
     check_localization_data(hparams, manifests)
     augment = waveform_augmentation(hparams)
     if augment is not None:
@@ -235,11 +214,10 @@ def train_valid_datasets(hparams, manifests):
 
 
 def augmented_valid_dataset(hparams, manifests):
-    """The dev set through the RawBoost augmentation, for ``valid_augmented: True``; else None.
+    """The dev set through the RawBoost augmentation for ``valid_augmented: True``, else None.
 
-    Like the ASVspoof 2019 release's second dev loop: each utterance is
-    augmented whole, then cut to ``valid_samples`` from its start (or kept
-    whole), afresh at every validation.
+    As the ASVspoof 2019 release's second dev loop: each utterance augmented
+    whole, afresh at every validation, then cut to ``valid_samples``.
     """
     if not hparams["valid_augmented"]:
         return None
@@ -269,11 +247,8 @@ def eval_dataset(hparams, manifest, eval_samples=None):
 
 
 def dev_sets(hparams, manifests, dataset):
-    """The development set(s), scored after training like test sets.
-
-    One per ``valid_data`` corpus, named ``<corpus>_<split>``; their scores
-    fit the decision rule the trained model ships (:func:`fit_run_decision`).
-    """
+    """The development sets (one per ``valid_data`` corpus, ``<corpus>_<split>``), scored
+    after training like test sets to fit the shipped decision rule (:func:`fit_run_decision`)."""
     if isinstance(dataset, CorpusMixture):
         parts = zip(dataset.names, dataset.datasets)
     else:
@@ -288,12 +263,11 @@ def dev_sets(hparams, manifests, dataset):
 
 
 def fit_run_decision(hparams, devs):
-    """Fits the run's decision rule on its development scores; writes ``decision.json``.
+    """Fits the run's decision rule on its (pooled) development scores; writes ``decision.json``.
 
-    The rule (a calibration and its Bayes threshold at ``decision_prior``, or a
-    documented fallback) is what an export of the run decides with; with
-    several development corpora it is fitted on their scores pooled. Its error
-    rates on each development set go into that set's metrics file as well.
+    The rule (a calibration and its Bayes threshold at ``decision_prior``) is
+    what an export of the run decides with; its error rates on each
+    development set go into that set's metrics file as well.
 
     Arguments
     ---------
@@ -335,93 +309,12 @@ def fit_run_decision(hparams, devs):
 LOCALIZATION_FILE = "localization.json"
 
 
-def fit_run_localization(hparams, devs):
-    """Fits the segment decision rule of a localisation run on its development frame scores.
-
-    The dev frame scores (``scores/<dev>_frame_scores.npz``) are pooled to
-    ``localization_shift`` seconds (default: the segment objective's
-    resolution) with the objective's pooling, and a decision rule is fitted on
-    those segment scores against the dev set's segment labels at that
-    resolution, as the utterance rule is fitted on utterance scores
-    (:func:`~speechbrain_nes2net.evaluation.calibration.decision_from_dev`:
-    a calibration and its Bayes threshold at ``decision_prior``). Written to
-    ``localization.json``; exports ship it, and ``AntiSpoofModel.localize`` and
-    ``nes2net-score --frames`` decide segments with it.
-
-    Arguments
-    ---------
-    hparams : dict
-        The recipe's hyperparameters (``segment_loss``, ``localization_shift``,
-        ``decision_prior``, ``output_folder``).
-    devs : list of TestSet
-        The development sets, already scored.
-
-    Returns
-    -------
-    dict or None
-        What ``localization.json`` holds (None without a ``segment_loss``).
-    """
-    segment_loss = hparams.get("segment_loss")
-    if segment_loss is None:
-        return None
-    import numpy as np
-    import pandas as pd
-
-    from speechbrain_nes2net.evaluation.calibration import decision_from_dev
-    from speechbrain_nes2net.evaluation.files import load_segment_scores
-    from speechbrain_nes2net.evaluation.localization import (
-        pool_frame_scores,
-        segment_trials,
-    )
-    from speechbrain_nes2net.segments import load_segment_labels
-
-    shift = float(hparams.get("localization_shift") or segment_loss.segment_shift)
-    scores_folder = Path(hparams["output_folder"]) / "scores"
-    bona, spoof, frame_shift = [], [], None
-    for dev in devs:
-        frames, frame_shift = load_segment_scores(scores_folder / f"{dev.name}_frame_scores.npz")
-        templates = pd.read_csv(dev.manifest).set_index("ID")["segment_labels"]
-        for utt_id, values in frames.items():
-            labels = load_segment_labels(templates[utt_id], utt_id, shift)
-            segments = pool_frame_scores(values, frame_shift, shift, segment_loss.pooling)
-            b, s, _ = segment_trials(segments, labels, tolerance=1, utt_id=utt_id)
-            bona.append(b)
-            spoof.append(s)
-    bona = np.concatenate(bona) if bona else np.empty(0)
-    spoof = np.concatenate(spoof) if spoof else np.empty(0)
-    rule = decision_from_dev(bona, spoof, hparams["decision_prior"])
-    rates = decision_rates(rule, bona, spoof)
-    eer = None
-    if bona.size and spoof.size:
-        from speechbrain_nes2net.evaluation.metrics import compute_eer
-
-        eer = compute_eer(bona, spoof)[0]
-    result = {
-        "segment_shift": shift,
-        "frame_shift": frame_shift,
-        "pooling": segment_loss.pooling,
-        "decision": rule.to_dict(),
-        "dev": {"segment_eer": eer, "n_bonafide": int(bona.size), "n_spoof": int(spoof.size),
-                **{k: v for k, v in rates.items() if v == v}},
-    }  # fmt: skip
-    path = Path(hparams["output_folder"]) / LOCALIZATION_FILE
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    logger.info(
-        "Segment decision rule (%s, %.2f s segments): bona fide when the segment score is "
-        ">= %.4g; dev segment EER %s -> %s", rule.source, shift, rule.threshold,
-        "n/a" if eer is None else f"{100 * eer:.2f}%", path,
-    )
-    return result
-
-
 def run_summary(output_folder, tests, seen_attacks=(), debug=False):
     """The end-of-run lines of each test set: per-attack EER, the decision's rates, the EER.
 
-    Per attack (from the corpus report): seen attacks (in the training data)
-    and unseen ones apart, so that the generalisation gap shows. At the
-    decision rule's threshold: the share of bona fide trials rejected and of
-    spoofs accepted. Then the test EER line, the last line of each set. A
-    debug run scores a few batches; its lines say so.
+    Attacks seen in training and unseen ones apart, so that the generalisation
+    gap shows; at the shipped threshold, the shares of bona fide trials
+    rejected and of spoofs accepted; the test EER line last.
 
     Arguments
     ---------
@@ -444,11 +337,9 @@ def run_summary(output_folder, tests, seen_attacks=(), debug=False):
     for test_set in tests:
         metrics = json.loads((scores / f"{test_set.name}_metrics.json").read_text())
         report_path = scores / f"{test_set.name}_report.json"
-        attacks = {}
-        if report_path.is_file():
-            attacks = json.loads(report_path.read_text()).get("breakdowns", {}).get("attack", {})
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
         groups = {True: [], False: []}
-        for attack, block in sorted(attacks.items()):
+        for attack, block in sorted(report.get("breakdowns", {}).get("attack", {}).items()):
             groups[attack in seen_attacks].append(f"{attack} {percent(block.get('eer'))}")
         parts = [f"{', '.join(groups[True])} (seen in training)"] if groups[True] else []
         parts += [f"{', '.join(groups[False])} (unseen)"] if groups[False] else []
@@ -460,10 +351,7 @@ def run_summary(output_folder, tests, seen_attacks=(), debug=False):
                 f"{percent(metrics.get('bpcer'))} of bona fide rejected, "
                 f"{percent(metrics.get('apcer'))} of spoofs accepted"
             )
-        localization = {}
-        if report_path.is_file():
-            localization = json.loads(report_path.read_text()).get("localization") or {}
-        for shift, block in (localization.get("resolutions") or {}).items():
+        for shift, block in ((report.get("localization") or {}).get("resolutions") or {}).items():
             lines.append(
                 f"{test_set.name} segments of {shift} s: segment EER {percent(block.get('eer'))}, "
                 f"range EER {percent(block.get('range_eer'))}"
@@ -478,14 +366,8 @@ def run_summary(output_folder, tests, seen_attacks=(), debug=False):
 
 
 def scored_test_sets(hparams, manifests):
-    """The test sets to score, as :class:`TestSet` s.
-
-    ``test_manifests`` (a list of manifest files, e.g. on the command line
-    ``--test_manifests=[a.csv,b.csv]``) replaces the YAML's ``test_sets``:
-    each is scored on full utterances and reported with the ``eer`` rules,
-    under the name of its file. Otherwise the YAML's ``test_sets`` whose
-    corpus is prepared are scored.
-    """
+    """The test sets to score: the YAML's ``test_sets`` whose corpus is prepared, or instead
+    the ``test_manifests`` (full utterances, ``eer`` report, named by their file)."""
     given = hparams["test_manifests"] or []
     if given:
         names = [Path(path).stem for path in given]
@@ -509,9 +391,8 @@ def scored_test_sets(hparams, manifests):
     return sets
 
 
-# ------------------------------------------------------ optional components
-# Each is switched on by a scalar key, so that the command line can turn it on
-# (HyperPyYAML cannot override a null key with a mapping).
+# Optional components, each switched on by a scalar key, so that the command
+# line can turn it on (HyperPyYAML cannot override a null key with a mapping).
 
 
 def waveform_augmentation(hparams):
@@ -532,11 +413,7 @@ def waveform_augmentation(hparams):
 
 
 def feature_cache(hparams):
-    """The SSL feature cache (``feature_cache: True``), or None.
-
-    The cache lives in ``<save_folder>/ssl_states``, keyed by the SSL model
-    (:func:`~speechbrain_nes2net.training.feature_cache.ssl_features_fingerprint`) and
-    stored as ``feature_cache_dtype``.
+    """The SSL feature cache in ``<save_folder>/ssl_states`` (``feature_cache: True``), or None.
 
     Example
     -------
@@ -573,11 +450,9 @@ def tensorboard_logger(hparams):
 def batch_augmentation(hparams):
     """Noise and reverberation on training batches from ``noise_csv`` / ``rir_csv``, or None.
 
-    One of the given augmentations is applied to each batch with probability
-    ``batch_augment_prob`` (0.5, as the ASVspoof 5 release applies MUSAN or
-    RIR); the CSV files are SpeechBrain noise / impulse-response manifests.
-    Noise is added at 0-15 dB SNR (the release draws 0-15 dB for MUSAN noise,
-    5-25 dB for music and 13-20 dB for babble).
+    One of them is applied to a batch with probability ``batch_augment_prob``
+    (the ASVspoof 5 release: MUSAN or RIR, 0.5); noise at 0-15 dB SNR (the
+    release's range for MUSAN noise).
 
     Example
     -------

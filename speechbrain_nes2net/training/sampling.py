@@ -7,22 +7,13 @@ weights (:func:`parse_data_spec`)::
     --train_data="asvspoof2019_la/train:1.0,ctrsvdd/train:0.5"     # the same, as one string
 
 The corpora are concatenated and :class:`CorpusMixtureSampler` draws each
-epoch's utterances:
-
-- an epoch has ``epoch_length`` utterances (default: as many as all the
-  corpora hold together), each corpus ``epoch_length * weight / sum(weights)``
-  of them (whole utterances by largest remainder: each within 1 of its share);
-- without replacement (the default), a corpus's share is a shuffled pass over
-  it, repeated when the share is larger than the corpus (a small corpus is
-  seen several times an epoch, a large one partly); with replacement, each
-  drawn utterance is uniform over its corpus;
-- the draw depends only on the seed and the epoch (``set_epoch``), so a
-  resumed run draws what an uninterrupted one would, on any process;
-- under DDP, SpeechBrain gives each process every ``world_size``-th position of
-  the draw; the epoch length is a multiple of the world size, so no position is
-  repeated to even out the shards and each drawn utterance goes to exactly one
-  process (a corpus may still hold an utterance twice in one epoch when its
-  share exceeds its size).
+epoch's utterances, each corpus its share ``epoch_length * weight /
+sum(weights)``: without replacement (the default) as shuffled passes over it
+(a small corpus is seen several times an epoch, a large one partly), with
+replacement uniformly. The draw depends only on the seed and the epoch, so a
+resumed run draws what an uninterrupted one would; under DDP each process
+takes every ``world_size``-th position of it (the epoch length is a multiple
+of the world size), so each drawn utterance goes to exactly one process.
 
 Authors
  * speechbrain-nes2net contributors
