@@ -1,27 +1,15 @@
 """Corpus-scale scoring: resumable, by shards, into score logs; the one engine of the toolkit.
 
-``nes2net-score --output`` and ``recipes/evaluate.py`` both score their
-``(ID, audio path)`` items here, with a loaded model that scores files
-(:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`: the exported
-:class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel`, an ONNX
-model, or a training run's modules loaded into an ``AntiSpoofModel``).
-
-Each process scores its shard of the items (the positions ``p`` with
-``p % world_size == rank``) chunk by chunk into its own score log
-(:mod:`speechbrain_nes2net.evaluation.score_log`), appending every batch as it
-finishes; a rerun scores only what its log lacks (``restart`` starts over,
-``retry_failed`` scores failed files again). The shard is torchrun's rank and
-world size when a process group is up, else ``--shard=R/N``
-(:func:`resolve_shard`): shards can run on different machines at different
-times, and the process that finds every shard complete merges the logs
-(:meth:`CorpusScoring.merged`, in input order).
-
-A file that cannot be scored is logged as ``failed`` with its reason, at its
-own position: it is reported and skipped, never lost and never shifted onto
-another file.
-
-Log records: ``ok`` with ``score``, the model's label (empty when the model
-has no decision rule) and the path; ``failed`` with the reason and the path.
+``nes2net-score`` and ``recipes/evaluate.py`` score their ``(ID, audio path)``
+items here, with any model that scores files
+(:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`). Each process
+scores its shard (the positions ``p`` with ``p % world_size == rank``: torchrun's
+rank, else ``--shard=R/N``) chunk by chunk into its own score log
+(:mod:`speechbrain_nes2net.evaluation.score_log`), appending every batch; a
+rerun scores only what its log lacks. The process that finds every shard
+complete merges the logs in input order. A file that cannot be scored is
+logged ``failed`` with its reason at its own position: reported and skipped,
+never shifted onto another file.
 
 Authors
  * speechbrain-nes2net contributors
@@ -33,7 +21,6 @@ from itertools import islice
 
 import torch
 
-from speechbrain_nes2net.audio import AudioError
 from speechbrain_nes2net.evaluation.score_log import (
     DEFAULT_CHUNK_SIZE,
     FAILED,
@@ -87,7 +74,8 @@ def resolve_shard(option=None):
 
 
 def _record(position, utt_id, path, result):
-    """The log record of one file's :class:`FileScore`."""
+    """The log record of one file's :class:`FileScore`: ``ok`` with score, label (empty
+    without a decision rule) and path, or ``failed`` with the reason and path."""
     if result.ok:
         return position, utt_id, OK, [repr(result.score), result.label or "", str(path)]
     return position, utt_id, FAILED, [result.error, str(path)]
@@ -225,16 +213,7 @@ class CorpusScoring:
     def _score_items(model, items, append, batch_size, max_batch_seconds, calibrated, tick):
         """Scores ``(position, ID, path)`` items batch by batch, appending each batch's records."""
         paths = [path for _, _, path in items]
-        lengths = model.file_lengths(paths)
-        unreadable = [
-            (position, utt_id, FAILED, [length.reason, str(path)])
-            for (position, utt_id, path), length in zip(items, lengths)
-            if isinstance(length, AudioError)
-        ]
-        append(unreadable)
-        tick(len(unreadable))
-        for batch in model.plan(lengths, batch_size, max_batch_seconds):
-            results = model.score_batch_files([paths[i] for i in batch], batch_size, calibrated)
+        for batch, results in model.iter_scored(paths, batch_size, calibrated, max_batch_seconds):
             append([_record(*items[i], result) for i, result in zip(batch, results)])
             tick(len(batch))
 

@@ -1,17 +1,10 @@
 """Scoring with an ONNX export on onnxruntime: :class:`OnnxAntiSpoofModel`.
 
-No torch model is built: the network runs in onnxruntime, and everything
-around it (reading and resampling files, the evaluation crop / repeat-padding,
-long files by windows, batching, the calibration and the decision) is the
-same code the torch path runs (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`),
-with the settings the export wrote into the file's metadata
-(:func:`read_metadata`; this module owns the layout, :data:`METADATA`, that the
-exporter writes). Tensors are torch CPU tensors only as containers between
-those helpers.
+The network runs in onnxruntime; everything around it (reading files, the
+evaluation crop, windows, batching, calibration, decision) is the torch path's
+code (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`), with the
+settings the exporter wrote into the file's metadata (:data:`METADATA`)::
 
-Example::
-
-    from speechbrain_nes2net.pretrained.onnx_model import OnnxAntiSpoofModel
     model = OnnxAntiSpoofModel("model.onnx")
     model.score_file("x.flac")                  # calibrated LLR, higher = more bona fide
     model.score_files(paths, batch_size=8)      # FileScore per path; bad files reported
@@ -25,14 +18,9 @@ import json
 import torch
 
 from speechbrain_nes2net.evaluation.calibration import DecisionRule, load_calibration
-from speechbrain_nes2net.lobes.windows import forward_by_windows
-from speechbrain_nes2net.pretrained.modules import (
-    EvalSettings,
-    prepare_waveforms,
-)
+from speechbrain_nes2net.pretrained.modules import EvalSettings
 from speechbrain_nes2net.pretrained.scoring import FileScoring
 from speechbrain_nes2net.scores import bonafide_scores
-
 
 #: The ``metadata_props`` an export carries (key -> meaning).
 METADATA = {
@@ -141,10 +129,9 @@ def make_session(path, threads=None, providers=None):
 class OnnxAntiSpoofModel(FileScoring):
     """Bona fide scores from a ``nes2net-export-onnx`` file, on onnxruntime.
 
-    The same interface as :class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel`
-    for scoring (``score_file``, ``score_files``, ``score_batch``; labels at the
-    shipped threshold, calibrated LLRs unless ``calibrated=False``), and the
-    same handling of bad files, odd rates, multi-channel and long files.
+    The scoring interface of :class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel`
+    (``score_file``, ``score_files``, ``score_batch``, ``logits_batch``), on
+    the same code.
 
     Arguments
     ---------
@@ -164,7 +151,6 @@ class OnnxAntiSpoofModel(FileScoring):
         settings = EvalSettings(**self.metadata["eval_settings"]).resolved()
         self.sample_rate = settings.sample_rate
         self.num_samples = settings.eval_samples
-        self.eval_samples = settings.eval_samples
         self.min_samples = settings.eval_min_samples
         window = settings.eval_window_seconds
         self.eval_window = None if not window else round(window * self.sample_rate)
@@ -192,29 +178,3 @@ class OnnxAntiSpoofModel(FileScoring):
     def _log_odds(self, logits):
         """(batch,) bona fide log-odds of the shipped decision rule (>= 0: bona fide)."""
         return self.decision.log_odds(bonafide_scores(logits))
-
-    def logits_batch(self, wavs, wav_lens=None, preprocess=True, windows=True):
-        """Raw logits (batch, n_out) of 16 kHz mono waveforms, as ``AntiSpoofModel.logits_batch``.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            (batch, samples) waveforms at the model rate.
-        wav_lens : torch.Tensor, optional
-            Relative lengths.
-        preprocess : bool
-            Apply the evaluation preprocessing (crop / repeat-pad).
-        windows : bool
-            Score waveforms longer than ``eval_window_seconds`` by windows.
-
-        Returns
-        -------
-        torch.Tensor
-        """
-        if wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0])
-        if preprocess:
-            wavs, wav_lens = prepare_waveforms(wavs, wav_lens, self.num_samples, self.min_samples)
-        window = self.eval_window if windows else None
-        return forward_by_windows(self._forward_logits, wavs, wav_lens, window)
-
