@@ -8,48 +8,29 @@ import json
 
 #: Licences of the SSL models the recipes use (the exported weights derive from them).
 SSL_LICENCES = {
-    "microsoft/wavlm-large": (
-        "mit",
-        (
-            "WavLM-Large (microsoft/wavlm-large), released by Microsoft under the MIT licence "
-            "(github.com/microsoft/unilm)"
-        ),
-    ),
-    "facebook/wav2vec2-xls-r-300m": (
-        "apache-2.0",
-        (
-            "wav2vec 2.0 XLS-R 300M (facebook/wav2vec2-xls-r-300m), released by Meta AI under "
-            "the Apache 2.0 licence"
-        ),
-    ),
-}
-
-
-def _licence(ssl_hub_id, ssl_source_note):
-    if ssl_hub_id in SSL_LICENCES:
-        return SSL_LICENCES[ssl_hub_id]
-    return (
-        "other",
-        f"the SSL front-end ({ssl_source_note}): check its licence before redistributing",
-    )
+    "microsoft/wavlm-large": ("mit", (
+        "WavLM-Large (microsoft/wavlm-large), released by Microsoft under the MIT licence "
+        "(github.com/microsoft/unilm)"
+    )),
+    "facebook/wav2vec2-xls-r-300m": ("apache-2.0", (
+        "wav2vec 2.0 XLS-R 300M (facebook/wav2vec2-xls-r-300m), released by Meta AI under the "
+        "Apache 2.0 licence"
+    )),
+}  # fmt: skip
 
 
 def _decision_lines(decision):
     """The card's paragraphs on the calibration and the decision threshold."""
     calibration = decision["calibration"]
-    lines = ["## Decisions", ""]
     if calibration is not None:
-        lines += [
-            (
-                "Calibration (fitted on the development scores, shipped in `hyperparams.yaml`): "
-                f"`LLR = {calibration['scale']:.6g} * score "
-                f"{'+' if calibration['offset'] >= 0 else '-'} {abs(calibration['offset']):.6g}`; "
-                "`AntiSpoofModel` returns the LLR, `calibrated=False` the raw score."
-            ),
-            "",
-        ]
+        sign = "+" if calibration["offset"] >= 0 else "-"
+        shipped = (
+            "Calibration (fitted on the development scores, shipped in `hyperparams.yaml`): "
+            f"`LLR = {calibration['scale']:.6g} * score {sign} {abs(calibration['offset']):.6g}`; "
+            "`AntiSpoofModel` returns the LLR, `calibrated=False` the raw score."
+        )
     else:
-        lines += ["No calibration is shipped: scores are raw (not log-likelihood ratios).", ""]
+        shipped = "No calibration is shipped: scores are raw (not log-likelihood ratios)."
     explanation = {
         "calibration": (
             f"the Bayes decision of the calibrated score at a bona fide prior of "
@@ -61,34 +42,31 @@ def _decision_lines(decision):
             "model's equal-error point; score a development set and export with a calibration"
         ),
     }[decision["source"]]
-    lines += [
-        (
-            f"A file is labelled bona fide when its raw score is >= {decision['threshold']:.6g}: "
-            f"{explanation}. `EncoderClassifier`, `AntiSpoofModel` and `nes2net-score --labels` "
-            "all decide this way; the error rates at this threshold are in the results below "
-            "(bona fide rejection = BPCER, spoof acceptance = APCER)."
-        ),
-        "",
-    ]
-    return lines
+    return ["## Decisions", "", shipped, "", (
+        f"A file is labelled bona fide when its raw score is >= {decision['threshold']:.6g}: "
+        f"{explanation}. `EncoderClassifier`, `AntiSpoofModel` and `nes2net-score --labels` "
+        "all decide this way; the error rates at this threshold are in the results below "
+        "(bona fide rejection = BPCER, spoof acceptance = APCER)."
+    ), ""]  # fmt: skip
 
 
 def _metrics_table(metrics):
+    """The card's results table (rates in percent, '-' where unknown)."""
     lines = [
-        "| set | EER (%) | minDCF | bona fide rejected (%) | spoof accepted (%) "
-        "| trials (bona fide / spoof) |",
+        (
+            "| set | EER (%) | minDCF | bona fide rejected (%) | spoof accepted (%) "
+            "| trials (bona fide / spoof) |"
+        ),
         "|---|---|---|---|---|---|",
     ]
-    percent = lambda value: "-" if value is None else f"{100 * value:.2f}"  # noqa: E731
+    shown = lambda value, fmt: "-" if value is None else format(value, fmt)
     for name, values in metrics.items():
-        eer_text = percent(values.get("eer"))
-        dcf = values.get("min_dcf")
-        dcf_text = "-" if dcf is None else f"{dcf:.4f}"
+        rates = [shown(values.get(key) and 100 * values[key], ".2f") for key in ("eer", "bpcer", "apcer")]
         counts = "-"
         if values.get("n_bonafide") is not None:
             counts = f"{values['n_bonafide']} / {values['n_spoof']}"
-        rates = f"{percent(values.get('bpcer'))} | {percent(values.get('apcer'))}"
-        lines.append(f"| {name} | {eer_text} | {dcf_text} | {rates} | {counts} |")
+        lines.append(f"| {name} | {rates[0]} | {shown(values.get('min_dcf'), '.4f')} | "
+                     f"{rates[1]} | {rates[2]} | {counts} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -127,7 +105,9 @@ def model_card(
     str
     """
     ssl_source = card.get("ssl_source") or ssl_hub_id or "a local SSL model"
-    licence_id, licence_text = _licence(card.get("ssl_hub_id", ssl_hub_id), ssl_source)
+    licence_id, licence_text = SSL_LICENCES.get(card.get("ssl_hub_id", ssl_hub_id), (
+        "other", f"the SSL front-end ({ssl_source}): check its licence before redistributing"
+    ))  # fmt: skip
     if card.get("licence_note"):
         licence_text = card["licence_note"]
     config = ssl.ssl.model.config

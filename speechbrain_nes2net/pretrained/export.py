@@ -14,6 +14,7 @@ Authors
  * speechbrain-nes2net contributors
 """
 
+import dataclasses
 import datetime
 import io
 import json
@@ -21,7 +22,6 @@ import logging
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import ruamel.yaml
@@ -72,25 +72,8 @@ class ExportError(RuntimeError):
     """A model that cannot be exported (or an export that cannot be read) as asked."""
 
 
-def yaml_value(value, what="a value"):
-    """A plain value as YAML: its JSON text, which YAML reads back unchanged.
-
-    Arguments
-    ---------
-    value : None, bool, int, float, str, list, tuple or dict
-        Plain data (tuples are written as lists).
-    what : str
-        Where the value goes, for the error message.
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> yaml_value({"scale": 2.0, "offset": -1.0}), yaml_value(None), yaml_value((1, 2))
-    ('{"scale": 2.0, "offset": -1.0}', 'null', '[1, 2]')
-    """
+def _yaml_value(value, what="a value"):
+    """A plain value as YAML: its JSON text (YAML reads it back unchanged; tuples become lists)."""
     try:
         return json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as err:
@@ -103,45 +86,27 @@ def yaml_value(value, what="a value"):
 def _argument_lines(arguments, indent, what):
     """Block-style ``key: value`` lines of keyword arguments, ``indent`` spaces in."""
     pad = " " * indent
-    lines = [f"{pad}{key}: {yaml_value(value, f'{what}.{key}')}" for key, value in arguments.items()]
+    lines = [f"{pad}{key}: {_yaml_value(value, f'{what}.{key}')}" for key, value in arguments.items()]
     return "\n".join(lines) or pad + "{}"
 
 
 def _ssl_entry(frontend, hub_id):
     """The ``ssl:`` entry: from the hub when ``hub_id`` is set, else from the inline config."""
-    normalize = yaml_value(bool(frontend.normalize))
+    normalize = _yaml_value(bool(frontend.normalize))
     if hub_id is not None:
-        return templates.SSL_FROM_HUB.format(hub_id=yaml_value(hub_id), normalize=normalize)
+        return templates.SSL_FROM_HUB.format(hub_id=_yaml_value(hub_id), normalize=normalize)
     config = json.loads(frontend.ssl.model.config.to_json_string(use_diff=False))
     for bookkeeping in ("transformers_version", "_name_or_path", "dtype", "torch_dtype"):
         config.pop(bookkeeping, None)
     return templates.SSL_STORED.format(
-        model_type=yaml_value(config.pop("model_type")),
+        model_type=_yaml_value(config.pop("model_type")),
         normalize=normalize,
         config=_argument_lines(config, 8, "ssl.config"),
     )
 
 
-def aggregator_arguments(aggregator, dim):
-    """The ``build_aggregator`` arguments that rebuild an aggregator.
-
-    Arguments
-    ---------
-    aggregator : torch.nn.Module
-        One of :data:`speechbrain_nes2net.lobes.aggregation.AGGREGATORS`.
-    dim : int
-        Hidden size of the SSL model.
-
-    Returns
-    -------
-    dict
-        ``name``, ``num_layers``, ``dim``.
-
-    Example
-    -------
-    >>> aggregator_arguments(build_aggregator("SEA", 25, 1024), 1024)
-    {'name': 'SEA', 'num_layers': 25, 'dim': 1024}
-    """
+def _aggregator_arguments(aggregator, dim):
+    """The ``build_aggregator`` arguments (name, num_layers, dim) that rebuild an aggregator."""
     names = {cls: name for name, cls in AGGREGATORS.items()}
     if type(aggregator) not in names:
         raise ExportError(
@@ -171,9 +136,9 @@ def _modules_text(aggregator, backend, backend_kwargs, dim):
             f"an export rebuilds the back-ends {[cls.__name__ for cls in BACKENDS]}; got "
             f"{type(backend).__name__}"
         )
-    aggregation = aggregator_arguments(aggregator, dim)
+    aggregation = _aggregator_arguments(aggregator, dim)
     # What the YAML will hold, read back: JSON turns tuples into lists.
-    backend_kwargs = json.loads(yaml_value(dict(backend_kwargs), "the back-end's arguments"))
+    backend_kwargs = json.loads(_yaml_value(dict(backend_kwargs), "the back-end's arguments"))
     _check_rebuilds(build_aggregator(**aggregation), aggregator, "aggregator")
     try:
         rebuilt = type(backend)(**backend_kwargs)
@@ -184,9 +149,9 @@ def _modules_text(aggregator, backend, backend_kwargs, dim):
         ) from None
     _check_rebuilds(rebuilt, backend, "back-end")
     return {
-        "aggregation": yaml_value(aggregation["name"]),
-        "num_layers": yaml_value(aggregation["num_layers"]),
-        "dim": yaml_value(dim),
+        "aggregation": _yaml_value(aggregation["name"]),
+        "num_layers": _yaml_value(aggregation["num_layers"]),
+        "dim": _yaml_value(dim),
         "backend_class": f"{type(backend).__module__}.{type(backend).__qualname__}",
         "backend_arguments": _argument_lines(backend_kwargs, 4, "backend"),
     }
@@ -204,7 +169,7 @@ def _localization_entry(localization, backend):
     if missing:
         raise ExportError(f"the localisation rule lacks {missing} (expected {list(keys)})")
     entry = {key: localization[key] for key in keys}
-    return templates.LOCALIZATION.format(localization=yaml_value(entry, "localization"))
+    return templates.LOCALIZATION.format(localization=_yaml_value(entry, "localization"))
 
 
 def _check_no_absolute_paths(text, what):
@@ -274,16 +239,11 @@ def hyperparams_text(
         title=title,
         date=datetime.date.today().isoformat(),
         export_format=EXPORT_FORMAT,
-        sample_rate=yaml_value(settings.sample_rate),
-        eval_samples=yaml_value(settings.eval_samples),
-        eval_min_samples=yaml_value(settings.eval_min_samples),
-        eval_window_seconds=yaml_value(settings.eval_window_seconds),
-        window_seconds=yaml_value(settings.window_seconds),
-        window_hop_seconds=yaml_value(settings.window_hop_seconds),
-        calibration=yaml_value(decision["calibration"]),
+        **{key: _yaml_value(value) for key, value in dataclasses.asdict(settings).items()},
+        calibration=_yaml_value(decision["calibration"]),
         decision_source=decision["source"],
         decision_explanation=_DECISION_SOURCES[decision["source"]],
-        decision=yaml_value(decision),
+        decision=_yaml_value(decision),
         ssl=_ssl_entry(ssl, ssl_hub_id),
         **_modules_text(aggregator, backend, backend_kwargs, ssl.ssl.model.config.hidden_size),
         loadables="\n".join(f"        {name}: !ref <{name}>" for name in loadables),
@@ -322,7 +282,7 @@ def write_export(
         Replace an existing folder.
     verify : bool
         Check that the written folder, loaded by ``EncoderClassifier``,
-        reproduces the live modules' logits (:func:`verify_export`).
+        reproduces the live modules' logits.
     localization : dict, optional
         The segment decision rule of a localisation model (a run's
         ``localization.json``), read by :meth:`AntiSpoofModel.localize`.
@@ -359,7 +319,7 @@ def write_export(
     _check_no_absolute_paths(text, "hyperparams.yaml")
     dim = ssl.ssl.model.config.hidden_size
     card_text = model_card(
-        card, ssl, ssl_hub_id, aggregator_arguments(aggregator, dim), backend, backend_kwargs,
+        card, ssl, ssl_hub_id, _aggregator_arguments(aggregator, dim), backend, backend_kwargs,
         settings, decision,
     )  # fmt: skip
     _check_no_absolute_paths(card_text, "README.md")
@@ -380,7 +340,7 @@ def write_export(
         (staging / "custom_interface.py").write_text(templates.CUSTOM_INTERFACE, encoding="utf-8")
         (staging / "README.md").write_text(card_text, encoding="utf-8")
         if verify:
-            verify_export(staging, ssl, aggregator, backend, settings)
+            _verify_export(staging, ssl, aggregator, backend, settings)
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
@@ -391,25 +351,8 @@ def write_export(
     return folder
 
 
-def verify_export(folder, ssl, aggregator, backend, settings, atol=1e-5):
-    """Loads an export with ``EncoderClassifier`` and checks that it reproduces the live modules.
-
-    Arguments
-    ---------
-    folder : str or Path
-        The export folder.
-    ssl, aggregator, backend : torch.nn.Module
-        The modules that were exported.
-    settings : EvalSettings
-        The exported input settings.
-    atol : float
-        Tolerance on the logits (relative tolerance 1e-5 as well).
-
-    Raises
-    ------
-    ExportError
-        If the folder does not load or scores differently.
-    """
+def _verify_export(folder, ssl, aggregator, backend, settings, atol=1e-5):
+    """Checks that the folder, loaded by ``EncoderClassifier``, reproduces the modules' logits."""
     generator = torch.Generator().manual_seed(0)
     wavs = 0.1 * torch.randn(2, int(1.3 * settings.sample_rate), generator=generator)
     lengths = torch.tensor([1.0, 0.7])
@@ -535,7 +478,7 @@ def _run_card(hparams, run_folder, checkpoints, checkpoint, average, metric, hub
     }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ExportOptions:
     """What an export of a run ships besides the weights, where it differs from the run's.
 

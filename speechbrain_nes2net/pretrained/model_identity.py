@@ -1,8 +1,8 @@
 """What identifies a model to score: the digest of an export folder or file, its hub id, or its parameters.
 
-Scoring owns these (a score log is keyed by the model: ``nes2net-score`` by
-its source, ``recipes/evaluate.py`` by the parameters it loaded), and the
-ONNX exporter stamps the source folder's digest into the file it writes.
+A score log is keyed by the model (``nes2net-score`` by its source,
+``recipes/evaluate.py`` by the parameters it loaded); the ONNX exporter stamps
+the source folder's digest into its file.
 
 Authors
  * speechbrain-nes2net contributors

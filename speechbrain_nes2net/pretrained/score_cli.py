@@ -53,85 +53,54 @@ def parse_args(argv=None):
         description="Score audio files with an exported speechbrain-nes2net model "
         "(higher = more bona fide).",
     )
-    parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="audio files, folders, list files or CSV manifests"
-    )
-    parser.add_argument(
-        "--model", required=True,
-        help="exported model folder, model hub id, or .onnx file (nes2net-export-onnx)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--output",
-        help="output file (default: stdout); resumable: rerun the same command after a crash",
-    )
-    parser.add_argument(
-        "--format", choices=("txt", "csv"),
-        help="output format (default: csv for a .csv output, else txt)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--batch-size", type=int,
+    # fmt: off
+    add = parser.add_argument
+    add("paths", nargs="+", metavar="PATH", help="audio files, folders, list files or CSV manifests")
+    add("--model", required=True,
+        help="exported model folder, model hub id, or .onnx file (nes2net-export-onnx)")
+    add("--output",
+        help="output file (default: stdout); resumable: rerun the same command after a crash")
+    add("--format", choices=("txt", "csv"),
+        help="output format (default: csv for a .csv output, else txt)")
+    add("--batch-size", type=int,
         help=f"files per batch (default {DEFAULT_BATCH_SIZE}; 1 for bf16 on a CPU, where "
-        "batches of a large SSL model are slower than one file at a time)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-batch-seconds", type=float, default=DEFAULT_MAX_BATCH_SECONDS,
-        help=f"most padded audio per batch (default {DEFAULT_MAX_BATCH_SECONDS:g} s)",
-    )  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
-    parser.add_argument(
-        "--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
-        help="torch (a model folder) or onnxruntime (an .onnx export); auto: by --model",
-    )  # fmt: skip
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default="fp32",
+        "batches of a large SSL model are slower than one file at a time)")
+    add("--max-batch-seconds", type=float, default=DEFAULT_MAX_BATCH_SECONDS,
+        help=f"most padded audio per batch (default {DEFAULT_MAX_BATCH_SECONDS:g} s)")
+    add("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
+    add("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
+        help="torch (a model folder) or onnxruntime (an .onnx export); auto: by --model")
+    add("--precision", choices=PRECISIONS, default="fp32",
         help="torch engine: fp32 (default), bf16 (SSL front-end in bfloat16), or auto "
-        "(bf16 where the CPU/GPU computes it natively)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--threads", type=int, help="CPU threads of the engine (default: torch's / onnxruntime's)"
-    )
-    parser.add_argument("--savedir", help="where SpeechBrain collects the model files")
+        "(bf16 where the CPU/GPU computes it natively)")
+    add("--threads", type=int, help="CPU threads of the engine (default: torch's / onnxruntime's)")
+    add("--savedir", help="where SpeechBrain collects the model files")
     decision = parser.add_mutually_exclusive_group()
-    decision.add_argument(
-        "--labels", action="store_true",
-        help="add the model's decision (bonafide/spoof, at the threshold shipped with the model)",
-    )  # fmt: skip
-    decision.add_argument(
-        "--threshold", type=float, help="add a label: bonafide when score >= THRESHOLD"
-    )
-    parser.add_argument(
-        "--raw", action="store_true", help="raw scores even when the model carries a calibration"
-    )
-    parser.add_argument(
-        "--frames", action="store_true",
+    decision.add_argument("--labels", action="store_true",
+        help="add the model's decision (bonafide/spoof, at the threshold shipped with the model)")
+    decision.add_argument("--threshold", type=float,
+                          help="add a label: bonafide when score >= THRESHOLD")
+    add("--raw", action="store_true", help="raw scores even when the model carries a calibration")
+    add("--frames", action="store_true",
         help="localisation models: write where each file is spoofed, as CSV rows "
-        "ID,start,end,label,score (time ranges in seconds)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--segment-shift", type=float,
-        help="with --frames: decision resolution in seconds (default: the model's)",
-    )  # fmt: skip
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        "ID,start,end,label,score (time ranges in seconds)")
+    add("--segment-shift", type=float,
+        help="with --frames: decision resolution in seconds (default: the model's)")
+    add("--quiet", action="store_true", help="no progress bar")
     group = parser.add_argument_group(
         "resuming (with --output: scores are logged to OUTPUT.scorelog as they come, "
         "and a rerun of the same command scores only the missing files)"
     )
-    group.add_argument(
-        "--restart", action="store_true", help="discard the score log and score every file again"
-    )
-    group.add_argument(
-        "--retry-failed", action="store_true",
-        help="score the files that failed in an earlier run again (they are final otherwise)",
-    )  # fmt: skip
-    group.add_argument(
-        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
-        help=f"files planned and held at once (default {DEFAULT_CHUNK_SIZE}); bounds memory",
-    )  # fmt: skip
-    group.add_argument(
-        "--shard", metavar="R/N",
+    group.add_argument("--restart", action="store_true",
+                       help="discard the score log and score every file again")
+    group.add_argument("--retry-failed", action="store_true",
+        help="score the files that failed in an earlier run again (they are final otherwise)")
+    group.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+        help=f"files planned and held at once (default {DEFAULT_CHUNK_SIZE}); bounds memory")
+    group.add_argument("--shard", metavar="R/N",
         help="score shard R of N (0-based: every N-th file from the R-th) into "
-        "OUTPUT.shard-R-of-N.scorelog; the run that completes the last shard writes OUTPUT",
-    )  # fmt: skip
+        "OUTPUT.shard-R-of-N.scorelog; the run that completes the last shard writes OUTPUT")
+    # fmt: on
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")

@@ -1,16 +1,10 @@
 """The files an export folder is written from: ``hyperparams.yaml`` and ``custom_interface.py``.
 
-:data:`HYPERPARAMS` is the whole ``hyperparams.yaml`` of every export;
-:func:`speechbrain_nes2net.pretrained.export.write_export` fills in its
-``{placeholders}`` (values written as JSON, which YAML reads back unchanged).
-The SSL front-end has two forms, :data:`SSL_FROM_HUB` (a frozen hub model,
-referenced by id) and :data:`SSL_STORED` (weights in ``ssl.ckpt``, the model
-rebuilt from its inline transformers configuration); localisation models add
-:data:`LOCALIZATION`.
-
-Every loadable is found as ``<source>/<name>.ckpt`` (the pretrainer's default
-file name): a relative ``paths:`` entry would be resolved against the working
-directory, not the folder.
+:func:`speechbrain_nes2net.pretrained.export.write_export` fills in the
+``{placeholders}`` of :data:`HYPERPARAMS` (values as JSON, which YAML reads
+back unchanged), with :data:`SSL_FROM_HUB` (a frozen hub model) or
+:data:`SSL_STORED` (weights in ``ssl.ckpt``), and :data:`LOCALIZATION` for
+localisation models.
 
 Authors
  * speechbrain-nes2net contributors
