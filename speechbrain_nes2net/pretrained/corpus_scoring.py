@@ -219,16 +219,11 @@ class CorpusScoring:
 
     def incomplete_shards(self):
         """Ranks whose logs are missing or incomplete."""
-        missing = []
-        for rank, path in enumerate(self.log_paths):
-            if rank == self.rank:
-                done = self.log.complete
-            else:
-                # Read only: that shard's process may be appending to it.
-                done = path.exists() and self.open_log(rank, readonly=True).complete
-            if not done:
-                missing.append(rank)
-        return missing
+        # Other shards' logs read only: their processes may be appending to them.
+        done = [self.log.complete if rank == self.rank else path.exists()
+                and self.open_log(rank, readonly=True).complete
+                for rank, path in enumerate(self.log_paths)]  # fmt: skip
+        return [rank for rank, complete in enumerate(done) if not complete]
 
     def wait_for_shards(self, poll_seconds=30.0):
         """Waits (polling the logs, no collective that could time out) until every shard is complete.

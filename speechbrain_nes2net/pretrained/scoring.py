@@ -34,17 +34,8 @@ DEFAULT_MAX_BATCH_SECONDS = 120.0
 
 @dataclass
 class WindowScores:
-    """Scores of one recording in windows.
-
-    Attributes
-    ----------
-    starts, ends : list of float
-        Window boundaries in seconds.
-    scores : list of float
-        Bona fide score of each window.
-    score : float
-        The recording's score: the mean of the window scores.
-    """
+    """Scores of one recording in windows: bounds (``starts``, ``ends``, seconds), each
+    window's bona fide score (``scores``) and their mean (``score``)."""
 
     starts: list
     ends: list
@@ -84,17 +75,8 @@ class FileScore:
 
 @dataclass
 class BatchStats:
-    """How much padding the batches of a scoring run computed (windows of long files not counted).
-
-    Attributes
-    ----------
-    batches : int
-        Padded batches run.
-    samples : int
-        Samples of the waveforms in them.
-    padded_samples : int
-        Samples computed (batch size x longest waveform, summed).
-    """
+    """Padded ``batches`` run, ``samples`` of their waveforms and ``padded_samples`` computed
+    (batch size x longest waveform, summed); windows of long files not counted."""
 
     batches: int = 0
     samples: int = 0
@@ -159,13 +141,12 @@ def plan_batches(lengths, batch_size, max_batch_samples=None):
 class FileScoring:
     """Scores files and waveforms the same way on every engine (a mixin).
 
-    The engine sets ``sample_rate``, ``num_samples`` (the fixed evaluation
-    length or None), ``min_samples``, ``eval_window`` (samples or None) and
+    The engine sets ``sample_rate``, ``num_samples`` (fixed evaluation length
+    or None), ``min_samples``, ``eval_window`` (samples or None) and
     ``calibration`` (or None), and implements ``_forward_logits(wavs,
     wav_lens)`` (prepared, padded waveforms -> (batch, n_out) float32 CPU
-    logits, no windows) and ``_log_odds(logits)`` (the bona fide log-odds of
-    its decision rule, >= 0: bona fide; None without a rule).
-    :attr:`batch_stats` counts the padding of the batches run so far.
+    logits) and ``_log_odds(logits)`` (bona fide log-odds of its decision
+    rule; None without one).
     """
 
     @property
@@ -208,6 +189,7 @@ class FileScoring:
 
     @staticmethod
     def _bonafide(logits):
+        """The raw bona fide scores of (batch, n_out) logits."""
         return logits[:, -1]
 
     def _window_scores(self, starts, ends, logits, calibrated):
@@ -271,10 +253,11 @@ class FileScoring:
         return self._finish(self._bonafide(self.logits_batch(wavs, wav_lens)), calibrated)
 
     def _evaluation_logits(self, wavs, calibrated, batch_size=8):
-        """Logits of prepared waveforms run as one padded batch (long ones by windows), and per
-        file its :class:`WindowScores` (None when scored whole)."""
+        """Logits of prepared waveforms as one padded batch (long ones by windows), and
+        each one's :class:`WindowScores` (None when scored whole)."""
         batch, lengths = batch_pad_right(wavs)
-        whole = [wav.shape[0] for wav in wavs if self.eval_window is None or wav.shape[0] <= self.eval_window]
+        window = self.eval_window
+        whole = [wav.shape[0] for wav in wavs if window is None or wav.shape[0] <= window]
         if whole:
             self.batch_stats.add(whole)
         logits, windowed = forward_by_windows(
@@ -287,6 +270,7 @@ class FileScoring:
         return logits, windows
 
     def _file_score(self, path, logits, windows, calibrated):
+        """The :class:`FileScore` of one file's logits."""
         score = float(self._finish(self._bonafide(logits[None]), calibrated)[0])
         log_odds = self._log_odds(logits[None])
         label = None if log_odds is None else LABELS[int(log_odds[0] >= 0)]
@@ -314,18 +298,12 @@ class FileScoring:
         Raises
         ------
         AudioError
-            When the file cannot be read (naming the file and the reason).
+            Naming the file and the reason.
         """
         return self._score_one(path, calibrated).score
 
     def file_lengths(self, paths):
-        """Prepared lengths (samples) of files from their headers, or the reason they fail.
-
-        Returns
-        -------
-        list
-            Per file: an int, or an :class:`~speechbrain_nes2net.audio.AudioError`.
-        """
+        """Per file, its prepared length in samples (from its header) or its ``AudioError``."""
         lengths = []
         for path in paths:
             try:
@@ -340,16 +318,11 @@ class FileScoring:
         return lengths
 
     def plan(self, lengths, batch_size=8, max_batch_seconds=DEFAULT_MAX_BATCH_SECONDS):
-        """The batches :meth:`score_files` runs for files of these prepared lengths.
+        """The batches (indices into ``lengths``, longest first) of files of these prepared lengths.
 
-        Files longer than the evaluation window are scored alone, by windows;
-        the others by :func:`plan_batches`. Failed files (non-int lengths) are
-        left out.
-
-        Returns
-        -------
-        list of list of int
-            Indices into ``lengths``, longest files first.
+        Files longer than the evaluation window come alone (scored by
+        windows), the others by :func:`plan_batches`; failed files (non-int
+        lengths) are left out.
         """
         usable = [i for i, length in enumerate(lengths) if isinstance(length, int)]
         windowed = [i for i in usable if self.eval_window and lengths[i] > self.eval_window]
@@ -393,12 +366,8 @@ class FileScoring:
     ):  # fmt: skip
         """Scores many files in batches of similar duration; bad files are reported.
 
-        Files are sorted by duration (from their headers) and scored in
-        batches of at most ``batch_size`` files and ``max_batch_seconds`` of
-        padded audio (each file gets the score it gets alone); waveforms
-        longer than ``eval_window_seconds`` are scored alone by windows. A
-        file that cannot be read (missing, corrupt, empty, non-finite) is
-        reported with the reason and the others are still scored.
+        Batches of :meth:`iter_scored`; a file that cannot be read (missing,
+        corrupt, empty, non-finite) is reported with the reason.
 
         Arguments
         ---------
@@ -476,5 +445,6 @@ class FileScoring:
                     results[position] = self._guarded(paths[position], calibrated)
             return results
         for position, file_logits, file_windows in zip(loaded, logits, windows):
-            results[position] = self._file_score(paths[position], file_logits, file_windows, calibrated)
+            path = paths[position]
+            results[position] = self._file_score(path, file_logits, file_windows, calibrated)
         return results
