@@ -1,10 +1,12 @@
-"""The model card (``README.md``) of an export folder.
+"""The model card (``README.md``) of an export folder: :data:`~speechbrain_nes2net.pretrained.templates.CARD` filled in.
 
 Authors
  * speechbrain-nes2net contributors
 """
 
 import json
+
+from speechbrain_nes2net.pretrained import templates
 
 #: Licences of the SSL models the recipes use (the exported weights derive from them).
 SSL_LICENCES = {
@@ -17,37 +19,6 @@ SSL_LICENCES = {
         "Apache 2.0 licence"
     )),
 }  # fmt: skip
-
-
-def _decision_lines(decision):
-    """The card's paragraphs on the calibration and the decision threshold."""
-    calibration = decision["calibration"]
-    if calibration is not None:
-        sign = "+" if calibration["offset"] >= 0 else "-"
-        shipped = (
-            "Calibration (fitted on the development scores, shipped in `hyperparams.yaml`): "
-            f"`LLR = {calibration['scale']:.6g} * score {sign} {abs(calibration['offset']):.6g}`; "
-            "`AntiSpoofModel` returns the LLR, `calibrated=False` the raw score."
-        )
-    else:
-        shipped = "No calibration is shipped: scores are raw (not log-likelihood ratios)."
-    explanation = {
-        "calibration": (
-            f"the Bayes decision of the calibrated score at a bona fide prior of "
-            f"{decision['prior']:g} (equal costs)"
-        ),
-        "dev_eer": "the development set's EER threshold (too few trials for a calibration)",
-        "logit_0": (
-            "**no threshold was fitted**: the raw score's sign, which can be far from the "
-            "model's equal-error point; score a development set and export with a calibration"
-        ),
-    }[decision["source"]]
-    return ["## Decisions", "", shipped, "", (
-        f"A file is labelled bona fide when its raw score is >= {decision['threshold']:.6g}: "
-        f"{explanation}. `EncoderClassifier`, `AntiSpoofModel` and `nes2net-score --labels` "
-        "all decide this way; the error rates at this threshold are in the results below "
-        "(bona fide rejection = BPCER, spoof acceptance = APCER)."
-    ), ""]  # fmt: skip
 
 
 def _metrics_table(metrics):
@@ -111,7 +82,6 @@ def model_card(
     if card.get("licence_note"):
         licence_text = card["licence_note"]
     config = ssl.ssl.model.config
-    n_params = sum(p.numel() for p in backend.parameters())
     fine_tuned = card.get("ssl_fine_tuned", ssl_hub_id is None)
     stored = (
         f"referenced by its hub id `{ssl_hub_id}` (frozen in training; downloaded on first use)"
@@ -136,107 +106,47 @@ def model_card(
             f"; a waveform longer than {settings.eval_window_seconds:g} s is cut into windows "
             "of that length and gets the mean of their logits"
         )
-    title = card.get("title", "SSL + Nes2Net anti-spoofing model")
-    lines = [
-        "---",
-        "library_name: speechbrain",
-        f"license: {licence_id}",
-        "pipeline_tag: audio-classification",
-        "tags:",
-        "- speechbrain",
-        "- anti-spoofing",
-        "- audio-deepfake-detection",
-        "- nes2net",
-        "---",
-        "",
-        f"# {title}",
-        "",
-        card.get(
-            "description",
-            "Bona fide vs spoofed speech detection: a self-supervised speech model "
-            "front-end, a layer aggregation and a Nes2Net back-end, trained with "
-            "speechbrain-nes2net.",
-        ),
-        "",
-        "## Usage",
-        "",
-        "With SpeechBrain alone (`pip install speechbrain speechbrain-nes2net`; the model",
-        "classes come from the installed package):",
-        "",
-        "```python",
-        "from speechbrain.inference.classifiers import EncoderClassifier",
-        'clf = EncoderClassifier.from_hparams(source="<folder or hub id>", savedir="pretrained")',
-        'out_prob, score, index, label = clf.classify_file("x.flac")  # label: bonafide | spoof',
-        "bonafide_log_odds = out_prob[..., 1] - out_prob[..., 0]",
-        "```",
-        "",
-        "Bona fide scores (calibrated when the folder carries a calibration), long files in",
-        "windows, many files at once:",
-        "",
-        "```python",
-        "from speechbrain_nes2net.pretrained.interface import AntiSpoofModel",
-        'model = AntiSpoofModel.from_hparams(source="<folder or hub id>", savedir="pretrained")',
-        'model.score_file("x.flac")           # float, higher = more bona fide',
-        'model.score_windows("long.wav")      # per-window scores and their mean',
-        "```",
-        "",
-        "Command line: `nes2net-score --model <this folder> --output scores.txt audio_dir/`.",
-        "",
-        "## Model",
-        "",
-        f"- SSL front-end: {ssl_source} (`{config.model_type}`, {config.num_hidden_layers} "
-        f"layers, {config.hidden_size} dims), {stored}; input "
-        + ("layer-normalised per waveform" if ssl.normalize else "fed as raw waveforms")
-        + ".",
-        f"- Layer aggregation: `build_aggregator` {json.dumps(aggregator_arguments)}.",
-        (
-            f"- Back-end: `{type(backend).__module__}.{type(backend).__qualname__}` "
-            f"{json.dumps(backend_kwargs)}, {n_params:,} parameters."
-        ),
-        (
-            f"- Input: {settings.sample_rate} Hz mono (other rates are resampled, channels "
-            f"averaged); each file is scored on {eval_text}."
-        ),
-        "",
-        "## Score convention",
-        "",
-        (
-            "Higher = more bona fide. The raw score is the back-end's bona fide logit "
-            "(one-logit models: the bona fide log-odds; two-logit models: logit index 1, the "
-            "official ASVspoof scoring). `EncoderClassifier` returns log-posteriors "
-            "`[log P(spoof), log P(bonafide)]` and the label of the larger one."
-        ),
-        "",
-    ]
-    lines += _decision_lines(decision)
+    calibration = decision["calibration"]
+    if calibration is not None:
+        sign = "+" if calibration["offset"] >= 0 else "-"
+        calibration = (
+            "Calibration (fitted on the development scores, shipped in `hyperparams.yaml`): "
+            f"`LLR = {calibration['scale']:.6g} * score {sign} {abs(calibration['offset']):.6g}`; "
+            "`AntiSpoofModel` returns the LLR, `calibrated=False` the raw score."
+        )
+    explanation = {
+        "calibration": f"the Bayes decision of the calibrated score at a bona fide prior of "
+        f"{decision['prior']:g} (equal costs)",
+        "dev_eer": "the development set's EER threshold (too few trials for a calibration)",
+        "logit_0": "**no threshold was fitted**: the raw score's sign, which can be far from the "
+        "model's equal-error point; score a development set and export with a calibration",
+    }  # fmt: skip
+    sections = ""
     if card.get("origin"):
-        lines += ["## Origin", "", card["origin"], ""]
-    if card.get("data"):
-        lines += ["## Training data", ""]
-        lines += [f"- {key}: {value}" for key, value in card["data"].items()]
-        lines.append("")
-    if card.get("training"):
-        lines += ["## Training settings", ""]
-        lines += [f"- {key}: {value}" for key, value in card["training"].items()]
-        lines.append("")
+        sections += f"## Origin\n\n{card['origin']}\n\n"
+    for key, heading in (("data", "Training data"), ("training", "Training settings")):
+        if card.get(key):
+            items = "".join(f"- {name}: {value}\n" for name, value in card[key].items())
+            sections += f"## {heading}\n\n{items}\n"
     if card.get("metrics"):
-        lines += ["## Results", "", _metrics_table(card["metrics"]), ""]
-        if card.get("metrics_note"):
-            lines += [card["metrics_note"], ""]
-    lines += [
-        "## Licence",
-        "",
-        (
-            f"The weights derive from {licence_text}. The speechbrain-nes2net code is "
-            "released under the Apache 2.0 licence."
-        ),
-        "",
-        "## Files",
-        "",
-        "`hyperparams.yaml` (modules and settings), "
-        + ("`ssl.ckpt`, " if ssl_hub_id is None else "")
-        + "`aggregator.ckpt`, `backend.ckpt`, `label_encoder.ckpt` (spoof = 0, bonafide = 1), "
-        "`custom_interface.py` (for `foreign_class`), this card.",
-        "",
-    ]
-    return "\n".join(lines)
+        note = f"{card['metrics_note']}\n\n" if card.get("metrics_note") else ""
+        sections += f"## Results\n\n{_metrics_table(card['metrics'])}\n\n{note}"
+    return templates.CARD.format(
+        licence_id=licence_id,
+        title=card.get("title", "SSL + Nes2Net anti-spoofing model"),
+        description=card.get("description", "Bona fide vs spoofed speech detection: a "
+            "self-supervised speech model front-end, a layer aggregation and a Nes2Net back-end, "
+            "trained with speechbrain-nes2net."),
+        ssl_source=ssl_source, model_type=config.model_type,
+        num_layers=config.num_hidden_layers, hidden_size=config.hidden_size, stored=stored,
+        ssl_input="layer-normalised per waveform" if ssl.normalize else "fed as raw waveforms",
+        aggregation=json.dumps(aggregator_arguments),
+        backend_class=f"{type(backend).__module__}.{type(backend).__qualname__}",
+        backend_arguments=json.dumps(backend_kwargs),
+        n_params=sum(p.numel() for p in backend.parameters()),
+        sample_rate=settings.sample_rate, evaluation=eval_text,
+        calibration=calibration or "No calibration is shipped: scores are raw (not "
+        "log-likelihood ratios).",
+        threshold=decision["threshold"], explanation=explanation[decision["source"]],
+        sections=sections, licence=licence_text, ssl_file="`ssl.ckpt`, " if ssl_hub_id is None else "",
+    )  # fmt: skip

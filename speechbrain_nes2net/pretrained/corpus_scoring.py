@@ -88,15 +88,12 @@ class CorpusScoring:
     ---------
     iter_items : callable
         Returns a fresh iterator over the ``(ID, audio path)`` items, in
-        input order (called once to count and hash them, then as scoring
-        needs them: items are read lazily, one chunk at a time).
+        input order (read lazily, one chunk at a time).
     log_path : callable
         ``(rank, world_size)`` -> the score log of that shard.
     header : dict
-        What the scores depend on besides the items (``tool``, ``model``
-        fingerprint, score-changing ``options``); a log written with another
-        header is refused. The items' count and digest, the chunk size and
-        the shard are added.
+        What the scores depend on besides the items (``tool``, ``model``,
+        ``options``); a log with another header is refused.
     shard : (int, int)
         This process's ``(rank, world_size)`` (:func:`resolve_shard`).
     restart : bool
@@ -178,7 +175,7 @@ class CorpusScoring:
         Raises
         ------
         ScoreLogError
-            When the log cannot be written (the scores logged so far stay).
+            When the log cannot be written (what it holds stays).
         """
         log, tick = self.log, progress or (lambda n: None)
         where = f"Shard {self.rank} of {self.world_size}"
@@ -226,12 +223,8 @@ class CorpusScoring:
         return [rank for rank, complete in enumerate(done) if not complete]
 
     def wait_for_shards(self, poll_seconds=30.0):
-        """Waits (polling the logs, no collective that could time out) until every shard is complete.
-
-        Under torchrun a process whose shard is done waits here for the
-        others, however long a resumed shard takes; torchrun stops the job
-        if any process dies.
-        """
+        """Waits until every shard is complete, polling the logs: no collective that could time
+        out however long a resumed shard takes (torchrun stops the job if a process dies)."""
         pause = 0.2
         while self.incomplete_shards():
             time.sleep(pause)

@@ -189,22 +189,12 @@ def hyperparams_text(
 
     Arguments
     ---------
-    ssl : SSLFrontend
-        The SSL front-end.
-    aggregator, backend : torch.nn.Module
-        The layer aggregation (built by ``build_aggregator``) and the back-end
-        (one of :data:`BACKENDS`).
-    backend_kwargs : dict
-        The keyword arguments ``backend`` was built with (plain data); checked
-        to rebuild it.
+    ssl, aggregator, backend, backend_kwargs, ssl_hub_id, localization
+        As :func:`write_export` takes them.
     settings : EvalSettings
         Input settings (resolved).
     decision : dict
         ``DecisionRule.to_dict()``, with its calibration.
-    ssl_hub_id : str, optional
-        Reference the SSL model by this hub id instead of storing it.
-    localization : dict, optional
-        The segment decision rule of a localisation model.
     title : str
         The header's first line.
 
@@ -261,11 +251,9 @@ def write_export(
     ---------
     folder : str or Path
         Output folder (must not exist unless ``overwrite``).
-    ssl : SSLFrontend
-        The SSL front-end with its final weights.
-    aggregator, backend : torch.nn.Module
-        The layer aggregation (one of ``build_aggregator``'s) and the
-        back-end (one of :data:`BACKENDS`) with their final weights.
+    ssl, aggregator, backend : torch.nn.Module
+        The SSL front-end (an ``SSLFrontend``), the layer aggregation (one of
+        ``build_aggregator``'s) and the back-end (one of :data:`BACKENDS`).
     backend_kwargs : dict
         The keyword arguments the back-end was built with (plain data).
     settings : EvalSettings, optional
@@ -562,17 +550,13 @@ def export_run(
 ):  # fmt: skip
     """Exports a training run of ``recipes/train.py`` as a SpeechBrain model folder.
 
-    The run's saved ``hyperparams.yaml`` is loaded with HyperPyYAML (the
-    modules built as in training, the back-end's keyword arguments those it
-    was built with); the checkpoint is chosen as the recipe's test evaluation
-    chooses it (:func:`~speechbrain_nes2net.training.checkpoints.select_checkpoints`).
-    The SSL model is stored when it was fine-tuned, referenced by hub id when
-    it was frozen and came from the hub. The decision rule is the run's
-    (``decision.json``) for the checkpoint its test evaluation used; other
-    weights ship ``options.calibration``, else no rule (labels follow the raw
-    score's sign, and the card says so). Loading the YAML runs its
-    ``!apply:`` entries (seeding, the demo's tiny SSL model), not the data
-    preparation.
+    The run's ``hyperparams.yaml`` is loaded with HyperPyYAML (its ``!apply:``
+    entries run, not the data preparation); the checkpoint is chosen as the
+    recipe's test evaluation chooses it. The SSL model is stored when it was
+    fine-tuned, referenced by hub id when it was frozen and came from the hub.
+    The decision rule is the run's ``decision.json`` for the checkpoint its
+    test evaluation used; other weights ship ``options.calibration``, else no
+    rule (labels follow the raw score's sign, and the card says so).
 
     Arguments
     ---------

@@ -12,9 +12,7 @@ Authors
 """
 
 import dataclasses
-import logging
 import math
-from dataclasses import dataclass
 
 import torch
 from speechbrain.inference.interfaces import Pretrained
@@ -22,10 +20,7 @@ from speechbrain.utils.run_opts import RunOptions
 
 from speechbrain_nes2net.audio import load_audio
 from speechbrain_nes2net.evaluation.calibration import load_calibration
-from speechbrain_nes2net.evaluation.localization import (
-    fit_frames_to_duration,
-    localize_frames,
-)
+from speechbrain_nes2net.evaluation.localization import fit_frames_to_duration, localize_frames
 from speechbrain_nes2net.lobes.nes2net import Nes2Net
 from speechbrain_nes2net.lobes.ssl import SSLFrontend
 from speechbrain_nes2net.lobes.windows import split_windows
@@ -38,26 +33,14 @@ from speechbrain_nes2net.pretrained.modules import (
     PassThrough,
     prepare_waveforms,
 )
-from speechbrain_nes2net.pretrained.scoring import FileScore, FileScoring  # noqa: F401  (public here too)
-
-logger = logging.getLogger(__name__)
+from speechbrain_nes2net.pretrained.scoring import FileScoring
 
 
-@dataclass
+@dataclasses.dataclass
 class FrameScores:
-    """Frame-level bona fide scores of one recording.
-
-    Attributes
-    ----------
-    times : list of float
-        Start of each frame in seconds.
-    frame_shift : float
-        Frame hop in seconds (20 ms for WavLM / wav2vec 2.0).
-    scores : list of float
-        Bona fide score of each frame.
-    score : float
-        The utterance score; equals the mean of the frame scores.
-    """
+    """Frame-level bona fide scores of one recording: frame starts (``times``, seconds), the
+    ``frame_shift`` (20 ms for WavLM / wav2vec 2.0), each frame's score (``scores``) and the
+    utterance ``score`` (their mean)."""
 
     times: list
     frame_shift: float

@@ -19,6 +19,7 @@ def _add_file_content(digest, path):
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest
 
 
 def export_folder_digest(folder):
@@ -82,9 +83,7 @@ def model_source_fingerprint(model):
     if source.is_dir():
         return "folder:" + export_folder_digest(source)
     if source.is_file():
-        digest = hashlib.sha256()
-        _add_file_content(digest, source)
-        return "file:" + digest.hexdigest()
+        return "file:" + _add_file_content(hashlib.sha256(), source).hexdigest()
     return f"hub:{model}"
 
 

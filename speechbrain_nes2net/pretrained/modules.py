@@ -165,11 +165,8 @@ class AntiSpoofEncoder(nn.Module):
         (states, lengths) -> (batch, frames, dim).
     backend : torch.nn.Module
         A back-end with ``embed(features, lengths)`` (Nes2Net, Nes2Net-X, AASIST).
-    num_samples : int, optional
-        Score the first ``num_samples`` samples (repeat-padded); the full
-        utterance when None.
-    min_samples : int
-        Repeat-pad shorter full utterances to this length.
+    num_samples, min_samples : int
+        The evaluation crop (:func:`prepare_waveforms`).
     window_seconds : float, optional
         Score longer waveforms by windows of this length (None: never).
     sample_rate : int

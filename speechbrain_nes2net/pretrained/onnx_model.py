@@ -22,17 +22,11 @@ from speechbrain_nes2net.pretrained.modules import EvalSettings
 from speechbrain_nes2net.pretrained.scoring import FileScoring
 from speechbrain_nes2net.scores import bonafide_scores
 
-#: The ``metadata_props`` an export carries (key -> meaning).
-METADATA = {
-    "nes2net.format": "version of this layout (1)",
-    "nes2net.score": "what the score output is",
-    "nes2net.eval_settings": "JSON: sample_rate, eval_samples, eval_min_samples, eval_window_seconds, window_seconds, window_hop_seconds",
-    "nes2net.calibration": "JSON: {scale, offset, prior} mapping the raw score to an LLR, or null",
-    "nes2net.decision": "JSON: the decision rule (bona fide when score >= threshold)",
-    "nes2net.n_out": "number of back-end logits (1 or 2)",
-    "nes2net.source_model": "SHA-256 fingerprint of the exported model folder",
-    "nes2net.quantization": "none or int8 (dynamic quantisation of the matrix products)",
-}
+#: The ``metadata_props`` an export carries (docs/DEPLOYING.md): the layout version, what the
+#: score is, the JSON evaluation settings, calibration (or null) and decision rule, the number
+#: of logits, the source folder's digest, the quantisation (none or int8).
+METADATA = ("nes2net.format", "nes2net.score", "nes2net.eval_settings", "nes2net.calibration",
+            "nes2net.decision", "nes2net.n_out", "nes2net.source_model", "nes2net.quantization")
 ONNX_FORMAT = 1
 
 
@@ -49,22 +43,16 @@ def read_metadata(path):
     dict
         ``eval_settings``, ``decision`` (dicts), ``calibration`` (dict or
         None), ``n_out`` (int), ``source_model``, ``quantization``, ``format``.
-
-    Raises
-    ------
-    ValueError
-        For an ONNX file without them (not written by ``nes2net-export-onnx``)
-        or of a newer layout.
     """
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    props = {entry.key: entry.value for entry in proto.metadata_props}
-    return metadata_from_props(props, path)
+    return metadata_from_props({entry.key: entry.value for entry in proto.metadata_props}, path)
 
 
 def metadata_from_props(props, path="the model"):
-    """Decodes the ``nes2net.*`` entries of a ``metadata_props`` mapping (see :func:`read_metadata`).
+    """Decodes the ``nes2net.*`` entries of a ``metadata_props`` mapping; a ValueError for an
+    ONNX file without them (not written by ``nes2net-export-onnx``) or of a newer layout.
 
     Example
     -------

@@ -108,3 +108,79 @@ The class lives in the installed package (pip install speechbrain-nes2net):
 
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel  # noqa: F401
 '''
+
+#: The model card, ``README.md`` (front matter for model hubs, then the card).
+CARD = """\
+---
+library_name: speechbrain
+license: {licence_id}
+pipeline_tag: audio-classification
+tags:
+- speechbrain
+- anti-spoofing
+- audio-deepfake-detection
+- nes2net
+---
+
+# {title}
+
+{description}
+
+## Usage
+
+With SpeechBrain alone (`pip install speechbrain speechbrain-nes2net`; the model
+classes come from the installed package):
+
+```python
+from speechbrain.inference.classifiers import EncoderClassifier
+clf = EncoderClassifier.from_hparams(source="<folder or hub id>", savedir="pretrained")
+out_prob, score, index, label = clf.classify_file("x.flac")  # label: bonafide | spoof
+bonafide_log_odds = out_prob[..., 1] - out_prob[..., 0]
+```
+
+Bona fide scores (calibrated when the folder carries a calibration), long files in
+windows, many files at once:
+
+```python
+from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
+model = AntiSpoofModel.from_hparams(source="<folder or hub id>", savedir="pretrained")
+model.score_file("x.flac")           # float, higher = more bona fide
+model.score_windows("long.wav")      # per-window scores and their mean
+```
+
+Command line: `nes2net-score --model <this folder> --output scores.txt audio_dir/`.
+
+## Model
+
+- SSL front-end: {ssl_source} (`{model_type}`, {num_layers} layers, {hidden_size} dims), {stored}; input {ssl_input}.
+- Layer aggregation: `build_aggregator` {aggregation}.
+- Back-end: `{backend_class}` {backend_arguments}, {n_params:,} parameters.
+- Input: {sample_rate} Hz mono (other rates are resampled, channels averaged); each file is scored on {evaluation}.
+
+## Score convention
+
+Higher = more bona fide. The raw score is the back-end's bona fide logit
+(one-logit models: the bona fide log-odds; two-logit models: logit index 1, the
+official ASVspoof scoring). `EncoderClassifier` returns log-posteriors
+`[log P(spoof), log P(bonafide)]` and the label of the larger one.
+
+## Decisions
+
+{calibration}
+
+A file is labelled bona fide when its raw score is >= {threshold:.6g}: {explanation}.
+`EncoderClassifier`, `AntiSpoofModel` and `nes2net-score --labels` all decide this way;
+the error rates at this threshold are in the results below (bona fide rejection =
+BPCER, spoof acceptance = APCER).
+
+{sections}## Licence
+
+The weights derive from {licence}. The speechbrain-nes2net code is released under
+the Apache 2.0 licence.
+
+## Files
+
+`hyperparams.yaml` (modules and settings), {ssl_file}`aggregator.ckpt`, `backend.ckpt`,
+`label_encoder.ckpt` (spoof = 0, bonafide = 1), `custom_interface.py` (for
+`foreign_class`), this card.
+"""
