@@ -20,7 +20,10 @@ from speechbrain.utils.run_opts import RunOptions
 
 from speechbrain_nes2net.audio import load_audio
 from speechbrain_nes2net.evaluation.calibration import load_calibration
-from speechbrain_nes2net.evaluation.localization import fit_frames_to_duration, localize_frames
+from speechbrain_nes2net.evaluation.localization import (
+    fit_frames_to_duration,
+    localize_frames,
+)
 from speechbrain_nes2net.lobes.nes2net import Nes2Net
 from speechbrain_nes2net.lobes.ssl import SSLFrontend
 from speechbrain_nes2net.lobes.windows import split_windows

@@ -135,6 +135,20 @@ def parse_args(argv=None):
     return args
 
 
+def _say(message):
+    """Prints a line of the command's report on stderr."""
+    print(f"nes2net-score: {message}", file=sys.stderr)
+
+
+def _load(args):
+    """:func:`load_model`, or None after saying why it failed (a usage problem: exit status 2)."""
+    try:
+        return load_model(args)
+    except Exception as err:  # noqa: BLE001  (any loading failure is a usage problem)
+        _say(f"cannot load the model {args.model}: {err}")
+        return None
+
+
 def load_model(args):
     """The scoring model the arguments name: AntiSpoofModel (torch) or OnnxAntiSpoofModel.
 
@@ -261,28 +275,19 @@ def score_to_log(args, folder):
             (rank, world_size), restart=args.restart, chunk_size=args.chunk_size,
         )  # fmt: skip
     except (ValueError, ScoreLogError) as err:  # InputError is a ValueError
-        print(f"nes2net-score: {err}", file=sys.stderr)
+        _say(err)
         return 2
     log, model = scoring.log, None
     if not scoring.needs_scoring(args.retry_failed):
-        print(
-            f"nes2net-score: nothing to score: all {log.n_expected} files are in {log.path} "
-            f"from an earlier run (--restart scores them again); writing {output}",
-            file=sys.stderr,
-        )
+        _say(f"nothing to score: all {log.n_expected} files are in {log.path} from an earlier "
+             f"run (--restart scores them again); writing {output}")  # fmt: skip
     else:
         if log.resumed and log.n_done:
-            print(
-                f"nes2net-score: resuming: {log.n_done} of {log.n_expected} files already in "
-                f"{log.path}",
-                file=sys.stderr,
-            )
+            _say(f"resuming: {log.n_done} of {log.n_expected} files already in {log.path}")
         import tqdm
 
-        try:
-            model = load_model(args)
-        except Exception as err:  # noqa: BLE001  (any loading failure is a usage problem)
-            print(f"nes2net-score: cannot load the model {args.model}: {err}", file=sys.stderr)
+        model = _load(args)
+        if model is None:
             return 2
         bar = tqdm.tqdm(
             total=log.n_expected, initial=log.n_done, unit="file", file=sys.stderr,
@@ -295,15 +300,12 @@ def score_to_log(args, folder):
                     retry_failed=args.retry_failed, progress=bar.update,
                 )  # fmt: skip
         except ScoreLogError as err:
-            print(f"nes2net-score: {err}", file=sys.stderr)
+            _say(err)
             return 3
     waiting = scoring.incomplete_shards()
     if waiting:  # --shard: the process that completes the last shard writes the output
-        print(
-            f"nes2net-score: shard {rank} of {world_size} done; waiting for shards {waiting} "
-            f"(run them with --shard=R/{world_size}); the last one writes {output}",
-            file=sys.stderr,
-        )
+        _say(f"shard {rank} of {world_size} done; waiting for shards {waiting} (run them with "
+             f"--shard=R/{world_size}); the last one writes {output}")  # fmt: skip
         return 0
     fmt = args.format or ("csv" if str(output).lower().endswith(".csv") else "txt")
     with_label = args.labels or args.threshold is not None
@@ -319,20 +321,17 @@ def score_to_log(args, folder):
             )
         except OSError as err:
             where = log.path if world_size == 1 else f"the logs {output}.shard-*-of-{world_size}.scorelog"
-            print(
-                f"nes2net-score: cannot write {output}: {err.strerror or err}; the scores are kept "
-                f"in {where}: fix this and rerun the same command",
-                file=sys.stderr,
-            )
+            _say(f"cannot write {output}: {err.strerror or err}; the scores are kept in {where}: "
+                 "fix this and rerun the same command")  # fmt: skip
             return 3
     for utt_id, path, reason in examples:
-        print(f"nes2net-score: cannot score {path} ({utt_id}): {reason}", file=sys.stderr)
+        _say(f"cannot score {path} ({utt_id}): {reason}")
     return _summary(args, model, n_ok, n_failed, scoring.n_inputs)
 
 
 def _summary(args, model, n_ok, n_failed, n_inputs):
     """Prints the run's summary line; returns the exit status (1 when files failed)."""
-    summary = f"nes2net-score: scored {n_ok} of {n_inputs} files"
+    summary = f"scored {n_ok} of {n_inputs} files"
     details = ""
     if model is None:
         summary += " (all in earlier runs)"
@@ -344,10 +343,10 @@ def _summary(args, model, n_ok, n_failed, n_inputs):
         )
     if n_failed:
         where = f"; failures in {Path(args.output).parent / 'failed.csv'}" if args.output else ""
-        print(f"{summary}, {n_failed} failed{where}{details}", file=sys.stderr)
+        _say(f"{summary}, {n_failed} failed{where}{details}")
         return 1
     if not args.quiet:
-        print(summary + details, file=sys.stderr)
+        _say(summary + details)
     return 0
 
 
@@ -359,17 +358,15 @@ def localize(args):
     try:
         entries = collect_inputs(args.paths)
     except InputError as err:
-        print(f"nes2net-score: {err}", file=sys.stderr)
+        _say(err)
         return 2
     if not entries:
-        print("nes2net-score: nothing to score", file=sys.stderr)
+        _say("nothing to score")
         return 2
     import tqdm
 
-    try:
-        model = load_model(args)
-    except Exception as err:  # noqa: BLE001  (any loading failure is a usage problem)
-        print(f"nes2net-score: cannot load the model {args.model}: {err}", file=sys.stderr)
+    model = _load(args)
+    if model is None:
         return 2
     rows, failures = [], []
     bar = tqdm.tqdm(total=len(entries), unit="file", file=sys.stderr, disable=args.quiet)
@@ -385,7 +382,7 @@ def localize(args):
                     failures.append((utt_id, path, str(err)))
                 bar.update(1)
     except (NotImplementedError, ValueError) as err:
-        print(f"nes2net-score: --frames: {err}", file=sys.stderr)
+        _say(f"--frames: {err}")
         return 2
     if args.output:
         output = Path(args.output)
@@ -398,7 +395,7 @@ def localize(args):
         write_ranges_csv(sys.stdout, rows)
         sys.stdout.flush()
     for utt_id, path, reason in failures:
-        print(f"nes2net-score: cannot score {path} ({utt_id}): {reason}", file=sys.stderr)
+        _say(f"cannot score {path} ({utt_id}): {reason}")
     return _summary(args, model, len(entries) - len(failures), len(failures), len(entries))
 
 
