@@ -409,7 +409,7 @@ def _load_run(run_folder, overrides):
         raise ExportError(
             f"{path}: 'modules' must hold ssl, aggregator and backend (the AntiSpoofBrain modules)"
         )
-    return hparams, dict(hparams.pop(_BACKEND_ARGUMENTS))
+    return hparams, dict(hparams[_BACKEND_ARGUMENTS])
 
 
 def _run_card(hparams, run_folder, checkpoints, checkpoint, average, metric, hub_id, run_choice):
