@@ -1,4 +1,4 @@
-"""The model card (``README.md``) of an export folder: :data:`~speechbrain_nes2net.pretrained.templates.CARD` filled in.
+"""The model card (``README.md``) of an export folder: :data:`.templates.CARD` filled in.
 
 Authors
  * speechbrain-nes2net contributors
@@ -32,7 +32,7 @@ def _metrics_table(metrics):
     ]
     shown = lambda value, fmt: "-" if value is None else format(value, fmt)
     for name, values in metrics.items():
-        rates = [shown(values.get(key) and 100 * values[key], ".2f") for key in ("eer", "bpcer", "apcer")]
+        rates = [shown(values.get(k) and 100 * values[k], ".2f") for k in ("eer", "bpcer", "apcer")]
         counts = "-"
         if values.get("n_bonafide") is not None:
             counts = f"{values['n_bonafide']} / {values['n_spoof']}"
@@ -148,5 +148,6 @@ def model_card(
         calibration=calibration or "No calibration is shipped: scores are raw (not "
         "log-likelihood ratios).",
         threshold=decision["threshold"], explanation=explanation[decision["source"]],
-        sections=sections, licence=licence_text, ssl_file="`ssl.ckpt`, " if ssl_hub_id is None else "",
+        sections=sections, licence=licence_text,
+        ssl_file="`ssl.ckpt`, " if ssl_hub_id is None else "",
     )  # fmt: skip

@@ -59,11 +59,6 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMAT = 2
 #: The back-ends an export rebuilds: ``backend: !new:<class>`` with its keyword arguments.
 BACKENDS = (Nes2Net, Nes2NetX, AASIST, Nes2NetLocalizer)
-_DECISION_SOURCES = {
-    "calibration": "the Bayes decision of the calibrated score at the bona fide prior",
-    "dev_eer": "the development EER threshold (no calibration could be fitted)",
-    "logit_0": "no threshold was fitted; the raw score's sign",
-}
 #: The key under which :func:`_load_run` has HyperPyYAML build the back-end's arguments.
 _BACKEND_ARGUMENTS = "export_backend_arguments"
 
@@ -231,8 +226,6 @@ def hyperparams_text(
         export_format=EXPORT_FORMAT,
         **{key: _yaml_value(value) for key, value in dataclasses.asdict(settings).items()},
         calibration=_yaml_value(decision["calibration"]),
-        decision_source=decision["source"],
-        decision_explanation=_DECISION_SOURCES[decision["source"]],
         decision=_yaml_value(decision),
         ssl=_ssl_entry(ssl, ssl_hub_id),
         **_modules_text(aggregator, backend, backend_kwargs, ssl.ssl.model.config.hidden_size),

@@ -103,13 +103,7 @@ class AntiSpoofModel(FileScoring, Pretrained):
     def __init__(self, modules=None, hparams=None, run_opts=None, freeze_params=True):
         super().__init__(modules, hparams, _resolved_run_opts(run_opts), freeze_params)
         names = [entry.name for entry in dataclasses.fields(EvalSettings)]
-        settings = EvalSettings(**{name: getattr(self.hparams, name) for name in names}).resolved()
-        self.sample_rate = settings.sample_rate
-        self.window_seconds = settings.window_seconds
-        self.window_hop_seconds = settings.window_hop_seconds
-        self.eval_window = self.encoder.window
-        self.num_samples = self.encoder.num_samples
-        self.min_samples = self.encoder.min_samples
+        self._use_settings(EvalSettings(**{n: getattr(self.hparams, n) for n in names}).resolved())
         #: The decision rule the export ships (bona fide when the raw score reaches its threshold).
         self.decision = self.mods.classifier.decision
         self.calibration = load_calibration(self.hparams.calibration)
@@ -214,7 +208,7 @@ class AntiSpoofModel(FileScoring, Pretrained):
         return None if self.decision is None else self.mods.classifier.log_odds_of(logits)
 
     def _waveform(self, audio, crop=False):
-        """(samples,) mono waveform of a file (any rate; ``crop``: as :meth:`read_audio`) or a tensor."""
+        """(samples,) mono waveform of a file (``crop``: as :meth:`read_audio`) or a tensor."""
         if isinstance(audio, torch.Tensor):
             return MonoWaveforms()(audio.reshape(1, -1) if audio.dim() == 1 else audio)[0]
         return self.read_audio(audio) if crop else load_audio(audio, sample_rate=self.sample_rate)

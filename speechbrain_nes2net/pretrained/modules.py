@@ -130,7 +130,7 @@ class MonoWaveforms(nn.Module):
         if wavs.dim() == 3:
             wavs = to_mono(wavs)
         if wavs.dim() != 2:
-            raise ValueError(f"expected (batch, samples[, channels]) waveforms, got {tuple(wavs.shape)}")
+            raise ValueError(f"expected (batch, samples[, channels]), got {tuple(wavs.shape)}")
         return wavs.float()
 
 

@@ -22,6 +22,7 @@ Authors
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -147,24 +148,13 @@ def _load_model(model):
 
 def _metadata(model, folder, quantization, n_out):
     """The ``nes2net.*`` metadata (:data:`~speechbrain_nes2net.pretrained.onnx_model.METADATA`)."""
-    settings = {
-        "sample_rate": model.sample_rate,
-        "eval_samples": model.num_samples,
-        "eval_min_samples": model.min_samples,
-        "eval_window_seconds": (
-            None if model.eval_window is None else model.eval_window / model.sample_rate
-        ),
-        "window_seconds": model.window_seconds,
-        "window_hop_seconds": model.window_hop_seconds,
-    }
-    decision = model.decision.to_dict()
     calibration = model.calibration.to_dict() if model.calibration is not None else None
     return {
         "nes2net.format": str(ONNX_FORMAT),
         "nes2net.score": "raw bona fide score (back-end logit), higher = more bona fide",
-        "nes2net.eval_settings": json.dumps(settings),
+        "nes2net.eval_settings": json.dumps(dataclasses.asdict(model.settings)),
         "nes2net.calibration": json.dumps(calibration),
-        "nes2net.decision": json.dumps(decision),
+        "nes2net.decision": json.dumps(model.decision.to_dict()),
         "nes2net.n_out": str(int(n_out)),
         "nes2net.source_model": export_folder_digest(folder) if folder is not None else "live model",
         "nes2net.quantization": quantization,

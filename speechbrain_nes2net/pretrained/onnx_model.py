@@ -136,14 +136,7 @@ class OnnxAntiSpoofModel(FileScoring):
         self.session = make_session(path, threads, providers)
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = metadata_from_props(props, path)
-        settings = EvalSettings(**self.metadata["eval_settings"]).resolved()
-        self.sample_rate = settings.sample_rate
-        self.num_samples = settings.eval_samples
-        self.min_samples = settings.eval_min_samples
-        window = settings.eval_window_seconds
-        self.eval_window = None if not window else round(window * self.sample_rate)
-        self.window_seconds = settings.window_seconds
-        self.window_hop_seconds = settings.window_hop_seconds
+        self._use_settings(EvalSettings(**self.metadata["eval_settings"]).resolved())
         self.calibration = load_calibration(self.metadata["calibration"])
         #: The decision rule shipped with the model.
         self.decision = DecisionRule.from_dict(self.metadata["decision"])

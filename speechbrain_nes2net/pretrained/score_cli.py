@@ -320,7 +320,9 @@ def score_to_log(args, folder):
                 scoring.log_paths, output, fmt, with_label, args.threshold
             )
         except OSError as err:
-            where = log.path if world_size == 1 else f"the logs {output}.shard-*-of-{world_size}.scorelog"
+            where = log.path
+            if world_size > 1:
+                where = f"the logs {output}.shard-*-of-{world_size}.scorelog"
             _say(f"cannot write {output}: {err.strerror or err}; the scores are kept in {where}: "
                  "fix this and rerun the same command")  # fmt: skip
             return 3

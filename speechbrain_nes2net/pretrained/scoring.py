@@ -141,13 +141,21 @@ def plan_batches(lengths, batch_size, max_batch_samples=None):
 class FileScoring:
     """Scores files and waveforms the same way on every engine (a mixin).
 
-    The engine sets ``sample_rate``, ``num_samples`` (fixed evaluation length
-    or None), ``min_samples``, ``eval_window`` (samples or None) and
-    ``calibration`` (or None), and implements ``_forward_logits(wavs,
+    The engine calls :meth:`_use_settings`, sets ``calibration`` (or None),
+    and implements ``_forward_logits(wavs,
     wav_lens)`` (prepared, padded waveforms -> (batch, n_out) float32 CPU
     logits) and ``_log_odds(logits)`` (bona fide log-odds of its decision
     rule; None without one).
     """
+
+    def _use_settings(self, settings):
+        """Scores files by these resolved :class:`.modules.EvalSettings`."""
+        self.settings, self.sample_rate = settings, settings.sample_rate
+        self.num_samples, self.min_samples = settings.eval_samples, settings.eval_min_samples
+        window = settings.eval_window_seconds
+        self.eval_window = round(window * self.sample_rate) if window else None  # samples
+        self.window_seconds = settings.window_seconds  # score_windows' defaults
+        self.window_hop_seconds = settings.window_hop_seconds
 
     @property
     def batch_stats(self):

@@ -30,7 +30,7 @@ window_hop_seconds: {window_hop_seconds}
 # logit. A calibration maps it to a log-likelihood ratio: scale * score + offset.
 calibration: {calibration}
 # Decisions (EncoderClassifier labels, AntiSpoofModel, nes2net-score --labels):
-# bona fide when the raw score >= threshold ({decision_source}: {decision_explanation}).
+# bona fide when the raw score >= threshold (README.md says how its source fitted it).
 decision: {decision}
 
 # Model --------------------------------------------------------------------
@@ -152,10 +152,12 @@ Command line: `nes2net-score --model <this folder> --output scores.txt audio_dir
 
 ## Model
 
-- SSL front-end: {ssl_source} (`{model_type}`, {num_layers} layers, {hidden_size} dims), {stored}; input {ssl_input}.
+- SSL front-end: {ssl_source} (`{model_type}`, {num_layers} layers, {hidden_size} dims),
+  {stored}; input {ssl_input}.
 - Layer aggregation: `build_aggregator` {aggregation}.
 - Back-end: `{backend_class}` {backend_arguments}, {n_params:,} parameters.
-- Input: {sample_rate} Hz mono (other rates are resampled, channels averaged); each file is scored on {evaluation}.
+- Input: {sample_rate} Hz mono (other rates are resampled, channels averaged); each file is
+  scored on {evaluation}.
 
 ## Score convention
 
