@@ -8,42 +8,21 @@ Usage::
         --test_manifest=manifests/in_the_wild_eval.csv --test_name=in_the_wild \\
         --report=in_the_wild
 
-    # ASVspoof 2021 DF, first 4 s, average of the best 5 checkpoints
-    python recipes/evaluate.py results/nes2net_x_asvspoof2019/12345/hyperparams.yaml \\
+    # ASVspoof 2021 DF, first 4 s, average of the best 5 checkpoints, 4 processes
+    torchrun --standalone --nproc_per_node=4 recipes/evaluate.py \\
+        results/nes2net_x_asvspoof2019/12345/hyperparams.yaml \\
         --test_manifest=manifests/asvspoof2021_df_eval.csv --test_name=df_eval \\
         --eval_samples=64600 --report=asvspoof2021_df --average_checkpoints=5
 
-The first argument is the ``hyperparams.yaml`` a training run saved in its
-output folder (or the recipe YAML with the same overrides). The checkpoint
-chosen by the run's ``selection_metric`` (or the average of the best
-``--average_checkpoints``) scores the manifest; ``<output_folder>/scores/``
-receives ``<test_name>_scores.txt``, ``<test_name>_metrics.json`` and, with
-``--report``, the corpus report (``--report_option key=value`` passes report
-options such as ``keys_dir=/data/ASVspoof2021/keys``). Other ``--key=value``
-arguments override the YAML, as in ``train.py`` (e.g. ``--device=cuda:0``).
-``--precision bf16`` (or ``auto``: bf16 where the CPU/GPU computes it natively;
-SpeechBrain's ``--eval_precision`` says the same) runs the SSL front-end under
-bfloat16 autocast, as ``nes2net-score --precision`` does; scores move
-slightly, and the speed gained depends on the model and the batch (measured
-in ``docs/DEPLOYING.md``).
-
-The run's modules, with the chosen checkpoint, score the manifest as their
-export would (:meth:`AntiSpoofModel.from_modules
-<speechbrain_nes2net.pretrained.interface.AntiSpoofModel.from_modules>`:
-the same reading, crop, windows and precision as ``nes2net-score``), with
-the corpus scoring engine of ``nes2net-score --output``
-(:mod:`speechbrain_nes2net.pretrained.corpus_scoring`). Unusable files are
-listed in ``<test_name>_failed.csv`` and left out of the metrics.
-
-Large corpora: scores are appended to
-``scores/<test_name>_scores.shard-R-of-N.log`` as batches finish, and a rerun
-of the same command scores only what is missing (``--restart`` starts over,
-``--retry_failed`` retries unusable files); a changed checkpoint, option or
-manifest is refused. ``torchrun --nproc_per_node=N recipes/evaluate.py ...``
-(gloo on CPU, NCCL on GPU; ``--nnodes`` for several machines, with the output
-folder on a shared file system) gives each process a shard, and the main
-process merges them; ``--shard=R/N`` runs one shard without torchrun (the
-process that completes the last shard writes the outputs).
+The run's checkpoint (chosen as its test evaluation chooses it) scores the
+manifest as its export would
+(:meth:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel.from_modules`),
+through the resumable, sharded corpus engine of ``nes2net-score``
+(:mod:`speechbrain_nes2net.pretrained.corpus_scoring`); a rerun scores only
+what its logs lack. ``<output_folder>/scores/`` receives
+``<test_name>_scores.txt``, ``_metrics.json``, ``_failed.csv`` and the report.
+Other ``--key=value`` arguments override the YAML, as in ``train.py``.
+See docs/EVALUATION.md and docs/SCALE.md.
 
 Authors
  * speechbrain-nes2net contributors
@@ -172,10 +151,7 @@ def load_evaluated_checkpoints(hparams):
     except CheckpointSelectionError as err:
         raise SystemExit(f"evaluate.py: {err}") from None
     names = [ckpt.path.name for ckpt in checkpoints]
-    if len(names) > 1:
-        logger.info("Evaluating the average of %s", ", ".join(names))
-    else:
-        logger.info("Evaluating %s", names[0])
+    logger.info("Evaluating %s%s", "the average of " if len(names) > 1 else "", ", ".join(names))
     return names
 
 
@@ -237,21 +213,13 @@ def write_outputs(hparams, args, scoring, frame, decision, checkpoints, precisio
     if not sb.utils.distributed.if_main_process():
         return
     protocol = scoring_protocol(
-        eval_samples=args.eval_samples,
-        window_seconds=hparams["eval_window_seconds"],
-        checkpoints=checkpoints,
-        precision=precision,
-        manifest=args.test_manifest,
-        n_rows=len(frame),
-        n_scored=len(records),
-        n_failed=len(failures),
-        min_samples=hparams["eval_min_samples"],
-        sample_rate=hparams["sample_rate"],
-    )
+        eval_samples=args.eval_samples, window_seconds=hparams["eval_window_seconds"],
+        checkpoints=checkpoints, precision=precision, manifest=args.test_manifest,
+        n_rows=len(frame), n_scored=len(records), n_failed=len(failures),
+        min_samples=hparams["eval_min_samples"], sample_rate=hparams["sample_rate"],
+    )  # fmt: skip
     folder = Path(hparams["output_folder"]) / "scores"
-    scores_path, _ = write_test_outputs(
-        folder, args.test_name, records, summary, failures, protocol
-    )
+    scores_path, _ = write_test_outputs(folder, args.test_name, records, summary, failures, protocol)
     report = report_options(args.report, args.report_option)
     if report:
         test_set = TestSet(args.test_name, None, args.test_manifest, report, args.eval_samples)
@@ -285,19 +253,16 @@ def main(argv):
     model = run_model(hparams, args.eval_samples, precision, decision, device)
     frame = read_manifest(args.test_manifest)
     folder = Path(hparams["output_folder"]) / "scores"
+    # What the scores depend on: a rerun with other weights or options is refused.
+    settings = ("eval_min_samples", "eval_window_seconds", "sample_rate")
     header = {
         "tool": "recipes/evaluate.py",
         "model": "parameters:" + parameter_fingerprint(
             {name: hparams["modules"][name] for name in MODEL_MODULES}
         ),
-        "options": {
-            "eval_samples": args.eval_samples,
-            "eval_min_samples": hparams["eval_min_samples"],
-            "eval_window_seconds": hparams["eval_window_seconds"],
-            "sample_rate": hparams["sample_rate"],
-            "precision": model.precision,
-        },
-    }
+        "options": {"eval_samples": args.eval_samples, **{key: hparams[key] for key in settings},
+                    "precision": model.precision},
+    }  # fmt: skip
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     try:
         rank, world_size = resolve_shard(args.shard)
@@ -308,7 +273,7 @@ def main(argv):
         )  # fmt: skip
         if distributed:
             torch.distributed.barrier()  # every shard's log opened (or restarted) first
-        batch_size = hparams["eval_dataloader_options"].get("batch_size", 1)
+        batch_size = hparams["eval_dataloader_options"]["batch_size"]
         scoring.score(model, batch_size, calibrated=False, retry_failed=args.retry_failed)
     except (ValueError, ScoreLogError) as err:  # InputError is a ValueError
         raise SystemExit(f"evaluate.py: {err}") from None

@@ -1,4 +1,4 @@
-"""The model card (``README.md``) of an export folder.
+"""The model card (``README.md``) of an export folder: :data:`.templates.CARD` filled in.
 
 Authors
  * speechbrain-nes2net contributors
@@ -6,89 +6,38 @@ Authors
 
 import json
 
+from speechbrain_nes2net.pretrained import templates
+
 #: Licences of the SSL models the recipes use (the exported weights derive from them).
 SSL_LICENCES = {
-    "microsoft/wavlm-large": (
-        "mit",
-        (
-            "WavLM-Large (microsoft/wavlm-large), released by Microsoft under the MIT licence "
-            "(github.com/microsoft/unilm)"
-        ),
-    ),
-    "facebook/wav2vec2-xls-r-300m": (
-        "apache-2.0",
-        (
-            "wav2vec 2.0 XLS-R 300M (facebook/wav2vec2-xls-r-300m), released by Meta AI under "
-            "the Apache 2.0 licence"
-        ),
-    ),
-}
-
-
-def _licence(ssl_hub_id, ssl_source_note):
-    if ssl_hub_id in SSL_LICENCES:
-        return SSL_LICENCES[ssl_hub_id]
-    return (
-        "other",
-        f"the SSL front-end ({ssl_source_note}): check its licence before redistributing",
-    )
-
-
-def _decision_lines(decision):
-    """The card's paragraphs on the calibration and the decision threshold."""
-    calibration = decision["calibration"]
-    lines = ["## Decisions", ""]
-    if calibration is not None:
-        lines += [
-            (
-                "Calibration (fitted on the development scores, shipped in `hyperparams.yaml`): "
-                f"`LLR = {calibration['scale']:.6g} * score "
-                f"{'+' if calibration['offset'] >= 0 else '-'} {abs(calibration['offset']):.6g}`; "
-                "`AntiSpoofModel` returns the LLR, `calibrated=False` the raw score."
-            ),
-            "",
-        ]
-    else:
-        lines += ["No calibration is shipped: scores are raw (not log-likelihood ratios).", ""]
-    explanation = {
-        "calibration": (
-            f"the Bayes decision of the calibrated score at a bona fide prior of "
-            f"{decision['prior']:g} (equal costs)"
-        ),
-        "dev_eer": "the development set's EER threshold (too few trials for a calibration)",
-        "logit_0": (
-            "**no threshold was fitted**: the raw score's sign, which can be far from the "
-            "model's equal-error point; score a development set and export with a calibration"
-        ),
-    }[decision["source"]]
-    lines += [
-        (
-            f"A file is labelled bona fide when its raw score is >= {decision['threshold']:.6g}: "
-            f"{explanation}. `EncoderClassifier`, `AntiSpoofModel` and `nes2net-score --labels` "
-            "all decide this way; the error rates at this threshold are in the results below "
-            "(bona fide rejection = BPCER, spoof acceptance = APCER)."
-        ),
-        "",
-    ]
-    return lines
+    "microsoft/wavlm-large": ("mit", (
+        "WavLM-Large (microsoft/wavlm-large), released by Microsoft under the MIT licence "
+        "(github.com/microsoft/unilm)"
+    )),
+    "facebook/wav2vec2-xls-r-300m": ("apache-2.0", (
+        "wav2vec 2.0 XLS-R 300M (facebook/wav2vec2-xls-r-300m), released by Meta AI under the "
+        "Apache 2.0 licence"
+    )),
+}  # fmt: skip
 
 
 def _metrics_table(metrics):
+    """The card's results table (rates in percent, '-' where unknown)."""
     lines = [
-        "| set | EER (%) | minDCF | bona fide rejected (%) | spoof accepted (%) "
-        "| trials (bona fide / spoof) |",
+        (
+            "| set | EER (%) | minDCF | bona fide rejected (%) | spoof accepted (%) "
+            "| trials (bona fide / spoof) |"
+        ),
         "|---|---|---|---|---|---|",
     ]
-    percent = lambda value: "-" if value is None else f"{100 * value:.2f}"  # noqa: E731
+    shown = lambda value, fmt: "-" if value is None else format(value, fmt)
     for name, values in metrics.items():
-        eer_text = percent(values.get("eer"))
-        dcf = values.get("min_dcf")
-        dcf_text = "-" if dcf is None else f"{dcf:.4f}"
+        rates = [shown(values.get(k) and 100 * values[k], ".2f") for k in ("eer", "bpcer", "apcer")]
         counts = "-"
         if values.get("n_bonafide") is not None:
             counts = f"{values['n_bonafide']} / {values['n_spoof']}"
-        rates = f"{percent(values.get('bpcer'))} | {percent(values.get('apcer'))}"
-        lines.append(f"| {name} | {eer_text} | {dcf_text} | {rates} | {counts} |")
+        lines.append(f"| {name} | {rates[0]} | {shown(values.get('min_dcf'), '.4f')} | "
+                     f"{rates[1]} | {rates[2]} | {counts} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -127,11 +76,12 @@ def model_card(
     str
     """
     ssl_source = card.get("ssl_source") or ssl_hub_id or "a local SSL model"
-    licence_id, licence_text = _licence(card.get("ssl_hub_id", ssl_hub_id), ssl_source)
+    licence_id, licence_text = SSL_LICENCES.get(card.get("ssl_hub_id", ssl_hub_id), (
+        "other", f"the SSL front-end ({ssl_source}): check its licence before redistributing"
+    ))  # fmt: skip
     if card.get("licence_note"):
         licence_text = card["licence_note"]
     config = ssl.ssl.model.config
-    n_params = sum(p.numel() for p in backend.parameters())
     fine_tuned = card.get("ssl_fine_tuned", ssl_hub_id is None)
     stored = (
         f"referenced by its hub id `{ssl_hub_id}` (frozen in training; downloaded on first use)"
@@ -156,107 +106,48 @@ def model_card(
             f"; a waveform longer than {settings.eval_window_seconds:g} s is cut into windows "
             "of that length and gets the mean of their logits"
         )
-    title = card.get("title", "SSL + Nes2Net anti-spoofing model")
-    lines = [
-        "---",
-        "library_name: speechbrain",
-        f"license: {licence_id}",
-        "pipeline_tag: audio-classification",
-        "tags:",
-        "- speechbrain",
-        "- anti-spoofing",
-        "- audio-deepfake-detection",
-        "- nes2net",
-        "---",
-        "",
-        f"# {title}",
-        "",
-        card.get(
-            "description",
-            "Bona fide vs spoofed speech detection: a self-supervised speech model "
-            "front-end, a layer aggregation and a Nes2Net back-end, trained with "
-            "speechbrain-nes2net.",
-        ),
-        "",
-        "## Usage",
-        "",
-        "With SpeechBrain alone (`pip install speechbrain speechbrain-nes2net`; the model",
-        "classes come from the installed package):",
-        "",
-        "```python",
-        "from speechbrain.inference.classifiers import EncoderClassifier",
-        'clf = EncoderClassifier.from_hparams(source="<folder or hub id>", savedir="pretrained")',
-        'out_prob, score, index, label = clf.classify_file("x.flac")  # label: bonafide | spoof',
-        "bonafide_log_odds = out_prob[..., 1] - out_prob[..., 0]",
-        "```",
-        "",
-        "Bona fide scores (calibrated when the folder carries a calibration), long files in",
-        "windows, many files at once:",
-        "",
-        "```python",
-        "from speechbrain_nes2net.pretrained.interface import AntiSpoofModel",
-        'model = AntiSpoofModel.from_hparams(source="<folder or hub id>", savedir="pretrained")',
-        'model.score_file("x.flac")           # float, higher = more bona fide',
-        'model.score_windows("long.wav")      # per-window scores and their mean',
-        "```",
-        "",
-        "Command line: `nes2net-score --model <this folder> --output scores.txt audio_dir/`.",
-        "",
-        "## Model",
-        "",
-        f"- SSL front-end: {ssl_source} (`{config.model_type}`, {config.num_hidden_layers} "
-        f"layers, {config.hidden_size} dims), {stored}; input "
-        + ("layer-normalised per waveform" if ssl.normalize else "fed as raw waveforms")
-        + ".",
-        f"- Layer aggregation: `build_aggregator` {json.dumps(aggregator_arguments)}.",
-        (
-            f"- Back-end: `{type(backend).__module__}.{type(backend).__qualname__}` "
-            f"{json.dumps(backend_kwargs)}, {n_params:,} parameters."
-        ),
-        (
-            f"- Input: {settings.sample_rate} Hz mono (other rates are resampled, channels "
-            f"averaged); each file is scored on {eval_text}."
-        ),
-        "",
-        "## Score convention",
-        "",
-        (
-            "Higher = more bona fide. The raw score is the back-end's bona fide logit "
-            "(one-logit models: the bona fide log-odds; two-logit models: logit index 1, the "
-            "official ASVspoof scoring). `EncoderClassifier` returns log-posteriors "
-            "`[log P(spoof), log P(bonafide)]` and the label of the larger one."
-        ),
-        "",
-    ]
-    lines += _decision_lines(decision)
+    calibration = decision["calibration"]
+    if calibration is not None:
+        sign = "+" if calibration["offset"] >= 0 else "-"
+        calibration = (
+            "Calibration (fitted on the development scores, shipped in `hyperparams.yaml`): "
+            f"`LLR = {calibration['scale']:.6g} * score {sign} {abs(calibration['offset']):.6g}`; "
+            "`AntiSpoofModel` returns the LLR, `calibrated=False` the raw score."
+        )
+    explanation = {
+        "calibration": f"the Bayes decision of the calibrated score at a bona fide prior of "
+        f"{decision['prior']:g} (equal costs)",
+        "dev_eer": "the development set's EER threshold (too few trials for a calibration)",
+        "logit_0": "**no threshold was fitted**: the raw score's sign, which can be far from the "
+        "model's equal-error point; score a development set and export with a calibration",
+    }  # fmt: skip
+    sections = ""
     if card.get("origin"):
-        lines += ["## Origin", "", card["origin"], ""]
-    if card.get("data"):
-        lines += ["## Training data", ""]
-        lines += [f"- {key}: {value}" for key, value in card["data"].items()]
-        lines.append("")
-    if card.get("training"):
-        lines += ["## Training settings", ""]
-        lines += [f"- {key}: {value}" for key, value in card["training"].items()]
-        lines.append("")
+        sections += f"## Origin\n\n{card['origin']}\n\n"
+    for key, heading in (("data", "Training data"), ("training", "Training settings")):
+        if card.get(key):
+            items = "".join(f"- {name}: {value}\n" for name, value in card[key].items())
+            sections += f"## {heading}\n\n{items}\n"
     if card.get("metrics"):
-        lines += ["## Results", "", _metrics_table(card["metrics"]), ""]
-        if card.get("metrics_note"):
-            lines += [card["metrics_note"], ""]
-    lines += [
-        "## Licence",
-        "",
-        (
-            f"The weights derive from {licence_text}. The speechbrain-nes2net code is "
-            "released under the Apache 2.0 licence."
-        ),
-        "",
-        "## Files",
-        "",
-        "`hyperparams.yaml` (modules and settings), "
-        + ("`ssl.ckpt`, " if ssl_hub_id is None else "")
-        + "`aggregator.ckpt`, `backend.ckpt`, `label_encoder.ckpt` (spoof = 0, bonafide = 1), "
-        "`custom_interface.py` (for `foreign_class`), this card.",
-        "",
-    ]
-    return "\n".join(lines)
+        note = f"{card['metrics_note']}\n\n" if card.get("metrics_note") else ""
+        sections += f"## Results\n\n{_metrics_table(card['metrics'])}\n\n{note}"
+    return templates.CARD.format(
+        licence_id=licence_id,
+        title=card.get("title", "SSL + Nes2Net anti-spoofing model"),
+        description=card.get("description", "Bona fide vs spoofed speech detection: a "
+            "self-supervised speech model front-end, a layer aggregation and a Nes2Net back-end, "
+            "trained with speechbrain-nes2net."),
+        ssl_source=ssl_source, model_type=config.model_type,
+        num_layers=config.num_hidden_layers, hidden_size=config.hidden_size, stored=stored,
+        ssl_input="layer-normalised per waveform" if ssl.normalize else "fed as raw waveforms",
+        aggregation=json.dumps(aggregator_arguments),
+        backend_class=f"{type(backend).__module__}.{type(backend).__qualname__}",
+        backend_arguments=json.dumps(backend_kwargs),
+        n_params=sum(p.numel() for p in backend.parameters()),
+        sample_rate=settings.sample_rate, evaluation=eval_text,
+        calibration=calibration or "No calibration is shipped: scores are raw (not "
+        "log-likelihood ratios).",
+        threshold=decision["threshold"], explanation=explanation[decision["source"]],
+        sections=sections, licence=licence_text,
+        ssl_file="`ssl.ckpt`, " if ssl_hub_id is None else "",
+    )  # fmt: skip

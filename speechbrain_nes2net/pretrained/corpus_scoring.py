@@ -1,27 +1,15 @@
 """Corpus-scale scoring: resumable, by shards, into score logs; the one engine of the toolkit.
 
-``nes2net-score --output`` and ``recipes/evaluate.py`` both score their
-``(ID, audio path)`` items here, with a loaded model that scores files
-(:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`: the exported
-:class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel`, an ONNX
-model, or a training run's modules loaded into an ``AntiSpoofModel``).
-
-Each process scores its shard of the items (the positions ``p`` with
-``p % world_size == rank``) chunk by chunk into its own score log
-(:mod:`speechbrain_nes2net.evaluation.score_log`), appending every batch as it
-finishes; a rerun scores only what its log lacks (``restart`` starts over,
-``retry_failed`` scores failed files again). The shard is torchrun's rank and
-world size when a process group is up, else ``--shard=R/N``
-(:func:`resolve_shard`): shards can run on different machines at different
-times, and the process that finds every shard complete merges the logs
-(:meth:`CorpusScoring.merged`, in input order).
-
-A file that cannot be scored is logged as ``failed`` with its reason, at its
-own position: it is reported and skipped, never lost and never shifted onto
-another file.
-
-Log records: ``ok`` with ``score``, the model's label (empty when the model
-has no decision rule) and the path; ``failed`` with the reason and the path.
+``nes2net-score`` and ``recipes/evaluate.py`` score their ``(ID, audio path)``
+items here, with any model that scores files
+(:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`). Each process
+scores its shard (the positions ``p`` with ``p % world_size == rank``: torchrun's
+rank, else ``--shard=R/N``) chunk by chunk into its own score log
+(:mod:`speechbrain_nes2net.evaluation.score_log`), appending every batch; a
+rerun scores only what its log lacks. The process that finds every shard
+complete merges the logs in input order. A file that cannot be scored is
+logged ``failed`` with its reason at its own position: reported and skipped,
+never shifted onto another file.
 
 Authors
  * speechbrain-nes2net contributors
@@ -33,7 +21,6 @@ from itertools import islice
 
 import torch
 
-from speechbrain_nes2net.audio import AudioError
 from speechbrain_nes2net.evaluation.score_log import (
     DEFAULT_CHUNK_SIZE,
     FAILED,
@@ -87,7 +74,8 @@ def resolve_shard(option=None):
 
 
 def _record(position, utt_id, path, result):
-    """The log record of one file's :class:`FileScore`."""
+    """The log record of one file's :class:`FileScore`: ``ok`` with score, label (empty
+    without a decision rule) and path, or ``failed`` with the reason and path."""
     if result.ok:
         return position, utt_id, OK, [repr(result.score), result.label or "", str(path)]
     return position, utt_id, FAILED, [result.error, str(path)]
@@ -100,15 +88,12 @@ class CorpusScoring:
     ---------
     iter_items : callable
         Returns a fresh iterator over the ``(ID, audio path)`` items, in
-        input order (called once to count and hash them, then as scoring
-        needs them: items are read lazily, one chunk at a time).
+        input order (read lazily, one chunk at a time).
     log_path : callable
         ``(rank, world_size)`` -> the score log of that shard.
     header : dict
-        What the scores depend on besides the items (``tool``, ``model``
-        fingerprint, score-changing ``options``); a log written with another
-        header is refused. The items' count and digest, the chunk size and
-        the shard are added.
+        What the scores depend on besides the items (``tool``, ``model``,
+        ``options``); a log with another header is refused.
     shard : (int, int)
         This process's ``(rank, world_size)`` (:func:`resolve_shard`).
     restart : bool
@@ -190,7 +175,7 @@ class CorpusScoring:
         Raises
         ------
         ScoreLogError
-            When the log cannot be written (the scores logged so far stay).
+            When the log cannot be written (what it holds stays).
         """
         log, tick = self.log, progress or (lambda n: None)
         where = f"Shard {self.rank} of {self.world_size}"
@@ -225,39 +210,21 @@ class CorpusScoring:
     def _score_items(model, items, append, batch_size, max_batch_seconds, calibrated, tick):
         """Scores ``(position, ID, path)`` items batch by batch, appending each batch's records."""
         paths = [path for _, _, path in items]
-        lengths = model.file_lengths(paths)
-        unreadable = [
-            (position, utt_id, FAILED, [length.reason, str(path)])
-            for (position, utt_id, path), length in zip(items, lengths)
-            if isinstance(length, AudioError)
-        ]
-        append(unreadable)
-        tick(len(unreadable))
-        for batch in model.plan(lengths, batch_size, max_batch_seconds):
-            results = model.score_batch_files([paths[i] for i in batch], batch_size, calibrated)
+        for batch, results in model.iter_scored(paths, batch_size, calibrated, max_batch_seconds):
             append([_record(*items[i], result) for i, result in zip(batch, results)])
             tick(len(batch))
 
     def incomplete_shards(self):
         """Ranks whose logs are missing or incomplete."""
-        missing = []
-        for rank, path in enumerate(self.log_paths):
-            if rank == self.rank:
-                done = self.log.complete
-            else:
-                # Read only: that shard's process may be appending to it.
-                done = path.exists() and self.open_log(rank, readonly=True).complete
-            if not done:
-                missing.append(rank)
-        return missing
+        # Other shards' logs read only: their processes may be appending to them.
+        done = [self.log.complete if rank == self.rank else path.exists()
+                and self.open_log(rank, readonly=True).complete
+                for rank, path in enumerate(self.log_paths)]  # fmt: skip
+        return [rank for rank, complete in enumerate(done) if not complete]
 
     def wait_for_shards(self, poll_seconds=30.0):
-        """Waits (polling the logs, no collective that could time out) until every shard is complete.
-
-        Under torchrun a process whose shard is done waits here for the
-        others, however long a resumed shard takes; torchrun stops the job
-        if any process dies.
-        """
+        """Waits until every shard is complete, polling the logs: no collective that could time
+        out however long a resumed shard takes (torchrun stops the job if a process dies)."""
         pause = 0.2
         while self.incomplete_shards():
             time.sleep(pause)

@@ -1,60 +1,33 @@
 """Exports trained and official Nes2Net models as self-contained SpeechBrain folders.
 
-An export folder holds everything a model hub needs, with no absolute path and
-no reference outside the folder (except the SSL model's hub id when the SSL
-model was frozen in training)::
-
-    hyperparams.yaml      modules, evaluation settings, calibration, pretrainer
-    ssl.ckpt              SSL front-end weights (fine-tuned models only)
-    aggregator.ckpt       layer aggregation weights
-    backend.ckpt          back-end weights
-    label_encoder.ckpt    spoof = 0, bonafide = 1
-    custom_interface.py   one import line, for SpeechBrain's ``foreign_class``
-    README.md             model card
-
-and loads in a fresh process with stock SpeechBrain::
-
-    from speechbrain.inference.classifiers import EncoderClassifier
-    clf = EncoderClassifier.from_hparams(source="path/to/export", savedir="...")
-    out_prob, score, index, label = clf.classify_file("x.flac")
-
-or with :class:`speechbrain_nes2net.pretrained.interface.AntiSpoofModel` for bona
-fide scores. ``hyperparams.yaml`` is the template
-:data:`speechbrain_nes2net.pretrained.templates.HYPERPARAMS` filled in: the
-aggregation is rebuilt by ``build_aggregator`` (its name, layer count and
-width read from the modules), the back-end by its class (one of
-:data:`BACKENDS`) with the keyword arguments it was built with, and a
-fine-tuned SSL model from its transformers configuration written inline
-(:class:`~speechbrain_nes2net.lobes.ssl.SSLFrontendFromConfig`).
-
-Entry points:
-
-- :func:`export_run`: a training run folder (best, last or averaged
-  checkpoints) -> export; the back-end's arguments are those HyperPyYAML
-  built it with when loading the run's ``hyperparams.yaml``;
-- :func:`write_export`: live modules + the back-end's arguments -> export
-  (the above, and :func:`speechbrain_nes2net.official.convert.convert_official_checkpoint`
-  for a released official checkpoint, end here). The folder is written to a
-  staging folder, checked (the YAML rebuilds the same modules and, by
-  default, the reloaded folder reproduces the modules' scores), then renamed
-  into place.
+The folder (``hyperparams.yaml``, ``[ssl.ckpt]``, ``aggregator.ckpt``,
+``backend.ckpt``, ``label_encoder.ckpt``, ``custom_interface.py``,
+``README.md``; see docs/PRETRAINED.md) loads in a fresh process with
+``EncoderClassifier.from_hparams`` or
+:class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel`.
+``hyperparams.yaml`` is :data:`~speechbrain_nes2net.pretrained.templates.HYPERPARAMS`
+filled in. :func:`export_run` exports a training run; :func:`write_export`
+(where it and the official converter end) writes live modules to a staging
+folder, checks it, and renames it into place.
 
 Authors
  * speechbrain-nes2net contributors
 """
 
+import dataclasses
 import datetime
+import io
 import json
 import logging
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import ruamel.yaml
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.inference.classifiers import EncoderClassifier
 
 from speechbrain_nes2net.evaluation.calibration import DecisionRule, load_calibration
 from speechbrain_nes2net.evaluation.files import DECISION_FILE, read_decision
@@ -86,43 +59,16 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMAT = 2
 #: The back-ends an export rebuilds: ``backend: !new:<class>`` with its keyword arguments.
 BACKENDS = (Nes2Net, Nes2NetX, AASIST, Nes2NetLocalizer)
-_DECISION_SOURCES = {
-    "calibration": "the Bayes decision of the calibrated score at the bona fide prior",
-    "dev_eer": "the development EER threshold (no calibration could be fitted)",
-    "logit_0": "no threshold was fitted; the raw score's sign",
-}
+#: The key under which :func:`_load_run` has HyperPyYAML build the back-end's arguments.
+_BACKEND_ARGUMENTS = "export_backend_arguments"
 
 
 class ExportError(RuntimeError):
-    """A model that cannot be exported (or an export that cannot be read) as asked.
-
-    The message says what to change. Raised here and by
-    :mod:`speechbrain_nes2net.pretrained.onnx_export`.
-    """
+    """A model that cannot be exported (or an export that cannot be read) as asked."""
 
 
-# ------------------------------------------------------------ YAML values
-
-
-def yaml_value(value, what="a value"):
-    """A plain value as YAML: its JSON text, which YAML reads back unchanged.
-
-    Arguments
-    ---------
-    value : None, bool, int, float, str, list, tuple or dict
-        Plain data (tuples are written as lists).
-    what : str
-        Where the value goes, for the error message.
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> yaml_value({"scale": 2.0, "offset": -1.0}), yaml_value(None), yaml_value((1, 2))
-    ('{"scale": 2.0, "offset": -1.0}', 'null', '[1, 2]')
-    """
+def _yaml_value(value, what="a value"):
+    """A plain value as YAML: its JSON text (YAML reads it back unchanged; tuples become lists)."""
     try:
         return json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as err:
@@ -132,69 +78,30 @@ def yaml_value(value, what="a value"):
         ) from None
 
 
-def _yaml_key(key):
-    """A mapping key: bare when YAML reads it back as the same string."""
-    if key.isidentifier() and key.lower() not in ("null", "true", "false"):
-        return key
-    return json.dumps(key)
-
-
 def _argument_lines(arguments, indent, what):
-    """Block-style ``key: value`` lines of a mapping, ``indent`` spaces in."""
+    """Block-style ``key: value`` lines of keyword arguments, ``indent`` spaces in."""
     pad = " " * indent
-    if not arguments:
-        return pad + "{}"
-    return "\n".join(
-        f"{pad}{_yaml_key(str(key))}: {yaml_value(value, f'{what}.{key}')}"
-        for key, value in arguments.items()
-    )
-
-
-# --------------------------------------------------------------- modules
-
-
-def _ssl_config_dict(frontend):
-    """The JSON-safe transformers configuration of an :class:`SSLFrontend`."""
-    config = json.loads(frontend.ssl.model.config.to_json_string(use_diff=False))
-    for bookkeeping in ("transformers_version", "_name_or_path", "dtype", "torch_dtype"):
-        config.pop(bookkeeping, None)
-    return config
+    lines = [f"{pad}{key}: {_yaml_value(value, f'{what}.{key}')}" for key, value in arguments.items()]
+    return "\n".join(lines) or pad + "{}"
 
 
 def _ssl_entry(frontend, hub_id):
     """The ``ssl:`` entry: from the hub when ``hub_id`` is set, else from the inline config."""
-    normalize = yaml_value(bool(frontend.normalize))
+    normalize = _yaml_value(bool(frontend.normalize))
     if hub_id is not None:
-        return templates.SSL_FROM_HUB.format(hub_id=yaml_value(hub_id), normalize=normalize)
-    config = _ssl_config_dict(frontend)
-    model_type = config.pop("model_type")
+        return templates.SSL_FROM_HUB.format(hub_id=_yaml_value(hub_id), normalize=normalize)
+    config = json.loads(frontend.ssl.model.config.to_json_string(use_diff=False))
+    for bookkeeping in ("transformers_version", "_name_or_path", "dtype", "torch_dtype"):
+        config.pop(bookkeeping, None)
     return templates.SSL_STORED.format(
-        model_type=yaml_value(model_type),
+        model_type=_yaml_value(config.pop("model_type")),
         normalize=normalize,
         config=_argument_lines(config, 8, "ssl.config"),
     )
 
 
-def aggregator_arguments(aggregator, dim):
-    """The ``build_aggregator`` arguments that rebuild an aggregator.
-
-    Arguments
-    ---------
-    aggregator : torch.nn.Module
-        One of :data:`speechbrain_nes2net.lobes.aggregation.AGGREGATORS`.
-    dim : int
-        Hidden size of the SSL model.
-
-    Returns
-    -------
-    dict
-        ``name``, ``num_layers``, ``dim``.
-
-    Example
-    -------
-    >>> aggregator_arguments(build_aggregator("SEA", 25, 1024), 1024)
-    {'name': 'SEA', 'num_layers': 25, 'dim': 1024}
-    """
+def _aggregator_arguments(aggregator, dim):
+    """The ``build_aggregator`` arguments (name, num_layers, dim) that rebuild an aggregator."""
     names = {cls: name for name, cls in AGGREGATORS.items()}
     if type(aggregator) not in names:
         raise ExportError(
@@ -202,10 +109,6 @@ def aggregator_arguments(aggregator, dim):
             f"{sorted(AGGREGATORS)}; got {type(aggregator).__name__}"
         )
     return {"name": names[type(aggregator)], "num_layers": aggregator.num_layers, "dim": dim}
-
-
-def _class_path(cls):
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _check_rebuilds(rebuilt, module, what):
@@ -218,9 +121,7 @@ def _check_rebuilds(rebuilt, module, what):
     try:
         rebuilt.load_state_dict(module.state_dict(), strict=True)
     except RuntimeError as err:
-        raise ExportError(
-            f"the exported {what} does not match the module's weights: {err}"
-        ) from None
+        raise ExportError(f"the exported {what} does not match the module's weights: {err}") from None
 
 
 def _modules_text(aggregator, backend, backend_kwargs, dim):
@@ -230,9 +131,9 @@ def _modules_text(aggregator, backend, backend_kwargs, dim):
             f"an export rebuilds the back-ends {[cls.__name__ for cls in BACKENDS]}; got "
             f"{type(backend).__name__}"
         )
-    aggregation = aggregator_arguments(aggregator, dim)
+    aggregation = _aggregator_arguments(aggregator, dim)
     # What the YAML will hold, read back: JSON turns tuples into lists.
-    backend_kwargs = json.loads(yaml_value(dict(backend_kwargs), "the back-end's arguments"))
+    backend_kwargs = json.loads(_yaml_value(dict(backend_kwargs), "the back-end's arguments"))
     _check_rebuilds(build_aggregator(**aggregation), aggregator, "aggregator")
     try:
         rebuilt = type(backend)(**backend_kwargs)
@@ -243,10 +144,10 @@ def _modules_text(aggregator, backend, backend_kwargs, dim):
         ) from None
     _check_rebuilds(rebuilt, backend, "back-end")
     return {
-        "aggregation": yaml_value(aggregation["name"]),
-        "num_layers": yaml_value(aggregation["num_layers"]),
-        "dim": yaml_value(dim),
-        "backend_class": _class_path(type(backend)),
+        "aggregation": _yaml_value(aggregation["name"]),
+        "num_layers": _yaml_value(aggregation["num_layers"]),
+        "dim": _yaml_value(dim),
+        "backend_class": f"{type(backend).__module__}.{type(backend).__qualname__}",
         "backend_arguments": _argument_lines(backend_kwargs, 4, "backend"),
     }
 
@@ -263,7 +164,7 @@ def _localization_entry(localization, backend):
     if missing:
         raise ExportError(f"the localisation rule lacks {missing} (expected {list(keys)})")
     entry = {key: localization[key] for key in keys}
-    return templates.LOCALIZATION.format(localization=yaml_value(entry, "localization"))
+    return templates.LOCALIZATION.format(localization=_yaml_value(entry, "localization"))
 
 
 def _check_no_absolute_paths(text, what):
@@ -275,9 +176,6 @@ def _check_no_absolute_paths(text, what):
         )
 
 
-# ------------------------------------------------------------------ export
-
-
 def hyperparams_text(
     ssl, aggregator, backend, backend_kwargs, settings, decision, ssl_hub_id=None,
     localization=None, title="SSL + Nes2Net anti-spoofing model",
@@ -286,22 +184,12 @@ def hyperparams_text(
 
     Arguments
     ---------
-    ssl : SSLFrontend
-        The SSL front-end.
-    aggregator, backend : torch.nn.Module
-        The layer aggregation (built by ``build_aggregator``) and the back-end
-        (one of :data:`BACKENDS`).
-    backend_kwargs : dict
-        The keyword arguments ``backend`` was built with (plain data); checked
-        to rebuild it.
+    ssl, aggregator, backend, backend_kwargs, ssl_hub_id, localization
+        As :func:`write_export` takes them.
     settings : EvalSettings
         Input settings (resolved).
     decision : dict
         ``DecisionRule.to_dict()``, with its calibration.
-    ssl_hub_id : str, optional
-        Reference the SSL model by this hub id instead of storing it.
-    localization : dict, optional
-        The segment decision rule of a localisation model.
     title : str
         The header's first line.
 
@@ -336,16 +224,9 @@ def hyperparams_text(
         title=title,
         date=datetime.date.today().isoformat(),
         export_format=EXPORT_FORMAT,
-        sample_rate=yaml_value(settings.sample_rate),
-        eval_samples=yaml_value(settings.eval_samples),
-        eval_min_samples=yaml_value(settings.eval_min_samples),
-        eval_window_seconds=yaml_value(settings.eval_window_seconds),
-        window_seconds=yaml_value(settings.window_seconds),
-        window_hop_seconds=yaml_value(settings.window_hop_seconds),
-        calibration=yaml_value(decision["calibration"]),
-        decision_source=decision["source"],
-        decision_explanation=_DECISION_SOURCES[decision["source"]],
-        decision=yaml_value(decision),
+        **{key: _yaml_value(value) for key, value in dataclasses.asdict(settings).items()},
+        calibration=_yaml_value(decision["calibration"]),
+        decision=_yaml_value(decision),
         ssl=_ssl_entry(ssl, ssl_hub_id),
         **_modules_text(aggregator, backend, backend_kwargs, ssl.ssl.model.config.hidden_size),
         loadables="\n".join(f"        {name}: !ref <{name}>" for name in loadables),
@@ -354,39 +235,25 @@ def hyperparams_text(
 
 
 def write_export(
-    folder,
-    ssl,
-    aggregator,
-    backend,
-    backend_kwargs,
-    settings=None,
-    ssl_hub_id=None,
-    decision=None,
-    card=None,
-    overwrite=False,
-    verify=True,
-    localization=None,
-):
+    folder, ssl, aggregator, backend, backend_kwargs, settings=None, ssl_hub_id=None,
+    decision=None, card=None, overwrite=False, verify=True, localization=None,
+):  # fmt: skip
     """Writes live modules as an export folder.
 
     Arguments
     ---------
     folder : str or Path
         Output folder (must not exist unless ``overwrite``).
-    ssl : SSLFrontend
-        The SSL front-end with its final weights.
-    aggregator, backend : torch.nn.Module
-        The layer aggregation (one of ``build_aggregator``'s) and the
-        back-end (one of :data:`BACKENDS`) with their final weights.
+    ssl, aggregator, backend : torch.nn.Module
+        The SSL front-end (an ``SSLFrontend``), the layer aggregation (one of
+        ``build_aggregator``'s) and the back-end (one of :data:`BACKENDS`).
     backend_kwargs : dict
-        The keyword arguments the back-end was built with (plain data); the
-        YAML rebuilds it with them (checked against the module).
+        The keyword arguments the back-end was built with (plain data).
     settings : EvalSettings, optional
         Input settings; defaults to full utterances at 16 kHz.
     ssl_hub_id : str, optional
         Reference the SSL model by this hub id instead of storing its weights
-        (only right when it was frozen in training: the check below compares
-        the hub model's scores with the live one's).
+        (only right when it was frozen in training).
     decision : DecisionRule or dict, optional
         How the model decides (with its calibration); without one, labels
         follow the raw score's sign, with a warning.
@@ -395,13 +262,11 @@ def write_export(
     overwrite : bool
         Replace an existing folder.
     verify : bool
-        Load the written folder with :class:`AntiSpoofModel` and check that it
+        Check that the written folder, loaded by ``EncoderClassifier``,
         reproduces the live modules' logits.
     localization : dict, optional
-        The segment decision rule of a localisation model (what a run's
-        ``localization.json`` holds: ``segment_shift``, ``pooling``,
-        ``decision``), written as the ``localization`` entry that
-        :meth:`AntiSpoofModel.localize` reads.
+        The segment decision rule of a localisation model (a run's
+        ``localization.json``), read by :meth:`AntiSpoofModel.localize`.
 
     Returns
     -------
@@ -433,6 +298,12 @@ def write_export(
         title=card.get("title", "SSL + Nes2Net anti-spoofing model"),
     )  # fmt: skip
     _check_no_absolute_paths(text, "hyperparams.yaml")
+    dim = ssl.ssl.model.config.hidden_size
+    card_text = model_card(
+        card, ssl, ssl_hub_id, _aggregator_arguments(aggregator, dim), backend, backend_kwargs,
+        settings, decision,
+    )  # fmt: skip
+    _check_no_absolute_paths(card_text, "README.md")
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-", dir=folder.parent))
@@ -442,30 +313,15 @@ def write_export(
         if ssl_hub_id is None:
             modules["ssl"] = ssl
         for name, module in modules.items():
-            state = {
-                key: value.detach().cpu().clone() for key, value in module.state_dict().items()
-            }
+            state = {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
             torch.save(state, staging / f"{name}.ckpt")
         encoder = LabelEncoder()
         encoder.update_from_iterable(LABELS)
         encoder.save(staging / "label_encoder.ckpt")
         (staging / "custom_interface.py").write_text(templates.CUSTOM_INTERFACE, encoding="utf-8")
-        card_text = model_card(
-            card,
-            ssl=ssl,
-            ssl_hub_id=ssl_hub_id,
-            aggregator_arguments=aggregator_arguments(
-                aggregator, ssl.ssl.model.config.hidden_size
-            ),
-            backend=backend,
-            backend_kwargs=backend_kwargs,
-            settings=settings,
-            decision=decision,
-        )
-        _check_no_absolute_paths(card_text, "README.md")
         (staging / "README.md").write_text(card_text, encoding="utf-8")
         if verify:
-            verify_export(staging, ssl, aggregator, backend, settings)
+            _verify_export(staging, ssl, aggregator, backend, settings)
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
@@ -476,39 +332,15 @@ def write_export(
     return folder
 
 
-def verify_export(folder, ssl, aggregator, backend, settings, atol=1e-5):
-    """Loads an export and checks that it reproduces the live modules.
-
-    Arguments
-    ---------
-    folder : str or Path
-        The export folder.
-    ssl, aggregator, backend : torch.nn.Module
-        The modules that were exported.
-    settings : EvalSettings
-        The exported input settings.
-    atol : float
-        Tolerance on the logits (relative tolerance 1e-5 as well).
-
-    Raises
-    ------
-    ExportError
-        If the folder does not load or scores differently.
-    """
-    from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
-
+def _verify_export(folder, ssl, aggregator, backend, settings, atol=1e-5):
+    """Checks that the folder, loaded by ``EncoderClassifier``, reproduces the modules' logits."""
     generator = torch.Generator().manual_seed(0)
     wavs = 0.1 * torch.randn(2, int(1.3 * settings.sample_rate), generator=generator)
     lengths = torch.tensor([1.0, 0.7])
     reference = AntiSpoofEncoder(
-        ssl,
-        aggregator,
-        backend,
-        settings.eval_samples,
-        settings.eval_min_samples,
-        settings.eval_window_seconds,
-        settings.sample_rate,
-    )
+        ssl, aggregator, backend, settings.eval_samples, settings.eval_min_samples,
+        settings.eval_window_seconds, settings.sample_rate,
+    )  # fmt: skip
     training = [module.training for module in (ssl, aggregator, backend)]
     reference.eval()
     device = next(iter(backend.parameters())).device  # the modules may sit on a GPU
@@ -521,12 +353,13 @@ def verify_export(folder, ssl, aggregator, backend, settings, atol=1e-5):
             module.train(mode)
     with tempfile.TemporaryDirectory(prefix="nes2net_verify_") as savedir:
         try:
-            model = AntiSpoofModel.from_hparams(
+            loaded = EncoderClassifier.from_hparams(
                 source=str(folder), savedir=savedir, run_opts={"device": "cpu"}
             )
         except Exception as err:  # any loading failure means a broken export
             raise ExportError(f"the export in {folder} does not load: {err}") from err
-        got = model.logits_batch(wavs, lengths)
+        with torch.no_grad():
+            got = loaded.mods.classifier.logits(loaded.encode_batch(wavs, lengths))
     if got.shape != expected.shape or not torch.allclose(got, expected, atol=atol, rtol=1e-5):
         raise ExportError(
             f"the export does not reproduce the model: logits {got.tolist()} instead of "
@@ -537,75 +370,39 @@ def verify_export(folder, ssl, aggregator, backend, settings, atol=1e-5):
 # --------------------------------------------------------------- from a run
 
 
-class _RecordingLoader(ruamel.yaml.Loader):
-    """HyperPyYAML's loader, noting the keyword arguments of every ``!new:`` module it builds.
-
-    ``built`` (set on a fresh subclass per load) collects ``(module, kwargs)``:
-    the arguments as HyperPyYAML passed them, references and ``!apply:``
-    values (such as ``ssl_dim``) resolved.
-    """
-
-    built = None
-
-    def construct_object(self, node, deep=True):
-        """Builds the node as HyperPyYAML does; remembers a module's arguments."""
-        value = super().construct_object(node, deep=deep)
-        tag = str(getattr(node.tag, "value", node.tag))
-        if (
-            isinstance(value, torch.nn.Module)
-            and tag.startswith("!new:")
-            and isinstance(node, ruamel.yaml.MappingNode)
-        ):
-            # Already built: the mapping's values come from the loader's cache.
-            self.built.append((value, dict(self.construct_mapping(node, deep=True))))
-        return value
-
-
 def _load_run(run_folder, overrides):
-    """The run's hparams (loaded by HyperPyYAML) and its back-end's keyword arguments."""
+    """The run's hparams (loaded by HyperPyYAML) and its back-end's keyword arguments.
+
+    The ``backend`` entry's mapping is copied untagged under another key, so
+    that HyperPyYAML builds the arguments it passed the back-end as a dict.
+    """
     path = Path(run_folder) / "hyperparams.yaml"
     if not path.is_file():
         raise ExportError(
             f"{run_folder} is not a training run folder: no hyperparams.yaml (the copy "
             "recipes/train.py writes into output_folder)"
         )
-    loader = type("RunLoader", (_RecordingLoader,), {"built": []})
+    yaml = ruamel.yaml.YAML()
+    tree = yaml.load(path.read_text(encoding="utf-8"))
+    backend = tree.get("backend")
+    if not (isinstance(backend, dict) and str(backend.tag.value).startswith("!new:")):
+        raise ExportError(
+            f"{path}: the back-end is not built as '!new:<class>' with keyword arguments; an "
+            f"export rebuilds {[cls.__name__ for cls in BACKENDS]} that way"
+        )
+    tree[_BACKEND_ARGUMENTS] = ruamel.yaml.comments.CommentedMap(backend)
+    text = io.StringIO()
+    yaml.dump(tree, text)
     # Exporting prepares no data: the corpus scripts (data_prep/, not installed with
     # the library) need not be importable where the export runs.
     overrides = {"data_preparation": None, **(overrides or {})}
-    hparams = load_hyperpyyaml(path.read_text(encoding="utf-8"), overrides, loader=loader)
+    hparams = load_hyperpyyaml(text.getvalue(), overrides)
     modules = hparams.get("modules")
     if not isinstance(modules, dict) or not set(MODEL_MODULES) <= set(modules):
         raise ExportError(
             f"{path}: 'modules' must hold ssl, aggregator and backend (the AntiSpoofBrain modules)"
         )
-    backend_kwargs = [kwargs for module, kwargs in loader.built if module is modules["backend"]]
-    if not backend_kwargs:
-        raise ExportError(
-            f"{path}: the back-end is not built as '!new:<class>' with keyword arguments; an "
-            f"export rebuilds {[cls.__name__ for cls in BACKENDS]} that way"
-        )
-    return hparams, backend_kwargs[0]
-
-
-def _eval_samples_of(hparams, test_set):
-    specs = hparams["test_sets"] or {}
-    if test_set is not None:
-        if test_set not in specs:
-            raise ExportError(
-                f"test_set={test_set!r} is not in the run's test_sets {sorted(specs)}"
-            )
-        return specs[test_set].get("eval_samples")
-    values = {spec.get("eval_samples") for spec in specs.values()}
-    if len(values) == 1:
-        return values.pop()
-    if values:
-        logger.warning(
-            "The test sets use different eval_samples %s: exporting full-utterance scoring; "
-            "pass test_set= or eval_samples= to choose",
-            sorted(values, key=str),
-        )
-    return None
+    return hparams, dict(hparams[_BACKEND_ARGUMENTS])
 
 
 def _run_card(hparams, run_folder, checkpoints, checkpoint, average, metric, hub_id, run_choice):
@@ -621,28 +418,23 @@ def _run_card(hparams, run_folder, checkpoints, checkpoint, average, metric, hub
         "training crop (samples)": describe("train_samples"),
         "augmentation": repr(waveform_augmentation(hparams) or "none"),
         "seed": describe("seed"),
-        "checkpoint": (
-            f"{checkpoint}"
-            + (f", average of {average}" if average > 1 else "")
-            + f" (selection metric: dev {metric})"
-        ),
-    }
+        "checkpoint": f"{checkpoint}" + (f", average of {average}" if average > 1 else "")
+        + f" (selection metric: dev {metric})",
+    }  # fmt: skip
     data = {"train": hparams["train_data"], "dev": hparams["valid_data"]}
     for name, spec in (hparams["test_sets"] or {}).items():
         samples = spec.get("eval_samples")
         data[f"test {name}"] = spec.get("data") + (
             f" (first {samples} samples)" if samples else " (full utterances)"
         )
-    metrics = {}
+    metrics, note = {}, None
+    scores = Path(run_folder) / "scores"
     meta = checkpoints[0].meta if len(checkpoints) == 1 else {}
-    dev_scored = (Path(run_folder) / "scores" / f"{str(data['dev']).replace('/', '_')}_metrics.json")
-    if meta and not dev_scored.is_file():
+    if meta and not (scores / f"{str(data['dev']).replace('/', '_')}_metrics.json").is_file():
         metrics["dev (selected checkpoint)"] = {
             "eer": meta["EER"] / 100 if meta.get("EER") is not None else None,
             "min_dcf": meta.get("minDCF"),
         }
-    note = None
-    scores = Path(run_folder) / "scores"
     test_metrics = sorted(scores.glob("*_metrics.json")) if scores.is_dir() else []
     if test_metrics and run_choice:
         for path in test_metrics:
@@ -654,16 +446,11 @@ def _run_card(hparams, run_folder, checkpoints, checkpoint, average, metric, hub
             "The training run's test metrics were computed with the checkpoint it selected, "
             "not with these weights; they are left out."
         )
-    ssl, backend = hparams["modules"]["ssl"], hparams["modules"]["backend"]
-    source = getattr(ssl.ssl.model.config, "name_or_path", "") or ""
-    ssl_note = hub_id or (
-        source if source and not is_local_source(source) else "a local SSL model folder"
-    )
     return {
-        "title": f"SSL + {type(backend).__name__} anti-spoofing model",
+        "title": f"SSL + {type(hparams['modules']['backend']).__name__} anti-spoofing model",
         "origin": f"Trained with speechbrain-nes2net (run `{Path(run_folder).name}`).",
-        "ssl_source": ssl_note,
-        "ssl_hub_id": hub_id or (source if source and not is_local_source(source) else None),
+        "ssl_source": hub_id or "a local SSL model folder",
+        "ssl_hub_id": hub_id,
         "ssl_fine_tuned": not bool(hparams["freeze_ssl"]),
         "training": {k: v for k, v in training.items() if v is not None},
         "data": {k: v for k, v in data.items() if v is not None},
@@ -672,8 +459,7 @@ def _run_card(hparams, run_folder, checkpoints, checkpoint, average, metric, hub
     }
 
 
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ExportOptions:
     """What an export of a run ships besides the weights, where it differs from the run's.
 
@@ -687,8 +473,7 @@ class ExportOptions:
     window_seconds, window_hop_seconds : float, optional
         Default windows of :meth:`AntiSpoofModel.score_windows`.
     calibration : ScoreCalibration, dict or path, optional
-        Score calibration to ship instead of the run's (``decision.json``,
-        fitted on its development scores by ``recipes/train.py``); the
+        Score calibration to ship instead of the run's ``decision.json``; the
         decision is then its Bayes threshold at ``decision_prior``.
     decision_prior : float, optional
         Bona fide prior of the decision with ``calibration`` (default: the
@@ -713,11 +498,22 @@ class ExportOptions:
 
     def eval_samples_of(self, hparams):
         """The exported ``eval_samples`` (None: full utterances) of a run's hparams."""
-        if self.eval_samples == "full":
-            return None
         if self.eval_samples is not None:
-            return int(self.eval_samples)
-        return _eval_samples_of(hparams, self.test_set)
+            return None if self.eval_samples == "full" else int(self.eval_samples)
+        specs = hparams["test_sets"] or {}
+        if self.test_set is not None:
+            if self.test_set not in specs:
+                raise ExportError(
+                    f"test_set={self.test_set!r} is not in the run's test_sets {sorted(specs)}"
+                )
+            return specs[self.test_set].get("eval_samples")
+        values = {spec.get("eval_samples") for spec in specs.values()}
+        if len(values) > 1:
+            logger.warning(
+                "The test sets use different eval_samples %s: exporting full-utterance scoring; "
+                "pass test_set= or eval_samples= to choose", sorted(values, key=str),
+            )  # fmt: skip
+        return values.pop() if len(values) == 1 else None
 
 
 def _run_decision(run_folder, options, prior, run_choice):
@@ -742,36 +538,18 @@ def _run_decision(run_folder, options, prior, run_choice):
 
 
 def export_run(
-    run_folder,
-    export_folder,
-    checkpoint="best",
-    average=None,
-    metric=None,
-    options=None,
-    overrides=None,
-    overwrite=False,
-    verify=True,
-):
+    run_folder, export_folder, checkpoint="best", average=None, metric=None, options=None,
+    overrides=None, overwrite=False, verify=True,
+):  # fmt: skip
     """Exports a training run of ``recipes/train.py`` as a SpeechBrain model folder.
 
-    The run's saved ``hyperparams.yaml`` is loaded with HyperPyYAML (so the
-    modules are built exactly as in training, whatever the recipe, and the
-    back-end's keyword arguments are those it was built with), the
-    checkpoint is chosen the way the recipe's test evaluation chooses it
-    (lowest ``selection_metric``, or the average of the best
-    ``average_checkpoints``) by SpeechBrain's own ``Checkpointer``. The SSL
-    model is stored in the folder when it was fine-tuned, and referenced by
-    hub id when it was frozen (``freeze_ssl: True``) and came from the hub.
-
-    The decision rule is the run's (``decision.json``) for the checkpoint its
-    test evaluation used; a run without one needs ``options.calibration``.
-    Other weights (``checkpoint='last'``, another ``average`` or ``metric``)
-    ship ``options.calibration`` when given, else no rule: their labels
-    follow the raw score's sign, and the model card says so.
-
-    Loading the YAML runs its ``!apply:`` entries (seeding, and the demo's
-    tiny SSL model, reused from the run folder), not the data preparation;
-    ``overrides`` can replace entries that should not run here.
+    The run's ``hyperparams.yaml`` is loaded with HyperPyYAML (its ``!apply:``
+    entries run, not the data preparation); the checkpoint is chosen as the
+    recipe's test evaluation chooses it. The SSL model is stored when it was
+    fine-tuned, referenced by hub id when it was frozen and came from the hub.
+    The decision rule is the run's ``decision.json`` for the checkpoint its
+    test evaluation used; other weights ship ``options.calibration``, else no
+    rule (labels follow the raw score's sign, and the card says so).
 
     Arguments
     ---------
@@ -783,9 +561,9 @@ def export_run(
         'best', 'last' or a ``CKPT+...`` folder.
     average : int, optional
         Average the parameters of this many best (or last) checkpoints
-        (default: the run's ``average_checkpoints``, as its test evaluation).
+        (default: the run's ``average_checkpoints``).
     metric : str, optional
-        Selection statistic (default: the run's ``selection_metric``, else EER).
+        Selection statistic (default: the run's ``selection_metric``).
     options : ExportOptions, optional
         Evaluation settings, calibration and SSL reference, where they differ
         from the run's.
@@ -808,22 +586,23 @@ def export_run(
     run_metric = hparams["selection_metric"]
     run_average = int(hparams["average_checkpoints"] or 1)
     metric = metric or run_metric
-    checkpointer = hparams["checkpointer"]
-    checkpoints_dir = getattr(checkpointer, "checkpoints_dir", None) or run_folder / "save"
     strict = average is not None
     average = run_average if average is None else average
     try:
-        checkpoints = select_checkpoints(checkpoints_dir, checkpoint, average, metric, strict)
+        checkpoints = select_checkpoints(
+            hparams["checkpointer"].checkpoints_dir, checkpoint, average, metric, strict
+        )
         load_checkpoint_average(modules, checkpoints, MODEL_MODULES)
     except CheckpointSelectionError as err:
         raise ExportError(str(err)) from None
     logger.info("Exporting %s", ", ".join(str(ckpt.path.name) for ckpt in checkpoints))
 
     ssl = modules["ssl"]
+    source = getattr(ssl.ssl.model.config, "name_or_path", "") or ""
+    hub_source = source if source and not is_local_source(source) else None
     hub_id = None
     if hparams["freeze_ssl"]:
-        source = getattr(ssl.ssl.model.config, "name_or_path", "") or ""
-        hub_id = options.ssl_hub_id or (source if source and not is_local_source(source) else None)
+        hub_id = options.ssl_hub_id or hub_source
         if hub_id is None:
             logger.info("Frozen SSL model from a local folder: storing its weights")
     settings = EvalSettings(
@@ -837,10 +616,10 @@ def export_run(
     # The run's decision rule (and its test metrics) belong to the weights its test evaluation used.
     run_choice = checkpoint == "best" and metric == run_metric and average == run_average
     card = _run_card(
-        hparams, run_folder, checkpoints, checkpoint, average, metric, hub_id, run_choice
-    )
-    prior = options.decision_prior
-    prior = hparams["decision_prior"] if prior is None else prior
+        hparams, run_folder, checkpoints, checkpoint, average, metric, hub_id or hub_source,
+        run_choice,
+    )  # fmt: skip
+    prior = hparams["decision_prior"] if options.decision_prior is None else options.decision_prior
     decision = _run_decision(run_folder, options, prior, run_choice)
     localization = None
     if hasattr(modules["backend"], "forward_with_frames"):
@@ -851,18 +630,9 @@ def export_run(
             logger.warning(
                 "%s has no %s: the export's localize() decides segments of 0.16 s at raw "
                 "score 0", run_folder, LOCALIZATION_FILE,
-            )
+            )  # fmt: skip
     return write_export(
-        export_folder,
-        ssl,
-        modules["aggregator"],
-        modules["backend"],
-        backend_kwargs,
-        settings=settings,
-        ssl_hub_id=hub_id,
-        decision=decision,
-        card=card,
-        overwrite=overwrite,
-        verify=verify,
-        localization=localization,
-    )
+        export_folder, ssl, modules["aggregator"], modules["backend"], backend_kwargs,
+        settings=settings, ssl_hub_id=hub_id, decision=decision, card=card,
+        overwrite=overwrite, verify=verify, localization=localization,
+    )  # fmt: skip

@@ -4,10 +4,8 @@ A PATH is an audio file, a folder (searched recursively for audio files; IDs
 are the paths inside it without extension), a list file (``.txt``, ``.lst``,
 ``.list``, ``.scp``: one ``path`` or ``ID path`` per line, relative paths
 relative to the list file) or a CSV manifest of the toolkit (``ID`` and
-``wav`` columns). :func:`iter_inputs` streams them (one folder listing or
-file row at a time), :func:`collect_inputs` lists them, and
-:func:`input_digest` counts and hashes them for the score log without holding
-the list.
+``wav`` columns). :func:`iter_inputs` streams them, :func:`items_digest`
+counts and hashes them for the score log without holding the list.
 
 Authors
  * speechbrain-nes2net contributors
@@ -59,11 +57,7 @@ def _iter_manifest(path):
 
 
 def _walk_folder(folder, directory=None):
-    """Yields ``(ID, path)`` of a folder's audio files in the order of :func:`_folder_files`.
-
-    Only one directory listing is held at a time (sorted by name, which is
-    the order sorted full paths have).
-    """
+    """Yields ``(ID, path)`` of a folder's audio files, holding one directory listing at a time."""
     directory = folder if directory is None else directory
     with os.scandir(directory) as scan:
         entries = sorted(scan, key=lambda entry: entry.name)
@@ -76,10 +70,10 @@ def _walk_folder(folder, directory=None):
 
 
 def iter_inputs(paths):
-    """Streams the ``(ID, audio path)`` pairs of :func:`collect_inputs`, in the same order.
+    """Streams the ``(ID, audio path)`` pairs of PATH arguments, in order.
 
     Nothing is held but the current list file row or folder listing; the
-    duplicate check is :func:`input_digest`'s.
+    duplicate check is :func:`items_digest`'s.
 
     Arguments
     ---------
@@ -142,43 +136,12 @@ def collect_inputs(paths):
     ['a']
     """
     entries = list(iter_inputs(paths))
-    seen = {}
-    duplicates = set()
-    for utt_id, path in entries:
-        if utt_id in seen and seen[utt_id] != path:
-            duplicates.add(utt_id)
-        seen[utt_id] = path
-    if duplicates:
-        raise InputError(
-            f"{len(duplicates)} IDs name different files, e.g. {sorted(duplicates)[:5]}; "
-            "score them separately or use a list file with 'ID path' lines"
-        )
+    items_digest(lambda: iter(entries))
     return entries
 
 
 def _hash64(text):
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
-def input_digest(paths):
-    """Counts and hashes the input list; refuses IDs that name different files.
-
-    Arguments
-    ---------
-    paths : list of str
-        The PATH arguments.
-
-    Returns
-    -------
-    (int, str)
-        As :func:`items_digest` returns.
-
-    Raises
-    ------
-    InputError
-        As :func:`collect_inputs` does.
-    """
-    return items_digest(lambda: iter_inputs(paths))
 
 
 def items_digest(iter_items):

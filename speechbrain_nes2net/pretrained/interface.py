@@ -1,32 +1,24 @@
 """Bona fide scores from an exported model folder: :class:`AntiSpoofModel`.
 
-The folder (see :mod:`speechbrain_nes2net.pretrained.export`) loads in stock
-SpeechBrain as an ``EncoderClassifier`` (its modules,
-:mod:`speechbrain_nes2net.pretrained.modules`, fill that interface's slots).
-:class:`AntiSpoofModel` is our richer interface on the same folder: the bona
-fide score (calibrated LLR when the export carries a calibration), files at any
-sample rate and channel count, batched scoring of many files with per-file
-error reports, long recordings in overlapping windows, and frame-level scores
-where the back-end allows an exact decomposition of its utterance score.
-
-Score convention: higher = more bona fide. The raw score is the back-end's bona
-fide logit (``logits[:, -1]``), what the training recipe writes to its score
-files.
+The folder (:mod:`speechbrain_nes2net.pretrained.export`) loads in stock
+SpeechBrain as an ``EncoderClassifier``; :class:`AntiSpoofModel` is the richer
+interface on the same folder: bona fide scores (calibrated LLRs when the
+export carries a calibration; higher = more bona fide), files at any rate and
+channel count, many files with per-file errors, windows, frame scores and
+localisation.
 
 Authors
  * speechbrain-nes2net contributors
 """
 
 import dataclasses
-import logging
 import math
-from dataclasses import dataclass
 
 import torch
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.run_opts import RunOptions
 
-from speechbrain_nes2net.audio import DEFAULT_SAMPLE_RATE, load_audio
+from speechbrain_nes2net.audio import load_audio
 from speechbrain_nes2net.evaluation.calibration import load_calibration
 from speechbrain_nes2net.evaluation.localization import (
     fit_frames_to_duration,
@@ -44,30 +36,14 @@ from speechbrain_nes2net.pretrained.modules import (
     PassThrough,
     prepare_waveforms,
 )
-from speechbrain_nes2net.pretrained.scoring import (  # noqa: F401  (FileScore: public here too)
-    FileScore,
-    FileScoring,
-    WindowScores,
-)
-
-logger = logging.getLogger(__name__)
+from speechbrain_nes2net.pretrained.scoring import FileScoring
 
 
-@dataclass
+@dataclasses.dataclass
 class FrameScores:
-    """Frame-level bona fide scores of one recording.
-
-    Attributes
-    ----------
-    times : list of float
-        Start of each frame in seconds.
-    frame_shift : float
-        Frame hop in seconds (20 ms for WavLM / wav2vec 2.0).
-    scores : list of float
-        Bona fide score of each frame.
-    score : float
-        The utterance score; equals the mean of the frame scores.
-    """
+    """Frame-level bona fide scores of one recording: frame starts (``times``, seconds), the
+    ``frame_shift`` (20 ms for WavLM / wav2vec 2.0), each frame's score (``scores``) and the
+    utterance ``score`` (their mean)."""
 
     times: list
     frame_shift: float
@@ -102,28 +78,18 @@ class AntiSpoofModel(FileScoring, Pretrained):
     or with ``foreign_class(source, pymodule_file="custom_interface.py",
     classname="AntiSpoofModel")``.
 
-    Scores are the back-end's bona fide logit, mapped to a calibrated LLR when
-    the export carries a ``calibration`` (``calibrated=False`` gives the raw
-    score). Labels follow the export's decision rule (:attr:`decision`: bona
-    fide when the raw score reaches its threshold, fitted on development
-    scores), as ``EncoderClassifier`` labels the same folder. Files are read through the toolkit's one audio path (any sample
-    rate, any channel count). Files are scored as the training recipe
-    evaluated them: the first ``eval_samples`` samples, else the full
-    utterance repeat-padded to ``eval_min_samples``; a waveform longer than
-    ``eval_window_seconds`` is cut into consecutive windows of that length (a
-    last one shorter than a quarter window joins the one before) and gets
-    the mean of their logits, as ``AntiSpoofBrain`` evaluates long test files.
-    :meth:`score_windows` scores any recording in overlapping windows.
-
-    Localisation: a model trained on segment labels (a
-    :class:`~speechbrain_nes2net.lobes.localization.Nes2NetLocalizer`
-    back-end) returns where a file is spoofed, as time ranges:
-    :meth:`localize` (docs/LOCALIZATION.md). A plain Nes2Net pools over time,
-    so it has no frame-level head. With mean pooling, though, the utterance
-    logit is the average of the output layer applied to each frame, which
-    :meth:`frame_scores` returns (an exact decomposition of the utterance
-    score, not a model trained on segment labels); otherwise
-    :meth:`score_windows` gives window-level resolution.
+    Scores are the back-end's bona fide logit (``logits[:, -1]``, what the
+    recipe's score files hold), mapped to a calibrated LLR when the export
+    carries a ``calibration`` (``calibrated=False``: the raw score). Labels
+    follow the export's decision rule (:attr:`decision`), as
+    ``EncoderClassifier`` labels the same folder. Files are scored as the
+    recipe evaluated them (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`):
+    the first ``eval_samples`` samples, else the full utterance repeat-padded
+    to ``eval_min_samples``; longer than ``eval_window_seconds``: the mean
+    logit of consecutive windows. :meth:`score_windows` scores overlapping
+    windows, :meth:`frame_scores` decomposes a mean-pooled Nes2Net's score
+    over frames, :meth:`localize` gives the spoofed time ranges of a
+    localisation model (docs/LOCALIZATION.md).
 
     Precision: ``run_opts={"precision": "bf16"}`` (SpeechBrain's run option;
     also ``"auto"``: bf16 where the CPU or GPU computes it natively, see
@@ -136,26 +102,11 @@ class AntiSpoofModel(FileScoring, Pretrained):
 
     def __init__(self, modules=None, hparams=None, run_opts=None, freeze_params=True):
         super().__init__(modules, hparams, _resolved_run_opts(run_opts), freeze_params)
-        get = lambda name, default=None: getattr(self.hparams, name, default)
-        # Defaults of windows etc. come from one place: EvalSettings.
-        settings = EvalSettings(
-            sample_rate=get("sample_rate", DEFAULT_SAMPLE_RATE),
-            eval_samples=get("eval_samples"),
-            eval_min_samples=get("eval_min_samples", 0),
-            eval_window_seconds=get("eval_window_seconds"),
-            window_seconds=get("window_seconds"),
-            window_hop_seconds=get("window_hop_seconds"),
-        ).resolved()
-        self.sample_rate = settings.sample_rate
-        self.eval_samples = settings.eval_samples
-        self.window_seconds = settings.window_seconds
-        self.window_hop_seconds = settings.window_hop_seconds
-        self.eval_window = self.encoder.window
-        self.num_samples = self.encoder.num_samples
-        self.min_samples = self.encoder.min_samples
+        names = [entry.name for entry in dataclasses.fields(EvalSettings)]
+        self._use_settings(EvalSettings(**{n: getattr(self.hparams, n) for n in names}).resolved())
         #: The decision rule the export ships (bona fide when the raw score reaches its threshold).
         self.decision = self.mods.classifier.decision
-        self.calibration = load_calibration(get("calibration") or None)
+        self.calibration = load_calibration(self.hparams.calibration)
         self.set_precision(self.precision)
 
     @classmethod
@@ -206,7 +157,8 @@ class AntiSpoofModel(FileScoring, Pretrained):
             "embedding_model": encoder,
             "classifier": AntiSpoofHead(backend, decision),
         }
-        return cls(modules=modules, hparams=dataclasses.asdict(settings), run_opts=run_opts)
+        hparams = dict(dataclasses.asdict(settings), calibration=None)
+        return cls(modules=modules, hparams=hparams, run_opts=run_opts)
 
     def set_precision(self, precision):
         """Scores from now on in ``precision``: 'fp32', 'bf16' or 'auto'.
@@ -244,41 +196,22 @@ class AntiSpoofModel(FileScoring, Pretrained):
         """The :class:`AntiSpoofEncoder` (``embedding_model``)."""
         return self.mods.embedding_model
 
-    def logits_batch(self, wavs, wav_lens=None, preprocess=True, windows=True):
-        """Raw back-end logits (batch, n_out) of 16 kHz mono waveforms.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            (batch, samples) waveforms at the model rate.
-        wav_lens : torch.Tensor, optional
-            Relative lengths.
-        preprocess : bool
-            Apply the evaluation preprocessing (crop / repeat-pad).
-        windows : bool
-            Score waveforms longer than ``eval_window_seconds`` by windows
-            (mean of their logits); off to score them whole.
-
-        Returns
-        -------
-        torch.Tensor
-        """
-        wavs = self.mods.compute_features(wavs.to(self.device))
-        if wav_lens is not None:
-            wav_lens = wav_lens.to(self.device)
-        with torch.no_grad():
-            embeddings = self.encoder(wavs, wav_lens, preprocess=preprocess, windows=windows)
-            return self.mods.classifier.logits(embeddings)
-
     def _forward_logits(self, wavs, wav_lens):
         """(batch, n_out) float32 CPU logits of prepared waveforms (the engine of :class:`FileScoring`)."""
-        return self.logits_batch(wavs, wav_lens, preprocess=False, windows=False).cpu().float()
+        wav_lens = None if wav_lens is None else wav_lens.to(self.device)
+        with torch.no_grad():
+            embeddings = self.encoder(wavs.to(self.device), wav_lens, preprocess=False, windows=False)
+            return self.mods.classifier.logits(embeddings).cpu().float()
 
     def _log_odds(self, logits):
-        """(batch,) bona fide log-odds of the model's decision rule (>= 0: bona fide); None without one."""
-        if self.decision is None:
-            return None
-        return self.mods.classifier.log_odds_of(logits)
+        """(batch,) bona fide log-odds of the model's decision rule; None without one."""
+        return None if self.decision is None else self.mods.classifier.log_odds_of(logits)
+
+    def _waveform(self, audio, crop=False):
+        """(samples,) mono waveform of a file (``crop``: as :meth:`read_audio`) or a tensor."""
+        if isinstance(audio, torch.Tensor):
+            return MonoWaveforms()(audio.reshape(1, -1) if audio.dim() == 1 else audio)[0]
+        return self.read_audio(audio) if crop else load_audio(audio, sample_rate=self.sample_rate)
 
     # ------------------------------------------------------------- scoring
 
@@ -287,13 +220,14 @@ class AntiSpoofModel(FileScoring, Pretrained):
         return self.score_batch(wavs, wav_lens)
 
     def _window_bounds(self, num_samples, window_seconds, hop_seconds):
+        """(start, end) samples of windows covering ``num_samples``; the tail gets its own."""
         window = max(1, round(window_seconds * self.sample_rate))
         hop = max(1, round(hop_seconds * self.sample_rate))
         if num_samples <= window:
             return [(0, num_samples)]
         starts = list(range(0, num_samples - window + 1, hop))
         if starts[-1] + window < num_samples:
-            starts.append(num_samples - window)  # the tail gets a window of its own
+            starts.append(num_samples - window)
         return [(start, start + window) for start in starts]
 
     def score_windows(
@@ -330,46 +264,27 @@ class AntiSpoofModel(FileScoring, Pretrained):
             raise ValueError(
                 f"window and hop must be positive, got {window_seconds} s and {hop_seconds} s"
             )
-        if isinstance(audio, torch.Tensor):
-            wav = MonoWaveforms()(audio.reshape(1, -1) if audio.dim() == 1 else audio)[0]
-        else:
-            wav = load_audio(audio, sample_rate=self.sample_rate)
+        wav = self._waveform(audio)
         bounds = self._window_bounds(wav.shape[0], window_seconds, hop_seconds)
         if len(bounds) == 1:
             # One window, the whole recording: the evaluation preprocessing applies.
-            logits = self.logits_batch(wav.unsqueeze(0)).cpu()
+            logits = self.logits_batch(wav.unsqueeze(0))
         else:
-            logits = torch.cat(
-                [
-                    self.logits_batch(
-                        torch.stack(
-                            [wav[start:end] for start, end in bounds[first : first + batch_size]]
-                        ),
-                        preprocess=False,
-                        windows=False,
-                    ).cpu()
-                    for first in range(0, len(bounds), batch_size)
-                ]
-            )
-        scores = self._finish(self._bonafide(logits), calibrated)
-        result = WindowScores(
-            starts=[start / self.sample_rate for start, _ in bounds],
-            ends=[end / self.sample_rate for _, end in bounds],
-            scores=[float(score) for score in scores],
-            score=float(scores.mean()),
-        )
-        return result
+            pieces = [
+                torch.stack([wav[start:end] for start, end in bounds[first : first + batch_size]])
+                for first in range(0, len(bounds), batch_size)
+            ]
+            logits = torch.cat([self._forward_logits(piece, None) for piece in pieces])
+        starts, ends = zip(*bounds)
+        return self._window_scores(starts, ends, logits, calibrated)
 
     def frame_scores(self, audio, calibrated=True):
         """Frame-level bona fide scores, where the back-end allows them.
 
         For a Nes2Net / Nes2Net-X back-end with mean pooling, the utterance
         logit is ``fc(mean_t h_t) = mean_t fc(h_t)``: the output layer applied
-        to each frame's features gives frame scores whose mean is exactly the
-        utterance score. They show which frames drive the decision; the model
-        was not trained to localise (PartialSpoof-style segment labels), and
-        each frame still sees context through the convolutions and the
-        utterance-level squeeze-excitation.
+        to each frame gives frame scores whose mean is exactly the utterance
+        score (a decomposition, not a model trained on segment labels).
 
         Arguments
         ---------
@@ -396,10 +311,7 @@ class AntiSpoofModel(FileScoring, Pretrained):
                 f"{getattr(backend, 'pooling_type', 'its')} pooling has no frame-level "
                 "decomposition of its score; use score_windows for time resolution"
             )
-        if isinstance(audio, torch.Tensor):
-            wav = MonoWaveforms()(audio.reshape(1, -1) if audio.dim() == 1 else audio)
-        else:
-            wav = self.read_audio(audio).unsqueeze(0)
+        wav = self._waveform(audio, crop=True).unsqueeze(0)
         with torch.no_grad():
             features, lengths = self.encoder.features(wav.to(self.device))
             frames = backend.frames(features, lengths)[0]  # (time, channels), one file
@@ -417,16 +329,13 @@ class AntiSpoofModel(FileScoring, Pretrained):
     def localize(self, audio, segment_shift=None, threshold=None):
         """Where a recording is spoofed: its decided segments as time ranges.
 
-        For a localisation model (a back-end trained on segment labels,
-        :class:`~speechbrain_nes2net.lobes.localization.Nes2NetLocalizer`):
-        the frame scores of the whole file (no crop; repeat-padded to
-        ``eval_min_samples`` like scoring, the padding's frames cut; longer
-        than ``eval_window_seconds``: consecutive windows, frames joined) are
-        pooled to segments and decided by the rule the export ships (its
-        ``localization`` entry, fitted on development segments by the
-        recipe), as
-        :func:`~speechbrain_nes2net.evaluation.localization.localize_frames`
-        describes.
+        For a localisation model (a
+        :class:`~speechbrain_nes2net.lobes.localization.Nes2NetLocalizer`
+        back-end): the frame scores of the whole file (repeat-padded to
+        ``eval_min_samples``, the padding's frames cut; by consecutive windows
+        when longer than ``eval_window_seconds``) are pooled to segments and
+        decided by the export's ``localization`` rule
+        (:func:`~speechbrain_nes2net.evaluation.localization.localize_frames`).
 
         Arguments
         ---------
@@ -465,10 +374,7 @@ class AntiSpoofModel(FileScoring, Pretrained):
         shift = float(segment_shift or rule.get("segment_shift") or 0.16)
         if threshold is None:
             threshold = (rule.get("decision") or {}).get("threshold", 0.0)
-        if isinstance(audio, torch.Tensor):
-            wav = MonoWaveforms()(audio.reshape(1, -1) if audio.dim() == 1 else audio)[0]
-        else:
-            wav = load_audio(audio, sample_rate=self.sample_rate)
+        wav = self._waveform(audio)
         duration = wav.shape[0] / self.sample_rate
         frames = self._frame_logits(wav)
         return localize_frames(
@@ -495,5 +401,6 @@ class AntiSpoofModel(FileScoring, Pretrained):
         return frames
 
     def _frame_shift(self):
+        """Seconds between SSL frames."""
         config = self.encoder.ssl.ssl.model.config
         return math.prod(config.conv_stride) / self.sample_rate

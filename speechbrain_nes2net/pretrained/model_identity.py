@@ -1,8 +1,8 @@
 """What identifies a model to score: the digest of an export folder or file, its hub id, or its parameters.
 
-Scoring owns these (a score log is keyed by the model: ``nes2net-score`` by
-its source, ``recipes/evaluate.py`` by the parameters it loaded), and the
-ONNX exporter stamps the source folder's digest into the file it writes.
+A score log is keyed by the model (``nes2net-score`` by its source,
+``recipes/evaluate.py`` by the parameters it loaded); the ONNX exporter stamps
+the source folder's digest into its file.
 
 Authors
  * speechbrain-nes2net contributors
@@ -19,6 +19,7 @@ def _add_file_content(digest, path):
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest
 
 
 def export_folder_digest(folder):
@@ -82,9 +83,7 @@ def model_source_fingerprint(model):
     if source.is_dir():
         return "folder:" + export_folder_digest(source)
     if source.is_file():
-        digest = hashlib.sha256()
-        _add_file_content(digest, source)
-        return "file:" + digest.hexdigest()
+        return "file:" + _add_file_content(hashlib.sha256(), source).hexdigest()
     return f"hub:{model}"
 
 

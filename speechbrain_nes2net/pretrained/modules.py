@@ -1,27 +1,14 @@
 """The modules of an exported model: the slots of SpeechBrain's ``EncoderClassifier``.
 
-An exported model folder (see :mod:`speechbrain_nes2net.pretrained.export`) is a
-SpeechBrain ``hyperparams.yaml`` whose four ``modules`` fill the slots of
-SpeechBrain's ``EncoderClassifier``, so that stock SpeechBrain loads and runs it:
-
-- ``compute_features``: :class:`MonoWaveforms` (downmixes multi-channel input);
-- ``mean_var_norm``: :class:`PassThrough` (``EncoderClassifier`` calls this slot
-  with the waveform lengths; the normalisation the SSL model needs happens
-  inside it, per waveform, so nothing is left to do here);
-- ``embedding_model``: :class:`AntiSpoofEncoder`, the evaluation preprocessing
-  of the training recipe (first ``eval_samples`` samples or the full
-  utterance, repeat-padded to ``eval_min_samples``; waveforms longer than
-  ``eval_window_seconds`` by windows), the SSL front-end, the layer
-  aggregation and the back-end up to its pooled utterance embedding. The
-  whole chain sits in this slot because the preprocessing changes the
-  lengths, and ``EncoderClassifier`` hands this slot the caller's lengths;
-- ``classifier``: :class:`AntiSpoofHead`, the back-end's output layer turned
-  into log-posteriors in label-encoder order (0 spoof, 1 bonafide).
-
-:class:`EvalSettings` says how the model reads its input; the export writes it
-into ``hyperparams.yaml`` and :class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel`
-reads it back. Everything runs padding-aware, so that a padded batch scores each
-waveform as it would be scored alone.
+An export's ``hyperparams.yaml`` fills the four slots so that stock SpeechBrain
+runs the model: ``compute_features`` (:class:`MonoWaveforms`),
+``mean_var_norm`` (:class:`PassThrough`: the SSL model normalises each
+waveform itself), ``embedding_model`` (:class:`AntiSpoofEncoder`: the recipe's
+evaluation preprocessing, which changes the lengths, then the SSL front-end,
+aggregation and back-end up to its pooled embedding) and ``classifier``
+(:class:`AntiSpoofHead`: log-posteriors, 0 spoof, 1 bonafide).
+:class:`EvalSettings` says how the model reads its input. Everything is
+padding-aware: a padded batch scores each waveform as it would be scored alone.
 
 Authors
  * speechbrain-nes2net contributors
@@ -46,12 +33,9 @@ from speechbrain_nes2net.scores import LABELS, bonafide_scores
 class AudioNormalizer:
     """Downmixes and resamples audio exactly as :func:`~speechbrain_nes2net.audio.load_audio`.
 
-    ``Pretrained.load_audio`` (used by ``EncoderClassifier.classify_file``)
-    reads a file with soundfile and hands ``(audio, sample_rate)`` to the
-    ``audio_normalizer`` of the hyperparameters. This one averages the
-    channels and resamples with ``torchaudio.functional.resample``, as the
-    toolkit's one audio loading path does, so that stock SpeechBrain sees the
-    same waveform as training and evaluation did.
+    ``EncoderClassifier.classify_file`` hands ``(audio, sample_rate)`` to the
+    ``audio_normalizer`` slot; this one makes stock SpeechBrain see the
+    waveform that training and evaluation saw.
 
     Arguments
     ---------
@@ -85,10 +69,6 @@ class AudioNormalizer:
         audio = audio.to(torch.float32)
         if audio.dim() == 2:
             audio = to_mono(audio)  # as load_audio does, bit for bit
-        elif audio.dim() != 1:
-            raise ValueError(
-                f"expected (samples,) or (samples, channels) audio, got {tuple(audio.shape)}"
-            )
         if int(sample_rate) != self.sample_rate:
             audio = torchaudio.functional.resample(audio, int(sample_rate), self.sample_rate)
         return audio.contiguous()
@@ -98,10 +78,10 @@ def prepare_waveforms(wavs, wav_lens=None, num_samples=None, min_samples=0):
     """Applies the recipe's evaluation preprocessing to each waveform of a batch.
 
     Each valid part is cropped to its first ``num_samples`` samples
-    (repeat-padded when shorter), or, without ``num_samples``, repeat-padded
-    to ``min_samples`` when shorter, exactly as
-    :func:`speechbrain_nes2net.training.dataio.audio_pipeline` does for evaluation;
-    the results are padded into a batch as SpeechBrain's ``PaddedBatch`` does.
+    (repeat-padded when shorter), or repeat-padded to ``min_samples``, as the
+    recipe's evaluation data pipeline does
+    (:func:`~speechbrain_nes2net.audio.evaluation_crop`), then padded into a
+    batch as SpeechBrain's ``PaddedBatch`` does.
 
     Arguments
     ---------
@@ -126,8 +106,6 @@ def prepare_waveforms(wavs, wav_lens=None, num_samples=None, min_samples=0):
     (tensor([[1., 2., 3., 4.],
             [5., 6., 5., 0.]]), tensor([1.0000, 0.7500]))
     """
-    if wavs.dim() != 2:
-        raise ValueError(f"expected (batch, samples) waveforms, got shape {tuple(wavs.shape)}")
     if wav_lens is None:
         wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
     counts = torch.round(wav_lens.to(torch.float64) * wavs.shape[1]).long().clamp(min=1).tolist()
@@ -152,10 +130,7 @@ class MonoWaveforms(nn.Module):
         if wavs.dim() == 3:
             wavs = to_mono(wavs)
         if wavs.dim() != 2:
-            raise ValueError(
-                f"expected (batch, samples) or (batch, samples, channels) waveforms, got "
-                f"shape {tuple(wavs.shape)}"
-            )
+            raise ValueError(f"expected (batch, samples[, channels]), got {tuple(wavs.shape)}")
         return wavs.float()
 
 
@@ -176,12 +151,10 @@ class PassThrough(nn.Module):
 class AntiSpoofEncoder(nn.Module):
     """Waveforms -> pooled utterance embeddings, as the recipe evaluates them.
 
-    Each waveform is preprocessed as the recipe's evaluation does (first
-    ``num_samples`` samples, or the full utterance repeat-padded to
-    ``min_samples``); one longer than ``window_seconds`` is cut into windows
-    (:func:`~speechbrain_nes2net.lobes.windows.split_windows`) whose embeddings are averaged. The output layers
-    are linear, so the averaged embedding gives the mean of the window
-    logits, as ``AntiSpoofBrain`` scores long test files.
+    Each waveform is preprocessed as the recipe's evaluation does
+    (:func:`prepare_waveforms`); one longer than ``window_seconds`` is cut
+    into windows whose embeddings are averaged (the output layers are linear:
+    the mean of the window logits, as the recipe scores long test files).
 
     Arguments
     ---------
@@ -192,17 +165,12 @@ class AntiSpoofEncoder(nn.Module):
         (states, lengths) -> (batch, frames, dim).
     backend : torch.nn.Module
         A back-end with ``embed(features, lengths)`` (Nes2Net, Nes2Net-X, AASIST).
-    num_samples : int, optional
-        Score the first ``num_samples`` samples (repeat-padded); the full
-        utterance when None.
-    min_samples : int
-        Repeat-pad shorter full utterances to this length.
+    num_samples, min_samples : int
+        The evaluation crop (:func:`prepare_waveforms`).
     window_seconds : float, optional
         Score longer waveforms by windows of this length (None: never).
     sample_rate : int
         Rate of the waveforms.
-    window_batch : int
-        Windows run through the model at once.
 
     Example
     -------
@@ -215,17 +183,8 @@ class AntiSpoofEncoder(nn.Module):
     torch.Size([3, 8])
     """
 
-    def __init__(
-        self,
-        ssl,
-        aggregator,
-        backend,
-        num_samples=None,
-        min_samples=0,
-        window_seconds=None,
-        sample_rate=DEFAULT_SAMPLE_RATE,
-        window_batch=8,
-    ):
+    def __init__(self, ssl, aggregator, backend, num_samples=None, min_samples=0,
+                 window_seconds=None, sample_rate=DEFAULT_SAMPLE_RATE):  # fmt: skip
         super().__init__()
         self.ssl = ssl
         self.aggregator = aggregator
@@ -233,7 +192,6 @@ class AntiSpoofEncoder(nn.Module):
         self.num_samples = None if num_samples is None else int(num_samples)
         self.min_samples = int(min_samples or 0)
         self.window = None if not window_seconds else round(float(window_seconds) * sample_rate)
-        self.window_batch = int(window_batch)
 
     def features(self, wavs, wav_lens=None, preprocess=True):
         """Aggregated SSL features of a batch (no windowing).
@@ -245,14 +203,13 @@ class AntiSpoofEncoder(nn.Module):
         wav_lens : torch.Tensor, optional
             Relative lengths.
         preprocess : bool
-            Apply the evaluation preprocessing (crop / repeat-pad) first; off
-            for inputs already cut to a chosen length (windows).
+            Apply the evaluation preprocessing (crop / repeat-pad) first.
 
         Returns
         -------
         (torch.Tensor, torch.Tensor)
             (batch, frames, dim) features and their relative lengths (exact
-            frame counts, see :func:`speechbrain_nes2net.lobes.ssl.ssl_frame_lengths`).
+            frame counts, :func:`~speechbrain_nes2net.lobes.ssl.ssl_frame_lengths`).
         """
         wavs, wav_lens = self._prepare(wavs, wav_lens, preprocess)
         states = self.ssl(wavs, wav_lens)
@@ -268,6 +225,7 @@ class AntiSpoofEncoder(nn.Module):
         return wavs, wav_lens
 
     def _embed(self, wavs, wav_lens):
+        """Pooled back-end embeddings of prepared waveforms."""
         features, lengths = self.features(wavs, wav_lens, preprocess=False)
         return self.backend.embed(features, lengths)
 
@@ -291,22 +249,17 @@ class AntiSpoofEncoder(nn.Module):
         torch.Tensor
         """
         wavs, wav_lens = self._prepare(wavs, wav_lens, preprocess)
-        return forward_by_windows(
-            self._embed, wavs, wav_lens, self.window if windows else None, self.window_batch
-        )
+        return forward_by_windows(self._embed, wavs, wav_lens, self.window if windows else None)
 
 
 class AntiSpoofHead(nn.Module):
     """The back-end's output layer as ``EncoderClassifier``'s ``classifier``.
 
     ``forward`` returns (batch, 2) log-posteriors in label-encoder order
-    (index 0 spoof, 1 bonafide), so that ``EncoderClassifier`` labels a file
-    with the larger one: those of the calibrated score at the prior of the
-    model's decision rule (fitted on development scores when the model was
-    exported, see
-    :class:`~speechbrain_nes2net.evaluation.calibration.DecisionRule`), so
-    that the label is the rule's decision. ``logits`` gives the raw back-end
-    logits.
+    (0 spoof, 1 bonafide) of the model's decision rule
+    (:class:`~speechbrain_nes2net.evaluation.calibration.DecisionRule`), so
+    that ``EncoderClassifier``'s label (the larger one) is the rule's
+    decision. ``logits`` gives the raw back-end logits.
 
     Arguments
     ---------
@@ -314,8 +267,7 @@ class AntiSpoofHead(nn.Module):
         The back-end whose output layer to use: ``fc`` (Nes2Net) or
         ``drop`` + ``out_layer`` (AASIST).
     decision : dict or DecisionRule, optional
-        The decision rule (``DecisionRule.to_dict()`` in ``hyperparams.yaml``;
-        every export writes one). A head without one gives ``logits`` only.
+        The decision rule (every export writes one); without one, ``logits`` only.
 
     Example
     -------
@@ -366,8 +318,7 @@ class AntiSpoofHead(nn.Module):
 class LabelEncoder(CategoricalEncoder):
     """SpeechBrain's ``CategoricalEncoder`` for the two labels (``spoof`` = 0, ``bonafide`` = 1).
 
-    It expects exactly two categories, so a wrong ``label_encoder.ckpt`` is an
-    error rather than a warning.
+    It expects exactly two categories: a wrong ``label_encoder.ckpt`` is an error.
 
     Example
     -------
@@ -396,9 +347,8 @@ class EvalSettings:
     eval_min_samples : int
         Repeat-pad shorter full utterances to this many samples.
     eval_window_seconds : float, optional
-        Longer waveforms are scored by consecutive windows of this length
-        and get the mean of their logits, as ``AntiSpoofBrain`` evaluates
-        long test files (None: always whole).
+        Longer waveforms get the mean logit of consecutive windows of this
+        length (None: always whole).
     window_seconds : float, optional
         Default window of :meth:`AntiSpoofModel.score_windows` (default:
         the ``eval_samples`` length, else 4 s).

@@ -6,41 +6,23 @@ Usage::
     nes2net-export-onnx --model exports/nes2net_x_ctrsvdd --output model_int8.onnx --quantize int8
     nes2net-score --model model.onnx --output scores.txt audio_dir/      # onnxruntime, no torch model
 
-The graph takes prepared 16 kHz mono waveforms and their valid lengths and
-returns the raw bona fide score:
-
-- inputs: ``waveform`` float32 (batch, samples), padded with anything;
-  ``lengths`` int64 (batch,), the valid samples of each row;
-- outputs: ``score`` float32 (batch,), the back-end's bona fide logit (what
-  ``AntiSpoofModel(..., calibrated=False)`` returns), and ``logits`` float32
-  (batch, n_out).
-
-Batch and time axes are dynamic, and the padding is masked as in torch (per
-waveform normalisation over its valid samples, the SSL attention mask, exact
-frame lengths), so a padded row scores as it would alone. Everything around
-the network stays outside the graph and is done by the same code as the torch
-path (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`): reading
-and resampling, the evaluation crop / repeat-padding, long files by windows,
-the calibration and the decision. What that code needs travels in the file's
-``metadata_props`` (:data:`~speechbrain_nes2net.pretrained.onnx_model.METADATA`): the evaluation settings, the
-calibration, the decision rule, the source model's fingerprint.
-
-Every export is checked: onnxruntime must reproduce the torch model's scores
-(fp32, to ``atol``, default 1e-4) at two batch shapes other than the one the
-graph was traced with, one of them padded. ``--quantize int8`` then applies
-onnxruntime's dynamic quantisation (int8 weights of the matrix products,
-activations quantised on the fly) to the checked fp32 graph; its scores move
-(measured in ``docs/DEPLOYING.md``), so it is an option, not the default.
-
-The exporter is torch's TorchScript-based one (``dynamo=False``, opset 17):
-on these models it takes seconds where the ``torch.export`` one takes a minute
-and fixes the batch axis.
+The graph maps prepared 16 kHz mono waveforms ``waveform`` (batch, samples)
+and their valid ``lengths`` to the raw bona fide ``score`` (batch,) and the
+``logits``, padding masked as in torch; everything around it (reading, crop,
+windows, calibration, decision) stays in
+:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`, with the
+settings in the file's metadata. Every export must reproduce the torch
+model's fp32 scores (``atol``) before it is written; ``--quantize int8``
+then applies onnxruntime's dynamic quantisation. The exporter is torch's
+TorchScript-based one (``dynamo=False``): seconds here, where ``torch.export``
+takes a minute and fixes the batch axis. Details: docs/DEPLOYING.md.
 
 Authors
  * speechbrain-nes2net contributors
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -62,20 +44,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_ATOL = 1e-4
 
 
-
-
 class ScoringGraph(nn.Module):
     """The exported computation: prepared waveforms + valid lengths -> (score, logits).
 
-    It computes what :class:`~speechbrain_nes2net.pretrained.modules.AntiSpoofEncoder`
-    (without its preprocessing and windows) and
-    :class:`~speechbrain_nes2net.pretrained.modules.AntiSpoofHead` compute, from
-    the same modules, written with lengths as tensors so that a trace keeps
-    the batch and time axes dynamic: the per-waveform normalisation over
-    valid samples, the transformers SSL model with its attention mask, the
-    final LayerNorm of pre-LN models, exact frame lengths, the aggregation
-    and the back-end. :func:`export_onnx` checks the graph against the torch
-    model, so any drift between the two fails the export.
+    What :class:`~speechbrain_nes2net.pretrained.modules.AntiSpoofEncoder`
+    (without preprocessing and windows) and
+    :class:`~speechbrain_nes2net.pretrained.modules.AntiSpoofHead` compute,
+    from the same modules, with lengths as tensors so that a trace keeps the
+    batch and time axes dynamic; :func:`export_onnx` checks it against the
+    torch model.
 
     Arguments
     ---------
@@ -170,24 +147,14 @@ def _load_model(model):
 
 
 def _metadata(model, folder, quantization, n_out):
-    settings = {
-        "sample_rate": model.sample_rate,
-        "eval_samples": model.num_samples,
-        "eval_min_samples": model.min_samples,
-        "eval_window_seconds": (
-            None if model.eval_window is None else model.eval_window / model.sample_rate
-        ),
-        "window_seconds": model.window_seconds,
-        "window_hop_seconds": model.window_hop_seconds,
-    }
-    decision = model.decision.to_dict()
+    """The ``nes2net.*`` metadata (:data:`~speechbrain_nes2net.pretrained.onnx_model.METADATA`)."""
     calibration = model.calibration.to_dict() if model.calibration is not None else None
     return {
         "nes2net.format": str(ONNX_FORMAT),
         "nes2net.score": "raw bona fide score (back-end logit), higher = more bona fide",
-        "nes2net.eval_settings": json.dumps(settings),
+        "nes2net.eval_settings": json.dumps(dataclasses.asdict(model.settings)),
         "nes2net.calibration": json.dumps(calibration),
-        "nes2net.decision": json.dumps(decision),
+        "nes2net.decision": json.dumps(model.decision.to_dict()),
         "nes2net.n_out": str(int(n_out)),
         "nes2net.source_model": export_folder_digest(folder) if folder is not None else "live model",
         "nes2net.quantization": quantization,
@@ -195,6 +162,7 @@ def _metadata(model, folder, quantization, n_out):
 
 
 def _set_metadata(path, metadata):
+    """Replaces the ``metadata_props`` of an ONNX file."""
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
@@ -220,8 +188,7 @@ def _check_inputs(sample_rate, seed=0):
 def onnx_difference(path, model, threads=None):
     """Largest |onnxruntime - torch| bona fide score on the check inputs.
 
-    The torch side is ``model``'s own scoring path (AntiSpoofModel,
-    ``calibrated=False``, each padded row at its valid length).
+    The torch side is ``model``'s own scoring path, each padded row at its valid length.
 
     Arguments
     ---------
@@ -250,11 +217,10 @@ def onnx_difference(path, model, threads=None):
 def quantize_int8(source, target):
     """onnxruntime's dynamic int8 quantisation of the matrix products of an fp32 export.
 
-    Weights of ``MatMul`` / ``Gemm`` nodes (the transformer's projections and
-    feed-forward layers, over 90% of the MACs) become int8, activations are
-    quantised per batch on the fly; convolutions stay fp32 (grouped
-    convolutions have no integer kernel in onnxruntime). The metadata is kept,
-    with ``nes2net.quantization`` set to ``int8``.
+    Weights of ``MatMul`` / ``Gemm`` nodes (over 90% of the MACs) become
+    int8, activations are quantised on the fly; convolutions stay fp32
+    (grouped convolutions have no integer kernel in onnxruntime). The
+    metadata is kept, ``nes2net.quantization`` set to ``int8``.
 
     Arguments
     ---------
@@ -271,9 +237,7 @@ def quantize_int8(source, target):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    props = {}
-    for entry in onnx.load(str(source), load_external_data=False).metadata_props:
-        props[entry.key] = entry.value
+    props = {e.key: e.value for e in onnx.load(str(source), load_external_data=False).metadata_props}
     quantize_dynamic(
         str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
     )

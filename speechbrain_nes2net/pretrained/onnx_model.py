@@ -1,17 +1,10 @@
 """Scoring with an ONNX export on onnxruntime: :class:`OnnxAntiSpoofModel`.
 
-No torch model is built: the network runs in onnxruntime, and everything
-around it (reading and resampling files, the evaluation crop / repeat-padding,
-long files by windows, batching, the calibration and the decision) is the
-same code the torch path runs (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`),
-with the settings the export wrote into the file's metadata
-(:func:`read_metadata`; this module owns the layout, :data:`METADATA`, that the
-exporter writes). Tensors are torch CPU tensors only as containers between
-those helpers.
+The network runs in onnxruntime; everything around it (reading files, the
+evaluation crop, windows, batching, calibration, decision) is the torch path's
+code (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`), with the
+settings the exporter wrote into the file's metadata (:data:`METADATA`)::
 
-Example::
-
-    from speechbrain_nes2net.pretrained.onnx_model import OnnxAntiSpoofModel
     model = OnnxAntiSpoofModel("model.onnx")
     model.score_file("x.flac")                  # calibrated LLR, higher = more bona fide
     model.score_files(paths, batch_size=8)      # FileScore per path; bad files reported
@@ -25,26 +18,15 @@ import json
 import torch
 
 from speechbrain_nes2net.evaluation.calibration import DecisionRule, load_calibration
-from speechbrain_nes2net.lobes.windows import forward_by_windows
-from speechbrain_nes2net.pretrained.modules import (
-    EvalSettings,
-    prepare_waveforms,
-)
+from speechbrain_nes2net.pretrained.modules import EvalSettings
 from speechbrain_nes2net.pretrained.scoring import FileScoring
 from speechbrain_nes2net.scores import bonafide_scores
 
-
-#: The ``metadata_props`` an export carries (key -> meaning).
-METADATA = {
-    "nes2net.format": "version of this layout (1)",
-    "nes2net.score": "what the score output is",
-    "nes2net.eval_settings": "JSON: sample_rate, eval_samples, eval_min_samples, eval_window_seconds, window_seconds, window_hop_seconds",
-    "nes2net.calibration": "JSON: {scale, offset, prior} mapping the raw score to an LLR, or null",
-    "nes2net.decision": "JSON: the decision rule (bona fide when score >= threshold)",
-    "nes2net.n_out": "number of back-end logits (1 or 2)",
-    "nes2net.source_model": "SHA-256 fingerprint of the exported model folder",
-    "nes2net.quantization": "none or int8 (dynamic quantisation of the matrix products)",
-}
+#: The ``metadata_props`` an export carries (docs/DEPLOYING.md): the layout version, what the
+#: score is, the JSON evaluation settings, calibration (or null) and decision rule, the number
+#: of logits, the source folder's digest, the quantisation (none or int8).
+METADATA = ("nes2net.format", "nes2net.score", "nes2net.eval_settings", "nes2net.calibration",
+            "nes2net.decision", "nes2net.n_out", "nes2net.source_model", "nes2net.quantization")
 ONNX_FORMAT = 1
 
 
@@ -61,22 +43,16 @@ def read_metadata(path):
     dict
         ``eval_settings``, ``decision`` (dicts), ``calibration`` (dict or
         None), ``n_out`` (int), ``source_model``, ``quantization``, ``format``.
-
-    Raises
-    ------
-    ValueError
-        For an ONNX file without them (not written by ``nes2net-export-onnx``)
-        or of a newer layout.
     """
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    props = {entry.key: entry.value for entry in proto.metadata_props}
-    return metadata_from_props(props, path)
+    return metadata_from_props({entry.key: entry.value for entry in proto.metadata_props}, path)
 
 
 def metadata_from_props(props, path="the model"):
-    """Decodes the ``nes2net.*`` entries of a ``metadata_props`` mapping (see :func:`read_metadata`).
+    """Decodes the ``nes2net.*`` entries of a ``metadata_props`` mapping; a ValueError for an
+    ONNX file without them (not written by ``nes2net-export-onnx``) or of a newer layout.
 
     Example
     -------
@@ -141,10 +117,9 @@ def make_session(path, threads=None, providers=None):
 class OnnxAntiSpoofModel(FileScoring):
     """Bona fide scores from a ``nes2net-export-onnx`` file, on onnxruntime.
 
-    The same interface as :class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel`
-    for scoring (``score_file``, ``score_files``, ``score_batch``; labels at the
-    shipped threshold, calibrated LLRs unless ``calibrated=False``), and the
-    same handling of bad files, odd rates, multi-channel and long files.
+    The scoring interface of :class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel`
+    (``score_file``, ``score_files``, ``score_batch``, ``logits_batch``), on
+    the same code.
 
     Arguments
     ---------
@@ -161,15 +136,7 @@ class OnnxAntiSpoofModel(FileScoring):
         self.session = make_session(path, threads, providers)
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = metadata_from_props(props, path)
-        settings = EvalSettings(**self.metadata["eval_settings"]).resolved()
-        self.sample_rate = settings.sample_rate
-        self.num_samples = settings.eval_samples
-        self.eval_samples = settings.eval_samples
-        self.min_samples = settings.eval_min_samples
-        window = settings.eval_window_seconds
-        self.eval_window = None if not window else round(window * self.sample_rate)
-        self.window_seconds = settings.window_seconds
-        self.window_hop_seconds = settings.window_hop_seconds
+        self._use_settings(EvalSettings(**self.metadata["eval_settings"]).resolved())
         self.calibration = load_calibration(self.metadata["calibration"])
         #: The decision rule shipped with the model.
         self.decision = DecisionRule.from_dict(self.metadata["decision"])
@@ -192,29 +159,3 @@ class OnnxAntiSpoofModel(FileScoring):
     def _log_odds(self, logits):
         """(batch,) bona fide log-odds of the shipped decision rule (>= 0: bona fide)."""
         return self.decision.log_odds(bonafide_scores(logits))
-
-    def logits_batch(self, wavs, wav_lens=None, preprocess=True, windows=True):
-        """Raw logits (batch, n_out) of 16 kHz mono waveforms, as ``AntiSpoofModel.logits_batch``.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            (batch, samples) waveforms at the model rate.
-        wav_lens : torch.Tensor, optional
-            Relative lengths.
-        preprocess : bool
-            Apply the evaluation preprocessing (crop / repeat-pad).
-        windows : bool
-            Score waveforms longer than ``eval_window_seconds`` by windows.
-
-        Returns
-        -------
-        torch.Tensor
-        """
-        if wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0])
-        if preprocess:
-            wavs, wav_lens = prepare_waveforms(wavs, wav_lens, self.num_samples, self.min_samples)
-        window = self.eval_window if windows else None
-        return forward_by_windows(self._forward_logits, wavs, wav_lens, window)
-

@@ -1,55 +1,18 @@
-"""``nes2net-score``: score audio files with an exported model folder.
+"""``nes2net-score``: score audio files with an exported model folder or ONNX file.
 
 Usage::
 
     nes2net-score --model path/to/export --output scores.txt audio_dir/ more.flac list.txt
     python -m speechbrain_nes2net.pretrained.score_cli --model path/to/export audio_dir/ > scores.txt
 
-Each PATH is an audio file, a folder (searched recursively for audio files), a
-list file (one audio path per line, or ``ID path``; relative paths are relative
-to the list file) or a CSV manifest of the toolkit (``ID`` and ``wav``
-columns): :mod:`speechbrain_nes2net.pretrained.inputs`. Files are scored in batches of similar duration, at any sample rate
-and channel count (see :class:`speechbrain_nes2net.pretrained.interface.AntiSpoofModel`).
-
-Output: one ``ID score`` line per file (higher = more bona fide; the calibrated
-LLR when the model carries a calibration, unless ``--raw``), plus the label
-with ``--labels`` (the model's decision) or ``--threshold T`` (``bonafide``
-when score >= T); ``--format csv`` (or an output name ending in ``.csv``)
-writes a CSV with ``ID,score[,label],path``. IDs are file names without
-extension (for folders: the path inside the folder without extension).
-
-With ``--frames`` (a localisation model, trained by
-``hparams/nes2net_x_partialspoof_localization.yaml``), the output is instead
-where each file is spoofed: a CSV ``ID,start,end,label,score``, one row per
-time range (seconds; consecutive segments of ``--segment-shift`` seconds,
-default the model's, with one decision merged; ``score`` the mean raw segment
-score of the range, ``label`` bonafide / spoof at the model's segment
-threshold or ``--threshold``), the ranges of a file covering it once (see
-``AntiSpoofModel.localize`` and docs/LOCALIZATION.md).
-
-Files that cannot be scored (missing, corrupt, empty) are reported on stderr
-and in ``failed.csv`` next to the output (``ID,path,reason``; written
-whenever ``--output`` is given); the others are still scored, and the exit
-status is 1 when any file failed, 2 for usage errors.
-
-Resuming: with ``--output`` the scores are logged to ``OUTPUT.scorelog`` as
-batches finish (files read lazily, in chunks of ``--chunk-size``); a rerun
-of the same command scores only what is missing, refuses a changed model,
-score-changing option or input list, and writes the output in input order
-(``--restart`` starts again, ``--retry-failed`` retries failed files; exit
-status 3 when the log or the output cannot be written). ``--shard R/N``
-scores every N-th file from the R-th into ``OUTPUT.shard-R-of-N.scorelog``
-(shards can run on several machines sharing the output folder); the run that
-completes the last shard writes the output. The engine is
-:mod:`speechbrain_nes2net.pretrained.corpus_scoring`, as for
-``recipes/evaluate.py``. See docs/SCALE.md.
-
-Engines: ``--model`` names an exported model folder (torch; ``--precision
-bf16`` or ``auto`` runs the SSL front-end in bfloat16, see
-:mod:`speechbrain_nes2net.precision`) or an ``.onnx`` file written by
-``nes2net-export-onnx`` (onnxruntime, no torch model; ``--engine`` forces
-either). Files, preprocessing, batches, windows and failures are handled by
-the same code on both (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`).
+PATHs are expanded by :mod:`speechbrain_nes2net.pretrained.inputs`; files are
+scored by the corpus engine (:mod:`speechbrain_nes2net.pretrained.corpus_scoring`)
+into a score log (``OUTPUT.scorelog``; a temporary one without ``--output``),
+then written in input order as ``ID score[ label]`` lines or CSV. ``--frames``
+writes a localisation model's time ranges instead. Failed files go to stderr
+and ``failed.csv``. Exit status: 0 all scored, 1 some files failed, 2 usage
+errors, 3 the log or the output cannot be written. See docs/PRETRAINED.md
+and docs/SCALE.md.
 
 Authors
  * speechbrain-nes2net contributors
@@ -57,10 +20,10 @@ Authors
 
 import argparse
 import csv
-import io
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from speechbrain_nes2net.audio import AudioError
@@ -70,7 +33,7 @@ from speechbrain_nes2net.evaluation.score_log import (
     ScoreLogError,
     merged_records,
 )
-from speechbrain_nes2net.precision import PRECISIONS
+from speechbrain_nes2net.precision import PRECISIONS, resolve_precision
 from speechbrain_nes2net.pretrained.corpus_scoring import CorpusScoring, resolve_shard
 from speechbrain_nes2net.pretrained.inputs import InputError, collect_inputs, iter_inputs
 from speechbrain_nes2net.pretrained.model_identity import model_source_fingerprint
@@ -79,8 +42,8 @@ from speechbrain_nes2net.scores import LABELS
 
 #: Files per batch unless ``--batch-size`` says otherwise (bf16 on a CPU: 1).
 DEFAULT_BATCH_SIZE = 8
-#: The values of ``--engine``.
-ENGINES = ("auto", "torch", "onnxruntime")
+#: Failed files named on stderr when ``failed.csv`` lists them all.
+SHOWN_FAILURES = 20
 
 
 def parse_args(argv=None):
@@ -90,67 +53,54 @@ def parse_args(argv=None):
         description="Score audio files with an exported speechbrain-nes2net model "
         "(higher = more bona fide).",
     )
-    parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="audio files, folders, list files or CSV manifests"
-    )
-    parser.add_argument(
-        "--model", required=True,
-        help="exported model folder, model hub id, or .onnx file (nes2net-export-onnx)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--output",
-        help="output file (default: stdout); resumable: rerun the same command after a crash",
-    )
-    parser.add_argument(
-        "--format",
-        choices=("txt", "csv"),
-        help="output format (default: csv for a .csv output, else txt)",
-    )
-    parser.add_argument(
-        "--batch-size", type=int,
+    # fmt: off
+    add = parser.add_argument
+    add("paths", nargs="+", metavar="PATH", help="audio files, folders, list files or CSV manifests")
+    add("--model", required=True,
+        help="exported model folder, model hub id, or .onnx file (nes2net-export-onnx)")
+    add("--output",
+        help="output file (default: stdout); resumable: rerun the same command after a crash")
+    add("--format", choices=("txt", "csv"),
+        help="output format (default: csv for a .csv output, else txt)")
+    add("--batch-size", type=int,
         help=f"files per batch (default {DEFAULT_BATCH_SIZE}; 1 for bf16 on a CPU, where "
-        "batches of a large SSL model are slower than one file at a time)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-batch-seconds", type=float, default=DEFAULT_MAX_BATCH_SECONDS,
-        help=f"most padded audio per batch (default {DEFAULT_MAX_BATCH_SECONDS:g} s)",
-    )  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
-    parser.add_argument(
-        "--engine", choices=ENGINES, default="auto",
-        help="torch (a model folder) or onnxruntime (an .onnx export); auto: by --model",
-    )  # fmt: skip
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default="fp32",
+        "batches of a large SSL model are slower than one file at a time)")
+    add("--max-batch-seconds", type=float, default=DEFAULT_MAX_BATCH_SECONDS,
+        help=f"most padded audio per batch (default {DEFAULT_MAX_BATCH_SECONDS:g} s)")
+    add("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
+    add("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
+        help="torch (a model folder) or onnxruntime (an .onnx export); auto: by --model")
+    add("--precision", choices=PRECISIONS, default="fp32",
         help="torch engine: fp32 (default), bf16 (SSL front-end in bfloat16), or auto "
-        "(bf16 where the CPU/GPU computes it natively)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--threads", type=int, help="CPU threads of the engine (default: torch's / onnxruntime's)"
-    )
-    parser.add_argument("--savedir", help="where SpeechBrain collects the model files")
+        "(bf16 where the CPU/GPU computes it natively)")
+    add("--threads", type=int, help="CPU threads of the engine (default: torch's / onnxruntime's)")
+    add("--savedir", help="where SpeechBrain collects the model files")
     decision = parser.add_mutually_exclusive_group()
-    decision.add_argument(
-        "--labels", action="store_true",
-        help="add the model's decision (bonafide/spoof, at the threshold shipped with the model)"
-    )
-    decision.add_argument(
-        "--threshold", type=float, help="add a label: bonafide when score >= THRESHOLD"
-    )
-    parser.add_argument(
-        "--raw", action="store_true", help="raw scores even when the model carries a calibration"
-    )
-    parser.add_argument(
-        "--frames", action="store_true",
+    decision.add_argument("--labels", action="store_true",
+        help="add the model's decision (bonafide/spoof, at the threshold shipped with the model)")
+    decision.add_argument("--threshold", type=float,
+                          help="add a label: bonafide when score >= THRESHOLD")
+    add("--raw", action="store_true", help="raw scores even when the model carries a calibration")
+    add("--frames", action="store_true",
         help="localisation models: write where each file is spoofed, as CSV rows "
-        "ID,start,end,label,score (time ranges in seconds)",
+        "ID,start,end,label,score (time ranges in seconds)")
+    add("--segment-shift", type=float,
+        help="with --frames: decision resolution in seconds (default: the model's)")
+    add("--quiet", action="store_true", help="no progress bar")
+    group = parser.add_argument_group(
+        "resuming (with --output: scores are logged to OUTPUT.scorelog as they come, "
+        "and a rerun of the same command scores only the missing files)"
     )
-    parser.add_argument(
-        "--segment-shift", type=float,
-        help="with --frames: decision resolution in seconds (default: the model's)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_resume_arguments(parser)
+    group.add_argument("--restart", action="store_true",
+                       help="discard the score log and score every file again")
+    group.add_argument("--retry-failed", action="store_true",
+        help="score the files that failed in an earlier run again (they are final otherwise)")
+    group.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+        help=f"files planned and held at once (default {DEFAULT_CHUNK_SIZE}); bounds memory")
+    group.add_argument("--shard", metavar="R/N",
+        help="score shard R of N (0-based: every N-th file from the R-th) into "
+        "OUTPUT.shard-R-of-N.scorelog; the run that completes the last shard writes OUTPUT")
+    # fmt: on
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -165,7 +115,12 @@ def parse_args(argv=None):
         )
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
-    check_resume_arguments(parser, args)
+    if args.chunk_size < 1:
+        parser.error("--chunk-size must be at least 1")
+    if (args.restart or args.retry_failed or args.shard) and not args.output:
+        parser.error(
+            "--restart, --retry-failed and --shard need --output (the score logs live next to it)"
+        )
     if args.frames and args.labels:
         parser.error("--frames writes labels already; --labels does not apply")
     if args.segment_shift is not None and not args.frames:
@@ -180,25 +135,18 @@ def parse_args(argv=None):
     return args
 
 
-def _label(result, threshold):
-    if threshold is not None:
-        return LABELS[int(result.score >= threshold)]
-    return result.label
+def _say(message):
+    """Prints a line of the command's report on stderr."""
+    print(f"nes2net-score: {message}", file=sys.stderr)
 
 
-def write_scores(handle, entries, results, fmt, with_label, threshold):
-    """Writes the scored files (failed ones left out) as text lines or CSV."""
-    rows = [(utt_id, path, result) for (utt_id, path), result in zip(entries, results) if result.ok]
-    if fmt == "csv":
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["ID", "score"] + (["label"] if with_label else []) + ["path"])
-        for utt_id, path, result in rows:
-            label = [_label(result, threshold)] if with_label else []
-            writer.writerow([utt_id, f"{result.score:.6f}"] + label + [str(path)])
-        return
-    for utt_id, _, result in rows:
-        label = f" {_label(result, threshold)}" if with_label else ""
-        handle.write(f"{utt_id} {result.score:.6f}{label}\n")
+def _load(args):
+    """:func:`load_model`, or None after saying why it failed (a usage problem: exit status 2)."""
+    try:
+        return load_model(args)
+    except Exception as err:  # noqa: BLE001  (any loading failure is a usage problem)
+        _say(f"cannot load the model {args.model}: {err}")
+        return None
 
 
 def load_model(args):
@@ -235,56 +183,10 @@ def load_model(args):
     return model
 
 
-# ------------------------------------------- resumable, streaming scoring (--output FILE)
-#
-# With --output, the corpus scoring engine (speechbrain_nes2net.pretrained.
-# corpus_scoring) reads the files lazily from the PATHs, scores them by chunks
-# and appends them to a score log as batches finish; the output and failed.csv
-# are written from the log(s) at the end. A rerun of the same command scores
-# only what the log lacks.
-
-
-def add_resume_arguments(parser):
-    """Adds ``--restart``, ``--retry-failed`` and ``--chunk-size`` (used with ``--output``)."""
-    group = parser.add_argument_group(
-        "resuming (with --output: scores are logged to OUTPUT.scorelog as they come, "
-        "and a rerun of the same command scores only the missing files)"
-    )
-    group.add_argument(
-        "--restart", action="store_true", help="discard the score log and score every file again"
-    )
-    group.add_argument(
-        "--retry-failed", action="store_true",
-        help="score the files that failed in an earlier run again (they are final otherwise)",
-    )  # fmt: skip
-    group.add_argument(
-        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
-        help=f"files planned and held at once (default {DEFAULT_CHUNK_SIZE}); bounds memory",
-    )  # fmt: skip
-    group.add_argument(
-        "--shard", metavar="R/N",
-        help="score shard R of N (0-based: every N-th file from the R-th) into "
-        "OUTPUT.shard-R-of-N.scorelog; the run that completes the last shard writes OUTPUT",
-    )  # fmt: skip
-
-
-def check_resume_arguments(parser, args):
-    """Rejects resume options that cannot apply."""
-    if args.chunk_size < 1:
-        parser.error("--chunk-size must be at least 1")
-    if (args.restart or args.retry_failed or args.shard) and not args.output:
-        parser.error(
-            "--restart, --retry-failed and --shard need --output (the score logs live next to it)"
-        )
-
-
 def log_header(args):
     """What a run's scores depend on besides the inputs: the model and the score-changing options."""
-    precision = "fp32"  # an ONNX export runs at its own precision (part of its hash)
-    if args.engine == "torch":
-        from speechbrain_nes2net.precision import resolve_precision
-
-        precision = resolve_precision(args.precision, args.device)
+    # An ONNX export runs at its own precision (part of its hash).
+    precision = resolve_precision(args.precision, args.device) if args.engine == "torch" else "fp32"
     return {
         "tool": "nes2net-score",
         "model": model_source_fingerprint(args.model),
@@ -306,88 +208,86 @@ def log_path_of(output):
     return log_path
 
 
-def write_from_log(log_paths, output, fmt, with_label, threshold):
-    """Writes the output and ``failed.csv`` from complete score logs, in input order.
-
-    Both are written to temporary files and renamed, so a full disk leaves
-    the previous files and the logs as they were.
+def write_from_log(log_paths, out, failed, fmt, with_label, threshold):
+    """Writes the scores of complete score logs to ``out`` in input order, the failures to
+    ``failed`` (a CSV writer, or None).
 
     Returns
     -------
     (int, int, list)
-        Files scored, files failed, and the first few failures
-        ``(ID, path, reason)``.
+        Files scored, files failed, and the failures ``(ID, path, reason)``
+        to name on stderr (the first :data:`SHOWN_FAILURES` when ``failed``
+        lists them all).
     """
-    output = Path(output)
+    n_ok, n_failed, examples = 0, 0, []
+    scores = csv.writer(out, lineterminator="\n")
+    if fmt == "csv":
+        scores.writerow(["ID", "score"] + (["label"] if with_label else []) + ["path"])
+    for _, utt_id, status, fields in merged_records(log_paths):
+        if status == FAILED:
+            n_failed += 1
+            if failed is not None:
+                failed.writerow([utt_id, fields[1], fields[0]])
+            if failed is None or len(examples) < SHOWN_FAILURES:
+                examples.append((utt_id, fields[1], fields[0]))
+            continue
+        n_ok += 1
+        score = float(fields[0])
+        label = fields[1] if threshold is None else LABELS[int(score >= threshold)]
+        label = [label] if with_label else []
+        if fmt == "csv":
+            scores.writerow([utt_id, f"{score:.6f}"] + label + [fields[2]])
+        else:
+            out.write(" ".join([utt_id, f"{score:.6f}"] + label) + "\n")
+    return n_ok, n_failed, examples
+
+
+def _write_output(log_paths, output, fmt, with_label, threshold):
+    """:func:`write_from_log` into ``output`` and ``failed.csv`` beside it, through temporary
+    files and renames (a full disk leaves the previous files and the logs as they were)."""
     failed_path = output.parent / "failed.csv"
     tmp_out = output.with_name(output.name + ".tmp")
     tmp_failed = failed_path.with_name(failed_path.name + ".tmp")
-    n_ok, n_failed, examples = 0, 0, []
     with open(tmp_out, "w", encoding="utf-8", newline="") as out, open(
         tmp_failed, "w", encoding="utf-8", newline=""
     ) as failed:
         failures = csv.writer(failed, lineterminator="\n")
         failures.writerow(["ID", "path", "reason"])
-        scores = csv.writer(out, lineterminator="\n")
-        if fmt == "csv":
-            scores.writerow(["ID", "score"] + (["label"] if with_label else []) + ["path"])
-        for _, utt_id, status, fields in merged_records(log_paths):
-            if status == FAILED:
-                n_failed += 1
-                failures.writerow([utt_id, fields[1], fields[0]])
-                if len(examples) < 20:
-                    examples.append((utt_id, fields[1], fields[0]))
-                continue
-            n_ok += 1
-            score = float(fields[0])
-            label = ""
-            if with_label:
-                label = fields[1] if threshold is None else LABELS[int(score >= threshold)]
-            if fmt == "csv":
-                scores.writerow([utt_id, f"{score:.6f}"] + ([label] if with_label else []) + [fields[2]])
-            else:
-                out.write(f"{utt_id} {score:.6f}{' ' + label if with_label else ''}\n")
+        counts = write_from_log(log_paths, out, failures, fmt, with_label, threshold)
         for handle in (out, failed):
             handle.flush()
             os.fsync(handle.fileno())
     os.replace(tmp_out, output)
     os.replace(tmp_failed, failed_path)
-    return n_ok, n_failed, examples
+    return counts
 
 
-def main_resumable(args):
-    """``nes2net-score --output FILE``: streaming, resumable scoring (exit status as :func:`main`; 3: cannot write)."""
-    output = Path(args.output)
+def score_to_log(args, folder):
+    """Scores the PATHs into score logs (next to ``--output``, else in ``folder``) and writes
+    the output; returns the exit status."""
+    output = Path(args.output) if args.output else None
     try:
         rank, world_size = resolve_shard(args.shard)
         scoring = CorpusScoring(
-            lambda: iter_inputs(args.paths), log_path_of(output), log_header(args),
+            lambda: iter_inputs(args.paths),
+            log_path_of(output or Path(folder) / "scores"),
+            log_header(args) if output else {"tool": "nes2net-score"},  # a fresh log: no check
             (rank, world_size), restart=args.restart, chunk_size=args.chunk_size,
         )  # fmt: skip
     except (ValueError, ScoreLogError) as err:  # InputError is a ValueError
-        print(f"nes2net-score: {err}", file=sys.stderr)
+        _say(err)
         return 2
-    log, n_inputs = scoring.log, scoring.n_inputs
-    model = None
+    log, model = scoring.log, None
     if not scoring.needs_scoring(args.retry_failed):
-        print(
-            f"nes2net-score: nothing to score: all {log.n_expected} files are in {log.path} "
-            f"from an earlier run (--restart scores them again); writing {output}",
-            file=sys.stderr,
-        )
+        _say(f"nothing to score: all {log.n_expected} files are in {log.path} from an earlier "
+             f"run (--restart scores them again); writing {output}")  # fmt: skip
     else:
         if log.resumed and log.n_done:
-            print(
-                f"nes2net-score: resuming: {log.n_done} of {log.n_expected} files already in "
-                f"{log.path}",
-                file=sys.stderr,
-            )
+            _say(f"resuming: {log.n_done} of {log.n_expected} files already in {log.path}")
         import tqdm
 
-        try:
-            model = load_model(args)
-        except Exception as err:  # noqa: BLE001  (any loading failure is a usage problem)
-            print(f"nes2net-score: cannot load the model {args.model}: {err}", file=sys.stderr)
+        model = _load(args)
+        if model is None:
             return 2
         bar = tqdm.tqdm(
             total=log.n_expected, initial=log.n_done, unit="file", file=sys.stderr,
@@ -400,172 +300,116 @@ def main_resumable(args):
                     retry_failed=args.retry_failed, progress=bar.update,
                 )  # fmt: skip
         except ScoreLogError as err:
-            print(f"nes2net-score: {err}", file=sys.stderr)
+            _say(err)
             return 3
     waiting = scoring.incomplete_shards()
     if waiting:  # --shard: the process that completes the last shard writes the output
-        print(
-            f"nes2net-score: shard {rank} of {world_size} done; waiting for shards {waiting} "
-            f"(run them with --shard=R/{world_size}); the last one writes {output}",
-            file=sys.stderr,
-        )
+        _say(f"shard {rank} of {world_size} done; waiting for shards {waiting} (run them with "
+             f"--shard=R/{world_size}); the last one writes {output}")  # fmt: skip
         return 0
-    log_path = log.path if world_size == 1 else f"the logs {output}.shard-*-of-{world_size}.scorelog"
     fmt = args.format or ("csv" if str(output).lower().endswith(".csv") else "txt")
     with_label = args.labels or args.threshold is not None
-    try:
+    if output is None:
         n_ok, n_failed, examples = write_from_log(
-            scoring.log_paths, output, fmt, with_label, args.threshold
+            scoring.log_paths, sys.stdout, None, fmt, with_label, args.threshold
         )
-    except OSError as err:
-        print(
-            f"nes2net-score: cannot write {output}: {err.strerror or err}; the scores are kept "
-            f"in {log_path}: fix this and rerun the same command",
-            file=sys.stderr,
-        )
-        return 3
+        sys.stdout.flush()
+    else:
+        try:
+            n_ok, n_failed, examples = _write_output(
+                scoring.log_paths, output, fmt, with_label, args.threshold
+            )
+        except OSError as err:
+            where = log.path
+            if world_size > 1:
+                where = f"the logs {output}.shard-*-of-{world_size}.scorelog"
+            _say(f"cannot write {output}: {err.strerror or err}; the scores are kept in {where}: "
+                 "fix this and rerun the same command")  # fmt: skip
+            return 3
     for utt_id, path, reason in examples:
-        print(f"nes2net-score: cannot score {path} ({utt_id}): {reason}", file=sys.stderr)
-    summary = f"nes2net-score: scored {n_ok} of {n_inputs} files"
+        _say(f"cannot score {path} ({utt_id}): {reason}")
+    return _summary(args, model, n_ok, n_failed, scoring.n_inputs)
+
+
+def _summary(args, model, n_ok, n_failed, n_inputs):
+    """Prints the run's summary line; returns the exit status (1 when files failed)."""
+    summary = f"scored {n_ok} of {n_inputs} files"
+    details = ""
     if model is None:
         summary += " (all in earlier runs)"
-    details = ""
-    if model is not None:
+    else:
         stats = model.batch_stats
         details = (
             f" ({args.engine}, {model.precision}; {stats.batches} batches, "
             f"{100 * stats.padding_fraction:.1f}% of the computed audio was padding)"
         )
     if n_failed:
-        where = output.parent / "failed.csv"
-        print(f"{summary}, {n_failed} failed; failures in {where}{details}", file=sys.stderr)
+        where = f"; failures in {Path(args.output).parent / 'failed.csv'}" if args.output else ""
+        _say(f"{summary}, {n_failed} failed{where}{details}")
         return 1
     if not args.quiet:
-        print(summary + details, file=sys.stderr)
+        _say(summary + details)
     return 0
 
 
-def localize_files(model, entries, segment_shift=None, threshold=None, progress=None):
-    """Time ranges of each file (``AntiSpoofModel.localize``); a bad file is reported, not raised.
+def localize(args):
+    """``--frames``: the time ranges of each file (``AntiSpoofModel.localize``); returns the exit
+    status."""
+    from speechbrain_nes2net.evaluation.localization import write_ranges_csv
 
-    Returns
-    -------
-    (list of (str, TimeRange), list of FileScore)
-        (ID, range) rows of the localised files, and one result per entry
-        (``error`` set for the failed ones, as :func:`write_failures` takes).
-    """
-    from speechbrain_nes2net.pretrained.scoring import FileScore
-
-    rows, results = [], []
-    for utt_id, path in entries:
-        try:
-            ranges = model.localize(path, segment_shift=segment_shift, threshold=threshold)
-            rows.extend((utt_id, item) for item in ranges)
-            results.append(FileScore(str(path)))
-        except NotImplementedError:  # the model, not the file: stop
-            raise
-        except (AudioError, OSError, RuntimeError) as err:
-            results.append(FileScore(str(path), error=str(err)))
-        if progress is not None:
-            progress(1)
-    return rows, results
-
-
-def write_failures(path, entries, results):
-    """Writes ``ID,path,reason`` of the failed files (a header only when none failed)."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["ID", "path", "reason"])
-        for (utt_id, audio), result in zip(entries, results):
-            if not result.ok:
-                writer.writerow([utt_id, str(audio), result.error])
-
-
-def main(argv=None):
-    """Runs the command line; returns the exit status (0 ok, 1 some files failed, 2 usage)."""
-    args = parse_args(argv)
-    if args.output and not args.frames:
-        return main_resumable(args)
     try:
         entries = collect_inputs(args.paths)
     except InputError as err:
-        print(f"nes2net-score: {err}", file=sys.stderr)
+        _say(err)
         return 2
     if not entries:
-        print("nes2net-score: nothing to score", file=sys.stderr)
+        _say("nothing to score")
         return 2
-
-    # Imported here so that --help and input errors answer at once.
     import tqdm
 
-    try:
-        model = load_model(args)
-    except Exception as err:  # noqa: BLE001  (any loading failure is a usage problem)
-        print(f"nes2net-score: cannot load the model {args.model}: {err}", file=sys.stderr)
+    model = _load(args)
+    if model is None:
         return 2
-
-    with tqdm.tqdm(total=len(entries), unit="file", file=sys.stderr, disable=args.quiet) as bar:
-        if args.frames:
-            try:
-                rows, results = localize_files(
-                    model, entries, args.segment_shift, args.threshold, bar.update
-                )
-            except (NotImplementedError, ValueError) as err:
-                print(f"nes2net-score: --frames: {err}", file=sys.stderr)
-                return 2
-        else:
-            results = model.score_files(
-                [path for _, path in entries],
-                batch_size=args.batch_size,
-                calibrated=not args.raw,
-                progress=bar.update,
-                max_batch_seconds=args.max_batch_seconds,
-            )
-
-    # Scores without --output go to stdout (to a file: main_resumable); time
-    # ranges (--frames) to stdout or --output, written at the end.
-    fmt = args.format or "txt"
-    with_label = args.labels or args.threshold is not None
-
-    def write(handle):
-        """The ranges (--frames) or the scores."""
-        if args.frames:
-            from speechbrain_nes2net.evaluation.localization import write_ranges_csv
-
-            write_ranges_csv(handle, rows)
-        else:
-            write_scores(handle, entries, results, fmt, with_label, args.threshold)
-
+    rows, failures = [], []
+    bar = tqdm.tqdm(total=len(entries), unit="file", file=sys.stderr, disable=args.quiet)
+    try:
+        with bar:
+            for utt_id, path in entries:
+                try:
+                    ranges = model.localize(path, args.segment_shift, args.threshold)
+                    rows.extend((utt_id, item) for item in ranges)
+                except (AudioError, OSError, RuntimeError) as err:
+                    if isinstance(err, NotImplementedError):  # the model, not the file: stop
+                        raise
+                    failures.append((utt_id, path, str(err)))
+                bar.update(1)
+    except (NotImplementedError, ValueError) as err:
+        _say(f"--frames: {err}")
+        return 2
     if args.output:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         with open(output, "w", encoding="utf-8", newline="") as handle:
-            write(handle)
-        write_failures(output.parent / "failed.csv", entries, results)
+            write_ranges_csv(handle, rows)
+        with open(output.parent / "failed.csv", "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle, lineterminator="\n").writerows([("ID", "path", "reason"), *failures])
     else:
-        buffer = io.StringIO()
-        write(buffer)
-        sys.stdout.write(buffer.getvalue())
+        write_ranges_csv(sys.stdout, rows)
         sys.stdout.flush()
+    for utt_id, path, reason in failures:
+        _say(f"cannot score {path} ({utt_id}): {reason}")
+    return _summary(args, model, len(entries) - len(failures), len(failures), len(entries))
 
-    failed = [(utt_id, result) for (utt_id, _), result in zip(entries, results) if not result.ok]
-    for utt_id, result in failed:
-        print(
-            f"nes2net-score: cannot score {result.path} ({utt_id}): {result.error}", file=sys.stderr
-        )
-    stats = model.batch_stats
-    summary = f"nes2net-score: scored {len(entries) - len(failed)} of {len(entries)} files"
-    details = (
-        f" ({args.engine}, {model.precision}; {stats.batches} batches, "
-        f"{100 * stats.padding_fraction:.1f}% of the computed audio was padding)"
-    )
-    if failed:
-        where = f"; failures in {Path(args.output).parent / 'failed.csv'}" if args.output else ""
-        print(f"{summary}, {len(failed)} failed{where}{details}", file=sys.stderr)
-        return 1
-    if not args.quiet:
-        print(summary + details, file=sys.stderr)
-    return 0
+
+def main(argv=None):
+    """Runs the command line; returns the exit status (0 ok, 1 some files failed, 2 usage, 3 I/O)."""
+    args = parse_args(argv)
+    if args.frames:
+        return localize(args)
+    if args.output:
+        return score_to_log(args, None)
+    with tempfile.TemporaryDirectory(prefix="nes2net_score_") as folder:
+        return score_to_log(args, folder)
 
 
 if __name__ == "__main__":

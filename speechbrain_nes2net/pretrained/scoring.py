@@ -1,33 +1,15 @@
 """Scoring files with any engine: the same reading, preprocessing, batching and windows.
 
-Every engine that scores files (:class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel`
-on torch, :class:`~speechbrain_nes2net.pretrained.onnx_model.OnnxAntiSpoofModel` on
+Every engine (:class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel` on
+torch, :class:`~speechbrain_nes2net.pretrained.onnx_model.OnnxAntiSpoofModel` on
 onnxruntime) inherits :class:`FileScoring`, so a file is judged the same way
-whatever runs the network:
-
-- reading: :func:`~speechbrain_nes2net.audio.load_audio` (any rate, any channel
-  count; the first ``eval_samples`` samples only when the model scores a
-  fixed length), bad files reported with the reason;
-- preprocessing: the recipe's evaluation (first ``eval_samples`` samples
-  repeat-padded, else the full utterance repeat-padded to ``eval_min_samples``:
-  :func:`~speechbrain_nes2net.audio.evaluation_crop`, as the recipe's data
-  pipeline);
-- batching (:func:`plan_batches`): files sorted by duration, longest first,
-  cut into batches of at most ``batch_size`` files and ``max_batch_seconds``
-  of padded audio; each waveform gets the score it gets alone, because the
-  model masks the padding (the SSL attention mask, exact frame lengths);
-- windows: a waveform longer than ``eval_window_seconds`` is scored by
-  consecutive windows and gets the mean of their logits: the batch runs
-  through :func:`~speechbrain_nes2net.lobes.windows.forward_by_windows`, the
-  forward path of the recipe's test scoring too.
-
-Precision is the engine's: ``AntiSpoofModel`` runs its SSL front-end in
-bf16 when asked (the rest in float32); the recipe's test scoring in
-``train.py`` follows SpeechBrain's ``--eval_precision`` autocast instead.
-
-An engine provides ``_forward_logits(wavs, wav_lens)`` (prepared, padded
-waveforms and relative lengths -> (batch, n_out) float32 logits) and
-``_log_odds(logits)`` (its decision rule).
+whatever runs the network: read by :func:`~speechbrain_nes2net.audio.load_audio`
+(bad files reported with the reason), cropped or repeat-padded as the recipe
+evaluates (:func:`~speechbrain_nes2net.audio.evaluation_crop`), batched by
+duration (:func:`plan_batches`; the model masks the padding, so each file
+gets the score it gets alone), and scored by windows when longer than
+``eval_window_seconds``
+(:func:`~speechbrain_nes2net.lobes.windows.forward_by_windows`).
 
 Authors
  * speechbrain-nes2net contributors
@@ -41,7 +23,7 @@ from speechbrain.utils.data_utils import batch_pad_right
 
 from speechbrain_nes2net.audio import AudioError, audio_info, evaluation_crop, load_audio
 from speechbrain_nes2net.lobes.windows import forward_by_windows
-from speechbrain_nes2net.pretrained.modules import MonoWaveforms
+from speechbrain_nes2net.pretrained.modules import MonoWaveforms, prepare_waveforms
 from speechbrain_nes2net.scores import LABELS
 
 #: Padded audio per batch, in seconds, unless the caller says otherwise: at
@@ -52,17 +34,8 @@ DEFAULT_MAX_BATCH_SECONDS = 120.0
 
 @dataclass
 class WindowScores:
-    """Scores of one recording in overlapping windows.
-
-    Attributes
-    ----------
-    starts, ends : list of float
-        Window boundaries in seconds.
-    scores : list of float
-        Bona fide score of each window.
-    score : float
-        The recording's score: the mean of the window scores.
-    """
+    """Scores of one recording in windows: bounds (``starts``, ``ends``, seconds), each
+    window's bona fide score (``scores``) and their mean (``score``)."""
 
     starts: list
     ends: list
@@ -81,8 +54,7 @@ class FileScore:
     score : float or None
         Bona fide score (None when the file failed).
     label : str or None
-        The model's decision, 'bonafide' or 'spoof' (the label
-        ``EncoderClassifier`` gives).
+        The model's decision, 'bonafide' or 'spoof' (None without a decision rule).
     error : str or None
         Why the file could not be scored.
     windows : WindowScores or None
@@ -103,17 +75,8 @@ class FileScore:
 
 @dataclass
 class BatchStats:
-    """How much padding the batches of a scoring run computed.
-
-    Attributes
-    ----------
-    batches : int
-        Padded batches run (windows of long files not counted).
-    samples : int
-        Samples of the waveforms in them.
-    padded_samples : int
-        Samples computed (batch size x longest waveform, summed).
-    """
+    """Padded ``batches`` run, ``samples`` of their waveforms and ``padded_samples`` computed
+    (batch size x longest waveform, summed); windows of long files not counted."""
 
     batches: int = 0
     samples: int = 0
@@ -122,9 +85,7 @@ class BatchStats:
     @property
     def padding_fraction(self):
         """The share of the computed samples that were padding (0 when nothing ran)."""
-        if not self.padded_samples:
-            return 0.0
-        return 1.0 - self.samples / self.padded_samples
+        return 1.0 - self.samples / self.padded_samples if self.padded_samples else 0.0
 
     def add(self, lengths):
         """Counts one batch of waveforms of these lengths."""
@@ -138,10 +99,8 @@ def plan_batches(lengths, batch_size, max_batch_samples=None):
     """Batches of similar length: indices sorted by length, longest first, then cut.
 
     A batch closes at ``batch_size`` items, or before its padded size (items x
-    its longest length, the first one) would exceed ``max_batch_samples``, so
-    that long files come in smaller batches; an item longer than the budget
-    gets a batch of its own. Sorting is stable (equal lengths keep their
-    order), so the plan depends only on the lengths.
+    its first, longest length) would exceed ``max_batch_samples``; a longer
+    item gets a batch of its own. The sort is stable.
 
     Arguments
     ---------
@@ -165,9 +124,8 @@ def plan_batches(lengths, batch_size, max_batch_samples=None):
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches = []
-    for index in order:
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         last = batches[-1] if batches else None
         if (
             last is not None
@@ -183,20 +141,21 @@ def plan_batches(lengths, batch_size, max_batch_samples=None):
 class FileScoring:
     """Scores files and waveforms the same way on every engine (a mixin).
 
-    The engine class sets ``sample_rate``, ``num_samples`` (the fixed
-    evaluation length or None), ``min_samples``, ``eval_window`` (samples or
-    None) and ``calibration`` (or None), and implements
-    ``_forward_logits(wavs, wav_lens)`` and ``_log_odds(logits)``.
-    :attr:`batch_stats` counts the padding of the batches run so far.
+    The engine calls :meth:`_use_settings`, sets ``calibration`` (or None),
+    and implements ``_forward_logits(wavs,
+    wav_lens)`` (prepared, padded waveforms -> (batch, n_out) float32 CPU
+    logits) and ``_log_odds(logits)`` (bona fide log-odds of its decision
+    rule; None without one).
     """
 
-    def _forward_logits(self, wavs, wav_lens):
-        """(batch, n_out) float32 CPU logits of prepared, padded waveforms (no windows)."""
-        raise NotImplementedError
-
-    def _log_odds(self, logits):
-        """(batch,) posterior log-odds of bona fide: >= 0 is the model's decision (None: no rule, no labels)."""
-        raise NotImplementedError
+    def _use_settings(self, settings):
+        """Scores files by these resolved :class:`.modules.EvalSettings`."""
+        self.settings, self.sample_rate = settings, settings.sample_rate
+        self.num_samples, self.min_samples = settings.eval_samples, settings.eval_min_samples
+        window = settings.eval_window_seconds
+        self.eval_window = round(window * self.sample_rate) if window else None  # samples
+        self.window_seconds = settings.window_seconds  # score_windows' defaults
+        self.window_hop_seconds = settings.window_hop_seconds
 
     @property
     def batch_stats(self):
@@ -204,8 +163,6 @@ class FileScoring:
         if getattr(self, "_batch_stats", None) is None:
             self._batch_stats = BatchStats()
         return self._batch_stats
-
-    # --------------------------------------------------------------- input
 
     def read_audio(self, path):
         """Reads a file as the recipe evaluates it (first ``num_samples`` only when set).
@@ -225,31 +182,59 @@ class FileScoring:
         AudioError
             Naming the file and the reason.
         """
-        max_seconds = None
-        if self.num_samples is not None:
-            max_seconds = self.num_samples / self.sample_rate
+        max_seconds = None if self.num_samples is None else self.num_samples / self.sample_rate
         return load_audio(path, sample_rate=self.sample_rate, max_seconds=max_seconds)
 
     def _prepare(self, wav):
         """The recipe's evaluation preprocessing of one (samples,) waveform."""
         return evaluation_crop(wav, self.num_samples, self.min_samples)
 
-    def prepared_length(self, seconds):
-        """The length in samples a file of ``seconds`` has after preprocessing."""
-        if self.num_samples is not None:
-            return self.num_samples
-        return max(int(round(seconds * self.sample_rate)), self.min_samples, 1)
-
     def _finish(self, scores, calibrated):
+        """Calibrated LLRs when asked and the model carries a calibration, else raw scores."""
         if calibrated and self.calibration is not None:
             return self.calibration.apply(scores)
         return scores
 
     @staticmethod
     def _bonafide(logits):
+        """The raw bona fide scores of (batch, n_out) logits."""
         return logits[:, -1]
 
-    # ------------------------------------------------------------- one file
+    def _window_scores(self, starts, ends, logits, calibrated):
+        """The :class:`WindowScores` of window logits, bounds in samples."""
+        scores = self._finish(self._bonafide(logits), calibrated)
+        return WindowScores(
+            starts=[start / self.sample_rate for start in starts],
+            ends=[end / self.sample_rate for end in ends],
+            scores=[float(score) for score in scores],
+            score=float(scores.mean()),
+        )
+
+    def logits_batch(self, wavs, wav_lens=None, preprocess=True, windows=True):
+        """Raw logits (batch, n_out) of waveforms at the model rate, on the CPU.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (batch, samples) or (batch, samples, channels) waveforms.
+        wav_lens : torch.Tensor, optional
+            Relative lengths.
+        preprocess : bool
+            Apply the evaluation preprocessing (crop / repeat-pad).
+        windows : bool
+            Score waveforms longer than ``eval_window_seconds`` by windows
+            (mean of their logits); off to score them whole.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        wavs = MonoWaveforms()(wavs.cpu())
+        wav_lens = torch.ones(wavs.shape[0]) if wav_lens is None else wav_lens.cpu()
+        if preprocess:
+            wavs, wav_lens = prepare_waveforms(wavs, wav_lens, self.num_samples, self.min_samples)
+        window = self.eval_window if windows else None
+        return forward_by_windows(self._forward_logits, wavs, wav_lens, window)
 
     def score_batch(self, wavs, wav_lens=None, sample_rate=None, calibrated=True):
         """Bona fide scores of a batch of waveforms (any rate, any channel count).
@@ -273,20 +258,14 @@ class FileScoring:
         wavs = MonoWaveforms()(wavs)
         if sample_rate is not None and int(sample_rate) != self.sample_rate:
             wavs = torchaudio.functional.resample(wavs, int(sample_rate), self.sample_rate)
-        scores = self._bonafide(self.logits_batch(wavs, wav_lens)).cpu()
-        return self._finish(scores, calibrated)
+        return self._finish(self._bonafide(self.logits_batch(wavs, wav_lens)), calibrated)
 
     def _evaluation_logits(self, wavs, calibrated, batch_size=8):
-        """Logits (files, n_out) of prepared waveforms run as one padded batch, long ones by windows.
-
-        Returns
-        -------
-        (torch.Tensor, list)
-            The logits, and per file its :class:`WindowScores` (None when
-            scored whole).
-        """
+        """Logits of prepared waveforms as one padded batch (long ones by windows), and
+        each one's :class:`WindowScores` (None when scored whole)."""
         batch, lengths = batch_pad_right(wavs)
-        whole = [wav.shape[0] for wav in wavs if self.eval_window is None or wav.shape[0] <= self.eval_window]
+        window = self.eval_window
+        whole = [wav.shape[0] for wav in wavs if window is None or wav.shape[0] <= window]
         if whole:
             self.batch_stats.add(whole)
         logits, windowed = forward_by_windows(
@@ -295,17 +274,11 @@ class FileScoring:
         windows = [None] * len(wavs)
         for index, (window_logits, sizes) in windowed.items():
             ends = torch.tensor(sizes).cumsum(0).tolist()
-            starts = [0] + ends[:-1]
-            scores = self._finish(self._bonafide(window_logits), calibrated)
-            windows[index] = WindowScores(
-                starts=[start / self.sample_rate for start in starts],
-                ends=[end / self.sample_rate for end in ends],
-                scores=[float(score) for score in scores],
-                score=float(scores.mean()),
-            )
+            windows[index] = self._window_scores([0] + ends[:-1], ends, window_logits, calibrated)
         return logits, windows
 
     def _file_score(self, path, logits, windows, calibrated):
+        """The :class:`FileScore` of one file's logits."""
         score = float(self._finish(self._bonafide(logits[None]), calibrated)[0])
         log_odds = self._log_odds(logits[None])
         label = None if log_odds is None else LABELS[int(log_odds[0] >= 0)]
@@ -333,50 +306,67 @@ class FileScoring:
         Raises
         ------
         AudioError
-            When the file cannot be read (naming the file and the reason).
+            Naming the file and the reason.
         """
         return self._score_one(path, calibrated).score
 
-    # ------------------------------------------------------------ many files
-
     def file_lengths(self, paths):
-        """Prepared lengths (samples) of files from their headers, or the reason they fail.
-
-        Returns
-        -------
-        list
-            Per file: an int, or an :class:`~speechbrain_nes2net.audio.AudioError`.
-        """
+        """Per file, its prepared length in samples (from its header) or its ``AudioError``."""
         lengths = []
         for path in paths:
             try:
-                lengths.append(self.prepared_length(audio_info(path).duration))
+                seconds = audio_info(path).duration
             except AudioError as err:
                 lengths.append(err)
+                continue
+            if self.num_samples is not None:
+                lengths.append(self.num_samples)
+            else:
+                lengths.append(max(round(seconds * self.sample_rate), self.min_samples, 1))
         return lengths
 
     def plan(self, lengths, batch_size=8, max_batch_seconds=DEFAULT_MAX_BATCH_SECONDS):
-        """The batches :meth:`score_files` runs for files of these prepared lengths.
+        """The batches (indices into ``lengths``, longest first) of files of these prepared lengths.
 
-        Files longer than the evaluation window are scored alone, by windows;
-        the others by :func:`plan_batches`. Failed files (non-int lengths) are
-        left out.
-
-        Returns
-        -------
-        list of list of int
-            Indices into ``lengths``, longest files first.
+        Files longer than the evaluation window come alone (scored by
+        windows), the others by :func:`plan_batches`; failed files (non-int
+        lengths) are left out.
         """
         usable = [i for i, length in enumerate(lengths) if isinstance(length, int)]
         windowed = [i for i in usable if self.eval_window and lengths[i] > self.eval_window]
-        alone = set(windowed)
-        whole = [i for i in usable if i not in alone]
+        whole = [i for i in usable if i not in set(windowed)]
         budget = None
         if max_batch_seconds is not None:
-            budget = max(1, int(round(float(max_batch_seconds) * self.sample_rate)))
+            budget = max(1, round(float(max_batch_seconds) * self.sample_rate))
         batches = [[i] for i in sorted(windowed, key=lambda i: -lengths[i])]
         planned = plan_batches([lengths[i] for i in whole], batch_size, budget)
         return batches + [[whole[j] for j in batch] for batch in planned]
+
+    def iter_scored(self, paths, batch_size=8, calibrated=True,
+                    max_batch_seconds=DEFAULT_MAX_BATCH_SECONDS):  # fmt: skip
+        """Scores files batch by batch (:meth:`plan`), the unreadable ones first.
+
+        Arguments
+        ---------
+        paths : list of str or Path
+            Audio files.
+        batch_size : int
+            Files per batch.
+        calibrated : bool
+            Map to calibrated LLRs when the model carries a calibration.
+        max_batch_seconds : float, optional
+            Most padded audio per batch (None: no limit).
+
+        Yields
+        ------
+        (list of int, list of FileScore)
+            The indices into ``paths`` of a batch and their results.
+        """
+        lengths = self.file_lengths(paths)
+        failed = [i for i, length in enumerate(lengths) if isinstance(length, AudioError)]
+        yield failed, [FileScore(str(paths[i]), error=lengths[i].reason) for i in failed]
+        for batch in self.plan(lengths, batch_size, max_batch_seconds):
+            yield batch, self.score_batch_files([paths[i] for i in batch], batch_size, calibrated)
 
     def score_files(
         self, paths, batch_size=8, calibrated=True, progress=None,
@@ -384,15 +374,8 @@ class FileScoring:
     ):  # fmt: skip
         """Scores many files in batches of similar duration; bad files are reported.
 
-        Files are sorted by duration (from their headers) and scored in
-        batches of at most ``batch_size`` files and ``max_batch_seconds`` of
-        padded audio, padded and with lengths, as the training recipe
-        evaluates (each file gets the score it gets alone); waveforms longer
-        than ``eval_window_seconds`` are scored alone by windows. A file that
-        cannot be read (missing, corrupt, empty, non-finite) is reported with
-        the reason and the others are still scored; if a whole batch fails,
-        its files are retried one by one. :attr:`batch_stats` counts the
-        padding computed.
+        Batches of :meth:`iter_scored`; a file that cannot be read (missing,
+        corrupt, empty, non-finite) is reported with the reason.
 
         Arguments
         ---------
@@ -403,8 +386,7 @@ class FileScoring:
         calibrated : bool
             Map to calibrated LLRs when the model carries a calibration.
         progress : callable, optional
-            Called with the number of files just finished (e.g. a tqdm
-            ``update``).
+            Called with the number of files just finished (e.g. a tqdm ``update``).
         max_batch_seconds : float, optional
             Most padded audio per batch (None: no limit).
 
@@ -415,21 +397,16 @@ class FileScoring:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        tick = progress or (lambda n: None)
         results = [None] * len(paths)
-        lengths = self.file_lengths(paths)
-        for index, length in enumerate(lengths):
-            if isinstance(length, AudioError):
-                results[index] = FileScore(str(paths[index]), error=length.reason)
-                tick(1)
-        for batch in self.plan(lengths, batch_size, max_batch_seconds):
-            scored = self.score_batch_files([paths[i] for i in batch], batch_size, calibrated)
-            for index, result in zip(batch, scored):
+        for indices, scored in self.iter_scored(paths, batch_size, calibrated, max_batch_seconds):
+            for index, result in zip(indices, scored):
                 results[index] = result
-            tick(len(batch))
+            if progress is not None:
+                progress(len(indices))
         return results
 
     def _guarded(self, path, calibrated):
+        """Scores one file; a failure becomes its :class:`FileScore`."""
         try:
             return self._score_one(path, calibrated)
         except AudioError as err:
@@ -439,6 +416,8 @@ class FileScoring:
 
     def score_batch_files(self, paths, batch_size=8, calibrated=True):
         """Scores files as one padded batch (long ones alone by windows); bad files reported.
+
+        If the batch fails, its files are retried one by one to find the culprit.
 
         Arguments
         ---------
@@ -458,10 +437,9 @@ class FileScoring:
         for position, path in enumerate(paths):
             try:
                 wavs.append(self._prepare(self.read_audio(path)))
+                loaded.append(position)
             except AudioError as err:
                 results[position] = FileScore(str(path), error=err.reason)
-                continue
-            loaded.append(position)
         if not loaded:
             return results
         try:
@@ -475,5 +453,6 @@ class FileScoring:
                     results[position] = self._guarded(paths[position], calibrated)
             return results
         for position, file_logits, file_windows in zip(loaded, logits, windows):
-            results[position] = self._file_score(paths[position], file_logits, file_windows, calibrated)
+            path = paths[position]
+            results[position] = self._file_score(path, file_logits, file_windows, calibrated)
         return results

@@ -1,16 +1,10 @@
 """The files an export folder is written from: ``hyperparams.yaml`` and ``custom_interface.py``.
 
-:data:`HYPERPARAMS` is the whole ``hyperparams.yaml`` of every export;
-:func:`speechbrain_nes2net.pretrained.export.write_export` fills in its
-``{placeholders}`` (values written as JSON, which YAML reads back unchanged).
-The SSL front-end has two forms, :data:`SSL_FROM_HUB` (a frozen hub model,
-referenced by id) and :data:`SSL_STORED` (weights in ``ssl.ckpt``, the model
-rebuilt from its inline transformers configuration); localisation models add
-:data:`LOCALIZATION`.
-
-Every loadable is found as ``<source>/<name>.ckpt`` (the pretrainer's default
-file name): a relative ``paths:`` entry would be resolved against the working
-directory, not the folder.
+:func:`speechbrain_nes2net.pretrained.export.write_export` fills in the
+``{placeholders}`` of :data:`HYPERPARAMS` (values as JSON, which YAML reads
+back unchanged), with :data:`SSL_FROM_HUB` (a frozen hub model) or
+:data:`SSL_STORED` (weights in ``ssl.ckpt``), and :data:`LOCALIZATION` for
+localisation models.
 
 Authors
  * speechbrain-nes2net contributors
@@ -36,7 +30,7 @@ window_hop_seconds: {window_hop_seconds}
 # logit. A calibration maps it to a log-likelihood ratio: scale * score + offset.
 calibration: {calibration}
 # Decisions (EncoderClassifier labels, AntiSpoofModel, nes2net-score --labels):
-# bona fide when the raw score >= threshold ({decision_source}: {decision_explanation}).
+# bona fide when the raw score >= threshold (README.md says how its source fitted it).
 decision: {decision}
 
 # Model --------------------------------------------------------------------
@@ -114,3 +108,81 @@ The class lives in the installed package (pip install speechbrain-nes2net):
 
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel  # noqa: F401
 '''
+
+#: The model card, ``README.md`` (front matter for model hubs, then the card).
+CARD = """\
+---
+library_name: speechbrain
+license: {licence_id}
+pipeline_tag: audio-classification
+tags:
+- speechbrain
+- anti-spoofing
+- audio-deepfake-detection
+- nes2net
+---
+
+# {title}
+
+{description}
+
+## Usage
+
+With SpeechBrain alone (`pip install speechbrain speechbrain-nes2net`; the model
+classes come from the installed package):
+
+```python
+from speechbrain.inference.classifiers import EncoderClassifier
+clf = EncoderClassifier.from_hparams(source="<folder or hub id>", savedir="pretrained")
+out_prob, score, index, label = clf.classify_file("x.flac")  # label: bonafide | spoof
+bonafide_log_odds = out_prob[..., 1] - out_prob[..., 0]
+```
+
+Bona fide scores (calibrated when the folder carries a calibration), long files in
+windows, many files at once:
+
+```python
+from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
+model = AntiSpoofModel.from_hparams(source="<folder or hub id>", savedir="pretrained")
+model.score_file("x.flac")           # float, higher = more bona fide
+model.score_windows("long.wav")      # per-window scores and their mean
+```
+
+Command line: `nes2net-score --model <this folder> --output scores.txt audio_dir/`.
+
+## Model
+
+- SSL front-end: {ssl_source} (`{model_type}`, {num_layers} layers, {hidden_size} dims),
+  {stored}; input {ssl_input}.
+- Layer aggregation: `build_aggregator` {aggregation}.
+- Back-end: `{backend_class}` {backend_arguments}, {n_params:,} parameters.
+- Input: {sample_rate} Hz mono (other rates are resampled, channels averaged); each file is
+  scored on {evaluation}.
+
+## Score convention
+
+Higher = more bona fide. The raw score is the back-end's bona fide logit
+(one-logit models: the bona fide log-odds; two-logit models: logit index 1, the
+official ASVspoof scoring). `EncoderClassifier` returns log-posteriors
+`[log P(spoof), log P(bonafide)]` and the label of the larger one.
+
+## Decisions
+
+{calibration}
+
+A file is labelled bona fide when its raw score is >= {threshold:.6g}: {explanation}.
+`EncoderClassifier`, `AntiSpoofModel` and `nes2net-score --labels` all decide this way;
+the error rates at this threshold are in the results below (bona fide rejection =
+BPCER, spoof acceptance = APCER).
+
+{sections}## Licence
+
+The weights derive from {licence}. The speechbrain-nes2net code is released under
+the Apache 2.0 licence.
+
+## Files
+
+`hyperparams.yaml` (modules and settings), {ssl_file}`aggregator.ckpt`, `backend.ckpt`,
+`label_encoder.ckpt` (spoof = 0, bonafide = 1), `custom_interface.py` (for
+`foreign_class`), this card.
+"""
