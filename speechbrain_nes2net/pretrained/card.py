@@ -34,14 +34,19 @@ def _licence(ssl_hub_id, ssl_source_note):
     )
 
 
-def _decision_lines(decision):
-    """The card's paragraphs on the calibration and the decision threshold."""
+def decision_lines(decision, rates="the error rates at this threshold (bona fide rejection = "
+                   "BPCER, spoof acceptance = APCER) are in the results below"):  # fmt: skip
+    """The card's paragraphs on the calibration and the decision threshold.
+
+    ``nes2net-calibrate`` rewrites them, with ``rates`` measured on the user's files.
+    """
     calibration = decision["calibration"]
+    fitted_on = decision.get("fitted_on") or "the development scores"
     lines = ["## Decisions", ""]
     if calibration is not None:
         lines += [
             (
-                "Calibration (fitted on the development scores, shipped in `hyperparams.yaml`): "
+                f"Calibration (fitted on {fitted_on}, shipped in `hyperparams.yaml`): "
                 f"`LLR = {calibration['scale']:.6g} * score "
                 f"{'+' if calibration['offset'] >= 0 else '-'} {abs(calibration['offset']):.6g}`; "
                 "`AntiSpoofModel` returns the LLR, `calibrated=False` the raw score."
@@ -65,8 +70,18 @@ def _decision_lines(decision):
         (
             f"A file is labelled bona fide when its raw score is >= {decision['threshold']:.6g}: "
             f"{explanation}. `EncoderClassifier`, `AntiSpoofModel` and `nes2net-score --labels` "
-            "all decide this way; the error rates at this threshold are in the results below "
-            "(bona fide rejection = BPCER, spoof acceptance = APCER)."
+            f"all decide this way; {rates}."
+        ),
+        "",
+        (
+            (
+                "No threshold was fitted"
+                if decision["source"] == "logit_0"
+                else f"The threshold was fitted on {fitted_on}: it holds for audio like that"
+            )
+            + ". Recordings of another domain (microphones, channels, codecs, speakers, spoofing "
+            "systems) shift the scores; fit it on a few dozen labelled files of that domain with "
+            "`nes2net-calibrate --model <this folder> --labels list.csv --output <new folder>`."
         ),
         "",
     ]
@@ -79,7 +94,7 @@ def _metrics_table(metrics):
         "| trials (bona fide / spoof) |",
         "|---|---|---|---|---|---|",
     ]
-    percent = lambda value: "-" if value is None else f"{100 * value:.2f}"  # noqa: E731
+    percent = lambda value: "-" if value is None else f"{100 * value:.2f}"
     for name, values in metrics.items():
         eer_text = percent(values.get("eer"))
         dcf = values.get("min_dcf")
@@ -228,7 +243,7 @@ def model_card(
         ),
         "",
     ]
-    lines += _decision_lines(decision)
+    lines += decision_lines(decision)
     if card.get("origin"):
         lines += ["## Origin", "", card["origin"], ""]
     if card.get("data"):

@@ -43,6 +43,7 @@ Authors
  * speechbrain-nes2net contributors
 """
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -86,7 +87,8 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMAT = 2
 #: The back-ends an export rebuilds: ``backend: !new:<class>`` with its keyword arguments.
 BACKENDS = (Nes2Net, Nes2NetX, AASIST, Nes2NetLocalizer)
-_DECISION_SOURCES = {
+#: The explanation of each decision source in ``hyperparams.yaml`` (nes2net-calibrate rewrites it).
+DECISION_SOURCES = {
     "calibration": "the Bayes decision of the calibrated score at the bona fide prior",
     "dev_eer": "the development EER threshold (no calibration could be fitted)",
     "logit_0": "no threshold was fitted; the raw score's sign",
@@ -344,7 +346,7 @@ def hyperparams_text(
         window_hop_seconds=yaml_value(settings.window_hop_seconds),
         calibration=yaml_value(decision["calibration"]),
         decision_source=decision["source"],
-        decision_explanation=_DECISION_SOURCES[decision["source"]],
+        decision_explanation=DECISION_SOURCES[decision["source"]],
         decision=yaml_value(decision),
         ssl=_ssl_entry(ssl, ssl_hub_id),
         **_modules_text(aggregator, backend, backend_kwargs, ssl.ssl.model.config.hidden_size),
@@ -723,7 +725,8 @@ class ExportOptions:
 def _run_decision(run_folder, options, prior, run_choice):
     """The decision rule an export of a run ships (see :func:`export_run`)."""
     if options.calibration is not None:
-        return DecisionRule.from_calibration(load_calibration(options.calibration), prior)
+        calibration = load_calibration(options.calibration)
+        return DecisionRule.from_calibration(calibration, prior, "a calibration given to the export")
     if not run_choice:
         logger.warning(
             "The run's decision rule was fitted for the checkpoint its test evaluation used, "
@@ -731,14 +734,15 @@ def _run_decision(run_folder, options, prior, run_choice):
             "fitted on their development scores"
         )
         return None
-    decision, _ = read_decision(run_folder)
+    decision, dev = read_decision(run_folder)
     if decision is None:
         raise ExportError(
             f"{run_folder} has no {DECISION_FILE} (recipes/train.py writes it after the test "
             "evaluation, fitted on the development scores): pass a calibration fitted on "
             "development scores (calibration=..., recipes/export.py --calibration FILE)"
         )
-    return decision
+    counts = f" ({dev['n_bonafide']} bona fide, {dev['n_spoof']} spoof files)" if "n_spoof" in dev else ""
+    return dataclasses.replace(decision, fitted_on=f"the development set {dev.get('test_set') or 'of the run'}{counts}")
 
 
 def export_run(

@@ -105,8 +105,11 @@ class AntiSpoofModel(FileScoring, Pretrained):
     Scores are the back-end's bona fide logit, mapped to a calibrated LLR when
     the export carries a ``calibration`` (``calibrated=False`` gives the raw
     score). Labels follow the export's decision rule (:attr:`decision`: bona
-    fide when the raw score reaches its threshold, fitted on development
-    scores), as ``EncoderClassifier`` labels the same folder. Files are read through the toolkit's one audio path (any sample
+    fide when the raw score reaches its threshold), as ``EncoderClassifier``
+    labels the same folder. ``decision.fitted_on`` says where the threshold
+    comes from (the training run's development set, or a user's files): audio
+    of another domain needs its own, from ``nes2net-calibrate``
+    (:mod:`speechbrain_nes2net.pretrained.recalibrate`). Files are read through the toolkit's one audio path (any sample
     rate, any channel count). Files are scored as the training recipe
     evaluated them: the first ``eval_samples`` samples, else the full
     utterance repeat-padded to ``eval_min_samples``; a waveform longer than
@@ -153,7 +156,8 @@ class AntiSpoofModel(FileScoring, Pretrained):
         self.eval_window = self.encoder.window
         self.num_samples = self.encoder.num_samples
         self.min_samples = self.encoder.min_samples
-        #: The decision rule the export ships (bona fide when the raw score reaches its threshold).
+        #: The decision rule the export ships (bona fide when the raw score reaches its threshold;
+        #: ``fitted_on``: the development set or the user's files it was fitted on).
         self.decision = self.mods.classifier.decision
         self.calibration = load_calibration(get("calibration") or None)
         self.set_precision(self.precision)
