@@ -1,6 +1,6 @@
 """Corpus-scale scoring: resumable, by shards, into score logs; the one engine of the toolkit.
 
-``nes2net-score --output`` and ``recipes/evaluate.py`` both score their
+``nes2net-score --output``, ``nes2net-calibrate`` and ``recipes/evaluate.py`` score their
 ``(ID, audio path)`` items here, with a loaded model that scores files
 (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`: the exported
 :class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel`, an ONNX

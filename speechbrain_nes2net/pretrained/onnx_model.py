@@ -46,6 +46,8 @@ METADATA = {
     "nes2net.quantization": "none or int8 (dynamic quantisation of the matrix products)",
 }
 ONNX_FORMAT = 1
+# Optional: "nes2net.calibration_files", the JSON [ID, label, SHA-256] rows of the files
+# nes2net-calibrate fitted the decision on.
 
 
 def read_metadata(path):
