@@ -160,17 +160,15 @@ def labelled_inputs(path, root=None):
     """The ``(ID, audio path, label)`` of labelled files: a list file, or ``bonafide/`` + ``spoof/``.
 
     The layouts of ``data_prep/custom_prepare.py``: a CSV (``.csv``; TSV
-    otherwise) whose header names ``path`` and ``label`` (IDs the paths
-    without extension; labels as :func:`~speechbrain_nes2net.manifest.normalize_label`
-    reads them; an :class:`InputError` names the line of a bad one), or a
-    folder of ``bonafide/`` and ``spoof/`` (any depth; IDs the paths inside it).
+    otherwise) whose header names ``path`` and ``label`` (paths relative to
+    ``root``, default the list's folder; IDs the paths without extension; an
+    :class:`InputError` names the line of an unknown label), or a folder of
+    ``bonafide/`` and ``spoof/`` (any depth; IDs the paths inside it).
 
     Arguments
     ---------
-    path : str or Path
-        The list file or the folder.
-    root : str or Path, optional
-        Where the list's relative paths start (default: its folder).
+    path, root : str or Path
+        The list or the folder; where the list's relative paths start.
 
     Returns
     -------

@@ -5,17 +5,15 @@ Usage::
     nes2net-calibrate --model exports/my_model --labels my_files.csv --output exports/my_domain
     nes2net-calibrate --model model.onnx --labels my_data/ --output my_domain.onnx --cross-validate 5
 
-A threshold fitted on one domain does not carry to another (microphones,
-channels, codecs, speakers and attacks shift the scores). The labelled files
+A threshold fitted on one domain does not carry to another. The labelled files
 are scored by the corpus scoring engine (resumable in ``OUTPUT.scorelog``;
 failed files reported and left out), a calibration and its Bayes threshold at
 the bona fide prior are fitted on their raw scores, and the model is written
-anew with only its decision changed: the calibration and decision of
-``hyperparams.yaml``, the card's decision section and ``calibration_files.csv``
-(ID, label, SHA-256, raw score); an ``.onnx`` file gets them as metadata
-(``nes2net.calibration_files``: ``[ID, label, SHA-256]`` rows). Exit status 2
-refuses fewer than :data:`MIN_FILES_PER_CLASS` scored files of either class
-and scores that do not rise with bona fide-ness; 1: written, some files failed.
+anew with only its decision changed: ``hyperparams.yaml``'s calibration and
+decision, the card's decision section, and ``calibration_files.csv`` (ID,
+label, SHA-256, raw score); an ``.onnx`` file gets them as metadata. Exit
+status 2: refused (fewer than :data:`MIN_FILES_PER_CLASS` scored files of a
+class, or scores that do not rise with bona fide-ness); 1: some files failed.
 
 Authors
  * speechbrain-nes2net contributors
@@ -228,8 +226,6 @@ def parse_args(argv=None):
 
 def score_labelled(args, items):
     """Raw scores and failure reasons of the labelled files, by ID, and the score log."""
-    import tqdm
-
     from speechbrain_nes2net.pretrained import score_cli
     from speechbrain_nes2net.pretrained.corpus_scoring import CorpusScoring
 
@@ -239,9 +235,7 @@ def score_labelled(args, items):
     scoring = CorpusScoring(iter_items, log_path, header, restart=args.restart)
     if scoring.needs_scoring():
         model = score_cli.load_model(args)  # sets the default --batch-size
-        with tqdm.tqdm(total=scoring.log.n_expected, initial=scoring.log.n_done, unit="file",
-                       file=sys.stderr, disable=None) as bar:  # fmt: skip
-            scoring.score(model, args.batch_size, calibrated=False, progress=bar.update)
+        scoring.score(model, args.batch_size, calibrated=False)
     scores, failed = {}, {}
     for _, utt_id, status, fields in scoring.merged():
         if status == FAILED:
