@@ -62,6 +62,7 @@ setup(
             "nes2net-cost=speechbrain_nes2net.cost.backends:main",
             "nes2net-score=speechbrain_nes2net.pretrained.score_cli:main",
             "nes2net-export-onnx=speechbrain_nes2net.pretrained.onnx_export:main",
+            "nes2net-calibrate=speechbrain_nes2net.pretrained.recalibrate:main",
         ]
     },
 )

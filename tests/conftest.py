@@ -1,7 +1,9 @@
 """Shared test set-up."""
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import speechbrain  # noqa: F401  (registers SpeechBrain's lazy modules first)
@@ -37,3 +39,22 @@ def pytest_runtest_makereport(item, call):
             f"skipped under CI=true ({reason}): install what it needs in the test extra, "
             "or mark it gpu if it needs a GPU"
         )
+
+
+@pytest.fixture(scope="session")
+def full_demo(tmp_path_factory):
+    """The demo as a newcomer runs it (``hparams/demo.yaml``, all its defaults): (run folder, stdout).
+
+    A model that learned (the quick runs of other tests barely do), shared by
+    the tests that need one: tests/test_recipes.py and tests/test_calibrate.py.
+    """
+    out = tmp_path_factory.mktemp("full_demo") / "demo"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "recipes" / "train.py"), "hparams/demo.yaml",
+         f"--output_folder={out}", "--noprogressbar"],
+        cwd=root, env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+        capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return out, result.stdout

@@ -96,12 +96,11 @@ def test_demo_console_has_no_python_warning(demo_run):
 
 
 @pytest.mark.slow
-def test_the_full_demo_ships_a_threshold_that_holds_on_its_test_set(tmp_path):
+def test_the_full_demo_ships_a_threshold_that_holds_on_its_test_set(full_demo):
     # The demo as a newcomer runs it: an unseen attack in test, the decision
     # threshold fitted on dev. At that threshold both error rates stay within
     # twice the test EER plus 2 points.
-    out = tmp_path / "demo"
-    result = run(TRAIN + ["hparams/demo.yaml", f"--output_folder={out}", "--noprogressbar"])
+    out, stdout = full_demo
     metrics = json.loads((out / "scores" / "demo_test_metrics.json").read_text())
     bound = 2 * metrics["eer"] + 0.02
     assert metrics["bpcer"] <= bound and metrics["apcer"] <= bound, metrics
@@ -126,7 +125,7 @@ def test_the_full_demo_ships_a_threshold_that_holds_on_its_test_set(tmp_path):
                 if row[column["label"]] == "bonafide"]
     assert len(accepted) == 45 and sum(accepted) / len(accepted) <= 0.05, sum(accepted)
     assert sum(rejected) / len(rejected) <= 0.10, sum(rejected)
-    lines = result.stdout.rstrip().splitlines()
+    lines = stdout.rstrip().splitlines()
     assert lines[-3].startswith("demo_test EER per attack: A01") and "A04" in lines[-3]
     assert "(seen in training)" in lines[-3] and "(unseen)" in lines[-3]
     assert lines[-2].startswith("demo_test at the shipped threshold")

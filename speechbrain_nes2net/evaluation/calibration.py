@@ -297,7 +297,10 @@ class DecisionRule:
     calibration : ScoreCalibration, optional
         Raw score -> LLR.
     source : str
-        'calibration', 'dev_eer' or 'logit_0': where the threshold comes from.
+        'calibration', 'dev_eer' or 'logit_0': how the threshold was made.
+    fitted_on : str, optional
+        What it was fitted on (a development set, or a user's files by
+        ``nes2net-calibrate``), for model cards and users.
 
     Example
     -------
@@ -314,6 +317,7 @@ class DecisionRule:
     prior: float = 0.5
     calibration: ScoreCalibration = None
     source: str = "calibration"
+    fitted_on: str = None
 
     SOURCES = ("calibration", "dev_eer", "logit_0")
 
@@ -326,7 +330,7 @@ class DecisionRule:
             raise ValueError(f"decision threshold must be finite, got {self.threshold}")
 
     @classmethod
-    def from_calibration(cls, calibration, prior=0.5):
+    def from_calibration(cls, calibration, prior=0.5, fitted_on=None):
         """The Bayes decision at ``prior`` on calibrated scores (needs a positive scale)."""
         if calibration.scale <= 0:
             raise ValueError(
@@ -335,7 +339,7 @@ class DecisionRule:
             )
         llr_threshold = -math.log(prior / (1 - prior))
         threshold = (llr_threshold - calibration.offset) / calibration.scale
-        return cls(float(threshold), float(prior), calibration, "calibration")
+        return cls(float(threshold), float(prior), calibration, "calibration", fitted_on)
 
     def log_odds(self, scores):
         """Posterior log-odds of bona fide at the rule's prior (the decision is log-odds >= 0).
@@ -358,6 +362,7 @@ class DecisionRule:
             "prior": float(self.prior),
             "source": self.source,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "fitted_on": self.fitted_on,
         }
 
     @classmethod
@@ -369,6 +374,7 @@ class DecisionRule:
             prior=float(data.get("prior", 0.5)),
             calibration=None if calibration is None else ScoreCalibration.from_dict(calibration),
             source=data.get("source", "calibration"),
+            fitted_on=data.get("fitted_on"),
         )
 
 

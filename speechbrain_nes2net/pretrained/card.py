@@ -20,6 +20,59 @@ SSL_LICENCES = {
     )),
 }  # fmt: skip
 
+def decision_lines(decision, rates="the error rates at this threshold (bona fide rejection = "
+                   "BPCER, spoof acceptance = APCER) are in the results below"):  # fmt: skip
+    """The card's paragraphs on the calibration and the decision threshold.
+
+    ``nes2net-calibrate`` rewrites them, with ``rates`` measured on the user's files.
+    """
+    calibration = decision["calibration"]
+    fitted_on = decision.get("fitted_on") or "the development scores"
+    lines = ["## Decisions", ""]
+    if calibration is not None:
+        lines += [
+            (
+                f"Calibration (fitted on {fitted_on}, shipped in `hyperparams.yaml`): "
+                f"`LLR = {calibration['scale']:.6g} * score "
+                f"{'+' if calibration['offset'] >= 0 else '-'} {abs(calibration['offset']):.6g}`; "
+                "`AntiSpoofModel` returns the LLR, `calibrated=False` the raw score."
+            ),
+            "",
+        ]
+    else:
+        lines += ["No calibration is shipped: scores are raw (not log-likelihood ratios).", ""]
+    explanation = {
+        "calibration": (
+            f"the Bayes decision of the calibrated score at a bona fide prior of "
+            f"{decision['prior']:g} (equal costs)"
+        ),
+        "dev_eer": "the development set's EER threshold (too few trials for a calibration)",
+        "logit_0": (
+            "**no threshold was fitted**: the raw score's sign, which can be far from the "
+            "model's equal-error point; score a development set and export with a calibration"
+        ),
+    }[decision["source"]]
+    lines += [
+        (
+            f"A file is labelled bona fide when its raw score is >= {decision['threshold']:.6g}: "
+            f"{explanation}. `EncoderClassifier`, `AntiSpoofModel` and `nes2net-score --labels` "
+            f"all decide this way; {rates}."
+        ),
+        "",
+        (
+            (
+                "No threshold was fitted"
+                if decision["source"] == "logit_0"
+                else f"The threshold was fitted on {fitted_on}: it holds for audio like that"
+            )
+            + ". Recordings of another domain (microphones, channels, codecs, speakers, spoofing "
+            "systems) shift the scores; fit it on a few dozen labelled files of that domain with "
+            "`nes2net-calibrate --model <this folder> --labels list.csv --output <new folder>`."
+        ),
+        "",
+    ]
+    return lines
+
 
 def _metrics_table(metrics):
     """The card's results table (rates in percent, '-' where unknown)."""
@@ -106,21 +159,6 @@ def model_card(
             f"; a waveform longer than {settings.eval_window_seconds:g} s is cut into windows "
             "of that length and gets the mean of their logits"
         )
-    calibration = decision["calibration"]
-    if calibration is not None:
-        sign = "+" if calibration["offset"] >= 0 else "-"
-        calibration = (
-            "Calibration (fitted on the development scores, shipped in `hyperparams.yaml`): "
-            f"`LLR = {calibration['scale']:.6g} * score {sign} {abs(calibration['offset']):.6g}`; "
-            "`AntiSpoofModel` returns the LLR, `calibrated=False` the raw score."
-        )
-    explanation = {
-        "calibration": f"the Bayes decision of the calibrated score at a bona fide prior of "
-        f"{decision['prior']:g} (equal costs)",
-        "dev_eer": "the development set's EER threshold (too few trials for a calibration)",
-        "logit_0": "**no threshold was fitted**: the raw score's sign, which can be far from the "
-        "model's equal-error point; score a development set and export with a calibration",
-    }  # fmt: skip
     sections = ""
     if card.get("origin"):
         sections += f"## Origin\n\n{card['origin']}\n\n"
@@ -145,9 +183,6 @@ def model_card(
         backend_arguments=json.dumps(backend_kwargs),
         n_params=sum(p.numel() for p in backend.parameters()),
         sample_rate=settings.sample_rate, evaluation=eval_text,
-        calibration=calibration or "No calibration is shipped: scores are raw (not "
-        "log-likelihood ratios).",
-        threshold=decision["threshold"], explanation=explanation[decision["source"]],
-        sections=sections, licence=licence_text,
+        decisions="\n".join(decision_lines(decision)), sections=sections, licence=licence_text,
         ssl_file="`ssl.ckpt`, " if ssl_hub_id is None else "",
     )  # fmt: skip

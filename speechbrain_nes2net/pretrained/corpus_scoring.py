@@ -1,7 +1,7 @@
 """Corpus-scale scoring: resumable, by shards, into score logs; the one engine of the toolkit.
 
-``nes2net-score`` and ``recipes/evaluate.py`` score their ``(ID, audio path)``
-items here, with any model that scores files
+``nes2net-score``, ``nes2net-calibrate`` and ``recipes/evaluate.py`` score their
+``(ID, audio path)`` items here, with any model that scores files
 (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`). Each process
 scores its shard (the positions ``p`` with ``p % world_size == rank``: torchrun's
 rank, else ``--shard=R/N``) chunk by chunk into its own score log

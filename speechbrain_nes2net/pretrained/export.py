@@ -67,7 +67,7 @@ class ExportError(RuntimeError):
     """A model that cannot be exported (or an export that cannot be read) as asked."""
 
 
-def _yaml_value(value, what="a value"):
+def yaml_value(value, what="a value"):
     """A plain value as YAML: its JSON text (YAML reads it back unchanged; tuples become lists)."""
     try:
         return json.dumps(value, allow_nan=False)
@@ -81,20 +81,20 @@ def _yaml_value(value, what="a value"):
 def _argument_lines(arguments, indent, what):
     """Block-style ``key: value`` lines of keyword arguments, ``indent`` spaces in."""
     pad = " " * indent
-    lines = [f"{pad}{key}: {_yaml_value(value, f'{what}.{key}')}" for key, value in arguments.items()]
+    lines = [f"{pad}{key}: {yaml_value(value, f'{what}.{key}')}" for key, value in arguments.items()]
     return "\n".join(lines) or pad + "{}"
 
 
 def _ssl_entry(frontend, hub_id):
     """The ``ssl:`` entry: from the hub when ``hub_id`` is set, else from the inline config."""
-    normalize = _yaml_value(bool(frontend.normalize))
+    normalize = yaml_value(bool(frontend.normalize))
     if hub_id is not None:
-        return templates.SSL_FROM_HUB.format(hub_id=_yaml_value(hub_id), normalize=normalize)
+        return templates.SSL_FROM_HUB.format(hub_id=yaml_value(hub_id), normalize=normalize)
     config = json.loads(frontend.ssl.model.config.to_json_string(use_diff=False))
     for bookkeeping in ("transformers_version", "_name_or_path", "dtype", "torch_dtype"):
         config.pop(bookkeeping, None)
     return templates.SSL_STORED.format(
-        model_type=_yaml_value(config.pop("model_type")),
+        model_type=yaml_value(config.pop("model_type")),
         normalize=normalize,
         config=_argument_lines(config, 8, "ssl.config"),
     )
@@ -133,7 +133,7 @@ def _modules_text(aggregator, backend, backend_kwargs, dim):
         )
     aggregation = _aggregator_arguments(aggregator, dim)
     # What the YAML will hold, read back: JSON turns tuples into lists.
-    backend_kwargs = json.loads(_yaml_value(dict(backend_kwargs), "the back-end's arguments"))
+    backend_kwargs = json.loads(yaml_value(dict(backend_kwargs), "the back-end's arguments"))
     _check_rebuilds(build_aggregator(**aggregation), aggregator, "aggregator")
     try:
         rebuilt = type(backend)(**backend_kwargs)
@@ -144,9 +144,9 @@ def _modules_text(aggregator, backend, backend_kwargs, dim):
         ) from None
     _check_rebuilds(rebuilt, backend, "back-end")
     return {
-        "aggregation": _yaml_value(aggregation["name"]),
-        "num_layers": _yaml_value(aggregation["num_layers"]),
-        "dim": _yaml_value(dim),
+        "aggregation": yaml_value(aggregation["name"]),
+        "num_layers": yaml_value(aggregation["num_layers"]),
+        "dim": yaml_value(dim),
         "backend_class": f"{type(backend).__module__}.{type(backend).__qualname__}",
         "backend_arguments": _argument_lines(backend_kwargs, 4, "backend"),
     }
@@ -164,7 +164,7 @@ def _localization_entry(localization, backend):
     if missing:
         raise ExportError(f"the localisation rule lacks {missing} (expected {list(keys)})")
     entry = {key: localization[key] for key in keys}
-    return templates.LOCALIZATION.format(localization=_yaml_value(entry, "localization"))
+    return templates.LOCALIZATION.format(localization=yaml_value(entry, "localization"))
 
 
 def _check_no_absolute_paths(text, what):
@@ -224,9 +224,9 @@ def hyperparams_text(
         title=title,
         date=datetime.date.today().isoformat(),
         export_format=EXPORT_FORMAT,
-        **{key: _yaml_value(value) for key, value in dataclasses.asdict(settings).items()},
-        calibration=_yaml_value(decision["calibration"]),
-        decision=_yaml_value(decision),
+        **{key: yaml_value(value) for key, value in dataclasses.asdict(settings).items()},
+        calibration=yaml_value(decision["calibration"]),
+        decision=yaml_value(decision),
         ssl=_ssl_entry(ssl, ssl_hub_id),
         **_modules_text(aggregator, backend, backend_kwargs, ssl.ssl.model.config.hidden_size),
         loadables="\n".join(f"        {name}: !ref <{name}>" for name in loadables),
@@ -519,7 +519,8 @@ class ExportOptions:
 def _run_decision(run_folder, options, prior, run_choice):
     """The decision rule an export of a run ships (see :func:`export_run`)."""
     if options.calibration is not None:
-        return DecisionRule.from_calibration(load_calibration(options.calibration), prior)
+        calibration = load_calibration(options.calibration)
+        return DecisionRule.from_calibration(calibration, prior, "a calibration given to the export")
     if not run_choice:
         logger.warning(
             "The run's decision rule was fitted for the checkpoint its test evaluation used, "
@@ -527,14 +528,16 @@ def _run_decision(run_folder, options, prior, run_choice):
             "fitted on their development scores"
         )
         return None
-    decision, _ = read_decision(run_folder)
+    decision, dev = read_decision(run_folder)
     if decision is None:
         raise ExportError(
             f"{run_folder} has no {DECISION_FILE} (recipes/train.py writes it after the test "
             "evaluation, fitted on the development scores): pass a calibration fitted on "
             "development scores (calibration=..., recipes/export.py --calibration FILE)"
         )
-    return decision
+    counts = f" ({dev['n_bonafide']} bona fide, {dev['n_spoof']} spoof files)" if "n_spoof" in dev else ""
+    where = dev.get("test_set") or "of the run"
+    return dataclasses.replace(decision, fitted_on=f"the development set {where}{counts}")
 
 
 def export_run(

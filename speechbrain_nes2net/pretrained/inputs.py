@@ -140,6 +140,60 @@ def collect_inputs(paths):
     return entries
 
 
+def labelled_inputs(path, root=None):
+    """The ``(ID, audio path, label)`` of labelled files: a list file, or ``bonafide/`` + ``spoof/``.
+
+    The layouts of ``data_prep/custom_prepare.py``: a CSV (``.csv``; TSV
+    otherwise) whose header names ``path`` and ``label`` (paths relative to
+    ``root``, default the list's folder; IDs the paths without extension; an
+    :class:`InputError` names the line of an unknown label), or a folder of
+    ``bonafide/`` and ``spoof/`` (any depth; IDs the paths inside it).
+
+    Arguments
+    ---------
+    path, root : str or Path
+        The list or the folder; where the list's relative paths start.
+
+    Returns
+    -------
+    list of (str, Path, str)
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "list.csv").write_text("path,label\\na/x.wav,genuine\\nb.wav,fake\\n")
+    >>> labelled_inputs(folder / "list.csv")[0][::2]
+    ('a/x', 'bonafide')
+    """
+    from speechbrain_nes2net.manifest import normalize_label
+
+    path, labels = Path(path).expanduser(), ("bonafide", "spoof")
+    if path.is_dir():
+        if root is not None or not all((path / label).is_dir() for label in labels):
+            raise InputError(f"{path}: a folder of labelled files holds bonafide/ and spoof/ only")
+        return [(utt_id, audio, label) for label in labels
+                for utt_id, audio in _walk_folder(path, path / label)]  # fmt: skip
+    if not path.is_file():
+        raise InputError(f"{path}: no such list file or folder")
+    items, root = [], path.parent if root is None else Path(root).expanduser()
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = csv.DictReader(handle, delimiter="," if path.suffix.lower() == ".csv" else "\t")
+        if not {"path", "label"} <= set(rows.fieldnames or ()):
+            raise InputError(f"{path}, line 1: header {rows.fieldnames} lacks path and label")
+        for row in rows:
+            where = f"{path}, line {rows.line_num}"
+            if not (row["path"] or "").strip():
+                raise InputError(f"{where}: empty path")
+            try:
+                label = normalize_label(row["label"])
+            except ValueError as err:
+                raise InputError(f"{where}: {err}") from None
+            audio = Path(row["path"].strip()).expanduser()
+            items.append((audio.with_suffix("").as_posix(), root / audio, label))
+    return items
+
+
 def _hash64(text):
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 

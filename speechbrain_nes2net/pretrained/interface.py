@@ -82,7 +82,10 @@ class AntiSpoofModel(FileScoring, Pretrained):
     recipe's score files hold), mapped to a calibrated LLR when the export
     carries a ``calibration`` (``calibrated=False``: the raw score). Labels
     follow the export's decision rule (:attr:`decision`), as
-    ``EncoderClassifier`` labels the same folder. Files are scored as the
+    ``EncoderClassifier`` labels the same folder; ``decision.fitted_on`` says
+    where its threshold comes from (the run's development set, or a user's
+    files): audio of another domain needs its own, from ``nes2net-calibrate``.
+    Files are scored as the
     recipe evaluated them (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`):
     the first ``eval_samples`` samples, else the full utterance repeat-padded
     to ``eval_min_samples``; longer than ``eval_window_seconds``: the mean
@@ -104,7 +107,8 @@ class AntiSpoofModel(FileScoring, Pretrained):
         super().__init__(modules, hparams, _resolved_run_opts(run_opts), freeze_params)
         names = [entry.name for entry in dataclasses.fields(EvalSettings)]
         self._use_settings(EvalSettings(**{n: getattr(self.hparams, n) for n in names}).resolved())
-        #: The decision rule the export ships (bona fide when the raw score reaches its threshold).
+        #: The decision rule the export ships (bona fide when the raw score reaches its threshold;
+        #: ``fitted_on``: the development set or the user's files it was fitted on).
         self.decision = self.mods.classifier.decision
         self.calibration = load_calibration(self.hparams.calibration)
         self.set_precision(self.precision)

@@ -28,6 +28,8 @@ from speechbrain_nes2net.scores import bonafide_scores
 METADATA = ("nes2net.format", "nes2net.score", "nes2net.eval_settings", "nes2net.calibration",
             "nes2net.decision", "nes2net.n_out", "nes2net.source_model", "nes2net.quantization")
 ONNX_FORMAT = 1
+# Optional: "nes2net.calibration_files", the JSON [ID, label, SHA-256] rows of the files
+# nes2net-calibrate fitted the decision on.
 
 
 def read_metadata(path):

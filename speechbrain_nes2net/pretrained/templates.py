@@ -166,15 +166,7 @@ Higher = more bona fide. The raw score is the back-end's bona fide logit
 official ASVspoof scoring). `EncoderClassifier` returns log-posteriors
 `[log P(spoof), log P(bonafide)]` and the label of the larger one.
 
-## Decisions
-
-{calibration}
-
-A file is labelled bona fide when its raw score is >= {threshold:.6g}: {explanation}.
-`EncoderClassifier`, `AntiSpoofModel` and `nes2net-score --labels` all decide this way;
-the error rates at this threshold are in the results below (bona fide rejection =
-BPCER, spoof acceptance = APCER).
-
+{decisions}
 {sections}## Licence
 
 The weights derive from {licence}. The speechbrain-nes2net code is released under
