@@ -41,8 +41,10 @@ from speechbrain_nes2net.pretrained.export import (
     ExportError,
     ExportOptions,
     _load_run,
+    _verify_export,
     export_run,
     hyperparams_text,
+    write_export,
 )
 from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.pretrained.modules import EvalSettings
@@ -308,6 +310,17 @@ def test_exported_yaml_rebuilds_only_what_it_can_write():
         write(torch.nn.Linear(32, 1), {"in_features": 32, "out_features": 1})
     with pytest.raises(ExportError, match="build_aggregator"):
         write(Nes2NetX(**kwargs), kwargs, agg=torch.nn.Identity())
+
+
+def test_the_export_check_refuses_a_folder_that_scores_otherwise(tmp_path):
+    # The folder, loaded by stock EncoderClassifier, must give the live modules' logits.
+    torch.manual_seed(0)
+    ssl, aggregator = tiny_frontend().eval(), build_aggregator("weighted_sum", 2, 32).eval()
+    kwargs = {"input_size": 32, "outer_ratio": 4, "inner_ratio": 2}
+    folder = write_export(tmp_path / "model", ssl, aggregator, Nes2NetX(**kwargs).eval(), kwargs)
+    other = Nes2NetX(**kwargs).eval()  # the same layers, other weights
+    with pytest.raises(ExportError, match="does not reproduce the model"):
+        _verify_export(folder, ssl, aggregator, other, EvalSettings().resolved())
 
 
 @pytest.mark.parametrize(
