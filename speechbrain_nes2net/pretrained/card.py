@@ -79,7 +79,7 @@ def _metrics_table(metrics):
         "| trials (bona fide / spoof) |",
         "|---|---|---|---|---|---|",
     ]
-    percent = lambda value: "-" if value is None else f"{100 * value:.2f}"  # noqa: E731
+    percent = lambda value: "-" if value is None else f"{100 * value:.2f}"
     for name, values in metrics.items():
         eer_text = percent(values.get("eer"))
         dcf = values.get("min_dcf")
@@ -90,6 +90,47 @@ def _metrics_table(metrics):
         rates = f"{percent(values.get('bpcer'))} | {percent(values.get('apcer'))}"
         lines.append(f"| {name} | {eer_text} | {dcf_text} | {rates} | {counts} |")
     return "\n".join(lines)
+
+
+def card_error_rates(text):
+    """The results table of a model card, as written by :func:`model_card`.
+
+    Arguments
+    ---------
+    text : str
+        A model card (an export's ``README.md``).
+
+    Returns
+    -------
+    list of dict
+        Per evaluated set: ``set``, ``eer``, ``bpcer`` (bona fide rejected)
+        and ``apcer`` (spoof accepted) at the shipped threshold, as fractions
+        (None where the card has '-'), and ``trials`` (text); empty for a
+        card without results.
+
+    Example
+    -------
+    >>> metrics = {"dev": {"eer": 0.05, "bpcer": 0.04, "apcer": 0.0625, "n_bonafide": 50,
+    ...                    "n_spoof": 80}, "test": {"eer": 0.1}}
+    >>> rows = card_error_rates("# Card\\n\\n" + _metrics_table(metrics) + "\\n\\nMore.")
+    >>> [(row["set"], row["bpcer"], row["apcer"], row["trials"]) for row in rows]
+    [('dev', 0.04, 0.0625, '50 / 80'), ('test', None, None, '-')]
+    """
+    lines = text.splitlines()
+    header = _metrics_table({}).splitlines()[0]
+    if header not in lines:
+        return []
+    fraction = lambda cell: None if cell == "-" else float(cell) / 100
+    rows = []
+    for line in lines[lines.index(header) + 2 :]:
+        if not line.startswith("|"):
+            break
+        name, eer, _, bpcer, apcer, trials = (cell.strip() for cell in line.strip("|").split("|"))
+        rows.append(
+            {"set": name, "eer": fraction(eer), "bpcer": fraction(bpcer), "apcer": fraction(apcer),
+             "trials": trials}
+        )  # fmt: skip
+    return rows
 
 
 def model_card(
