@@ -90,6 +90,7 @@ def calibrated(demo, tmp_path_factory):
 def screenshot(page, name, tmp_path):
     folder = Path(os.environ.get("NES2NET_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
+    page.evaluate("() => document.fonts.ready.then(() => true)")
     page.screenshot(path=str(folder / name), full_page=True)
 
 

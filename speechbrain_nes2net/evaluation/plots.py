@@ -191,24 +191,11 @@ def plot_score_histograms(scores_by_group, path, title=None, bins=None):
     return Path(path)
 
 
-def frame_scores_svg(times, scores, ranges, title=None):
-    """Draws frame scores over time with the spoofed ranges shaded, as SVG text for a web page.
+def frame_scores_svg(times, scores, ranges):
+    """Frame scores over time, the 'spoof' ``ranges`` shaded, as SVG text for a web page.
 
-    Arguments
-    ---------
-    times, scores : array-like
-        Start (seconds) and bona fide score of each frame.
-    ranges : list of TimeRange
-        The decided ranges (``AntiSpoofModel.localize``); those labelled
-        'spoof' are shaded, each in a group with id ``spoof-START-END``
-        (seconds, ``%g``), so that a page can be checked for them.
-    title : str, optional
-        Figure title.
-
-    Returns
-    -------
-    str
-        An ``<svg>`` element (text drawn as paths: no fonts to fetch).
+    Each shaded range is a group with id ``spoof-START-END`` (seconds, ``%g``),
+    so that a page can be checked for it; text is drawn as paths (no fonts to fetch).
 
     Example
     -------
@@ -231,8 +218,6 @@ def frame_scores_svg(times, scores, ranges, title=None):
     axes.set_xlabel("time (s); shaded: decided spoofed")
     axes.set_ylabel("frame score")
     axes.grid(True, alpha=0.3)
-    if title:
-        axes.set_title(title, fontsize=10)
     figure.tight_layout()
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg")

@@ -1,30 +1,19 @@
-"""``nes2net-app``: a web page that scores audio files with an exported model.
+"""``nes2net-app``: a web page (Gradio) that scores audio files with an exported model.
 
 Usage::
 
-    pip install 'speechbrain-nes2net[app]'
     nes2net-app --model path/to/export            # then open http://127.0.0.1:7860
     nes2net-app --model model.onnx --port 8080    # an nes2net-export-onnx file
     nes2net-app --model path/to/export --write-space space/   # a Hugging Face Space
 
-The page (Gradio) takes a recording or uploaded files and shows, per file, the
-calibrated score (higher = more bona fide; the raw score without a
-calibration), the decision at the threshold the export ships, the posterior
-probability of bona fide at the decision's prior (models with a calibration),
-and the error rates the model card reports at that threshold; for a
-localisation model, its frame scores over time with the spoofed ranges shaded
-and listed. The table comes as a CSV to download. A file that cannot be scored
-gets the reason ``nes2net-score`` gives, and the others are scored.
-
-Scoring is ``nes2net-score``'s: the model is loaded once, by its
-``load_model`` (``--precision auto`` by default: bf16 where the CPU computes it
-natively), and files go through ``score_files`` and ``localize``. The page
-loads nothing from other hosts (Gradio's analytics off, its theme's fonts
-served locally, plots as inline SVG) and listens on 127.0.0.1 unless
-``--host`` (or ``GRADIO_SERVER_NAME``, which Hugging Face Spaces set) says
-otherwise. ``--write-space`` writes a folder to push as a Space: the model,
-``app.py`` (this page on it), ``requirements.txt`` and the Space's
-``README.md`` (docs/DEPLOYING.md).
+Per recorded or uploaded file: the score, decision, posterior probability of
+bona fide at the decision's prior and, for localisation models, the frame
+scores with the spoofed ranges; the model card's error rates at the threshold;
+a CSV. Scoring is ``nes2net-score``'s (``load_model``, ``score_files``,
+``localize``; ``--precision auto``: bf16 where native). The page fetches
+nothing from other hosts and listens on 127.0.0.1 unless ``--host`` (or
+``GRADIO_SERVER_NAME``, as Hugging Face Spaces set it) says otherwise.
+docs/DEPLOYING.md describes the page and the Space.
 
 Authors
  * speechbrain-nes2net contributors
@@ -65,8 +54,7 @@ sdk_version: {gradio}
 app_file: app.py
 ---
 
-Scores audio files with a speechbrain-nes2net model (higher = more bona fide);
-the model card is `model/{card}`.
+Scores audio files with a speechbrain-nes2net model: its card is `model/README.md`.
 """
 
 
@@ -78,26 +66,19 @@ def parse_args(argv=None):
         "model (higher = more bona fide).",
     )
     parser.add_argument("--model", required=True, help="exported model folder or .onnx file")
-    parser.add_argument(
-        "--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: any)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        help="port to listen on (default 7860)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default="auto",
-        help="torch engine: auto (default: bf16 where the hardware computes it natively), "
-        "fp32, bf16",
-    )  # fmt: skip
+    # fmt: off
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    port = int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="torch engine (default auto: bf16 where the CPU/GPU has it natively)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, help="CPU threads of the engine")
     parser.add_argument("--savedir", help="where SpeechBrain collects the model files")
-    parser.add_argument(
-        "--write-space", metavar="FOLDER",
-        help="write a Hugging Face Space serving the model to FOLDER and exit",
-    )  # fmt: skip
+    parser.add_argument("--write-space", metavar="FOLDER",
+                        help="write a Hugging Face Space of the model to FOLDER and exit")
+    # fmt: on
     args = parser.parse_args(argv)
     # What nes2net-score's load_model reads; an ONNX graph runs at its own precision.
     args.engine = "onnxruntime" if args.model.lower().endswith(".onnx") else "torch"
@@ -124,19 +105,13 @@ def posterior(rule, score):
     return 0.5 * (1 + math.tanh(log_odds / 2))
 
 
-def score_uploads(model, paths, names, batch_size):
-    """Scores files as ``nes2net-score`` does, localising them when the model can.
-
-    Returns
-    -------
-    list of dict
-        Per file: ``file``, ``score``, ``label``, ``p_bonafide``, ``error``
-        (the reason a file failed, else None), and for localisation models
-        ``ranges`` (TimeRange list) and ``frames`` (FrameScores).
-    """
+def score_uploads(model, paths, batch_size):
+    """Per file, as ``nes2net-score`` scores it: a dict of ``file``, ``score``, ``label``,
+    ``p_bonafide``, ``error`` (None or why it failed) and, when the model localises,
+    ``ranges`` (TimeRange list) and ``frames`` (FrameScores)."""
     rows = []
-    results = model.score_files(paths, batch_size=batch_size)
-    for name, path, result in zip(names, paths, results):
+    for path, result in zip(paths, model.score_files(paths, batch_size=batch_size)):
+        name = Path(path).name
         # nes2net-score's reason, naming the file as the user knows it (not the upload's copy).
         error = result.error and result.error.replace(str(path), name)
         rows.append({"file": name, "score": result.score, "label": result.label, "error": error,
@@ -157,16 +132,16 @@ def cells(row):
     >>> from speechbrain_nes2net.evaluation.localization import TimeRange
     >>> cells({"file": "a.wav", "score": -1.5, "label": "spoof", "p_bonafide": None,
     ...        "error": None, "ranges": [TimeRange(0.0, 0.16, "spoof"), TimeRange(0.16, 1.0)]})
-    {'file': 'a.wav', 'score': '-1.500000', 'label': 'spoof', 'p_bonafide': '', 'error': '',
-     'spoofed_ranges': '0-0.16'}
+    {'file': 'a.wav', 'score': '-1.500000', 'label': 'spoof', 'p_bonafide': '',
+     'spoofed_ranges': '0-0.16', 'error': ''}
     """
     number = lambda value, digits: "" if value is None else f"{value:.{digits}f}"
     text = {"file": row["file"], "score": number(row["score"], 6), "label": row["label"] or "",
-            "p_bonafide": number(row["p_bonafide"], 4), "error": row["error"] or ""}  # fmt: skip
+            "p_bonafide": number(row["p_bonafide"], 4)}  # fmt: skip
     if "ranges" in row:
         spans = [f"{r.start:g}-{r.end:g}" for r in row["ranges"] if r.label == "spoof"]
         text["spoofed_ranges"] = "; ".join(spans) or "none"
-    return text
+    return text | {"error": row["error"] or ""}
 
 
 def decision_html(rule, card_rows):
@@ -183,10 +158,8 @@ def decision_html(rule, card_rows):
         for row in card_rows
         if row["bpcer"] is not None and row["apcer"] is not None
     )
-    if rates:
-        rates = f"<p>At this threshold the model card reports:</p><ul class='rates'>{rates}</ul>"
-    else:
-        rates = "<p>The model card reports no error rates at this threshold.</p>"
+    rates = (f"<p>At this threshold the model card reports:</p><ul class='rates'>{rates}</ul>"
+             if rates else "<p>The model card reports no error rates at this threshold.</p>")
     return f"<p>Bona fide when the raw score is at least {rule.threshold:.6g}: {how}.</p>{rates}"
 
 
@@ -210,26 +183,27 @@ def result_html(rows, rule, card_rows):
     return "\n".join(lines)
 
 
-def build_page(model, args, card_rows):
-    """The Gradio page (gradio is imported here: nothing else pays for it)."""
+def build_page(model, args, card):
+    """The Gradio page of a loaded model and its card's text (gradio is imported here only)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    kind = "detection model"
-    if getattr(model, "localizes", False):
-        kind = "localisation model: frame scores and spoofed ranges"
+    card_rows = card_error_rates(card)
+    titles = [line[2:] for line in card.splitlines() if line.startswith("# ")]
+    title = html.escape(titles[0] if titles else Path(args.model).name)
+    kind = "localisation" if getattr(model, "localizes", False) else "detection"
     header = (
-        f"## Bona fide or spoofed?\n\n`{Path(args.model).name}` ({kind}; {args.engine}, "
-        f"{model.precision}). Record or upload audio files (any format soundfile reads, any "
-        "rate, any channel count) and press **Score**. Higher scores are more bona fide."
+        f"## Bona fide or spoofed?\n\n{title} ({kind} model; {args.engine}, {model.precision}). "
+        "Record or upload audio files (any format, rate and channel count) and press **Score**. "
+        "Higher scores are more bona fide."
     )
 
     def score(recorded, uploaded):
+        """The Score button: the result HTML and the CSV of the recording and the uploads."""
         paths = ([recorded] if recorded else []) + list(uploaded or [])
         if not paths:
             return "<p>Record or upload a file first.</p>", None
-        names = [Path(path).name for path in paths]
-        rows = score_uploads(model, paths, names, args.batch_size)
+        rows = score_uploads(model, paths, args.batch_size)
         table = Path(tempfile.mkdtemp(prefix="nes2net-app-")) / "scores.csv"
         with open(table, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, list(cells(rows[0])), lineterminator="\n")
@@ -240,12 +214,9 @@ def build_page(model, args, card_rows):
     with gr.Blocks(title="nes2net", analytics_enabled=False) as page:
         gr.Markdown(header)
         with gr.Row():
-            recorded = gr.Audio(
-                sources=["microphone"], type="filepath", label="Record", elem_id="record"
-            )
-            uploaded = gr.File(
-                file_count="multiple", label="Upload audio files (one or several)", elem_id="upload"
-            )
+            recorded = gr.Audio(sources="microphone", type="filepath", label="Record",
+                                elem_id="record")  # fmt: skip
+            uploaded = gr.File(file_count="multiple", label="Audio files", elem_id="upload")
         button = gr.Button("Score", variant="primary", elem_id="score-button")
         result = gr.HTML(elem_id="result")
         table = gr.File(label="Scores (CSV)", elem_id="csv")
@@ -254,36 +225,29 @@ def build_page(model, args, card_rows):
 
 
 def write_space(model, folder):
-    """Writes a Hugging Face Space serving ``model`` (an export folder or ``.onnx`` file).
-
-    ``FOLDER/model/`` holds the model (with an ``.onnx`` file, the model card
-    beside it, if any), ``app.py`` runs this page on it, ``requirements.txt``
-    installs this package with its ``app`` extra, ``README.md`` is the Space's
-    configuration.
-
-    Returns
-    -------
-    Path
-        ``folder``.
-    """
+    """Writes a Hugging Face Space serving ``model`` (an export folder or ``.onnx`` file):
+    ``folder/model/`` (the model; an ``.onnx`` file with the card beside it), ``app.py``,
+    ``requirements.txt`` and the Space's ``README.md``. Returns ``folder``."""
     model, folder = Path(model), Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(f"{folder} exists and is not empty: choose a new folder")
-    if model.is_dir():
-        shutil.copytree(model, folder / "model")
-        served, extras = "model", "app"
-    elif model.is_file() and model.suffix.lower() == ".onnx":
-        (folder / "model").mkdir(parents=True)
-        shutil.copy2(model, folder / "model" / model.name)
-        if (model.parent / CARD).is_file():
-            shutil.copy2(model.parent / CARD, folder / "model" / CARD)
-        served, extras = f"model/{model.name}", "app,onnx"
-    else:
+    onnx = model.suffix.lower() == ".onnx" and model.is_file()
+    if not (model.is_dir() or onnx):
         raise FileNotFoundError(f"{model}: not an exported model folder or .onnx file")
-    (folder / "app.py").write_text(SPACE_APP.format(model=served), encoding="utf-8")
-    (folder / "requirements.txt").write_text(f"speechbrain-nes2net[{extras}]\n", encoding="utf-8")
-    readme = SPACE_README.format(title=model.stem[:30], gradio=version("gradio"), card=CARD)
-    (folder / "README.md").write_text(readme, encoding="utf-8")
+    if onnx:
+        (folder / "model").mkdir(parents=True)
+        for path in [model, model.parent / CARD]:
+            if path.is_file():
+                shutil.copy2(path, folder / "model" / path.name)
+    else:
+        shutil.copytree(model, folder / "model")
+    served = f"model/{model.name}" if onnx else "model"
+    extras = "app,onnx" if onnx else "app"
+    readme = SPACE_README.format(title=model.stem[:30], gradio=version("gradio"))
+    files = {"app.py": SPACE_APP.format(model=served), "README.md": readme,
+             "requirements.txt": f"speechbrain-nes2net[{extras}]\n"}  # fmt: skip
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
     return folder
 
 
@@ -304,11 +268,10 @@ def main(argv=None):
     except Exception as err:  # noqa: BLE001  (any loading failure is a usage problem)
         print(f"nes2net-app: cannot load the model {args.model}: {err}", file=sys.stderr)
         return 2
-    card = Path(args.model) if args.engine == "torch" else Path(args.model).parent
-    card = card / CARD
-    card_rows = card_error_rates(card.read_text(encoding="utf-8")) if card.is_file() else []
+    card = (Path(args.model) if args.engine == "torch" else Path(args.model).parent) / CARD
+    card = card.read_text(encoding="utf-8") if card.is_file() else ""
     # One request at a time: the model is shared, and a CPU is busy with one file anyway.
-    page = build_page(model, args, card_rows).queue(default_concurrency_limit=1)
+    page = build_page(model, args, card).queue(default_concurrency_limit=1)
     page.launch(server_name=args.host, server_port=args.port)
     return 0
 

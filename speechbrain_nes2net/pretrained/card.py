@@ -93,20 +93,11 @@ def _metrics_table(metrics):
 
 
 def card_error_rates(text):
-    """The results table of a model card, as written by :func:`model_card`.
+    """The rows of a model card's results table (:func:`model_card`; none without one).
 
-    Arguments
-    ---------
-    text : str
-        A model card (an export's ``README.md``).
-
-    Returns
-    -------
-    list of dict
-        Per evaluated set: ``set``, ``eer``, ``bpcer`` (bona fide rejected)
-        and ``apcer`` (spoof accepted) at the shipped threshold, as fractions
-        (None where the card has '-'), and ``trials`` (text); empty for a
-        card without results.
+    Per set: ``set``, ``eer``, ``bpcer`` (bona fide rejected) and ``apcer``
+    (spoof accepted) at the shipped threshold, as fractions (None for '-'),
+    and ``trials`` (text).
 
     Example
     -------
