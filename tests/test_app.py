@@ -16,7 +16,8 @@ localisation demo. Each page must:
   ``nes2net-score --frames`` returns;
 - fetch nothing from other hosts.
 
-gradio itself stays out of the library and the other command lines.
+An ONNX export is scored the same way (without a browser), and gradio stays
+out of the library and the other command lines.
 
 With ``NES2NET_SCREENSHOTS=docs/images`` the screenshots of the README are
 written there (else into a temporary folder).
@@ -42,7 +43,10 @@ from playwright.sync_api import expect, sync_playwright
 from speechbrain_nes2net.evaluation.calibration import fit_calibration
 from speechbrain_nes2net.evaluation.localization import read_ranges_csv
 from speechbrain_nes2net.pretrained.app import main as app_main
+from speechbrain_nes2net.pretrained.app import parse_args, score_uploads
 from speechbrain_nes2net.pretrained.export import ExportOptions, export_run
+from speechbrain_nes2net.pretrained.onnx_export import export_onnx
+from speechbrain_nes2net.pretrained.score_cli import load_model
 from speechbrain_nes2net.pretrained.score_cli import main as score_main
 
 pytestmark = pytest.mark.slow
@@ -245,6 +249,29 @@ def test_localisation_page_draws_the_ranges_of_nes2net_score_frames(
         assert shade.bounding_box()["width"] > 10  # drawn, not just present
         screenshot(page, "app_localization.png", tmp_path)
     assert elsewhere == []
+
+
+def test_an_onnx_file_is_scored_as_nes2net_score_scores_it_and_makes_a_space(
+    calibrated, demo, tmp_path, capsys
+):
+    onnx = export_onnx(calibrated, tmp_path / "demo.onnx")
+    (tmp_path / "README.md").write_text((calibrated / "README.md").read_text())  # its card
+    corrupt = tmp_path / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC not really")
+    args = parse_args(["--model", str(onnx)])
+    rows = score_uploads(load_model(args), [*demo[1][:2], corrupt], args.batch_size)
+    _, expected, reasons = cli_scores(onnx, [*demo[1][:2], corrupt], capsys)
+    for path, row in zip(demo[1][:2], rows):
+        score, label = expected[path.stem]
+        assert abs(row["score"] - score) <= 1e-4 and row["label"] == label
+        assert abs(row["p_bonafide"] - 1 / (1 + math.exp(-score))) <= 1e-4  # prior 0.5
+    assert rows[2]["error"] == reasons["corrupt"].replace(str(corrupt), corrupt.name)
+    assert app_main(["--model", str(onnx), "--write-space", str(tmp_path / "space")]) == 0
+    assert (tmp_path / "space" / "requirements.txt").read_text() == "speechbrain-nes2net[app,onnx]\n"
+    assert sorted(path.name for path in (tmp_path / "space" / "model").iterdir()) == [
+        "README.md", "demo.onnx"]  # fmt: skip
+    assert app_main(["--model", str(tmp_path / "missing.onnx")]) == 2
+    assert "cannot load the model" in capsys.readouterr().err
 
 
 def test_gradio_and_the_exporters_stay_out_of_the_library_and_the_clis():
