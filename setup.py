@@ -15,8 +15,9 @@ HERE = Path(__file__).parent
 ONNX = ["onnx", "onnxruntime"]
 PLOTS = ["matplotlib"]
 TENSORBOARD = ["tensorboard"]
-TEST = ["pytest", "pytest-xdist", "hypothesis", "onnxscript", "scikit-learn"]
-TEST += ONNX + PLOTS + TENSORBOARD
+APP = ["gradio>=6"] + PLOTS
+TEST = ["pytest", "pytest-xdist", "hypothesis", "onnxscript", "scikit-learn", "playwright"]
+TEST += ONNX + PLOTS + TENSORBOARD + APP
 
 setup(
     name="speechbrain-nes2net",
@@ -50,10 +51,13 @@ setup(
         "onnx": ONNX,
         "plots": PLOTS,
         "tensorboard": TENSORBOARD,
+        # nes2net-app, the web page (docs/DEPLOYING.md).
+        "app": APP,
         # Everything the test suite runs: CI installs only this extra, so a test that needs
         # a package missing here would be skipped, or fail, on a user's fresh machine.
         # onnxscript: torch.onnx's dynamo exporter (tests/test_onnx.py); scikit-learn:
-        # the ROC cross-check of the CtrSVDD scorer (tests/test_metrics.py).
+        # the ROC cross-check of the CtrSVDD scorer (tests/test_metrics.py); playwright:
+        # drives the system's Chromium in tests/test_app.py (.ci/run installs Chromium).
         "test": TEST,
         "dev": TEST + ["ruff"],
     },
@@ -63,6 +67,7 @@ setup(
             "nes2net-score=speechbrain_nes2net.pretrained.score_cli:main",
             "nes2net-export-onnx=speechbrain_nes2net.pretrained.onnx_export:main",
             "nes2net-calibrate=speechbrain_nes2net.pretrained.recalibrate:main",
+            "nes2net-app=speechbrain_nes2net.pretrained.app:main",
         ]
     },
 )

@@ -1,5 +1,6 @@
 """Shared test set-up."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import speechbrain  # noqa: F401  (registers SpeechBrain's lazy modules first)
 from speechbrain.utils.importutils import LazyModule
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 
 # Hypothesis scans sys.modules for constants and reads each module's __file__;
 # SpeechBrain's lazy modules for optional integrations (k2, ...) then try to
@@ -58,3 +61,38 @@ def full_demo(tmp_path_factory):
     )  # fmt: skip
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return out, result.stdout
+
+
+# Trained demo models shared by the test files that need them (one run per session).
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """(exported model folder, test files) of a short demo run with the full test split."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    command = [sys.executable, str(ROOT / "recipes" / "train.py"), "hparams/demo.yaml",
+               f"--output_folder={out}", "--number_of_epochs=2", "--n_train=24", "--n_dev=8",
+               "--noprogressbar"]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    with open(out / "save" / "manifests" / "test.csv", newline="", encoding="utf-8") as handle:
+        files = [Path(row["wav"]) for row in csv.DictReader(handle)]
+    assert len(files) == 120
+    return out / "pretrained", files
+
+
+@pytest.fixture(scope="session")
+def localization_demo(tmp_path_factory):
+    """A short run of the localisation demo: (run folder, corpus folder, stdout)."""
+    folder = tmp_path_factory.mktemp("localization_demo")
+    out, database = folder / "run", folder / "database"
+    short = ["--n_train=32", "--n_dev=8", "--n_eval=8", "--number_of_epochs=6", "--noprogressbar"]
+    result = subprocess.run(
+        [sys.executable, "recipes/train_localization.py", "hparams/demo_localization.yaml",
+         f"--output_folder={out}", f"--data_folder={database}"] + short,
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return out, database, result.stdout

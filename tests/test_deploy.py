@@ -1,6 +1,6 @@
 """Deployment: bf16 scoring, the whole model on onnxruntime, bad input alike on every engine.
 
-One short demo run (``recipes/train.py hparams/demo.yaml``: 2 epochs on 24 + 24
+One short demo run (the ``demo`` fixture of ``conftest.py``: 2 epochs on 24 + 24
 training files, the demo's full test split of 60 bona fide and 60 spoofed
 files) gives a trained model folder with a shipped threshold. On it:
 
@@ -80,21 +80,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """(exported model folder, test files) of a short demo run with the full test split."""
-    out = tmp_path_factory.mktemp("demo") / "run"
-    command = [sys.executable, str(ROOT / "recipes" / "train.py"), "hparams/demo.yaml",
-               f"--output_folder={out}", "--number_of_epochs=2", "--n_train=24", "--n_dev=8",
-               "--noprogressbar"]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    with open(out / "save" / "manifests" / "test.csv", newline="", encoding="utf-8") as handle:
-        files = [Path(row["wav"]) for row in csv.DictReader(handle)]
-    assert len(files) == 120
-    return out / "pretrained", files
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,14 @@
 """The embedded localisation check: train on the synthetic partial-spoof corpus, find the splices.
 
 ``hparams/demo_localization.yaml`` (shortened: 32 training utterances, 6
-epochs) trains the frame-level head on CPU; the eval report must show segment
-and range EERs far below chance (50%) at every released resolution, and
-``nes2net-score --frames`` on the eval audio must put the spliced stretch of a
-known file within one decision segment (0.16 s) of the truth.
+epochs; the ``localization_demo`` fixture of ``conftest.py``) trains the
+frame-level head on CPU; the eval report must show segment and range EERs far
+below chance (50%) at every released resolution, and ``nes2net-score
+--frames`` on the eval audio must put the spliced stretch of a known file
+within one decision segment (0.16 s) of the truth.
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from test_localization_inference import read_ranges_csv
@@ -19,9 +16,6 @@ from test_localization_inference import read_ranges_csv
 from data_prep.partialspoof_demo import read_truth
 from speechbrain_nes2net.pretrained.score_cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-SHORT = ["--n_train=32", "--n_dev=8", "--n_eval=8", "--number_of_epochs=6", "--noprogressbar"]
 #: The known file: an eval utterance of the seeded corpus with one spliced stretch
 #: (0.41-0.84 s of 3.33 s), chosen among the eval files of a first run of this test.
 KNOWN = "CON_E_0000005"
@@ -29,23 +23,9 @@ KNOWN = "CON_E_0000005"
 SEGMENT = 0.16
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A short run of the localisation demo: (run folder, corpus folder, stdout)."""
-    folder = tmp_path_factory.mktemp("localization_demo")
-    out, database = folder / "run", folder / "database"
-    result = subprocess.run(
-        [sys.executable, "recipes/train_localization.py", "hparams/demo_localization.yaml",
-         f"--output_folder={out}", f"--data_folder={database}"] + SHORT,
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return out, database, result.stdout
-
-
 @pytest.mark.slow
-def test_segment_and_range_eer_are_far_below_chance_at_every_resolution(trained):
-    out, _, stdout = trained
+def test_segment_and_range_eer_are_far_below_chance_at_every_resolution(localization_demo):
+    out, _, stdout = localization_demo
     report = json.loads((out / "scores" / "partialspoof_eval_report.json").read_text())
     block = report["localization"]
     assert block["range_reference"].endswith("truth.json")  # the exact spliced stretches
@@ -61,8 +41,8 @@ def test_segment_and_range_eer_are_far_below_chance_at_every_resolution(trained)
 
 
 @pytest.mark.slow
-def test_nes2net_score_frames_finds_the_spliced_stretch_of_the_known_file(trained, tmp_path):
-    out, database, _ = trained
+def test_nes2net_score_frames_finds_the_spliced_stretch_of_the_known_file(localization_demo, tmp_path):
+    out, database, _ = localization_demo
     output = tmp_path / "ranges.csv"
     code = main(["--model", str(out / "pretrained"), "--frames", "--quiet",
                  "--output", str(output), str(database / "eval" / "con_wav")])  # fmt: skip

@@ -1,4 +1,4 @@
-"""DET curves and score histograms as PNG files (the optional ``plots`` extra, matplotlib).
+"""DET curves and score histograms as PNG files, frame scores as SVG (optional matplotlib extra).
 
 matplotlib is imported only when a plot is drawn, and figures use the Agg
 canvas directly (no pyplot, no global backend switch): safe on headless servers.
@@ -157,3 +157,37 @@ def plot_score_histograms(scores_by_group, path, title=None):
     figure.tight_layout()
     figure.savefig(path)
     return Path(path)
+
+
+def frame_scores_svg(times, scores, ranges):
+    """Frame scores over time, the 'spoof' ``ranges`` shaded, as SVG text for a web page.
+
+    Each shaded range is a group with id ``spoof-START-END`` (seconds, ``%g``),
+    so that a page can be checked for it; text is drawn as paths (no fonts to fetch).
+
+    Example
+    -------
+    >>> from speechbrain_nes2net.evaluation.localization import TimeRange
+    >>> svg = frame_scores_svg([0.0, 0.02, 0.04], [1.0, -2.0, 0.5],
+    ...                        [TimeRange(0.0, 0.02, "bonafide"), TimeRange(0.02, 0.06, "spoof")])
+    >>> svg.startswith("<svg") and 'id="spoof-0.02-0.06"' in svg and "spoof-0-" not in svg
+    True
+    """
+    import io
+
+    figure = _new_figure(8.0, 2.6)
+    axes = figure.add_subplot(1, 1, 1)
+    for item in ranges:
+        if item.label == "spoof":
+            axes.axvspan(item.start, item.end, color="tab:red", alpha=0.25, linewidth=0,
+                         gid=f"spoof-{item.start:g}-{item.end:g}")  # fmt: skip
+    axes.plot(times, scores, linewidth=1.0, drawstyle="steps-post")
+    axes.set_xlim(0, max([item.end for item in ranges] + list(times[-1:])))
+    axes.set_xlabel("time (s); shaded: decided spoofed")
+    axes.set_ylabel("frame score")
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]

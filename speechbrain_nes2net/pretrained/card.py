@@ -94,6 +94,38 @@ def _metrics_table(metrics):
     return "\n".join(lines)
 
 
+def card_error_rates(text):
+    """The rows of a model card's results table (:func:`model_card`; none without one).
+
+    Per set: ``set``, ``eer``, ``bpcer`` (bona fide rejected) and ``apcer``
+    (spoof accepted) at the shipped threshold, as fractions (None for '-'),
+    and ``trials`` (text).
+
+    Example
+    -------
+    >>> metrics = {"dev": {"eer": 0.05, "bpcer": 0.04, "apcer": 0.0625, "n_bonafide": 50,
+    ...                    "n_spoof": 80}, "test": {"eer": 0.1}}
+    >>> rows = card_error_rates("# Card\\n\\n" + _metrics_table(metrics) + "\\n\\nMore.")
+    >>> [(row["set"], row["bpcer"], row["apcer"], row["trials"]) for row in rows]
+    [('dev', 0.04, 0.0625, '50 / 80'), ('test', None, None, '-')]
+    """
+    lines = text.splitlines()
+    header = _metrics_table({}).splitlines()[0]
+    if header not in lines:
+        return []
+    fraction = lambda cell: None if cell == "-" else float(cell) / 100
+    rows = []
+    for line in lines[lines.index(header) + 2 :]:
+        if not line.startswith("|"):
+            break
+        name, eer, _, bpcer, apcer, trials = (cell.strip() for cell in line.strip("|").split("|"))
+        rows.append(
+            {"set": name, "eer": fraction(eer), "bpcer": fraction(bpcer), "apcer": fraction(apcer),
+             "trials": trials}
+        )  # fmt: skip
+    return rows
+
+
 def model_card(
     card, ssl, ssl_hub_id, aggregator_arguments, backend, backend_kwargs, settings, decision
 ):

@@ -330,7 +330,12 @@ class AntiSpoofModel(FileScoring, Pretrained):
             score=float(self._finish(self._bonafide(logits.cpu()), calibrated)[0]),
         )
 
-    def localize(self, audio, segment_shift=None, threshold=None):
+    @property
+    def localizes(self):
+        """Whether the back-end has a frame-level head trained on segment labels (:meth:`localize`)."""
+        return hasattr(self.encoder.backend, "forward_with_frames")
+
+    def localize(self, audio, segment_shift=None, threshold=None, return_frames=False):
         """Where a recording is spoofed: its decided segments as time ranges.
 
         For a localisation model (a
@@ -352,13 +357,16 @@ class AntiSpoofModel(FileScoring, Pretrained):
         threshold : float, optional
             Bona fide when the segment score (raw, the pooled frame logits)
             is at least this (default: the export's).
+        return_frames : bool
+            Also return the raw frame scores the ranges were decided from.
 
         Returns
         -------
         list of TimeRange
             ``start``, ``end`` (seconds), ``label`` ('bonafide' / 'spoof'),
             ``score`` (the mean raw segment score of the range), covering the
-            recording once.
+            recording once; with ``return_frames``, a pair (ranges,
+            :class:`FrameScores`).
 
         Raises
         ------
@@ -366,11 +374,10 @@ class AntiSpoofModel(FileScoring, Pretrained):
             For a model without a frame-level head (use :meth:`frame_scores`
             or :meth:`score_windows`).
         """
-        backend = self.encoder.backend
-        if not hasattr(backend, "forward_with_frames"):
+        if not self.localizes:
             raise NotImplementedError(
-                f"this model's back-end ({type(backend).__name__}) has no frame-level head "
-                "trained on segment labels; train a localisation recipe "
+                f"this model's back-end ({type(self.encoder.backend).__name__}) has no "
+                "frame-level head trained on segment labels; train a localisation recipe "
                 "(hparams/nes2net_x_partialspoof_localization.yaml), or use frame_scores / "
                 "score_windows"
             )
@@ -380,11 +387,15 @@ class AntiSpoofModel(FileScoring, Pretrained):
             threshold = (rule.get("decision") or {}).get("threshold", 0.0)
         wav = self._waveform(audio)
         duration = wav.shape[0] / self.sample_rate
-        frames = self._frame_logits(wav)
-        return localize_frames(
-            frames, self._frame_shift(), duration, shift, float(threshold),
-            rule.get("pooling", "min"),
+        frames, frame_shift = self._frame_logits(wav), self._frame_shift()
+        ranges = localize_frames(
+            frames, frame_shift, duration, shift, float(threshold), rule.get("pooling", "min"),
         )  # fmt: skip
+        if not return_frames:
+            return ranges
+        scores = [float(score) for score in frames]
+        times = [index * frame_shift for index in range(len(scores))]
+        return ranges, FrameScores(times, frame_shift, scores, sum(scores) / len(scores))
 
     def _frame_logits(self, wav):
         """Frame logits (frames,) of a whole (samples,) waveform, by windows when long."""
