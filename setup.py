@@ -15,8 +15,10 @@ HERE = Path(__file__).parent
 ONNX = ["onnx", "onnxruntime"]
 PLOTS = ["matplotlib"]
 TENSORBOARD = ["tensorboard"]
+# PyAV wheels bundle FFmpeg: the AAC, AMR-NB and G.722 conditions (speechbrain_nes2net.codecs).
+CODECS = ["av"]
 TEST = ["pytest", "pytest-xdist", "hypothesis", "onnxscript", "scikit-learn"]
-TEST += ONNX + PLOTS + TENSORBOARD
+TEST += ONNX + PLOTS + TENSORBOARD + CODECS
 
 setup(
     name="speechbrain-nes2net",
@@ -50,6 +52,7 @@ setup(
         "onnx": ONNX,
         "plots": PLOTS,
         "tensorboard": TENSORBOARD,
+        "codecs": CODECS,
         # Everything the test suite runs: CI installs only this extra, so a test that needs
         # a package missing here would be skipped, or fail, on a user's fresh machine.
         # onnxscript: torch.onnx's dynamo exporter (tests/test_onnx.py); scikit-learn:
