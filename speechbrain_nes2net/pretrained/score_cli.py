@@ -44,6 +44,10 @@ completes the last shard writes the output. The engine is
 :mod:`speechbrain_nes2net.pretrained.corpus_scoring`, as for
 ``recipes/evaluate.py``. See docs/SCALE.md.
 
+Robustness: ``--condition NAME`` (e.g. ``mp3_32k``, ``telephone``; see
+:mod:`speechbrain_nes2net.codecs`) passes every file through that codec or
+channel before scoring it; a file the codec cannot take is reported as failed.
+
 Engines: ``--model`` names an exported model folder (torch; ``--precision
 bf16`` or ``auto`` runs the SSL front-end in bfloat16, see
 :mod:`speechbrain_nes2net.precision`) or an ``.onnx`` file written by
@@ -64,6 +68,7 @@ import sys
 from pathlib import Path
 
 from speechbrain_nes2net.audio import AudioError
+from speechbrain_nes2net.codecs import resolve_conditions
 from speechbrain_nes2net.evaluation.score_log import (
     DEFAULT_CHUNK_SIZE,
     FAILED,
@@ -149,9 +154,19 @@ def parse_args(argv=None):
         "--segment-shift", type=float,
         help="with --frames: decision resolution in seconds (default: the model's)",
     )
+    parser.add_argument(
+        "--condition", metavar="NAME",
+        help="pass every file through this codec or channel first (e.g. mp3_32k; "
+        "speechbrain_nes2net.codecs.CONDITIONS)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_resume_arguments(parser)
     args = parser.parse_args(argv)
+    if args.condition is not None:
+        try:
+            resolve_conditions([args.condition])
+        except (ValueError, ImportError) as err:
+            parser.error(f"--condition: {err}")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.max_batch_seconds is not None and args.max_batch_seconds <= 0:
@@ -215,7 +230,9 @@ def load_model(args):
         if not Path(args.model).is_file():
             raise FileNotFoundError(f"{args.model}: no such ONNX file")
         args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
-        return OnnxAntiSpoofModel(args.model, threads=args.threads)
+        model = OnnxAntiSpoofModel(args.model, threads=args.threads)
+        model.condition = args.condition
+        return model
     import torch
 
     from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
@@ -232,6 +249,7 @@ def load_model(args):
         # large SSL model run several times slower on a CPU than single files.
         args.batch_size = 1
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    model.condition = args.condition
     return model
 
 
@@ -285,11 +303,10 @@ def log_header(args):
         from speechbrain_nes2net.precision import resolve_precision
 
         precision = resolve_precision(args.precision, args.device)
-    return {
-        "tool": "nes2net-score",
-        "model": model_source_fingerprint(args.model),
-        "options": {"engine": args.engine, "precision": precision, "calibrated": not args.raw},
-    }
+    options = {"engine": args.engine, "precision": precision, "calibrated": not args.raw}
+    if args.condition:
+        options["condition"] = args.condition
+    return {"tool": "nes2net-score", "model": model_source_fingerprint(args.model), "options": options}
 
 
 def log_path_of(output):

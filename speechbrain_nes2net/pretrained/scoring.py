@@ -7,7 +7,9 @@ whatever runs the network:
 
 - reading: :func:`~speechbrain_nes2net.audio.load_audio` (any rate, any channel
   count; the first ``eval_samples`` samples only when the model scores a
-  fixed length), bad files reported with the reason;
+  fixed length), bad files reported with the reason; then the engine's
+  ``condition``, when set (a codec or channel of
+  :mod:`speechbrain_nes2net.codecs`: robustness evaluation);
 - preprocessing: the recipe's evaluation (first ``eval_samples`` samples
   repeat-padded, else the full utterance repeat-padded to ``eval_min_samples``:
   :func:`~speechbrain_nes2net.audio.evaluation_crop`, as the recipe's data
@@ -40,6 +42,7 @@ import torchaudio
 from speechbrain.utils.data_utils import batch_pad_right
 
 from speechbrain_nes2net.audio import AudioError, audio_info, evaluation_crop, load_audio
+from speechbrain_nes2net.codecs import CodecError, apply_condition
 from speechbrain_nes2net.lobes.windows import forward_by_windows
 from speechbrain_nes2net.pretrained.modules import MonoWaveforms
 from speechbrain_nes2net.scores import LABELS
@@ -187,8 +190,12 @@ class FileScoring:
     evaluation length or None), ``min_samples``, ``eval_window`` (samples or
     None) and ``calibration`` (or None), and implements
     ``_forward_logits(wavs, wav_lens)`` and ``_log_odds(logits)``.
-    :attr:`batch_stats` counts the padding of the batches run so far.
+    :attr:`batch_stats` counts the padding of the batches run so far;
+    :attr:`condition` (a name of :data:`~speechbrain_nes2net.codecs.CONDITIONS`,
+    or None) codes every file read.
     """
+
+    condition = None
 
     def _forward_logits(self, wavs, wav_lens):
         """(batch, n_out) float32 CPU logits of prepared, padded waveforms (no windows)."""
@@ -223,12 +230,18 @@ class FileScoring:
         Raises
         ------
         AudioError
-            Naming the file and the reason.
+            Naming the file and the reason (also audio that :attr:`condition` cannot code).
         """
         max_seconds = None
         if self.num_samples is not None:
             max_seconds = self.num_samples / self.sample_rate
-        return load_audio(path, sample_rate=self.sample_rate, max_seconds=max_seconds)
+        wav = load_audio(path, sample_rate=self.sample_rate, max_seconds=max_seconds)
+        if self.condition is None:
+            return wav
+        try:
+            return apply_condition(wav, self.condition, self.sample_rate)
+        except CodecError as err:
+            raise AudioError(path, str(err)) from None
 
     def _prepare(self, wav):
         """The recipe's evaluation preprocessing of one (samples,) waveform."""

@@ -13,6 +13,7 @@ Authors
 
 import torch
 
+from speechbrain_nes2net.codecs import ChannelAugment
 from speechbrain_nes2net.training.feature_cache import DTYPES
 from speechbrain_nes2net.training.sampling import parse_data_spec
 
@@ -42,7 +43,10 @@ CHOICES = {
 
 
 #: Keys that must be true or false.
-BOOLEANS = ("freeze_ssl", "train_random_crop", "valid_augmented", "tensorboard", "feature_cache")
+BOOLEANS = (
+    "freeze_ssl", "train_random_crop", "valid_augmented", "tensorboard", "feature_cache",
+    "codec_augment",
+)
 
 
 #: Keys that must be whole numbers >= 0 (null allowed where the key is optional).
@@ -172,6 +176,7 @@ def _check_values(hparams):
     schedules_whole_run(hparams["lr_scheduler"], hparams["lr_schedule_interval"])
     valid_epochs_period(hparams)
     _check_selection(hparams)
+    _check_codec_augment(hparams)
     fraction = hparams["max_failed_fraction"]
     if fraction is not None and not (_is_number(fraction) and 0 <= fraction <= 1):
         raise RecipeConfigError(f"max_failed_fraction={fraction!r} must be a number in [0, 1]")
@@ -319,15 +324,27 @@ def _getter(hparams):
     return lambda key, default=None: getattr(hparams, key, default)
 
 
+def _check_codec_augment(hparams):
+    """``codec_augment: True`` needs known conditions (PyAV for some) and a probability."""
+    if hparams["codec_augment"]:
+        try:
+            ChannelAugment(hparams["codec_conditions"], hparams["codec_augment_prob"])
+        except (ValueError, ImportError) as err:
+            raise RecipeConfigError(f"codec_augment: {err}") from None
+
+
 def _check_selection(hparams):
     """The augmented dev pass and the candidate rule need each other's settings."""
     augmented = hparams["valid_augmented"]
     augment = hparams["waveform_augment"]
-    if augmented and (augment is None or getattr(augment, "algo", None) == 0):
+    rawboost_off = augment is None or getattr(augment, "algo", None) == 0
+    if augmented and rawboost_off and not hparams["codec_augment"]:
         raise RecipeConfigError(
-            "valid_augmented: True scores the dev set a second time through RawBoost, "
-            "which is off (rawboost_algo: 0); set rawboost_algo or valid_augmented: False"
+            "valid_augmented: True scores the dev set a second time through the training "
+            "augmentation (RawBoost, codecs), which is off (rawboost_algo: 0, codec_augment: "
+            "False); set one of them or valid_augmented: False"
         )
+
     metric = hparams["selection_metric"]
     if str(metric).startswith("aug_") and not augmented:
         raise RecipeConfigError(
