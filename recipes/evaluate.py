@@ -175,14 +175,11 @@ def write_condition_table(folder, name, summaries):
         for condition, s in summaries.items()
     ]  # fmt: skip
     (folder / f"{name}_conditions.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = ["| condition | EER (%) | minDCF | scored | failed |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {r['condition']} | {100 * r['eer']:.2f} | {r['min_dcf']:.4f} | {r['n_scored']} | {r['n_failed']} |"
-        for r in rows
-    ]
-    path = folder / f"{name}_conditions.md"
-    path.write_text(f"# {name}: EER and minDCF per codec or channel condition\n\n" + "\n".join(lines) + "\n")
-    logger.info("Test set %s: %d conditions -> %s", name, len(rows), path)
+    lines = [f"# {name}: EER and minDCF per codec or channel condition", ""]
+    lines += ["| condition | EER (%) | minDCF | scored | failed |", "|---|---|---|---|---|"]
+    lines += [f"| {r['condition']} | {100 * r['eer']:.2f} | {r['min_dcf']:.4f} | {r['n_scored']} "
+              f"| {r['n_failed']} |" for r in rows]  # fmt: skip
+    (folder / f"{name}_conditions.md").write_text("\n".join(lines) + "\n")
 
 
 def report_options(corpus, options):
@@ -340,21 +337,19 @@ def main(argv):
     model_id = "parameters:" + parameter_fingerprint(
         {name: hparams["modules"][name] for name in MODEL_MODULES}
     )
-    shard = resolve_shard_or_exit(args.shard)
     scorings = {}  # output name -> (condition, its scoring), each condition in turn
     for condition in conditions:
         name = args.test_name if condition is None else f"{args.test_name}_{condition}"
         model.condition = condition
-        header = {"tool": "recipes/evaluate.py", "model": model_id, "options": options}
-        if condition:
-            header["options"] = dict(options, condition=condition)
-        scorings[name] = condition, score_shard(hparams, args, model, frame, folder, name, header, shard)
+        coded = dict(options, condition=condition) if condition else options
+        header = {"tool": "recipes/evaluate.py", "model": model_id, "options": coded}
+        scorings[name] = condition, score_shard(hparams, args, model, frame, folder, name, header)
     summaries = {}
     for name, (condition, scoring) in scorings.items():
         waiting = scoring.incomplete_shards()
         if waiting:  # --shard without torchrun: the last shard to finish writes the outputs
-            print(f"{name}: shard {shard[0]} of {shard[1]} done; waiting for shards "
-                  f"{waiting} (run them with --shard=R/{shard[1]})")  # fmt: skip
+            print(f"{name}: shard {scoring.rank} of {scoring.world_size} done; waiting for "
+                  f"shards {waiting} (run them with --shard=R/{scoring.world_size})")  # fmt: skip
             return
         summaries[condition] = write_outputs(
             hparams, args, name, scoring, frame, decision, checkpoints, model.precision, condition
@@ -364,15 +359,7 @@ def main(argv):
     finish_distributed()
 
 
-def resolve_shard_or_exit(option):
-    """This process's ``(rank, world_size)`` (:func:`resolve_shard`); a bad ``--shard`` exits."""
-    try:
-        return resolve_shard(option)
-    except ValueError as err:
-        raise SystemExit(f"evaluate.py: {err}") from None
-
-
-def score_shard(hparams, args, model, frame, folder, name, header, shard):
+def score_shard(hparams, args, model, frame, folder, name, header):
     """Scores this shard of the manifest into the resumable log of ``name``; returns its CorpusScoring.
 
     Under torchrun every process waits here until all shards are scored.
@@ -382,7 +369,7 @@ def score_shard(hparams, args, model, frame, folder, name, header, shard):
         scoring = CorpusScoring(
             lambda: zip(frame["ID"], frame["wav"]),
             lambda r, n: folder / f"{name}_scores.shard-{r}-of-{n}.log",
-            header, shard, restart=args.restart, chunk_size=args.chunk_size,
+            header, resolve_shard(args.shard), restart=args.restart, chunk_size=args.chunk_size,
         )  # fmt: skip
         if distributed:
             torch.distributed.barrier()  # every shard's log opened (or restarted) first

@@ -6,30 +6,12 @@ input to within 1 ms (encoder and decoder delays are trimmed);
 :class:`ChannelAugment` draws conditions for training, with SpeechBrain's
 augmentation interface (so it also serves in ``speechbrain.augment.augmenter.Augmenter``).
 
-==================================  =======================================  =========
-condition                           processing                               codec rate
-==================================  =======================================  =========
-``mp3_8k`` ... ``mp3_128k``         MP3 (LAME), constant 8, 16, 32, 64 or    16 kHz
-                                    128 kbps
-``aac_32k``                         AAC-LC (FFmpeg), 32 kbps                 16 kHz
-``opus_nb_12k``                     Opus, 12 kbps, narrow band               8 kHz
-``opus_wb_16k``                     Opus, 16 kbps, wide band                 16 kHz
-``amr_nb_12k2``                     AMR-NB (opencore), 12.2 kbps             8 kHz
-``g722``                            G.722, 64 kbps                           16 kHz
-``g711_mulaw``, ``g711_alaw``       G.711 mu-law / A-law, 64 kbps            8 kHz
-``telephone``                       300-3400 Hz band-pass (order 6, zero     8 kHz
-                                    phase)
-``packet_loss_zero``, ``_repeat``   10% of the 20 ms packets lost, replaced  the input's
-                                    by silence / by the previous packet
-==================================  =======================================  =========
-
-Audio is resampled to the codec rate and back with torchaudio (no delay).
-MP3 and Opus run through soundfile, whose libsndfile ``compression_level``
-sets the bitrate, and G.711 through SpeechBrain's ``CodecAugment``; AAC,
-AMR-NB and G.722, which libsndfile lacks, through PyAV (``pip install
-'speechbrain-nes2net[codecs]'``). The codecs are deterministic; the packet
-losses are drawn from ``rng`` (by default seeded by the audio itself, so a
-file is always coded the same way).
+Audio is resampled to the codec's rate and back (torchaudio, no delay). MP3
+and Opus run through soundfile (libsndfile's ``compression_level`` sets the
+bitrate), G.711 through SpeechBrain's ``CodecAugment``, and AAC, AMR-NB and
+G.722, which libsndfile lacks, through PyAV (the ``codecs`` extra). The codecs
+are deterministic; packet losses come from ``rng``, by default seeded by the
+audio itself. The table of conditions and parameters: docs/ROBUSTNESS.md.
 
 Example
 -------
@@ -60,8 +42,8 @@ CODECS_EXTRA = "pip install 'speechbrain-nes2net[codecs]'"
 #: Without LAME's gapless header (its first frame is too small for it at 32 kbps
 #: and below) the decoder returns the encoder's 576 and its own 529 samples first.
 MP3_DELAY = 576 + 529
-#: libsndfile maps compression_level linearly onto these bitrates (kbps):
-#: LAME's MPEG-2 range at 16-24 kHz, and Opus from 256 down to 6.
+#: libsndfile maps compression_level 0-1 linearly onto these bitrates (kbps):
+#: LAME's MPEG-2 range (16-24 kHz), and Opus's.
 LEVEL_RANGES = {"mp3": (160, 8), "opus": (256, 6)}
 PACKET_SECONDS, LOSS_RATE = 0.02, 0.1
 
@@ -72,21 +54,10 @@ class CodecError(ValueError):
 
 @dataclass(frozen=True)
 class Condition:
-    """A codec or channel condition.
-
-    Arguments
-    ---------
-    kind : str
-        ``sndfile``, ``pyav``, ``g711``, ``telephone`` or ``loss``.
-    rate : int or None
-        The rate it runs at (None: the input's).
-    codec : str
-        libsndfile codec, FFmpeg encoder, G.711 law or loss concealment.
-    kbps : float
-        Target bitrate.
-    delay : int
-        Samples the encoder and decoder add in front (PyAV codecs; trimmed).
-    """
+    """A codec or channel condition: ``kind`` (``sndfile``, ``pyav``, ``g711``, ``telephone``,
+    ``loss``), the ``rate`` it runs at (None: the input's), the ``codec`` (libsndfile codec,
+    FFmpeg encoder, G.711 law or loss concealment), its ``kbps`` and the ``delay`` in
+    samples that encoder and decoder add in front (trimmed)."""
 
     kind: str
     rate: int = None
@@ -95,7 +66,7 @@ class Condition:
     delay: int = 0
 
     def code(self, x, rate, rng):
-        """Codes a float32 waveform at ``rate`` (:attr:`rate` if set): (decoded audio, encoded bytes or None)."""
+        """Codes float32 audio at ``rate`` (:attr:`rate` if set): (decoded audio, encoded bytes)."""
         return _CODERS[self.kind](x, self.rate or rate, self, rng)
 
 
@@ -118,14 +89,6 @@ CONDITIONS = {
 
 def resolve_conditions(names):
     """Checks condition names: ``all``, a comma-separated string or a list.
-
-    Arguments
-    ---------
-    names : str or list of str
-
-    Returns
-    -------
-    list of str
 
     Raises
     ------
@@ -196,12 +159,11 @@ def apply_condition(wav, name, sample_rate=16000, rng=None):
 
 
 class ChannelAugment(torch.nn.Module):
-    """Codec and channel conditions on training audio: one drawn per utterance, with probability ``prob``.
+    """Codec and channel conditions on training audio: one per utterance, with probability ``prob``.
 
-    Follows SpeechBrain's augmentation interface, ``forward(waveforms,
-    lengths)`` -> waveforms of the same shape (padding untouched), so it can
-    be one of an ``Augmenter``'s ``augmentations``; a 1-D waveform is taken
-    too, for the data pipeline (DataLoader workers), where the recipes apply it.
+    SpeechBrain's augmentation interface (``forward(waveforms, lengths)``, same shape,
+    padding untouched: one of an ``Augmenter``'s ``augmentations``), and 1-D waveforms
+    for the data pipeline (DataLoader workers), where the recipes apply it.
 
     Arguments
     ---------
@@ -212,9 +174,9 @@ class ChannelAugment(torch.nn.Module):
     sample_rate : int
         Rate of the waveforms.
     seed : int, optional
-        Draw from an own generator seeded with it (DataLoader workers would
-        each copy it); None: every call seeds a generator from torch's global
-        RNG, which SpeechBrain seeds and DataLoader seeds per worker.
+        Draw from an own generator seeded with it (DataLoader workers would each copy
+        it); None: each call seeds one from torch's RNG (seeded by SpeechBrain, and
+        per worker by DataLoader).
 
     Example
     -------
@@ -239,7 +201,7 @@ class ChannelAugment(torch.nn.Module):
         return f"conditions={','.join(self.conditions)}, prob={self.prob}, seed={self.seed}"
 
     def forward(self, waveforms, lengths=None):
-        """Codes each utterance with probability ``prob``: (samples,) or (batch, samples) -> same shape."""
+        """Codes each utterance with probability ``prob``; (samples,) or (batch, samples)."""
         rng = self._generator or np.random.default_rng(torch.randint(0, 2**62, (1,)).item())
         out = waveforms.detach().cpu().float().clone()
         rows = out.reshape(-1, out.shape[-1])
@@ -274,9 +236,7 @@ def _sndfile(x, rate, condition, rng):
     n_bytes = buffer.tell()
     buffer.seek(0)
     y, _ = soundfile.read(buffer, dtype="float32")
-    if mp3 and len(y) > len(x):  # no gapless header: trim the standard delay
-        y = y[MP3_DELAY:]
-    return y, n_bytes
+    return (y[MP3_DELAY:] if mp3 and len(y) > len(x) else y), n_bytes  # no gapless header
 
 
 def _pyav(x, rate, condition, rng):
@@ -296,7 +256,8 @@ def _pyav(x, rate, condition, rng):
         padded = np.round(np.clip(padded, -1, 32767 / 32768) * 32768).astype(np.int16)
     packets = []
     for start in range(0, len(padded), size):
-        frame = av.AudioFrame.from_ndarray(padded[None, start : start + size], format=fmt, layout="mono")
+        chunk = padded[None, start : start + size]
+        frame = av.AudioFrame.from_ndarray(chunk, format=fmt, layout="mono")
         frame.sample_rate, frame.pts = rate, start
         packets += encoder.encode(frame)
     packets += encoder.encode(None)
@@ -305,8 +266,7 @@ def _pyav(x, rate, condition, rng):
     decoder.extradata = encoder.extradata
     frames = [frame for packet in packets + [None] for frame in decoder.decode(packet)]
     y = np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames])
-    if y.dtype == np.int16:
-        y = y / 32768.0
+    y = y / 32768.0 if y.dtype == np.int16 else y
     return y[condition.delay : condition.delay + len(x)], sum(packet.size for packet in packets)
 
 
@@ -332,14 +292,10 @@ def _packet_loss(x, rate, condition, rng):
         start = packet * size
         lost = y[start : start + size]
         # In order, so a run of losses repeats the last packet received.
-        lost[:] = y[start - size : start][: len(lost)] if condition.codec == "repeat" and packet else 0
+        repeat = condition.codec == "repeat" and packet
+        lost[:] = y[start - size : start][: len(lost)] if repeat else 0
     return y, None
 
 
-_CODERS = {
-    "sndfile": _sndfile,
-    "pyav": _pyav,
-    "g711": _g711,
-    "telephone": _telephone,
-    "loss": _packet_loss,
-}
+_CODERS = {"sndfile": _sndfile, "pyav": _pyav, "g711": _g711,
+           "telephone": _telephone, "loss": _packet_loss}  # fmt: skip

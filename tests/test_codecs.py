@@ -118,18 +118,18 @@ def test_packet_loss_drops_whole_packets_and_conceals_them(speech, coded):
     x, size = speech.numpy(), RATE // 50
     packets = -(-len(x) // size)
     zero, repeat = coded["packet_loss_zero"], coded["packet_loss_repeat"]
-    lost = [i for i in range(packets) if not np.array_equal(zero[i * size : (i + 1) * size], x[i * size : (i + 1) * size])]
+    parts = [slice(i * size, (i + 1) * size) for i in range(packets)]
+    lost = [i for i, part in enumerate(parts) if not np.array_equal(zero[part], x[part])]
     assert 0.03 * packets <= len(lost) <= 0.2 * packets  # 10% of the packets
-    for i in range(packets):
-        part = slice(i * size, (i + 1) * size)
+    for i, part in enumerate(parts):
         if i in lost:
             assert not zero[part].any()
         else:
             assert np.array_equal(zero[part], x[part])
     # The same losses (seeded by the audio), concealed by repeating the previous packet.
     for i in lost:
-        part = slice(i * size, (i + 1) * size)
-        assert np.array_equal(repeat[part], repeat[part.start - size : part.stop - size][: len(repeat[part])])
+        previous = repeat[parts[i].start - size : parts[i].start]
+        assert np.array_equal(repeat[parts[i]], previous[: len(repeat[parts[i]])])
 
 
 def test_the_same_seed_gives_the_same_coded_audio(speech):

@@ -214,9 +214,11 @@ def test_condition_codes_every_file_before_scoring_and_reports_what_it_cannot_co
     from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 
     sf.write(tmp_path / "click.wav", np.full(40, 0.1, dtype=np.float32), 16000)  # 2.5 ms
-    inputs = [str(mixed_folder / "a_16k.flac"), str(mixed_folder / "b_8k.wav"), str(tmp_path / "click.wav")]
+    inputs = [str(mixed_folder / name) for name in ("a_16k.flac", "b_8k.wav")]
+    inputs.append(str(tmp_path / "click.wav"))
     out = tmp_path / "coded" / "scores.txt"
-    assert main(["--model", str(export), "--output", str(out), "--condition", "telephone", "--quiet", *inputs]) == 1
+    options = ["--model", str(export), "--output", str(out), "--quiet"]
+    assert main([*options, "--condition", "telephone", *inputs]) == 1
     scores = {utt_id: float(score) for utt_id, score in read_lines(out)}
     assert list(scores) == ["a_16k", "b_8k"]
     with open(out.parent / "failed.csv", newline="") as handle:
@@ -231,7 +233,7 @@ def test_condition_codes_every_file_before_scoring_and_reports_what_it_cannot_co
         assert abs(scores[utt_id] - model.score_file(path)) > 1e-4
     # The condition is part of what the score log was made with: another one is refused.
     capsys.readouterr()
-    assert main(["--model", str(export), "--output", str(out), "--condition", "g711_alaw", *inputs]) == 2
+    assert main([*options, "--condition", "g711_alaw", *inputs]) == 2
     assert "g711_alaw" in capsys.readouterr().err
     # An unknown condition is a usage error that lists the known ones.
     with pytest.raises(SystemExit) as exit_info:
