@@ -169,10 +169,13 @@ class CodedDataset(torch.utils.data.Dataset):
         return self.augment(self.speech[: 8000 + 100 * index])[:8000]
 
 
-def test_codecs_run_in_dataloader_workers_reproducibly(speech):
+@pytest.mark.parametrize("start", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
+def test_codecs_run_in_dataloader_workers_reproducibly(speech, start):
     def run():
         torch.manual_seed(11)
-        loader = torch.utils.data.DataLoader(CodedDataset(speech), batch_size=2, num_workers=2)
+        loader = torch.utils.data.DataLoader(
+            CodedDataset(speech), batch_size=2, num_workers=2, multiprocessing_context=start
+        )
         return torch.cat(list(loader))
 
     first = run()
