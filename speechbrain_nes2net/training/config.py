@@ -344,7 +344,6 @@ def _check_selection(hparams):
             "augmentation (RawBoost, codecs), which is off (rawboost_algo: 0, codec_augment: "
             "False); set one of them or valid_augmented: False"
         )
-
     metric = hparams["selection_metric"]
     if str(metric).startswith("aug_") and not augmented:
         raise RecipeConfigError(

@@ -532,11 +532,8 @@ def waveform_augmentation(hparams):
     if rawboost is not None and getattr(rawboost, "algo", None) != 0:
         augments.append(rawboost)
     if hparams["codec_augment"]:
-        augments.append(
-            ChannelAugment(
-                hparams["codec_conditions"], hparams["codec_augment_prob"], hparams["sample_rate"]
-            )
-        )
+        conditions, prob = hparams["codec_conditions"], hparams["codec_augment_prob"]
+        augments.append(ChannelAugment(conditions, prob, hparams["sample_rate"]))
     if len(augments) > 1:
         return torch.nn.Sequential(*augments)
     return augments[0] if augments else None
