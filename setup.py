@@ -15,9 +15,11 @@ HERE = Path(__file__).parent
 ONNX = ["onnx", "onnxruntime"]
 PLOTS = ["matplotlib"]
 TENSORBOARD = ["tensorboard"]
+# PyAV wheels bundle FFmpeg: the AAC, AMR-NB and G.722 conditions (speechbrain_nes2net.codecs).
+CODECS = ["av"]
 APP = ["gradio>=6"] + PLOTS
 TEST = ["pytest", "pytest-xdist", "hypothesis", "onnxscript", "scikit-learn", "playwright"]
-TEST += ONNX + PLOTS + TENSORBOARD + APP
+TEST += ONNX + PLOTS + TENSORBOARD + APP + CODECS
 
 setup(
     name="speechbrain-nes2net",
@@ -53,6 +55,7 @@ setup(
         "tensorboard": TENSORBOARD,
         # nes2net-app, the web page (docs/DEPLOYING.md).
         "app": APP,
+        "codecs": CODECS,
         # Everything the test suite runs: CI installs only this extra, so a test that needs
         # a package missing here would be skipped, or fail, on a user's fresh machine.
         # onnxscript: torch.onnx's dynamo exporter (tests/test_onnx.py); scikit-learn:

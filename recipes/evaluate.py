@@ -23,12 +23,18 @@ what its logs lack. ``<output_folder>/scores/`` receives
 ``<test_name>_scores.txt``, ``_metrics.json``, ``_failed.csv`` and the report.
 Other ``--key=value`` arguments override the YAML, as in ``train.py``.
 See docs/EVALUATION.md and docs/SCALE.md.
+Robustness: ``--condition=mp3_32k`` passes every file through that codec or
+channel first (:mod:`speechbrain_nes2net.codecs`; outputs ``<test_name>_mp3_32k_*``);
+``--conditions=all`` (or a comma-separated list) scores the uncoded files and each
+condition in turn, and writes EER and minDCF per condition to
+``<test_name>_conditions.md`` and ``.json`` (docs/ROBUSTNESS.md).
 
 Authors
  * speechbrain-nes2net contributors
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -44,6 +50,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from speechbrain_nes2net.codecs import resolve_conditions
 from speechbrain_nes2net.evaluation.files import (
     read_decision,
     score_summary,
@@ -115,7 +122,41 @@ def parse(argv):
         "--shard", default=None, metavar="R/N",
         help="without torchrun: score shard R of N (0-based) only; outputs once all are done",
     )
+    coded = parser.add_mutually_exclusive_group()
+    coded.add_argument(
+        "--condition", metavar="NAME",
+        help="pass every file through this codec or channel first (e.g. mp3_32k)",
+    )  # fmt: skip
+    coded.add_argument(
+        "--conditions", metavar="LIST",
+        help="'all' or comma-separated conditions: score the uncoded files, then each condition",
+    )  # fmt: skip
     return parser.parse_known_args(argv)
+
+
+def evaluated_conditions(args):
+    """The conditions to score in turn: None (uncoded), ``--condition``, or None then ``--conditions``."""
+    try:
+        if args.condition:
+            return resolve_conditions([args.condition])
+        return [None] + (resolve_conditions(args.conditions) if args.conditions else [])
+    except (ValueError, ImportError) as err:
+        raise SystemExit(f"evaluate.py: {err}") from None
+
+
+def write_condition_table(folder, name, summaries):
+    """``<name>_conditions.json`` and ``.md``: EER and minDCF under each condition."""
+    rows = [
+        {"condition": condition or "none", "eer": s["eer"], "min_dcf": s["min_dcf"],
+         "n_scored": s["n_bonafide"] + s["n_spoof"], "n_failed": s["n_failed"]}
+        for condition, s in summaries.items()
+    ]  # fmt: skip
+    (folder / f"{name}_conditions.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = [f"# {name}: EER and minDCF per codec or channel condition", ""]
+    lines += ["| condition | EER (%) | minDCF | scored | failed |", "|---|---|---|---|---|"]
+    lines += [f"| {r['condition']} | {100 * r['eer']:.2f} | {r['min_dcf']:.4f} | {r['n_scored']} "
+              f"| {r['n_failed']} |" for r in rows]  # fmt: skip
+    (folder / f"{name}_conditions.md").write_text("\n".join(lines) + "\n")
 
 
 def report_options(corpus, options):
@@ -190,8 +231,8 @@ def run_model(hparams, eval_samples, precision, decision, device):
         raise SystemExit(f"evaluate.py: {err}") from None
 
 
-def write_outputs(hparams, args, scoring, frame, decision, checkpoints, precision):
-    """Writes the score file, metrics (with the protocol) and report from the merged logs.
+def write_outputs(hparams, args, name, scoring, frame, decision, checkpoints, precision, condition):
+    """Writes the score file, metrics (with the protocol) and report from the merged logs; returns the summary.
 
     Called by every process: SpeechBrain's train logger writes on the main
     process and broadcasts to the others (a collective under torchrun); the
@@ -207,33 +248,34 @@ def write_outputs(hparams, args, scoring, frame, decision, checkpoints, precisio
     summary = score_summary(records, decision)
     summary["n_failed"] = len(failures)
     hparams["train_logger"].log_stats(
-        stats_meta={"test set": args.test_name, "checkpoints": ", ".join(checkpoints)},
+        stats_meta={"test set": name, "checkpoints": ", ".join(checkpoints)},
         test_stats={"EER": 100 * summary["eer"], "minDCF": summary["min_dcf"]},
     )
     if not sb.utils.distributed.if_main_process():
-        return
+        return summary
     protocol = scoring_protocol(
         eval_samples=args.eval_samples, window_seconds=hparams["eval_window_seconds"],
         checkpoints=checkpoints, precision=precision, manifest=args.test_manifest,
         n_rows=len(frame), n_scored=len(records), n_failed=len(failures),
         min_samples=hparams["eval_min_samples"], sample_rate=hparams["sample_rate"],
+        condition=condition,
     )  # fmt: skip
     folder = Path(hparams["output_folder"]) / "scores"
-    scores_path, _ = write_test_outputs(folder, args.test_name, records, summary, failures, protocol)
+    scores_path, _ = write_test_outputs(folder, name, records, summary, failures, protocol)
     report = report_options(args.report, args.report_option)
     if report:
-        test_set = TestSet(args.test_name, None, args.test_manifest, report, args.eval_samples)
-        write_corpus_report(
-            folder, args.test_name, scores_path, test_set, bool(failures), None, protocol
-        )
+        test_set = TestSet(name, None, args.test_manifest, report, args.eval_samples)
+        write_corpus_report(folder, name, scores_path, test_set, bool(failures), None, protocol)
         if plots_extra_note():
             print(plots_extra_note())
+    return summary
 
 
 def main(argv):
     """Scores the manifest with the run's selected checkpoint and writes the outputs."""
     args, rest = parse(argv)
     report_options(args.report, args.report_option)  # a usage error stops before any work
+    conditions = evaluated_conditions(args)
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
     check_run_options(run_opts)
     precision = evaluation_precision(args, run_opts)
@@ -253,23 +295,49 @@ def main(argv):
     model = run_model(hparams, args.eval_samples, precision, decision, device)
     frame = read_manifest(args.test_manifest)
     folder = Path(hparams["output_folder"]) / "scores"
-    # What the scores depend on: a rerun with other weights or options is refused.
-    settings = ("eval_min_samples", "eval_window_seconds", "sample_rate")
-    header = {
-        "tool": "recipes/evaluate.py",
-        "model": "parameters:" + parameter_fingerprint(
-            {name: hparams["modules"][name] for name in MODEL_MODULES}
-        ),
-        "options": {"eval_samples": args.eval_samples, **{key: hparams[key] for key in settings},
-                    "precision": model.precision},
-    }  # fmt: skip
+    options = {
+        "eval_samples": args.eval_samples,
+        "eval_min_samples": hparams["eval_min_samples"],
+        "eval_window_seconds": hparams["eval_window_seconds"],
+        "sample_rate": hparams["sample_rate"],
+        "precision": model.precision,
+    }
+    model_id = "parameters:" + parameter_fingerprint(
+        {name: hparams["modules"][name] for name in MODEL_MODULES}
+    )
+    scorings = {}  # output name -> (condition, its scoring), each condition in turn
+    for condition in conditions:
+        name = args.test_name if condition is None else f"{args.test_name}_{condition}"
+        model.condition = condition
+        coded = dict(options, condition=condition) if condition else options
+        header = {"tool": "recipes/evaluate.py", "model": model_id, "options": coded}
+        scorings[name] = condition, score_shard(hparams, args, model, frame, folder, name, header)
+    summaries = {}
+    for name, (condition, scoring) in scorings.items():
+        waiting = scoring.incomplete_shards()
+        if waiting:  # --shard without torchrun: the last shard to finish writes the outputs
+            print(f"{name}: shard {scoring.rank} of {scoring.world_size} done; waiting for "
+                  f"shards {waiting} (run them with --shard=R/{scoring.world_size})")  # fmt: skip
+            return
+        summaries[condition] = write_outputs(
+            hparams, args, name, scoring, frame, decision, checkpoints, model.precision, condition
+        )
+    if len(summaries) > 1 and sb.utils.distributed.if_main_process():
+        write_condition_table(folder, args.test_name, summaries)
+    finish_distributed()
+
+
+def score_shard(hparams, args, model, frame, folder, name, header):
+    """Scores this shard of the manifest into the resumable log of ``name``; returns its CorpusScoring.
+
+    Under torchrun every process waits here until all shards are scored.
+    """
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     try:
-        rank, world_size = resolve_shard(args.shard)
         scoring = CorpusScoring(
             lambda: zip(frame["ID"], frame["wav"]),
-            lambda r, n: folder / f"{args.test_name}_scores.shard-{r}-of-{n}.log",
-            header, (rank, world_size), restart=args.restart, chunk_size=args.chunk_size,
+            lambda r, n: folder / f"{name}_scores.shard-{r}-of-{n}.log",
+            header, resolve_shard(args.shard), restart=args.restart, chunk_size=args.chunk_size,
         )  # fmt: skip
         if distributed:
             torch.distributed.barrier()  # every shard's log opened (or restarted) first
@@ -280,13 +348,7 @@ def main(argv):
     if distributed:
         scoring.wait_for_shards()
         torch.distributed.barrier()
-    waiting = scoring.incomplete_shards()
-    if waiting:  # --shard without torchrun: the last shard to finish writes the outputs
-        print(f"{args.test_name}: shard {rank} of {world_size} done; waiting for shards "
-              f"{waiting} (run them with --shard=R/{world_size})")  # fmt: skip
-        return
-    write_outputs(hparams, args, scoring, frame, decision, checkpoints, model.precision)
-    finish_distributed()
+    return scoring
 
 
 if __name__ == "__main__":

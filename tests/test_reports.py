@@ -298,6 +298,12 @@ def test_asvspoof5_metrics_breakdowns_and_calibration(tmp_path):
     assert (codec["-"]["n_bonafide"], codec["-"]["n_spoof"]) == (3, 1)
     # C01: bona fide 6 vs spoofs -6, 6.5; rejecting -6 gives (FRR 0, FAR 1/2).
     assert codec["C01"]["eer"] == 0.25
+    assert codec["C01"]["min_dcf"] == metrics.compute_min_dcf([6.0], [-6.0, 6.5])
+    # The Markdown report has the per-codec table with EER and minDCF (docs/ROBUSTNESS.md).
+    markdown = write_report(report, tmp_path / "out", "eval")["markdown"].read_text()
+    table = markdown.split("## Per codec")[1]
+    assert "| codec | bona fide | spoof | EER (%) | minDCF |" in table
+    assert f"| C01 | 1 | 2 | 25.000 | {codec['C01']['min_dcf']:.4f} |" in table
 
     cal = ScoreCalibration(scale=0.5, offset=-20.0)
     shifted = build_report("asvspoof5", scores, manifest, calibration=cal.to_dict())

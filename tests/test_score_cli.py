@@ -205,3 +205,38 @@ def test_bf16_on_a_cpu_scores_one_file_at_a_time_unless_told(export):
     assert batch_size() == (8, "fp32")
     assert batch_size("--precision", "bf16") == (1, "bf16")
     assert batch_size("--precision", "bf16", "--batch-size", "4") == (4, "bf16")
+
+
+def test_condition_codes_every_file_before_scoring_and_reports_what_it_cannot_code(
+    export, model, mixed_folder, tmp_path, capsys
+):
+    from speechbrain_nes2net.codecs import apply_condition
+    from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
+
+    sf.write(tmp_path / "click.wav", np.full(40, 0.1, dtype=np.float32), 16000)  # 2.5 ms
+    inputs = [str(mixed_folder / name) for name in ("a_16k.flac", "b_8k.wav")]
+    inputs.append(str(tmp_path / "click.wav"))
+    out = tmp_path / "coded" / "scores.txt"
+    options = ["--model", str(export), "--output", str(out), "--quiet"]
+    assert main([*options, "--condition", "telephone", *inputs]) == 1
+    scores = {utt_id: float(score) for utt_id, score in read_lines(out)}
+    assert list(scores) == ["a_16k", "b_8k"]
+    with open(out.parent / "failed.csv", newline="") as handle:
+        failed = list(csv.DictReader(handle))
+    assert [row["ID"] for row in failed] == ["click"]
+    assert "telephone cannot code these 0.003 s of audio" in failed[0]["reason"]
+    # Each file scored as the model scores its coded waveform (and not as the plain file).
+    plain = AntiSpoofModel.from_hparams(source=str(export))
+    for utt_id, path in zip(scores, inputs):
+        coded = apply_condition(plain.read_audio(path), "telephone")
+        assert scores[utt_id] == pytest.approx(float(plain.score_batch(coded[None])[0]), abs=1e-5)
+        assert abs(scores[utt_id] - model.score_file(path)) > 1e-4
+    # The condition is part of what the score log was made with: another one is refused.
+    capsys.readouterr()
+    assert main([*options, "--condition", "g711_alaw", *inputs]) == 2
+    assert "g711_alaw" in capsys.readouterr().err
+    # An unknown condition is a usage error that lists the known ones.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(export), "--condition", "mp3_31k", *inputs])
+    assert exit_info.value.code == 2
+    assert "unknown condition(s) mp3_31k; known: mp3_8k, mp3_16k" in capsys.readouterr().err

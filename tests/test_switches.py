@@ -6,6 +6,8 @@ document"), so optional components are switched by scalars: docs/TRAINING.md
 lists them (section "Switches") and this file runs each one.
 """
 
+import csv
+import json
 import os
 import re
 import subprocess
@@ -18,9 +20,11 @@ import soundfile as sf
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from speechbrain_nes2net.codecs import resolve_conditions
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
 from speechbrain_nes2net.training.config import (
     RecipeConfigError,
+    check_recipe_config,
 )
 from speechbrain_nes2net.training.recipe import (
     batch_augmentation,
@@ -36,6 +40,7 @@ QUICK = ["--number_of_epochs=1", "--n_train=12", "--n_dev=4", "--n_test=4"]
 #: The documented switches: command-line override -> what it turns on.
 SWITCHES = {
     "--rawboost_algo=4": "RawBoost algorithm 4 on each training utterance",
+    "--codec_augment=True": "codec and channel conditions on training utterances",
     "--feature_cache=True": "the on-disk cache of SSL states (with --freeze_ssl=True)",
     "--tensorboard=True": "TensorBoard logs in output_folder/tensorboard",
     "--noise_csv=musan.csv": "noise on training batches (also --rir_csv=rirs.csv)",
@@ -89,6 +94,22 @@ def test_rawboost_switch(tmp_path, tiny_wavlm):
     assert waveform_augmentation(load_demo(tmp_path, tiny_wavlm, {})) is None
     augment = waveform_augmentation(load_demo(tmp_path, tiny_wavlm, {"rawboost_algo": 4}))
     assert augment.algo == 4
+
+
+def test_codec_augment_switch(tmp_path, tiny_wavlm):
+    augment = waveform_augmentation(load_demo(tmp_path, tiny_wavlm, {"codec_augment": True}))
+    assert len(augment.conditions) == 15 and augment.prob == 0.5 and augment.sample_rate == 16000
+    both = waveform_augmentation(
+        load_demo(tmp_path, tiny_wavlm, {"codec_augment": True, "rawboost_algo": 4,
+                                         "codec_conditions": ["mp3_8k", "telephone"]})
+    )  # fmt: skip
+    assert [type(m).__name__ for m in both] == ["RawBoost", "ChannelAugment"]  # the channel last
+    assert both[1].conditions == ["mp3_8k", "telephone"]
+    hparams = load_demo(
+        tmp_path, tiny_wavlm, {"codec_augment": True, "codec_conditions": ["mp3_31k"]}
+    )
+    with pytest.raises(RecipeConfigError, match="codec_augment: unknown condition.s. mp3_31k; known"):
+        check_recipe_config(hparams)
 
 
 def test_feature_cache_switch(tmp_path, tiny_wavlm):
@@ -149,3 +170,47 @@ def test_rawboost_and_test_manifests_from_the_command_line(tmp_path):
     scores = tmp_path / "switched" / "scores"
     assert (scores / "my_test_scores.txt").is_file() and (scores / "my_test_report.json").is_file()
     assert not (scores / "demo_test_scores.txt").exists()  # test_manifests replaced test_sets
+
+
+@pytest.mark.slow
+def test_codec_augment_trains_the_demo_and_evaluate_scores_every_condition(tmp_path):
+    out = tmp_path / "coded"
+    _, log = demo_run(out, "--codec_augment=True", "--codec_augment_prob=1.0")
+    assert "Training utterances are augmented: ChannelAugment(conditions=mp3_8k,mp3_16k," in log
+    assert (out / "scores" / "demo_test_metrics.json").is_file()
+    # Robustness evaluation of the run, with a file too short for the telephone filter.
+    sf.write(tmp_path / "click.wav", np.full(40, 0.1, dtype=np.float32), 16000)
+    manifest = tmp_path / "test.csv"
+    with open(out / "save" / "manifests" / "test.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows, fields = list(reader), reader.fieldnames
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        click = dict(rows[0], ID="click", duration=0.0025, wav=tmp_path / "click.wav")
+        writer.writerows(rows + [click])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "recipes/evaluate.py", str(out / "hyperparams.yaml"),
+         f"--test_manifest={manifest}", "--test_name=robust", "--conditions=all", "--report=eer"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = out / "scores"
+    table = json.loads((scores / "robust_conditions.json").read_text())
+    assert [row["condition"] for row in table] == ["none"] + resolve_conditions("all")
+    for row in table:
+        assert 0 <= row["eer"] <= 1 and row["min_dcf"] >= 0, row
+        expected = (8, 1) if row["condition"] == "telephone" else (9, 0)
+        assert (row["n_scored"], row["n_failed"]) == expected, row
+        name = "robust" if row["condition"] == "none" else f"robust_{row['condition']}"
+        metrics = json.loads((scores / f"{name}_metrics.json").read_text())
+        assert metrics["eer"] == row["eer"] and metrics["protocol"].get("condition") == (
+            None if row["condition"] == "none" else row["condition"]
+        )
+        assert (scores / f"{name}_report.md").is_file()
+    assert "telephone cannot code" in (scores / "robust_telephone_failed.csv").read_text()
+    assert "| mp3_8k |" in (scores / "robust_conditions.md").read_text()
+    # Coding changes the scores.
+    plain = (scores / "robust_scores.txt").read_text()
+    assert plain != (scores / "robust_mp3_8k_scores.txt").read_text()

@@ -373,7 +373,7 @@ def read_decision(folder):
 
 def scoring_protocol(
     eval_samples, window_seconds, checkpoints, precision, manifest, n_rows, n_scored,
-    n_failed, min_samples=0, sample_rate=16000, partial=None,
+    n_failed, min_samples=0, sample_rate=16000, partial=None, condition=None,
 ):  # fmt: skip
     """How a set's scores were made, stated beside every EER from them (the metrics JSON, the report).
 
@@ -397,13 +397,15 @@ def scoring_protocol(
         Samples per second.
     partial : str, optional
         Why only part of the manifest was scored (e.g. a debug run).
+    condition : str, optional
+        The codec or channel every file went through (:mod:`speechbrain_nes2net.codecs`).
 
     Returns
     -------
     dict
         ``crop`` (in words) with ``eval_samples`` and ``eval_window_seconds``,
-        ``checkpoints``, ``precision`` and ``subset`` (manifest, rows, scored,
-        failed, and ``partial`` when given).
+        ``checkpoints``, ``precision``, ``subset`` (manifest, rows, scored,
+        failed, and ``partial`` when given) and ``condition`` when given.
 
     Example
     -------
@@ -434,7 +436,7 @@ def scoring_protocol(
     }
     if partial:
         subset["partial"] = partial
-    return {
+    protocol = {
         "crop": crop,
         "eval_samples": int(eval_samples) if eval_samples else None,
         "eval_window_seconds": window_seconds,
@@ -442,6 +444,7 @@ def scoring_protocol(
         "precision": precision,
         "subset": subset,
     }
+    return dict(protocol, condition=condition) if condition else protocol
 
 
 def describe_protocol(protocol):
@@ -469,7 +472,8 @@ def describe_protocol(protocol):
         used = f"average of {len(checkpoints)} checkpoints ({', '.join(checkpoints)})"
     else:
         used = f"checkpoint {checkpoints[0]}" if checkpoints else "no checkpoint (initial weights)"
-    return f"{protocol['crop']}; {used}; {protocol['precision']}; {scored}"
+    coded = f"files coded through {protocol['condition']}; " if protocol.get("condition") else ""
+    return f"{coded}{protocol['crop']}; {used}; {protocol['precision']}; {scored}"
 
 
 def write_test_outputs(folder, name, records, summary, failures=(), protocol=None):

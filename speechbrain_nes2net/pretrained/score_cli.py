@@ -12,7 +12,9 @@ then written in input order as ``ID score[ label]`` lines or CSV. ``--frames``
 writes a localisation model's time ranges instead. Failed files go to stderr
 and ``failed.csv``. Exit status: 0 all scored, 1 some files failed, 2 usage
 errors, 3 the log or the output cannot be written. See docs/PRETRAINED.md
-and docs/SCALE.md.
+and docs/SCALE.md. ``--condition NAME`` (e.g. ``mp3_32k``, ``telephone``:
+:mod:`speechbrain_nes2net.codecs`) passes every file through that codec or channel
+first; a file the codec cannot take is reported as failed.
 
 Authors
  * speechbrain-nes2net contributors
@@ -27,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 from speechbrain_nes2net.audio import AudioError
+from speechbrain_nes2net.codecs import resolve_conditions
 from speechbrain_nes2net.evaluation.score_log import (
     DEFAULT_CHUNK_SIZE,
     FAILED,
@@ -91,6 +94,9 @@ def parse_args(argv=None):
         "resuming (with --output: scores are logged to OUTPUT.scorelog as they come, "
         "and a rerun of the same command scores only the missing files)"
     )
+    add("--condition", metavar="NAME",
+        help="pass every file through this codec or channel first (e.g. mp3_32k; "
+        "speechbrain_nes2net.codecs.CONDITIONS)")
     group.add_argument("--restart", action="store_true",
                        help="discard the score log and score every file again")
     group.add_argument("--retry-failed", action="store_true",
@@ -102,6 +108,11 @@ def parse_args(argv=None):
         "OUTPUT.shard-R-of-N.scorelog; the run that completes the last shard writes OUTPUT")
     # fmt: on
     args = parser.parse_args(argv)
+    if args.condition is not None:
+        try:
+            resolve_conditions([args.condition])
+        except (ValueError, ImportError) as err:
+            parser.error(f"--condition: {err}")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.max_batch_seconds is not None and args.max_batch_seconds <= 0:
@@ -163,7 +174,9 @@ def load_model(args):
         if not Path(args.model).is_file():
             raise FileNotFoundError(f"{args.model}: no such ONNX file")
         args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
-        return OnnxAntiSpoofModel(args.model, threads=args.threads)
+        model = OnnxAntiSpoofModel(args.model, threads=args.threads)
+        model.condition = args.condition
+        return model
     import torch
 
     from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
@@ -180,6 +193,7 @@ def load_model(args):
         # large SSL model run several times slower on a CPU than single files.
         args.batch_size = 1
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    model.condition = args.condition
     return model
 
 
@@ -187,11 +201,10 @@ def log_header(args):
     """What a run's scores depend on besides the inputs: the model and the score-changing options."""
     # An ONNX export runs at its own precision (part of its hash).
     precision = resolve_precision(args.precision, args.device) if args.engine == "torch" else "fp32"
-    return {
-        "tool": "nes2net-score",
-        "model": model_source_fingerprint(args.model),
-        "options": {"engine": args.engine, "precision": precision, "calibrated": not args.raw},
-    }
+    options = {"engine": args.engine, "precision": precision, "calibrated": not args.raw}
+    if args.condition:
+        options["condition"] = args.condition
+    return {"tool": "nes2net-score", "model": model_source_fingerprint(args.model), "options": options}
 
 
 def log_path_of(output):

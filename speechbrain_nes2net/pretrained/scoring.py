@@ -4,7 +4,8 @@ Every engine (:class:`~speechbrain_nes2net.pretrained.interface.AntiSpoofModel` 
 torch, :class:`~speechbrain_nes2net.pretrained.onnx_model.OnnxAntiSpoofModel` on
 onnxruntime) inherits :class:`FileScoring`, so a file is judged the same way
 whatever runs the network: read by :func:`~speechbrain_nes2net.audio.load_audio`
-(bad files reported with the reason), cropped or repeat-padded as the recipe
+(bad files reported with the reason), coded by the engine's ``condition``
+when set (:mod:`speechbrain_nes2net.codecs`: robustness evaluation), cropped or repeat-padded as the recipe
 evaluates (:func:`~speechbrain_nes2net.audio.evaluation_crop`), batched by
 duration (:func:`plan_batches`; the model masks the padding, so each file
 gets the score it gets alone), and scored by windows when longer than
@@ -22,6 +23,7 @@ import torchaudio
 from speechbrain.utils.data_utils import batch_pad_right
 
 from speechbrain_nes2net.audio import AudioError, audio_info, evaluation_crop, load_audio
+from speechbrain_nes2net.codecs import CodecError, apply_condition
 from speechbrain_nes2net.lobes.windows import forward_by_windows
 from speechbrain_nes2net.pretrained.modules import MonoWaveforms, prepare_waveforms
 from speechbrain_nes2net.scores import LABELS
@@ -145,8 +147,11 @@ class FileScoring:
     and implements ``_forward_logits(wavs,
     wav_lens)`` (prepared, padded waveforms -> (batch, n_out) float32 CPU
     logits) and ``_log_odds(logits)`` (bona fide log-odds of its decision
-    rule; None without one).
+    rule; None without one). :attr:`condition` (a name of
+    :data:`~speechbrain_nes2net.codecs.CONDITIONS`, or None) codes every file read.
     """
+
+    condition = None
 
     def _use_settings(self, settings):
         """Scores files by these resolved :class:`.modules.EvalSettings`."""
@@ -180,10 +185,18 @@ class FileScoring:
         Raises
         ------
         AudioError
-            Naming the file and the reason.
+            Naming the file and the reason (also audio that :attr:`condition` cannot code).
         """
-        max_seconds = None if self.num_samples is None else self.num_samples / self.sample_rate
-        return load_audio(path, sample_rate=self.sample_rate, max_seconds=max_seconds)
+        max_seconds = None
+        if self.num_samples is not None:
+            max_seconds = self.num_samples / self.sample_rate
+        wav = load_audio(path, sample_rate=self.sample_rate, max_seconds=max_seconds)
+        if self.condition is None:
+            return wav
+        try:
+            return apply_condition(wav, self.condition, self.sample_rate)
+        except CodecError as err:
+            raise AudioError(path, str(err)) from None
 
     def _prepare(self, wav):
         """The recipe's evaluation preprocessing of one (samples,) waveform."""

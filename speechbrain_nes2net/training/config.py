@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from speechbrain_nes2net.codecs import ChannelAugment
 from speechbrain_nes2net.training.sampling import parse_data_spec
 
 TEST_SET_KEYS = {"data", "eval_samples", "report"}
@@ -52,6 +53,7 @@ def _check_recipe_config(hparams):
     schedules_whole_run(hparams["lr_scheduler"], hparams["lr_schedule_interval"])
     valid_epochs_period(hparams)
     _check_selection(hparams)
+    _check_codec_augment(hparams)
     _check_ssl_shape(hparams)
     _check_localization(hparams)
     if hparams["valid_pooling"] not in ("pooled", "worst"):
@@ -261,14 +263,25 @@ def validates(hparams, epoch):
     return period is None or cosine_minima(epoch, period)
 
 
+def _check_codec_augment(hparams):
+    """``codec_augment: True`` needs known conditions (PyAV for some) and a probability."""
+    if hparams["codec_augment"]:
+        try:
+            ChannelAugment(hparams["codec_conditions"], hparams["codec_augment_prob"])
+        except (ValueError, ImportError) as err:
+            raise RecipeConfigError(f"codec_augment: {err}") from None
+
+
 def _check_selection(hparams):
     """The selection statistic and candidate rule, and the augmented dev pass they may need."""
     augmented = hparams["valid_augmented"]
     augment = hparams["waveform_augment"]
-    if augmented and (augment is None or getattr(augment, "algo", None) == 0):
+    rawboost_off = augment is None or getattr(augment, "algo", None) == 0
+    if augmented and rawboost_off and not hparams["codec_augment"]:
         raise RecipeConfigError(
-            "valid_augmented: True scores the dev set a second time through RawBoost, "
-            "which is off (rawboost_algo: 0); set rawboost_algo or valid_augmented: False"
+            "valid_augmented: True scores the dev set a second time through the training "
+            "augmentation (RawBoost, codecs), which is off (rawboost_algo: 0, codec_augment: "
+            "False); set one of them or valid_augmented: False"
         )
     # An unknown statistic would select no checkpoint: the test would load the newest.
     metric = hparams["selection_metric"]

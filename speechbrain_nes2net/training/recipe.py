@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from speechbrain.utils.distributed import run_on_main
 
+from speechbrain_nes2net.codecs import ChannelAugment
 from speechbrain_nes2net.evaluation.files import (
     class_scores,
     decision_rates,
@@ -396,20 +397,27 @@ def scored_test_sets(hparams, manifests):
 
 
 def waveform_augmentation(hparams):
-    """The per-utterance training augmentation, or None when ``rawboost_algo`` is 0.
+    """The per-utterance training augmentation: RawBoost (``rawboost_algo``), then the codec
+    and channel conditions (``codec_augment``), or None when both are off.
 
     Example
     -------
     >>> from speechbrain_nes2net.training.rawboost import RawBoost
-    >>> waveform_augmentation({"waveform_augment": RawBoost(algo=0)}) is None
+    >>> waveform_augmentation({"waveform_augment": RawBoost(algo=0), "codec_augment": False}) is None
     True
-    >>> waveform_augmentation({"waveform_augment": RawBoost(algo=4)})
+    >>> waveform_augmentation({"waveform_augment": RawBoost(algo=4), "codec_augment": False})
     RawBoost(algo=4 (...), seed=None)
     """
-    augment = hparams["waveform_augment"]
-    if augment is None or getattr(augment, "algo", None) == 0:
-        return None
-    return augment
+    augments = []
+    rawboost = hparams["waveform_augment"]
+    if rawboost is not None and getattr(rawboost, "algo", None) != 0:
+        augments.append(rawboost)
+    if hparams["codec_augment"]:
+        conditions, prob = hparams["codec_conditions"], hparams["codec_augment_prob"]
+        augments.append(ChannelAugment(conditions, prob, hparams["sample_rate"]))
+    if len(augments) > 1:
+        return torch.nn.Sequential(*augments)
+    return augments[0] if augments else None
 
 
 def feature_cache(hparams):
