@@ -41,13 +41,13 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from speechbrain_nes2net.evaluation.calibration import fit_calibration
-from speechbrain_nes2net.evaluation.localization import read_ranges_csv
 from speechbrain_nes2net.pretrained.app import main as app_main
 from speechbrain_nes2net.pretrained.app import parse_args, score_uploads
 from speechbrain_nes2net.pretrained.export import ExportOptions, export_run
 from speechbrain_nes2net.pretrained.onnx_export import export_onnx
 from speechbrain_nes2net.pretrained.score_cli import load_model
 from speechbrain_nes2net.pretrained.score_cli import main as score_main
+from test_localization_inference import read_ranges_csv
 
 pytestmark = pytest.mark.slow
 

@@ -216,12 +216,13 @@ def weighted_eer(scores, weights, is_bonafide):
 @dataclass(frozen=True)
 class TimeRange:
     """A stretch of one recording: ``start`` and ``end`` (seconds), ``label``
-    ('bonafide' or 'spoof') and bona fide ``score``."""
+    ('bonafide' or 'spoof'; None for a range with a score only) and bona fide
+    ``score`` (None for reference ranges)."""
 
     start: float
     end: float
-    label: str
-    score: float
+    label: str = None
+    score: float = None
 
 
 def _grid_ranges(count, shift, duration):
