@@ -14,6 +14,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 
+# tests/data holds fixtures and the scripts that made them (run by hand with
+# the packages they name, e.g. s3prl), not tests: --doctest-modules must not import them.
+collect_ignore_glob = ["data/*"]
+
 # Hypothesis scans sys.modules for constants and reads each module's __file__;
 # SpeechBrain's lazy modules for optional integrations (k2, ...) then try to
 # import packages that are not installed and raise. Drop the ones that cannot load.

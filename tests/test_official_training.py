@@ -12,22 +12,34 @@ with a tiny SSL model, our ``AntiSpoofBrain.fit`` (``init_optimizers``,
 ``fit_batch``, the scheduler stepping), on the aggregator and back-end loaded
 with the official weights. Only the SSL model is replaced, by a stand-in that
 returns the recorded features, since the fixtures start after it.
+
+The batches reach the Brain in two ways: as items built here (``direct``), and
+through the recipe's data path (``manifest``): each utterance written as a
+float WAV file, a manifest whose ``label`` column says ``bonafide`` or
+``spoof``, the training dataset of ``train_valid_datasets`` (audio loading,
+the training crop, the label encoding) and SpeechBrain's padded batches. A
+flipped label encoding then changes the losses, and a crop that loses, moves
+or alters samples is refused by the stand-in, which knows each utterance's
+samples.
 """
 
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.batch import PaddedBatch
 from torch.utils.data import DataLoader, Sampler
 
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
+from speechbrain_nes2net.manifest import read_manifest, write_manifest
 from speechbrain_nes2net.official.backend import (
     aggregator_from_official,
     backend_from_official,
 )
 from speechbrain_nes2net.training.brain import AntiSpoofBrain
+from speechbrain_nes2net.training.recipe import train_valid_datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "data" / "official_training"
@@ -63,16 +75,33 @@ def unpack(layout, flat):
 class RecordedStates(torch.nn.Module):
     """SSL stand-in: the "waveform" of each utterance is its recorded features, flattened.
 
-    Returns (layers, batch, frames, dim) hidden states like our SSL front-end.
+    Audio files hold float32, so each waveform is looked up by its float32
+    samples and replaced by the recorded float64 states; a waveform that is
+    not exactly one of them (cropped, shifted, scaled) is an error. Returns
+    (layers, batch, frames, dim) hidden states like our SSL front-end.
     """
 
-    def __init__(self, layers, frames, dim):
+    def __init__(self, recorded):
         super().__init__()
-        self.shape = (layers, frames, dim)
+        self.recorded = {self.key(states): states for states in recorded}
+
+    @staticmethod
+    def key(samples):
+        """The float32 bytes of a flattened utterance."""
+        return samples.reshape(-1).to(torch.float32).numpy().tobytes()
 
     def forward(self, wavs, lengths=None):
-        """Unflattens (batch, layers * frames * dim) into (layers, batch, frames, dim)."""
-        return wavs.view(wavs.shape[0], *self.shape).transpose(0, 1)
+        """The recorded (layers, batch, frames, dim) states of the batch's waveforms."""
+        states = []
+        for wav in wavs:
+            found = self.recorded.get(self.key(wav))
+            assert found is not None, (
+                f"a waveform of {wav.numel()} samples is none of the recorded utterances "
+                f"({next(iter(self.recorded.values())).numel()} samples each): the data path "
+                "cropped, moved or changed its samples"
+            )
+            states.append(found)
+        return torch.stack(states, dim=1)
 
 
 class StepBatches(Sampler):
@@ -102,8 +131,14 @@ class RecordingBrain(AntiSpoofBrain):
         self.records = []
 
     def on_fit_batch_start(self, batch, should_step):
-        """Notes the learning rate the step will use."""
-        self.records.append({"lr": self.optimizers_dict["backend"].param_groups[0]["lr"]})
+        """Notes the learning rate the step will use, and what the batch carries."""
+        wavs, lengths = batch.sig
+        self.records.append({
+            "lr": self.optimizers_dict["backend"].param_groups[0]["lr"],
+            "ids": list(batch.id),
+            "label_ids": batch.label_id.data[:, 0].tolist(),
+            "samples": (lengths * wavs.shape[1]).round().int().tolist(),
+        })  # fmt: skip
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Steps the schedulers as usual, then notes the loss and the weights."""
@@ -144,9 +179,45 @@ def official_modules(fixture, key):
     return backend, aggregator
 
 
-def train_like_the_release(fixture, yaml_name, folder, ssl_source):
-    """Runs our recipe's training on the fixture's batches; returns the step records."""
+#: Samples after the recorded ones in the files of a recipe that trains on each
+#: file's first ``train_samples`` (ASVspoof 2019): reading any of them shows.
+TAIL = 320
+
+
+def through_the_recipe_data_path(examples, hparams, folder):
+    """The items as the recipe's training dataset gives them, from audio files and a manifest.
+
+    Each item's signal is written as a float WAV file (with :data:`TAIL` more
+    samples when the recipe crops from the start), its label as the manifest's
+    text label (the fixtures' labels: 1 = bona fide).
+    """
+    (folder / "audio").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for item in examples:
+        sig = item["sig"]
+        if not hparams["train_random_crop"]:
+            sig = torch.cat([sig, torch.full((TAIL,), 0.5, dtype=sig.dtype)])
+        path = folder / "audio" / f"{item['id']}.wav"
+        sf.write(path, sig.numpy(), hparams["sample_rate"], subtype="FLOAT")
+        bonafide = int(item["label_id"]) == 1
+        rows.append({
+            "ID": item["id"], "duration": len(sig) / hparams["sample_rate"], "wav": str(path),
+            "label": "bonafide" if bonafide else "spoof", "attack": "-" if bonafide else "A01",
+        })  # fmt: skip
+    write_manifest(rows, folder / "manifest.csv")
+    manifests = {hparams[key]: str(folder / "manifest.csv") for key in ("train_data", "valid_data")}
+    train, _ = train_valid_datasets(hparams, manifests)
+    return train
+
+
+def train_like_the_release(fixture, yaml_name, folder, ssl_source, feed="direct"):
+    """Runs our recipe's training on the fixture's batches; returns the step records.
+
+    ``feed``: ``direct`` (items built here) or ``manifest`` (through the
+    recipe's data path, :func:`through_the_recipe_data_path`).
+    """
     layers = fixture["config"].get("n_layers", 3)
+    frames, dim = fixture["batches"][0]["input"].shape[-2:]
     overrides = {
         "data_folder": str(folder / "unused"),
         "output_folder": str(folder / "run"),
@@ -154,6 +225,9 @@ def train_like_the_release(fixture, yaml_name, folder, ssl_source):
         "ssl_dim": fixture["config"]["input_channel"],
         "ssl_layers": layers,
         "num_workers": 0,
+        # The data path: no augmentation, crops of exactly the recorded samples.
+        "rawboost_algo": 0,
+        "train_samples": layers * frames * dim,
     }
     if "epochs" in fixture:  # ASVspoof 5: the whole-run cosine needs the run's length
         overrides["number_of_epochs"] = fixture["epochs"]
@@ -163,12 +237,6 @@ def train_like_the_release(fixture, yaml_name, folder, ssl_source):
     hparams["backend"].double().load_state_dict(backend.state_dict())
     if aggregator is not None:
         hparams["aggregator"].double().load_state_dict(aggregator.state_dict())
-    frames, dim = fixture["batches"][0]["input"].shape[-2:]
-    modules = {
-        "ssl": RecordedStates(layers, frames, dim),
-        "aggregator": hparams["aggregator"],
-        "backend": hparams["backend"],
-    }
 
     examples = []
     for step, batch in enumerate(fixture["batches"]):
@@ -182,8 +250,15 @@ def train_like_the_release(fixture, yaml_name, folder, ssl_source):
                 "label_id": torch.tensor([label]),
                 "audio_error": "",
             })  # fmt: skip
+    modules = {
+        "ssl": RecordedStates([item["sig"].view(layers, frames, dim) for item in examples]),
+        "aggregator": hparams["aggregator"],
+        "backend": hparams["backend"],
+    }
     batch_size = len(fixture["batches"][0]["labels"])
     sampler = StepBatches(len(fixture["batches"]), batch_size, fixture["steps_per_epoch"])
+    if feed == "manifest":
+        examples = through_the_recipe_data_path(examples, hparams, folder)
     loader = DataLoader(examples, batch_sampler=sampler, collate_fn=PaddedBatch)
 
     brain = RecordingBrain(
@@ -222,11 +297,27 @@ def assert_same_step(ours, official, before, lr, what):
         )
 
 
+@pytest.mark.parametrize("feed", ["direct", "manifest"])
 @pytest.mark.parametrize("fixture_name", sorted(RECIPES))
-def test_our_training_steps_equal_the_official_loop(fixture_name, tmp_path, tiny_wavlm):
+def test_our_training_steps_equal_the_official_loop(fixture_name, feed, tmp_path, tiny_wavlm):
     fixture = load_fixture(fixture_name)
-    records = train_like_the_release(fixture, RECIPES[fixture_name], tmp_path, tiny_wavlm)
+    records = train_like_the_release(fixture, RECIPES[fixture_name], tmp_path, tiny_wavlm, feed)
     assert len(records) == 3
+    if feed == "manifest":
+        # The batch of each step as the Brain got it, against the manifest rows:
+        # the fixture's utterances in order, labels encoded 1 = bona fide (the
+        # official code's and the fixtures' convention, written out here, not
+        # read from the package), each utterance with all its recorded samples.
+        rows = read_manifest(tmp_path / "manifest.csv").set_index("ID")
+        frames, dim = fixture["batches"][0]["input"].shape[-2:]
+        samples = fixture["config"].get("n_layers", 3) * frames * dim
+        for step, record in enumerate(records):
+            size = len(fixture["batches"][step]["labels"])
+            assert record["ids"] == [f"step{step}_utt{i}" for i in range(size)]
+            official = fixture["batches"][step]["labels"].tolist()
+            assert record["label_ids"] == official, (step, record["label_ids"], official)
+            assert [int(rows.loc[utt, "label"] == "bonafide") for utt in record["ids"]] == official
+            assert record["samples"] == [samples] * size
     lrs = torch.tensor([r["lr"] for r in records], dtype=torch.float64)
     torch.testing.assert_close(lrs, fixture["lrs"], rtol=1e-9, atol=0)
     losses = torch.tensor([r["loss"] for r in records], dtype=torch.float64)

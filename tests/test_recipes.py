@@ -456,14 +456,3 @@ def test_bf16_evaluation_stays_within_the_documented_tolerance(demo_run):
     fp32 = read_scores(out / "scores" / "demo_test_scores.txt")
     assert bf16.keys() == fp32.keys() and bf16 != fp32  # really computed in bf16
     assert within_bf16_tolerance(bf16, fp32)
-
-
-@pytest.mark.slow
-def test_bf16_training_runs_on_cpu(tmp_path):
-    out = tmp_path / "bf16"
-    run(TRAIN + [
-        "hparams/demo.yaml", f"--output_folder={out}", "--precision=bf16",
-        "--number_of_epochs=1", "--n_train=12", "--n_dev=4", "--n_test=4",
-    ])
-    scores = read_scores(out / "scores" / "demo_test_scores.txt")
-    assert len(scores) == 8 and all(abs(float(v)) < 1e6 for v in scores.values())
