@@ -117,6 +117,11 @@ def parse(argv):
         "computes it natively); as SpeechBrain's --eval_precision (default: that run "
         "option, else fp32)",
     )  # fmt: skip
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the SSL model first (about a minute for a Large model; pays on "
+        "long jobs, see docs/DEPLOYING.md)",
+    )  # fmt: skip
     parser.add_argument("--report", default=None, help="corpus rules of the report (e.g. ctrsvdd)")
     parser.add_argument(
         "--report_option", action="append", default=[], metavar="KEY=VALUE",
@@ -283,6 +288,9 @@ def main(argv):
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"  # torchrun: one GPU per process, as in train.py
     model = run_model(hparams, args.eval_samples, precision, decision, device)
+    batch_size = hparams["eval_dataloader_options"].get("batch_size", 1)
+    if args.compile:
+        print(f"evaluate.py: compiled the SSL model in {model.compile_frontend(batch_size):.0f} s")
     frame = read_manifest(args.test_manifest)
     folder = Path(hparams["output_folder"]) / "scores"
     header = {
@@ -308,7 +316,6 @@ def main(argv):
         )  # fmt: skip
         if distributed:
             torch.distributed.barrier()  # every shard's log opened (or restarted) first
-        batch_size = hparams["eval_dataloader_options"].get("batch_size", 1)
         scoring.score(model, batch_size, calibrated=False, retry_failed=args.retry_failed)
     except (ValueError, ScoreLogError) as err:  # InputError is a ValueError
         raise SystemExit(f"evaluate.py: {err}") from None

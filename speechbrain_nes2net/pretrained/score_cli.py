@@ -128,6 +128,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--threads", type=int, help="CPU threads of the engine (default: torch's / onnxruntime's)"
     )
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch engine: torch.compile the SSL model first (about a minute for a Large "
+        "model; pays on long jobs, see docs/DEPLOYING.md)",
+    )  # fmt: skip
     parser.add_argument("--savedir", help="where SpeechBrain collects the model files")
     decision = parser.add_mutually_exclusive_group()
     decision.add_argument(
@@ -163,6 +168,8 @@ def parse_args(argv=None):
             "--precision bf16 is the torch engine's; an ONNX export runs at its own precision "
             "(fp32, or int8 when exported with nes2net-export-onnx --quantize int8)"
         )
+    if args.engine == "onnxruntime" and args.compile:
+        parser.error("--compile is the torch engine's")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     check_resume_arguments(parser, args)
@@ -232,6 +239,9 @@ def load_model(args):
         # large SSL model run several times slower on a CPU than single files.
         args.batch_size = 1
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    if args.compile:
+        seconds = model.compile_frontend(args.batch_size)
+        print(f"nes2net-score: compiled the SSL model in {seconds:.0f} s", file=sys.stderr)
     return model
 
 
