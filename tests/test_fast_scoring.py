@@ -138,8 +138,9 @@ def test_batches_score_each_file_as_alone(tiny, tmp_path, precision):
     model.set_precision(precision)
     alone = [result.score for result in model.score_files(tiny[2], batch_size=1)]
     batched = [result.score for result in model.score_files(tiny[2], batch_size=4)]
-    # bf16 rounds differently in a batch (other matrix shapes): its tolerance is bf16's.
-    assert batched == pytest.approx(alone, abs=1e-5 if precision == "fp32" else 2e-2)
+    # bf16 products accumulate in float32, in another order in a batch: measured
+    # 6e-6 apart (fp32 1e-7); a padding mask left out moves them by 5e-3.
+    assert batched == pytest.approx(alone, abs=1e-5 if precision == "fp32" else 1e-4)
 
 
 @pytest.mark.parametrize(("precision", "batch_size"), [("bf16", 1), ("fp32", 3)])
@@ -158,5 +159,6 @@ def test_compile_once_for_files_of_any_duration(tiny, tmp_path, precision, batch
     assert compiled >= 1 and seconds > 0
     with torch.compiler.set_stance("fail_on_recompile"):
         results = model.score_files(tiny[2], batch_size=batch_size)
+    assert all(result.ok for result in results), [result.error for result in results]
     assert len(graphs) == compiled  # six durations, no new graph
     assert [result.score for result in results] == pytest.approx(expected, abs=1e-5)

@@ -264,7 +264,7 @@ class AntiSpoofModel(FileScoring, Pretrained):
         """
         ssl = self.encoder.ssl
         if not isinstance(ssl, SSLFrontend):
-            raise ValueError(f"compiling needs an SSLFrontend front-end, not {type(ssl).__name__}")
+            raise TypeError(f"compiling needs an SSLFrontend front-end, not {type(ssl).__name__}")
         ssl.ssl.model.compile(dynamic=True, backend=backend)
         started = time.perf_counter()
         for size in sorted({1, min(batch_size, 2)}):

@@ -77,8 +77,12 @@ from speechbrain_nes2net.pretrained.model_identity import model_source_fingerpri
 from speechbrain_nes2net.pretrained.scoring import DEFAULT_MAX_BATCH_SECONDS
 from speechbrain_nes2net.scores import LABELS
 
-#: Files per batch unless ``--batch-size`` says otherwise (bf16 on a CPU: 1).
+#: Files per batch unless ``--batch-size`` says otherwise; the torch engine on a
+#: CPU: :data:`CPU_BATCH_SIZE`.
 DEFAULT_BATCH_SIZE = 8
+#: Measured on WavLM-Large (docs/DEPLOYING.md): on a CPU a file costs least in
+#: batches of 2, in fp32 and bf16; larger ones gain nothing more (bf16: lose).
+CPU_BATCH_SIZE = 2
 #: The values of ``--engine``.
 ENGINES = ("auto", "torch", "onnxruntime")
 
@@ -108,8 +112,8 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--batch-size", type=int,
-        help=f"files per batch (default {DEFAULT_BATCH_SIZE}; 1 for bf16 on a CPU, where "
-        "batches of a large SSL model are slower than one file at a time)",
+        help=f"files per batch (default {DEFAULT_BATCH_SIZE}; {CPU_BATCH_SIZE} for the torch "
+        "engine on a CPU, where larger batches of a large SSL model gain nothing)",
     )  # fmt: skip
     parser.add_argument(
         "--max-batch-seconds", type=float, default=DEFAULT_MAX_BATCH_SECONDS,
@@ -211,8 +215,9 @@ def write_scores(handle, entries, results, fmt, with_label, threshold):
 def load_model(args):
     """The scoring model the arguments name: AntiSpoofModel (torch) or OnnxAntiSpoofModel.
 
-    Sets ``args.batch_size`` when ``--batch-size`` was not given: 1 for bf16
-    on a CPU, else :data:`DEFAULT_BATCH_SIZE`.
+    Sets ``args.batch_size`` when ``--batch-size`` was not given:
+    :data:`CPU_BATCH_SIZE` for the torch engine on a CPU, else
+    :data:`DEFAULT_BATCH_SIZE`. With ``--compile``, compiles the SSL model.
     """
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -234,11 +239,8 @@ def load_model(args):
         savedir=args.savedir,
         run_opts={"device": args.device, "precision": args.precision},
     )
-    if args.batch_size is None and model.precision == "bf16" and str(model.device) == "cpu":
-        # Measured (benchmarks/README.md, whole model): bf16 batches of a
-        # large SSL model run several times slower on a CPU than single files.
-        args.batch_size = 1
-    args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    if args.batch_size is None:
+        args.batch_size = CPU_BATCH_SIZE if str(model.device) == "cpu" else DEFAULT_BATCH_SIZE
     if args.compile:
         seconds = model.compile_frontend(args.batch_size)
         print(f"nes2net-score: compiled the SSL model in {seconds:.0f} s", file=sys.stderr)
