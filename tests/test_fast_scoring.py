@@ -1,4 +1,4 @@
-"""Fast scoring: bf16 weights cast once, WavLM attention through SDPA, batches, torch.compile.
+"""Fast scoring: bf16 weights cast once, WavLM attention on contiguous projections, batches, compile.
 
 - bf16 holds bfloat16 copies of the SSL model's linear and convolution weights,
   cast once when the precision is set; what stays float32 is checked by
