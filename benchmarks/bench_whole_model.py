@@ -14,11 +14,13 @@ loaded back as a user would, then 32 WAV files of In-the-Wild-like durations
   fairseq, which compute the same function), the aggregation, and the
   straightforward port of Nes2Net-X (``reference_nes2net_x.py``);
 - ``ours fp32``: ``AntiSpoofModel.score_files``: sorted, length-bucketed
-  batches of 8 with the SSL attention mask and exact frame lengths;
+  batches of ``nes2net-score``'s default size with the SSL attention mask and
+  exact frame lengths; ``ours fp32 batch 1``: one file at a time;
 - ``ours bf16``: the same with ``precision="bf16"`` (the SSL front-end in
   bfloat16; only where the CPU computes bf16 natively, see
   :mod:`speechbrain_nes2net.precision`); ``ours bf16 batch 1``: the same one
-  file at a time (``--batch-size 1``);
+  file at a time (``--batch-size 1``); ``ours bf16 compiled batch 1``: that,
+  after ``compile_frontend`` (``--compile``; its compile time is printed);
 - ``onnxruntime fp32`` / ``onnxruntime int8``: ``nes2net-export-onnx`` of the
   folder (plain, and ``--quantize int8``), scored by ``OnnxAntiSpoofModel.score_files``
   with the same batches.
@@ -30,14 +32,20 @@ printed. Candidates are then timed in interleaved rounds (``timing.py``;
 best call). Reported per path: seconds, utterances per second, real-time
 factor (seconds of compute per second of audio), achieved GMAC/s (the
 model's multiply-accumulates on the valid audio, counted as in
-``speechbrain_nes2net.cost.ssl``, over the time) and the ratio to the official
-way. The "best supported path" is the fastest of ours fp32, ours bf16 and
-bf16 batch 1 (when native) and onnxruntime fp32, the paths that reproduce the fp32 scores (bf16
-within its documented tolerance); int8 changes scores more and is an option.
+``speechbrain_nes2net.cost.ssl``, over the time), its fraction of the
+machine's matrix-product peak in the path's precision (fp32 or bf16
+``torch.matmul`` of 2048 x 2048 matrices, measured in the same run, before
+and after the paths; the faster call counts) and the ratio to the official
+way. The "best supported path" is the fastest of ours fp32, ours bf16 (when
+native) and onnxruntime fp32, batched or not, the paths that reproduce the
+fp32 scores (bf16 within its documented tolerance); int8 changes scores more
+and is an option. ``bf16_peak_fraction`` is the fastest bf16 path at batch 1
+over the bf16 peak.
 
 Usage::
 
     python benchmarks/bench_whole_model.py [--quick] [--models WavLM-Large] [--rounds 2]
+    python benchmarks/bench_whole_model.py --threads 1 --cpu-time   # a loaded machine
 
 ``run()`` returns a dict per architecture for ``benchmarks/run.py``.
 """
@@ -74,11 +82,12 @@ from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.pretrained.modules import EvalSettings
 from speechbrain_nes2net.pretrained.onnx_export import export_onnx, quantize_int8
 from speechbrain_nes2net.pretrained.onnx_model import OnnxAntiSpoofModel
+from speechbrain_nes2net.pretrained.score_cli import CPU_BATCH_SIZE
 from speechbrain_nes2net.pretrained.scoring import BatchStats
 
 SAMPLE_RATE = 16000
-#: Files per batch of the batched paths.
-BATCH_SIZE = 8
+#: Files per batch of the batched paths: nes2net-score's default on a CPU.
+BATCH_SIZE = CPU_BATCH_SIZE
 #: Largest accepted |score difference| (relative to max(1, |score|)) of the exact paths.
 TOLERANCE = 1e-4
 
@@ -96,11 +105,31 @@ ARCHITECTURES = {
 
 #: Paths in the order of the tables; ``official`` first.
 PATHS = (
-    "official", "ours fp32", "ours bf16", "ours bf16 batch 1", "onnxruntime fp32",
-    "onnxruntime int8",
+    "official", "ours fp32", "ours fp32 batch 1", "ours bf16", "ours bf16 batch 1",
+    "ours bf16 compiled batch 1", "onnxruntime fp32", "onnxruntime int8",
 )  # fmt: skip
 #: The paths that reproduce the fp32 scores (bf16 within its tolerance).
-SUPPORTED = ("ours fp32", "ours bf16", "ours bf16 batch 1", "onnxruntime fp32")
+SUPPORTED = PATHS[1:-1]
+#: The bf16 paths at batch 1 (``bf16_peak_fraction``).
+BF16_BATCH_1 = ("ours bf16 batch 1", "ours bf16 compiled batch 1")
+
+
+def matmul_peak(dtype, size=2048, calls=8, cpu_time=False):
+    """GMAC/s of the fastest of ``calls`` products of two ``size`` x ``size`` matrices."""
+    a, b = (torch.randn(size, size).to(dtype) for _ in range(2))
+    clock = time.process_time if cpu_time else time.perf_counter
+    best = math.inf
+    for _ in range(calls):
+        started = clock()
+        torch.matmul(a, b)
+        best = min(best, clock() - started)
+    return size**3 / best / 1e9
+
+
+def matmul_peaks(cpu_time=False):
+    """{'fp32': GMAC/s, 'bf16': GMAC/s} of this machine's matrix products now."""
+    return {key: matmul_peak(dtype, cpu_time=cpu_time)
+            for key, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}  # fmt: skip
 
 
 def ssl_config(name, quick):
@@ -212,13 +241,20 @@ def utterance_macs(model, lengths):
     return totals
 
 
-def run_architecture(name, work, utterances=32, rounds=2, quick=False, seed=0, threads=None):
-    """Builds, checks and times every path for one architecture; returns a result dict."""
+def run_architecture(
+    name, work, utterances=32, rounds=2, quick=False, seed=0, threads=None, cpu_time=False
+):
+    """Builds, checks and times every path for one architecture; returns a result dict.
+
+    ``cpu_time``: rank the paths by the process's CPU seconds instead of
+    wall-clock seconds (one thread, on a loaded machine; the matmul peaks too).
+    """
     threads = threads or torch.get_num_threads()
     folder = Path(work) / name.replace(" ", "_")
     audio = folder / "audio"
     audio.mkdir(parents=True)
-    result = {"name": name, "release": ARCHITECTURES[name]["release"], "threads": threads}
+    result = {"name": name, "release": ARCHITECTURES[name]["release"], "threads": threads,
+              "clock": "CPU seconds" if cpu_time else "seconds"}  # fmt: skip
     started = time.perf_counter()
     export = build_export(name, folder / "export", quick, seed)
     paths, seconds = write_utterances(audio, utterances, seed, max_seconds=2.0 if quick else None)
@@ -232,16 +268,20 @@ def run_architecture(name, work, utterances=32, rounds=2, quick=False, seed=0, t
     result["prepare_seconds"] = time.perf_counter() - started
 
     bf16_native = resolve_precision("auto", "cpu") == "bf16"
-    bf16 = load()
+    bf16, compiled = load(), load()
     bf16.set_precision("bf16")
-    runners = {
-        "official": Official(fp32, name, quick).score_files,
-        "ours fp32": lambda p: _scores(fp32.score_files(p, BATCH_SIZE, calibrated=False)),
-        "ours bf16": lambda p: _scores(bf16.score_files(p, BATCH_SIZE, calibrated=False)),
-        # bf16 attention at batch > 1 spends most of its time in strided copies
-        # on CPU (profiled: docs/DEPLOYING.md), so one file at a time is timed too.
-        "ours bf16 batch 1": lambda p: _scores(bf16.score_files(p, 1, calibrated=False)),
-    }
+    compiled.set_precision("bf16")
+    # A quick run (tiny models, a smoke test) compiles without Inductor's code generation.
+    result["compile_seconds"] = compiled.compile_frontend(1, backend="eager" if quick else "inductor")
+    runners = {"official": Official(fp32, name, quick).score_files}
+    for label, model, batch in (
+        ("ours fp32", fp32, BATCH_SIZE), ("ours fp32 batch 1", fp32, 1),
+        ("ours bf16", bf16, BATCH_SIZE), ("ours bf16 batch 1", bf16, 1),
+        ("ours bf16 compiled batch 1", compiled, 1),
+    ):  # fmt: skip
+        runners[label] = lambda p, model=model, batch=batch: _scores(
+            model.score_files(p, batch, calibrated=False)
+        )
     for label, path in (("onnxruntime fp32", onnx_fp32), ("onnxruntime int8", onnx_int8)):
         engine = OnnxAntiSpoofModel(path, threads=threads)
         runners[label] = lambda p, engine=engine: _scores(
@@ -264,8 +304,13 @@ def run_architecture(name, work, utterances=32, rounds=2, quick=False, seed=0, t
     result["differences"] = differences
 
     result["load_before"] = load_average()
+    peaks = matmul_peaks(cpu_time)
     timed = {label: (lambda runner=runner: runner(paths)) for label, runner in runners.items()}
     timings = interleaved(timed, rounds=rounds, warmup=0)
+    peaks = {key: max(value, matmul_peaks(cpu_time)[key]) for key, value in peaks.items()}
+    if cpu_time:
+        for timing in timings.values():
+            timing.seconds = timing.cpu_seconds
     result["load_after"] = load_average()
     audio_seconds = float(sum(seconds))
     lengths = [int(round(s * SAMPLE_RATE)) for s in seconds]
@@ -283,29 +328,38 @@ def run_architecture(name, work, utterances=32, rounds=2, quick=False, seed=0, t
             "utterances_per_s": len(paths) / best,
             "rtf": best / audio_seconds,
             "gmac_per_s": macs / best / 1e9,
+            # int8 has a peak of its own, not measured here.
+            "peak_fraction": macs / best / 1e9 / peaks["bf16" if "bf16" in label else "fp32"]
+            if "int8" not in label else math.nan,
             "speedup": official / best,
             "difference": differences[label],
         }
     supported = [label for label in SUPPORTED if "bf16" not in label or bf16_native]
     best_label = max(supported, key=lambda label: rows[label]["speedup"])
     result.update(
+        peaks=peaks, bf16_peak_fraction=max(rows[label]["peak_fraction"] for label in BF16_BATCH_1),
         rows=rows, utterances=len(paths), audio_seconds=audio_seconds,
         mean_seconds=audio_seconds / len(paths), gmacs=macs / 1e9,
         padding_fraction=stats.padding_fraction, batches=stats.batches,
         bf16_native=bf16_native, best=best_label, best_speedup=rows[best_label]["speedup"],
         onnx_mb=onnx_fp32.stat().st_size / 1e6, onnx_int8_mb=onnx_int8.stat().st_size / 1e6,
     )  # fmt: skip
-    del fp32, bf16, runners, timed
+    del fp32, bf16, compiled, runners, timed
     gc.collect()
     return result
 
 
-def run(models=tuple(ARCHITECTURES), utterances=32, rounds=2, quick=False, seed=0, threads=None):
+def run(
+    models=tuple(ARCHITECTURES), utterances=32, rounds=2, quick=False, seed=0, threads=None,
+    cpu_time=False,
+):  # fmt: skip
     """Every architecture of ``models``; returns {name: result}."""
     results = {}
     with tempfile.TemporaryDirectory(prefix="nes2net_whole_model_") as work:
         for name in models:
-            results[name] = run_architecture(name, work, utterances, rounds, quick, seed, threads)
+            results[name] = run_architecture(
+                name, work, utterances, rounds, quick, seed, threads, cpu_time
+            )
             gc.collect()
     return results
 
@@ -321,22 +375,26 @@ def format_result(result, quick=False):
             f"{result['threads']} threads; load {result['load_before']:.2f} -> "
             f"{result['load_after']:.2f}; batched paths: {result['batches']} sorted batches of "
             f"at most {BATCH_SIZE}, {100 * result['padding_fraction']:.1f}% of the computed "
-            f"audio is padding; checked on {result['check_files']} files first"
+            f"audio is padding; checked on {result['check_files']} files first; matmul peaks "
+            f"fp32 {result['peaks']['fp32']:.1f}, bf16 {result['peaks']['bf16']:.1f} GMAC/s; "
+            f"compiling took {result['compile_seconds']:.0f} s"
         ),
         "",
-        "| path | seconds (best) | utterances / s | real-time factor | GMAC/s | x official | max rel. score diff vs official |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| path | {result['clock']} (best) | utterances / s | real-time factor | GMAC/s | of peak | x official | max rel. score diff vs official |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label in PATHS:
         row = result["rows"][label]
         note = ""
-        if label == "ours bf16" and not result["bf16_native"]:
+        peak = "-" if math.isnan(row["peak_fraction"]) else f"{100 * row['peak_fraction']:.0f}%"
+        if "bf16" in label and not result["bf16_native"]:
             note = " (bf16 not native here)"
         if label == result["best"]:
             note += " **best supported**"
         lines.append(
             f"| {label}{note} | {row['seconds']:.2f} | {row['utterances_per_s']:.2f} "
-            f"| {row['rtf']:.3f} | {row['gmac_per_s']:.1f} | {row['speedup']:.2f}x "
+            f"| {row['rtf']:.3f} | {row['gmac_per_s']:.1f} | {peak} "
+            f"| {row['speedup']:.2f}x "
             f"| {row['difference']:.1e} |"
         )
     lines.append("")
@@ -354,6 +412,19 @@ def whole_model_speedup(results):
     return min(result["best_speedup"] for result in results.values())
 
 
+def bf16_peak_fraction(results):
+    """The smaller, over architectures, of the fastest bf16 batch-1 path's fraction of the bf16 peak."""
+    return min((result["bf16_peak_fraction"] for result in results.values()), default=math.nan)
+
+
+def summary(results):
+    """``whole_model_speedup=<ratio> bf16_peak_fraction=<fraction>``."""
+    return (
+        f"whole_model_speedup={whole_model_speedup(results):.2f} "
+        f"bf16_peak_fraction={bf16_peak_fraction(results):.2f}"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models, 4 files")
@@ -361,17 +432,22 @@ def main():
     parser.add_argument("--utterances", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--cpu-time", action="store_true",
+        help="time by the process's CPU seconds (use with --threads 1 on a loaded machine)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cpu_time and torch.get_num_threads() != 1:
+        parser.error("--cpu-time needs one thread (--threads 1): spinning threads count as CPU time")
     utterances = 4 if args.quick else args.utterances
     rounds = 1 if args.quick else args.rounds
-    results = run(args.models, utterances, rounds, args.quick, threads=args.threads)
+    results = run(args.models, utterances, rounds, args.quick, threads=args.threads, cpu_time=args.cpu_time)
     for result in results.values():
         print(format_result(result, args.quick))
         print()
-    speedup = whole_model_speedup(results)
-    print(f"whole_model_speedup={speedup:.2f}" if not math.isnan(speedup) else "whole_model_speedup=nan")
+    print(summary(results))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ Every comparison first checks that both sides compute the same scores, then
 times them in interleaved rounds and takes the best call of each (medians are
 printed too; see ``timing.py``). The last line is::
 
-    summary: batched_backend_speedup=<ratio> nes2net_x_speedup=<ratio> whole_model_speedup=<ratio>
+    summary: batched_backend_speedup=<ratio> nes2net_x_speedup=<ratio> whole_model_speedup=<ratio> bf16_peak_fraction=<fraction>
 
 Usage::
 
@@ -157,11 +157,7 @@ def main(argv=None):
     print(
         f"summary: batched_backend_speedup={backend['speedup']:.2f} "
         f"nes2net_x_speedup={nes2net_x['train_forward_backward']['speedup']:.2f}"
-        + (
-            f" whole_model_speedup={bench_whole_model.whole_model_speedup(whole):.2f}"
-            if whole
-            else ""
-        )
+        + (f" {bench_whole_model.summary(whole)}" if whole else "")
     )
 
 

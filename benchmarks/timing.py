@@ -25,9 +25,15 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Timing:
-    """Wall-clock seconds of the calls of one candidate."""
+    """Wall-clock seconds of the calls of one candidate, and the process's CPU seconds.
+
+    With one thread, CPU seconds leave out the time other processes held the
+    cores: on a loaded machine they show what a call costs when wall-clock
+    times do not.
+    """
 
     seconds: list = field(default_factory=list)
+    cpu_seconds: list = field(default_factory=list)
 
     @property
     def best(self):
@@ -67,9 +73,10 @@ def interleaved(candidates, rounds=5, warmup=1):
         if round_index % 2:
             names.reverse()
         for name in names:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             candidates[name]()
             timings[name].seconds.append(time.perf_counter() - start)
+            timings[name].cpu_seconds.append(time.process_time() - cpu)
     return timings
 
 

@@ -103,6 +103,11 @@ def parse(argv):
         "computes it natively); as SpeechBrain's --eval_precision (default: that run "
         "option, else fp32)",
     )  # fmt: skip
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the SSL model first (about a minute for a Large model; pays on "
+        "long jobs, see docs/DEPLOYING.md)",
+    )  # fmt: skip
     parser.add_argument("--report", default=None, help="corpus rules of the report (e.g. ctrsvdd)")
     parser.add_argument(
         "--report_option", action="append", default=[], metavar="KEY=VALUE",
@@ -293,6 +298,9 @@ def main(argv):
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"  # torchrun: one GPU per process, as in train.py
     model = run_model(hparams, args.eval_samples, precision, decision, device)
+    if args.compile:
+        seconds = model.compile_frontend(hparams["eval_dataloader_options"]["batch_size"])
+        print(f"evaluate.py: compiled the SSL model in {seconds:.0f} s")
     frame = read_manifest(args.test_manifest)
     folder = Path(hparams["output_folder"]) / "scores"
     options = {

@@ -346,7 +346,7 @@ def test_benchmark_runner_quick_run_prints_the_summary_line():
     last = result.stdout.strip().splitlines()[-1]
     assert re.fullmatch(
         r"summary: batched_backend_speedup=\d+\.\d+ nes2net_x_speedup=\d+\.\d+"
-        r" whole_model_speedup=\d+\.\d+",
+        r" whole_model_speedup=\d+\.\d+ bf16_peak_fraction=\d+\.\d+",
         last,
     ), last
     assert "batched vs batch-1 scores: max |diff|" in result.stdout

@@ -11,6 +11,7 @@ Authors
 """
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -213,6 +214,46 @@ def ssl_num_states(source):
     return int(ssl_config(source).num_hidden_layers) + 1
 
 
+def wavlm_attention(attention, hidden_states, attention_mask, gated_position_bias):
+    """WavLM's self-attention, computed from contiguous batch-first projections.
+
+    transformers' WavLM attention (``F.multi_head_attention_forward``, time
+    first) hands its projections a transposed batch: at batch > 1 those run
+    as batched products over a weight copied once per frame, ~15x slower in
+    bfloat16 on a CPU. This computes the same function with the same
+    operators (scaled queries, the gated relative position bias and the
+    padding mask added to the scores, softmax, weighted values); torch's
+    ``scaled_dot_product_attention`` was 2x slower here (its CPU kernel at 200
+    frames, bf16). :class:`SSLFrontend` installs it on every ``WavLMAttention``;
+    no attention weights are returned.
+
+    Example
+    -------
+    >>> attention = transformers.models.wavlm.modeling_wavlm.WavLMAttention(8, 2).eval()
+    >>> x, bias = torch.randn(2, 5, 8), torch.randn(4, 5, 5)
+    >>> mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    >>> ours, _ = wavlm_attention(attention, x, mask, bias)
+    >>> with transformers_quieted():
+    ...     theirs, _ = attention.torch_multi_head_self_attention(x, mask, bias)
+    >>> torch.allclose(ours, theirs, atol=1e-6)
+    True
+    """
+    batch, frames, dim = hidden_states.shape
+    heads = attention.num_heads
+    q, k, v = (
+        proj(hidden_states).view(batch, frames, heads, -1).transpose(1, 2).reshape(batch * heads, frames, -1)
+        for proj in (attention.q_proj, attention.k_proj, attention.v_proj)
+    )
+    bias = gated_position_bias
+    if attention_mask is not None:
+        padding = ~attention_mask.bool()[:, None, None, :]
+        bias = bias.view(batch, heads, frames, frames).masked_fill(padding, float("-inf"))
+    scores = torch.baddbmm(bias.view(-1, frames, frames), q * attention.scaling, k.transpose(1, 2))
+    weights = F.dropout(scores.softmax(dim=-1), attention.dropout, attention.training)
+    out = torch.bmm(weights, v).view(batch, heads, frames, -1).transpose(1, 2)
+    return attention.out_proj(out.reshape(batch, frames, dim)), None
+
+
 class SSLFrontend(nn.Module):
     """An SSL front-end that returns its states as the official Nes2Net code does.
 
@@ -301,6 +342,9 @@ class SSLFrontend(nn.Module):
         # With transformers 5 a dropped layer also vanishes from the hidden
         # states, so training would hand the aggregation fewer of them.
         self.ssl.model.config.layerdrop = 0.0
+        for module in self.ssl.model.modules():
+            if isinstance(module, transformers.models.wavlm.modeling_wavlm.WavLMAttention):
+                module.torch_multi_head_self_attention = functools.partial(wavlm_attention, module)
 
     def forward(self, wavs, wav_lens=None):
         """Computes the hidden states of a batch of 16 kHz waveforms.
@@ -338,47 +382,51 @@ class SSLFrontend(nn.Module):
         """'fp32' or 'bf16': the precision the transformer runs in (see :mod:`speechbrain_nes2net.precision`).
 
         The states come out in float32 either way. Not saved with the
-        weights: scoring code sets it, after the weights are loaded (bf16
-        keeps bfloat16 copies of the matrix weights, made when it is set).
+        weights: scoring code sets it after the weights are loaded.
         """
         return self._precision
 
     @precision.setter
     def precision(self, value):
-        """Sets 'fp32' or 'bf16'; the bfloat16 weight copies are remade on the next forward."""
+        """Sets 'fp32' or 'bf16'; bf16 casts the weight copies now, once."""
         if value not in ("fp32", "bf16"):
             raise ValueError(f"SSLFrontend.precision must be 'fp32' or 'bf16', got {value!r}")
         self._precision = value
-        self._bf16_weights = None  # (re)made from the current weights on the next forward
+        self._bf16_weights = None
+        if value == "bf16":
+            with torch.no_grad():
+                self._bf16_weights = [p.detach().to(torch.bfloat16) for p in self._matrix_weights()]
 
     def _matrix_weights(self):
-        """The weights and biases of the transformer's linear layers (over 90% of its MACs)."""
+        """The parameters of the transformer's linear and convolution layers (all but ~0.1% of its MACs).
+
+        A weight-normed convolution (the positional one) is left out: its
+        weight is computed from two parameters at every call.
+        """
         return [
             param
             for module in self.ssl.model.modules()
-            if isinstance(module, nn.Linear)
-            for param in (module.weight, module.bias)
-            if param is not None
+            if isinstance(module, (nn.Linear, nn.Conv1d))
+            for param in module.parameters(recurse=False)
         ]
 
     @contextlib.contextmanager
     def _weights(self):
-        """In bf16, the linear layers compute with bfloat16 copies of their weights.
+        """In bf16, the linear and convolution layers compute with bfloat16 copies of their weights.
 
         ``torch.autocast`` casts every weight of a frozen model to bfloat16
         again at every call (its cache only keeps weights that require
         gradients): for a Large model that is about a sixth of the bf16 time.
-        The copies are made once (when the precision is set) and swapped in
-        for the forward pass only, so the module keeps its float32 weights
-        (``state_dict``, training) and LayerNorm parameters stay float32.
+        The copies, cast when the precision is set, are swapped in for the
+        forward pass only, so the module keeps its float32 weights
+        (``state_dict``, training, fp32 again: exact) and its LayerNorm
+        parameters stay float32. Autocast would round each weight the same way,
+        so the scores equal those of plain autocast.
         """
         if self._precision != "bf16":
             yield
             return
         params = self._matrix_weights()
-        if self._bf16_weights is None:
-            with torch.no_grad():
-                self._bf16_weights = [param.detach().to(torch.bfloat16) for param in params]
         originals = [param.data for param in params]
         try:
             for param, low in zip(params, self._bf16_weights):

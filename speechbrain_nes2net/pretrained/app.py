@@ -83,7 +83,7 @@ def parse_args(argv=None):
     # What nes2net-score's load_model reads; an ONNX graph runs at its own precision.
     args.engine = "onnxruntime" if args.model.lower().endswith(".onnx") else "torch"
     args.precision = "fp32" if args.engine == "onnxruntime" else args.precision
-    args.batch_size, args.condition = None, None
+    args.batch_size, args.condition, args.compile = None, None, False
     return args
 
 

@@ -220,7 +220,7 @@ def parse_args(argv=None):
             parser.error(message)
     # What score_cli's model loader and score log header read.
     args.precision, args.raw, args.threads, args.savedir = "fp32", True, None, None
-    args.condition = None
+    args.condition, args.compile = None, False
     return args
 
 

@@ -43,10 +43,14 @@ from speechbrain_nes2net.pretrained.model_identity import model_source_fingerpri
 from speechbrain_nes2net.pretrained.scoring import DEFAULT_MAX_BATCH_SECONDS
 from speechbrain_nes2net.scores import LABELS
 
-#: Files per batch unless ``--batch-size`` says otherwise (bf16 on a CPU: 1).
+#: Files per batch unless ``--batch-size`` says otherwise; the torch engine on a
+#: CPU: :data:`CPU_BATCH_SIZE`.
 DEFAULT_BATCH_SIZE = 8
 #: Failed files named on stderr when ``failed.csv`` lists them all.
 SHOWN_FAILURES = 20
+#: Measured on WavLM-Large (docs/DEPLOYING.md): on a CPU a file costs least in
+#: batches of 2, in fp32 and bf16; larger ones gain nothing more (bf16: lose).
+CPU_BATCH_SIZE = 2
 
 
 def parse_args(argv=None):
@@ -66,8 +70,8 @@ def parse_args(argv=None):
     add("--format", choices=("txt", "csv"),
         help="output format (default: csv for a .csv output, else txt)")
     add("--batch-size", type=int,
-        help=f"files per batch (default {DEFAULT_BATCH_SIZE}; 1 for bf16 on a CPU, where "
-        "batches of a large SSL model are slower than one file at a time)")
+        help=f"files per batch (default {DEFAULT_BATCH_SIZE}; {CPU_BATCH_SIZE} for the torch "
+        "engine on a CPU, where larger batches of a large SSL model gain nothing)")
     add("--max-batch-seconds", type=float, default=DEFAULT_MAX_BATCH_SECONDS,
         help=f"most padded audio per batch (default {DEFAULT_MAX_BATCH_SECONDS:g} s)")
     add("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
@@ -77,6 +81,9 @@ def parse_args(argv=None):
         help="torch engine: fp32 (default), bf16 (SSL front-end in bfloat16), or auto "
         "(bf16 where the CPU/GPU computes it natively)")
     add("--threads", type=int, help="CPU threads of the engine (default: torch's / onnxruntime's)")
+    add("--compile", action="store_true",
+        help="torch engine: torch.compile the SSL model first (about a minute for a Large "
+        "model; pays on long jobs, see docs/DEPLOYING.md)")
     add("--savedir", help="where SpeechBrain collects the model files")
     decision = parser.add_mutually_exclusive_group()
     decision.add_argument("--labels", action="store_true",
@@ -124,6 +131,8 @@ def parse_args(argv=None):
             "--precision bf16 is the torch engine's; an ONNX export runs at its own precision "
             "(fp32, or int8 when exported with nes2net-export-onnx --quantize int8)"
         )
+    if args.engine == "onnxruntime" and args.compile:
+        parser.error("--compile is the torch engine's")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     if args.chunk_size < 1:
@@ -163,8 +172,9 @@ def _load(args):
 def load_model(args):
     """The scoring model the arguments name: AntiSpoofModel (torch) or OnnxAntiSpoofModel.
 
-    Sets ``args.batch_size`` when ``--batch-size`` was not given: 1 for bf16
-    on a CPU, else :data:`DEFAULT_BATCH_SIZE`.
+    Sets ``args.batch_size`` when ``--batch-size`` was not given:
+    :data:`CPU_BATCH_SIZE` for the torch engine on a CPU, else
+    :data:`DEFAULT_BATCH_SIZE`. With ``--compile``, compiles the SSL model.
     """
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -188,11 +198,11 @@ def load_model(args):
         savedir=args.savedir,
         run_opts={"device": args.device, "precision": args.precision},
     )
-    if args.batch_size is None and model.precision == "bf16" and str(model.device) == "cpu":
-        # Measured (benchmarks/README.md, whole model): bf16 batches of a
-        # large SSL model run several times slower on a CPU than single files.
-        args.batch_size = 1
-    args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    if args.batch_size is None:
+        args.batch_size = CPU_BATCH_SIZE if str(model.device) == "cpu" else DEFAULT_BATCH_SIZE
+    if args.compile:
+        seconds = model.compile_frontend(args.batch_size)
+        print(f"nes2net-score: compiled the SSL model in {seconds:.0f} s", file=sys.stderr)
     model.condition = args.condition
     return model
 
