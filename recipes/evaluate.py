@@ -25,7 +25,9 @@ arguments override the YAML, as in ``train.py`` (e.g. ``--device=cuda:0``).
 SpeechBrain's ``--eval_precision`` says the same) runs the SSL front-end under
 bfloat16 autocast, as ``nes2net-score --precision`` does; scores move
 slightly, and the speed gained depends on the model and the batch (measured
-in ``docs/DEPLOYING.md``).
+in ``docs/DEPLOYING.md``). ``--compile`` compiles the SSL model with
+``torch.compile`` before scoring (about a minute for a Large model: for long
+jobs).
 
 The run's modules, with the chosen checkpoint, score the manifest as their
 export would (:meth:`AntiSpoofModel.from_modules

@@ -48,7 +48,8 @@ Engines: ``--model`` names an exported model folder (torch; ``--precision
 bf16`` or ``auto`` runs the SSL front-end in bfloat16, see
 :mod:`speechbrain_nes2net.precision`) or an ``.onnx`` file written by
 ``nes2net-export-onnx`` (onnxruntime, no torch model; ``--engine`` forces
-either). Files, preprocessing, batches, windows and failures are handled by
+either). ``--compile`` compiles the torch model's SSL front-end first
+(``torch.compile``; for long jobs, see docs/DEPLOYING.md). Files, preprocessing, batches, windows and failures are handled by
 the same code on both (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`).
 
 Authors
