@@ -14,12 +14,13 @@
 - the sort-based metrics vs SpeechBrain's (``bench_metrics.py``);
 - the whole model (SSL front-end + aggregation + Nes2Net-X) on the WavLM-Large
   and XLS-R 300M architectures, random weights (``bench_whole_model.py``):
-  the official way (fp32, batch 1, the port) vs ours in fp32 batched, bf16
-  batched, bf16 at batch 1, onnxruntime fp32 and onnxruntime int8, 32 files
-  of In-the-Wild-like durations (mean 4.3 s). ``whole_model_speedup`` is the
-  best supported path (ours fp32, ours bf16 batched or at batch 1 where
-  native, onnxruntime fp32) over the official way, the smaller of the two
-  architectures.
+  the official way (fp32, batch 1, the port) vs ours in fp32 and bf16,
+  batched and at batch 1, bf16 compiled at batch 1, onnxruntime fp32 and
+  onnxruntime int8, 32 files of In-the-Wild-like durations (mean 4.3 s).
+  ``whole_model_speedup`` is the best supported path (ours fp32, ours bf16
+  where native, onnxruntime fp32) over the official way, the smaller of the
+  two architectures; ``bf16_peak_fraction`` the fastest bf16 path at batch 1
+  over the bf16 matmul peak measured in the same run.
 
 Every comparison first checks that both sides compute the same scores, then
 times them in interleaved rounds and takes the best call of each (medians are

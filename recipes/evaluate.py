@@ -21,7 +21,9 @@ through the resumable, sharded corpus engine of ``nes2net-score``
 (:mod:`speechbrain_nes2net.pretrained.corpus_scoring`); a rerun scores only
 what its logs lack. ``<output_folder>/scores/`` receives
 ``<test_name>_scores.txt``, ``_metrics.json``, ``_failed.csv`` and the report.
-Other ``--key=value`` arguments override the YAML, as in ``train.py``.
+``--compile`` compiles the SSL model with ``torch.compile`` first (about a minute
+for a Large model: for long jobs). Other ``--key=value`` arguments override the
+YAML, as in ``train.py``.
 See docs/EVALUATION.md and docs/SCALE.md.
 Robustness: ``--condition=mp3_32k`` passes every file through that codec or
 channel first (:mod:`speechbrain_nes2net.codecs`; outputs ``<test_name>_mp3_32k_*``);

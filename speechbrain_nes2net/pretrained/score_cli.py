@@ -9,7 +9,8 @@ PATHs are expanded by :mod:`speechbrain_nes2net.pretrained.inputs`; files are
 scored by the corpus engine (:mod:`speechbrain_nes2net.pretrained.corpus_scoring`)
 into a score log (``OUTPUT.scorelog``; a temporary one without ``--output``),
 then written in input order as ``ID score[ label]`` lines or CSV. ``--frames``
-writes a localisation model's time ranges instead. Failed files go to stderr
+writes a localisation model's time ranges instead. ``--compile`` compiles the torch
+model's SSL front-end first (``torch.compile``; for long jobs, see docs/DEPLOYING.md). Failed files go to stderr
 and ``failed.csv``. Exit status: 0 all scored, 1 some files failed, 2 usage
 errors, 3 the log or the output cannot be written. See docs/PRETRAINED.md
 and docs/SCALE.md. ``--condition NAME`` (e.g. ``mp3_32k``, ``telephone``:
