@@ -26,8 +26,8 @@ SpeechBrain's ``--eval_precision`` says the same) runs the SSL front-end under
 bfloat16 autocast, as ``nes2net-score --precision`` does; scores move
 slightly, and the speed gained depends on the model and the batch (measured
 in ``docs/DEPLOYING.md``). ``--compile`` compiles the SSL model with
-``torch.compile`` before scoring (about a minute for a Large model: for long
-jobs).
+``torch.compile`` before scoring (a minute or two for a Large model: for
+long jobs).
 
 The run's modules, with the chosen checkpoint, score the manifest as their
 export would (:meth:`AntiSpoofModel.from_modules
@@ -121,8 +121,8 @@ def parse(argv):
     )  # fmt: skip
     parser.add_argument(
         "--compile", action="store_true",
-        help="torch.compile the SSL model first (about a minute for a Large model; pays on "
-        "long jobs, see docs/DEPLOYING.md)",
+        help="torch.compile the SSL model first (a minute or two for a Large model; pays "
+        "on long jobs, see docs/DEPLOYING.md)",
     )  # fmt: skip
     parser.add_argument("--report", default=None, help="corpus rules of the report (e.g. ctrsvdd)")
     parser.add_argument(

@@ -49,8 +49,9 @@ bf16`` or ``auto`` runs the SSL front-end in bfloat16, see
 :mod:`speechbrain_nes2net.precision`) or an ``.onnx`` file written by
 ``nes2net-export-onnx`` (onnxruntime, no torch model; ``--engine`` forces
 either). ``--compile`` compiles the torch model's SSL front-end first
-(``torch.compile``; for long jobs, see docs/DEPLOYING.md). Files, preprocessing, batches, windows and failures are handled by
-the same code on both (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`).
+(``torch.compile``; for long jobs, see docs/DEPLOYING.md). Files,
+preprocessing, batches, windows and failures are handled by the same code on
+both (:class:`~speechbrain_nes2net.pretrained.scoring.FileScoring`).
 
 Authors
  * speechbrain-nes2net contributors
@@ -135,8 +136,8 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--compile", action="store_true",
-        help="torch engine: torch.compile the SSL model first (about a minute for a Large "
-        "model; pays on long jobs, see docs/DEPLOYING.md)",
+        help="torch engine: torch.compile the SSL model first (a minute or two for a "
+        "Large model; pays on long jobs, see docs/DEPLOYING.md)",
     )  # fmt: skip
     parser.add_argument("--savedir", help="where SpeechBrain collects the model files")
     decision = parser.add_mutually_exclusive_group()
