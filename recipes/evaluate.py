@@ -21,7 +21,7 @@ through the resumable, sharded corpus engine of ``nes2net-score``
 (:mod:`speechbrain_nes2net.pretrained.corpus_scoring`); a rerun scores only
 what its logs lack. ``<output_folder>/scores/`` receives
 ``<test_name>_scores.txt``, ``_metrics.json``, ``_failed.csv`` and the report.
-``--compile`` compiles the SSL model with ``torch.compile`` first (about a minute
+``--compile`` compiles the SSL model with ``torch.compile`` first (a minute or two
 for a Large model: for long jobs). Other ``--key=value`` arguments override the
 YAML, as in ``train.py``.
 See docs/EVALUATION.md and docs/SCALE.md.
@@ -107,7 +107,7 @@ def parse(argv):
     )  # fmt: skip
     parser.add_argument(
         "--compile", action="store_true",
-        help="torch.compile the SSL model first (about a minute for a Large model; pays on "
+        help="torch.compile the SSL model first (a minute or two for a Large model; pays on "
         "long jobs, see docs/DEPLOYING.md)",
     )  # fmt: skip
     parser.add_argument("--report", default=None, help="corpus rules of the report (e.g. ctrsvdd)")

@@ -398,7 +398,7 @@ class SSLFrontend(nn.Module):
                 self._bf16_weights = [p.detach().to(torch.bfloat16) for p in self._matrix_weights()]
 
     def _matrix_weights(self):
-        """The parameters of the transformer's linear and convolution layers (all but ~0.1% of its MACs).
+        """The parameters of the transformer's linear and convolution layers (over 90% of its MACs).
 
         A weight-normed convolution (the positional one) is left out: its
         weight is computed from two parameters at every call.

@@ -197,8 +197,8 @@ class AntiSpoofModel(FileScoring, Pretrained):
     def compile_frontend(self, batch_size=1, backend="inductor", seconds=4.0):
         """Compiles the SSL model with ``torch.compile`` now; returns the seconds it took.
 
-        For long jobs (docs/DEPLOYING.md): compiling WavLM-Large takes about a
-        minute and then saves a few percent per file. Shapes are dynamic, so
+        For long jobs (docs/DEPLOYING.md): compiling WavLM-Large takes a minute
+        or two and then saves a few percent per file. Shapes are dynamic, so
         files of any duration run the same graph, one for single files and one
         for batches (a warm-up call of each class that ``batch_size`` uses
         compiles them here). In fp32, a single file under ~1.3 s gets its own

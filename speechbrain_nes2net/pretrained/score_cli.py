@@ -83,7 +83,7 @@ def parse_args(argv=None):
         "(bf16 where the CPU/GPU computes it natively)")
     add("--threads", type=int, help="CPU threads of the engine (default: torch's / onnxruntime's)")
     add("--compile", action="store_true",
-        help="torch engine: torch.compile the SSL model first (about a minute for a Large "
+        help="torch engine: torch.compile the SSL model first (a minute or two for a Large "
         "model; pays on long jobs, see docs/DEPLOYING.md)")
     add("--savedir", help="where SpeechBrain collects the model files")
     decision = parser.add_mutually_exclusive_group()
