@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import speechbrain  # noqa: F401  (registers SpeechBrain's lazy modules first)
+import torch
 from speechbrain.utils.importutils import LazyModule
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -100,3 +101,13 @@ def localization_demo(tmp_path_factory):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return out, database, result.stdout
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (``pytest.mark.usefixtures("one_thread")``):
+    tiny models on a shared 2-core runner are much faster that way."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -31,12 +31,7 @@ RATE = 16000
 DURATIONS = (0.7, 1.3, 2.2, 1.9, 3.1, 0.9)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

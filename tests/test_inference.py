@@ -45,13 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tiny models on a shared 2-core runner are much faster that way."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def backend_kwargs(**kwargs):

@@ -22,13 +22,7 @@ SMALL = {"input_size": 64, "outer_ratio": 4, "inner_ratio": 4}
 SHAPES = [(3, 23), (1, 81)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models on a shared 2-core runner are faster that way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scoring(build, seed=0):
