@@ -49,7 +49,9 @@ from speechbrain_nes2net.pretrained.score_cli import load_model
 from speechbrain_nes2net.pretrained.score_cli import main as score_main
 from test_localization_inference import read_ranges_csv
 
-pytestmark = pytest.mark.slow
+# One torch thread, as in the page's server (serving sets OMP_NUM_THREADS=1): the page's scores
+# are compared with nes2net-score's to 1e-4, and the thread count changes the order of float sums.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Debian's Chromium; Playwright's own browser download is not used.
