@@ -58,13 +58,24 @@ def load(tiny, tmp_path):
 
 
 def weights_seen(ssl, wavs):
-    """{module name: (dtype, data_ptr)} of the weight each layer computes with in a forward pass."""
+    """{module name: (dtype, data_ptr)} of the weight each layer computes with in a forward pass.
+
+    Read when the module is called: a LayerNorm, a linear layer, a feature encoder
+    layer's convolution, the positional convolution (which the bf16 forward swaps
+    for another module).
+    """
     seen, hooks = {}, []
     for name, module in ssl.ssl.model.named_modules():
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.LayerNorm)):
-            def record(module, args, name=name):
-                seen[name] = (module.weight.dtype, module.weight.data_ptr())
-            hooks.append(module.register_forward_pre_hook(record))
+        if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)) or name.endswith("pos_conv_embed"):
+            name, attribute = (f"{name}.conv", "conv") if name.endswith("pos_conv_embed") else (name, None)
+        elif isinstance(getattr(module, "conv", None), torch.nn.Conv1d):  # a feature encoder layer
+            name, attribute = f"{name}.conv", "conv"
+        else:
+            continue
+        def record(module, args, name=name, attribute=attribute):
+            weight = (getattr(module, attribute) if attribute else module).weight
+            seen[name] = (weight.dtype, weight.data_ptr())
+        hooks.append(module.register_forward_pre_hook(record))
     with torch.no_grad():
         ssl(wavs)
     for hook in hooks:
@@ -81,16 +92,16 @@ def test_bf16_weights_are_cast_once_and_fp32_comes_back_exactly(tiny, tmp_path):
 
     model.set_precision("bf16")
     first, second = weights_seen(ssl, wavs), weights_seen(ssl, wavs)
-    positional = "encoder.pos_conv_embed.conv"  # weight-normed: computed at every call
-    assert first.pop(positional)[0] == second.pop(positional)[0] == torch.float32
     assert first == second  # the same bfloat16 tensors every call: cast once, not per call
     low = {name for name, (dtype, _) in first.items() if dtype == torch.bfloat16}
     layer_norms = {name for name, module in ssl.ssl.model.named_modules()
                    if isinstance(module, torch.nn.LayerNorm)}  # fmt: skip
-    # bf16: every linear layer and the feature encoder's convolutions; float32:
-    # the layer norms (and the positional convolution's weight, above).
+    # bf16: every linear layer, the feature encoder's convolutions and the positional
+    # convolution (its weight norm computed once); float32: the layer norms.
     assert low == set(first) - layer_norms
-    assert any(name.startswith("feature_extractor.conv_layers") for name in low)
+    assert "encoder.pos_conv_embed.conv" in low
+    layers = len(ssl.ssl.model.feature_extractor.conv_layers)
+    assert sum(name.startswith("feature_extractor.conv_layers") for name in low) == layers
     assert all(first[name][0] == torch.float32 for name in layer_norms)
     # Outside a forward pass the module holds its float32 weights (state_dict, export).
     assert all(value.dtype == before[key].dtype for key, value in ssl.state_dict().items())
