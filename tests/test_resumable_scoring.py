@@ -207,9 +207,14 @@ class FullDisk:
         self.handle, self.budget = handle, budget
 
     def write(self, text):
-        """Writes what fits (a torn line), then raises ENOSPC."""
+        """Writes what fits (a torn line), then raises ENOSPC.
+
+        At least one character goes in, so that the line is torn wherever the
+        budget falls (the lines' lengths follow the temporary paths and the
+        scores' digits: a budget ending exactly at a line's end tore nothing).
+        """
         if len(text) > self.budget:
-            self.handle.write(text[: self.budget])
+            self.handle.write(text[: max(self.budget, 1)])
             self.handle.flush()
             self.budget = 0
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
