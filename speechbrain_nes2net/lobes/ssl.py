@@ -480,18 +480,23 @@ class SSLFrontend(nn.Module):
         if value == "bf16":
             with torch.no_grad():
                 self._bf16_weights = [p.detach().to(torch.bfloat16) for p in self._matrix_weights()]
-                self._bf16_convs = [(name, plain_bf16_conv(conv)) for name, conv in self._normed_convs()]
+                self._bf16_convs = [
+                    (self.ssl.model.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2],
+                     plain_bf16_conv(conv))
+                    for name, conv in self._normed_convs()
+                ]  # fmt: skip
 
     def _matrix_weights(self):
         """The parameters of the transformer's linear and convolution layers (over 90% of its MACs).
 
-        A weight-normed convolution's weight (the positional one) is computed
-        from two parameters at every call: see :meth:`_normed_convs`.
+        A weight-normed convolution (the positional one) is left out: its
+        weight is computed from two parameters at every call, so bf16 swaps
+        the whole module instead (:meth:`_normed_convs`).
         """
         return [
             param
             for module in self.ssl.model.modules()
-            if isinstance(module, (nn.Linear, nn.Conv1d))
+            if isinstance(module, (nn.Linear, nn.Conv1d)) and not parametrize.is_parametrized(module)
             for param in module.parameters(recurse=False)
         ]
 
@@ -523,21 +528,18 @@ class SSLFrontend(nn.Module):
             return
         params = self._matrix_weights()
         originals = [param.data for param in params]
-        model = self.ssl.model
-        convs = [(name, model.get_submodule(name)) for name, _ in self._bf16_convs]
+        convs = [getattr(parent, attribute) for parent, attribute, _ in self._bf16_convs]
         try:
             for param, low in zip(params, self._bf16_weights):
                 param.data = low
-            for name, plain in self._bf16_convs:
-                parent, _, attribute = name.rpartition(".")
-                setattr(model.get_submodule(parent), attribute, plain)
+            for parent, attribute, plain in self._bf16_convs:
+                setattr(parent, attribute, plain)
             yield
         finally:
             for param, original in zip(params, originals):
                 param.data = original
-            for name, conv in convs:
-                parent, _, attribute = name.rpartition(".")
-                setattr(model.get_submodule(parent), attribute, conv)
+            for (parent, attribute, _), conv in zip(self._bf16_convs, convs):
+                setattr(parent, attribute, conv)
 
 
 def ssl_frame_shift(ssl, sample_rate=SSL_SAMPLE_RATE):
