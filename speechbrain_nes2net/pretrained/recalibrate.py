@@ -201,7 +201,7 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="the new model folder (or .onnx file)")
     parser.add_argument("--prior", type=float, help="bona fide prior (default: the model's)")
     parser.add_argument("--cross-validate", type=int, metavar="K", help="rates on K held-out folds")
-    parser.add_argument("--batch-size", type=int, help="files per batch (default 8)")
+    parser.add_argument("--batch-size", type=int, help="files per batch (default: as nes2net-score)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
     parser.add_argument("--restart", action="store_true", help="ignore OUTPUT.scorelog")
     args = parser.parse_args(argv)

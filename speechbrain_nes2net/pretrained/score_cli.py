@@ -49,9 +49,10 @@ from speechbrain_nes2net.scores import LABELS
 DEFAULT_BATCH_SIZE = 8
 #: Failed files named on stderr when ``failed.csv`` lists them all.
 SHOWN_FAILURES = 20
-#: Measured on WavLM-Large (docs/DEPLOYING.md): on a CPU a file costs least in
-#: batches of 2, in fp32 and bf16; larger ones gain nothing more (bf16: lose).
-CPU_BATCH_SIZE = 2
+#: Per precision, measured on WavLM-Large (docs/DEPLOYING.md): on a CPU, fp32
+#: files of equal length cost 4% less in batches of 2 or 4 than alone; bf16
+#: ones 1% more in pairs, 4% more in fours (and a batch also computes its padding).
+CPU_BATCH_SIZE = {"fp32": 2, "bf16": 1}
 
 
 def parse_args(argv=None):
@@ -71,8 +72,9 @@ def parse_args(argv=None):
     add("--format", choices=("txt", "csv"),
         help="output format (default: csv for a .csv output, else txt)")
     add("--batch-size", type=int,
-        help=f"files per batch (default {DEFAULT_BATCH_SIZE}; {CPU_BATCH_SIZE} for the torch "
-        "engine on a CPU, where larger batches of a large SSL model gain nothing)")
+        help=f"files per batch (default {DEFAULT_BATCH_SIZE}; the torch engine on a CPU: "
+        f"{CPU_BATCH_SIZE['fp32']} in fp32, {CPU_BATCH_SIZE['bf16']} in bf16, as measured "
+        "on WavLM-Large)")
     add("--max-batch-seconds", type=float, default=DEFAULT_MAX_BATCH_SECONDS,
         help=f"most padded audio per batch (default {DEFAULT_MAX_BATCH_SECONDS:g} s)")
     add("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
@@ -174,7 +176,7 @@ def load_model(args):
     """The scoring model the arguments name: AntiSpoofModel (torch) or OnnxAntiSpoofModel.
 
     Sets ``args.batch_size`` when ``--batch-size`` was not given:
-    :data:`CPU_BATCH_SIZE` for the torch engine on a CPU, else
+    :data:`CPU_BATCH_SIZE` of its precision for the torch engine on a CPU, else
     :data:`DEFAULT_BATCH_SIZE`. With ``--compile``, compiles the SSL model.
     """
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
@@ -200,7 +202,8 @@ def load_model(args):
         run_opts={"device": args.device, "precision": args.precision},
     )
     if args.batch_size is None:
-        args.batch_size = CPU_BATCH_SIZE if str(model.device) == "cpu" else DEFAULT_BATCH_SIZE
+        on_cpu = str(model.device) == "cpu"
+        args.batch_size = CPU_BATCH_SIZE[model.precision] if on_cpu else DEFAULT_BATCH_SIZE
     if args.compile:
         seconds = model.compile_frontend(args.batch_size)
         print(f"nes2net-score: compiled the SSL model in {seconds:.0f} s", file=sys.stderr)
