@@ -15,9 +15,11 @@ HERE = Path(__file__).parent
 ONNX = ["onnx", "onnxruntime"]
 PLOTS = ["matplotlib"]
 TENSORBOARD = ["tensorboard"]
-# PyAV wheels bundle FFmpeg: the AAC, AMR-NB and G.722 conditions (speechbrain_nes2net.codecs).
+# PyAV wheels bundle FFmpeg: the AAC, AMR-NB and G.722 conditions (speechbrain_nes2net.codecs),
+# and reading M4A/AAC, WebM, MP4 and AMR files (speechbrain_nes2net.audio), which a web page's
+# visitors upload from phones and browsers.
 CODECS = ["av"]
-APP = ["gradio>=6"] + PLOTS
+APP = ["gradio>=6"] + PLOTS + CODECS
 TEST = ["pytest", "pytest-xdist", "hypothesis", "onnxscript", "scikit-learn", "playwright"]
 TEST += ONNX + PLOTS + TENSORBOARD + APP + CODECS
 

@@ -2,6 +2,12 @@
 audio with :func:`load_audio` (headers with :func:`audio_info`), so that a file is
 resampled, downmixed and rejected (:class:`AudioError`) the same way everywhere.
 
+libsndfile (soundfile) reads WAV, FLAC, OGG (Vorbis, Opus) and MP3. The formats
+of phones, browsers and videos (:data:`FFMPEG_EXTENSIONS`: M4A/AAC, WebM, MP4,
+AMR, ...) are decoded by FFmpeg through PyAV, when it is installed (the
+``codecs`` and ``app`` extras); by extension only, so that a corrupt WAV file is
+reported, not guessed at by FFmpeg.
+
 Example
 -------
 >>> import numpy as np, soundfile as sf, tempfile, os
@@ -33,9 +39,16 @@ class AudioError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+#: Extensions decoded by FFmpeg (PyAV) instead of libsndfile.
+FFMPEG_EXTENSIONS = frozenset({"m4a", "aac", "mp4", "m4v", "mov", "webm", "mkv", "amr", "3gp", "wma"})
+#: What a user without PyAV is told to install.
+FFMPEG_HINT = "M4A/AAC, WebM, MP4 and AMR files need PyAV: pip install 'speechbrain-nes2net[codecs]'"
+
+
 @dataclass(frozen=True)
 class AudioInfo:
-    """Header facts of an audio file (no samples are decoded)."""
+    """Header facts of an audio file (no samples are decoded, except for a
+    container that states no duration)."""
 
     duration: float
     sample_rate: int
@@ -62,6 +75,8 @@ def audio_info(path):
     """
     if not Path(path).is_file():
         raise AudioError(path, "file not found")
+    if _decoded_by_ffmpeg(path):
+        return _ffmpeg_info(path)
     try:
         info = soundfile.info(str(path))
     except (RuntimeError, soundfile.LibsndfileError) as err:
@@ -94,13 +109,16 @@ def load_audio(path, sample_rate=DEFAULT_SAMPLE_RATE, max_seconds=None):
         Missing, unreadable, truncated or empty files, NaN or infinite samples.
     """
     info = audio_info(path)
-    frames = -1
-    if max_seconds is not None:
-        frames = min(info.frames, round(max_seconds * info.sample_rate))
-    try:
-        data, file_rate = soundfile.read(str(path), frames=frames, dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError) as err:
-        raise AudioError(path, f"could not decode audio ({err})") from None
+    if _decoded_by_ffmpeg(path):
+        data, file_rate = _ffmpeg_decode(path, max_seconds), info.sample_rate
+    else:
+        frames = -1
+        if max_seconds is not None:
+            frames = min(info.frames, round(max_seconds * info.sample_rate))
+        try:
+            data, file_rate = soundfile.read(str(path), frames=frames, dtype="float32", always_2d=True)
+        except (RuntimeError, soundfile.LibsndfileError) as err:
+            raise AudioError(path, f"could not decode audio ({err})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "contains no samples")
     if not np.isfinite(data).all():
@@ -142,8 +160,71 @@ _AUDIO_EXTENSIONS = {e.lower() for e in soundfile.available_formats()} | {
     "wav",
     "flac",
     "ogg",
+    "opus",
     "mp3",
-}
+} | FFMPEG_EXTENSIONS
+
+
+def _decoded_by_ffmpeg(path):
+    return Path(path).suffix.lower().lstrip(".") in FFMPEG_EXTENSIONS
+
+
+def _open_ffmpeg(path):
+    """The PyAV container of ``path`` and its first audio stream; AudioError if neither."""
+    try:
+        import av
+    except ImportError:
+        raise AudioError(path, f"cannot be read without FFmpeg: {FFMPEG_HINT}") from None
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as err:
+        raise AudioError(path, f"not a readable audio file (FFmpeg: {err})") from None
+    if not container.streams.audio:
+        container.close()
+        raise AudioError(path, "has no audio stream")
+    return container, container.streams.audio[0]
+
+
+def _ffmpeg_info(path):
+    """:func:`audio_info` of a file FFmpeg decodes: the stream's or container's duration."""
+    container, stream = _open_ffmpeg(path)
+    with container:
+        rate, channels = stream.rate, stream.channels
+        if stream.duration is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1e6  # microseconds (AV_TIME_BASE)
+        else:  # a live recording's container states none: count the samples
+            duration = _ffmpeg_decode(path).shape[0] / rate
+    if not rate or rate <= 0:
+        raise AudioError(path, f"invalid sample rate {rate}")
+    frames = round(duration * rate)
+    return AudioInfo(frames / rate, rate, channels, frames)
+
+
+def _ffmpeg_decode(path, max_seconds=None):
+    """(samples, channels) float32 samples of the first audio stream, at its own rate."""
+    import av
+
+    container, stream = _open_ffmpeg(path)
+    limit = None if max_seconds is None else round(max_seconds * stream.rate)
+    chunks, count = [], 0
+    try:
+        with container:
+            resampler = None
+            for frame in container.decode(stream):
+                # Planar float of the stream's own layout and rate: only the sample format changes.
+                resampler = resampler or av.AudioResampler("fltp", frame.layout, frame.sample_rate)
+                for converted in resampler.resample(frame):
+                    chunks.append(converted.to_ndarray())
+                    count += chunks[-1].shape[1]
+                if limit is not None and count >= limit:
+                    break
+    except av.FFmpegError as err:
+        raise AudioError(path, f"could not decode audio (FFmpeg: {err})") from None
+    if not chunks:
+        return np.zeros((0, stream.channels or 1), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(chunks, axis=1)[:, :limit].T)
 
 
 def fixed_length(wav, num_samples, random_offset=False, generator=None):

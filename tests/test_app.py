@@ -38,6 +38,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import soundfile as sf
+from ffmpeg_audio import write_with_ffmpeg
 from playwright.sync_api import expect, sync_playwright
 
 from speechbrain_nes2net.evaluation.calibration import fit_calibration
@@ -175,7 +177,9 @@ def test_space_page_scores_files_as_nes2net_score(calibrated, demo, browser, tmp
     files = demo[1][:2]
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEnot really audio")
-    code, expected, reasons = cli_scores(calibrated, [*files, corrupt], capsys)
+    # What a phone uploads: the second file as AAC in M4A (decoded through FFmpeg).
+    phone = write_with_ffmpeg(tmp_path / "phone.m4a", *sf.read(files[1], dtype="float32"))
+    code, expected, reasons = cli_scores(calibrated, [*files, phone, corrupt], capsys)
     assert code == 1 and set(reasons) == {"corrupt"}
     yaml = (calibrated / "hyperparams.yaml").read_text()
     decision = json.loads(re.search(r"^decision: (.*)$", yaml, re.MULTILINE)[1])
@@ -196,18 +200,19 @@ def test_space_page_scores_files_as_nes2net_score(calibrated, demo, browser, tmp
         assert test_rates in rates
         screenshot(page, "app_score.png", tmp_path)
 
-        # A batch with a corrupt file: its reason, the others scored, the same in the CSV.
-        page, rows, more = scored(browser, url, [*files, corrupt])
-        assert [row["file"] for row in rows] == [path.name for path in [*files, corrupt]]
-        for path, row in zip(files, rows):
+        # A batch with a phone's M4A and a corrupt file: its reason, the others scored, the
+        # same in the CSV.
+        page, rows, more = scored(browser, url, [*files, phone, corrupt])
+        assert [row["file"] for row in rows] == [path.name for path in [*files, phone, corrupt]]
+        for path, row in zip([*files, phone], rows):
             assert row["error"] == "" and abs(float(row["score"]) - expected[path.stem][0]) <= 1e-4
         reason = reasons["corrupt"].replace(str(corrupt), corrupt.name)
-        assert rows[2]["score"] == "" and rows[2]["error"] == reason
+        assert rows[3]["score"] == "" and rows[3]["error"] == reason
         table = page.request.get(page.locator("#csv a").first.get_attribute("href")).text()
         table = list(csv.DictReader(io.StringIO(table)))
         assert [row["file"] for row in table] == [row["file"] for row in rows]
-        assert [row["error"] for row in table] == ["", "", reason]
-        for path, row in zip(files, table):
+        assert [row["error"] for row in table] == ["", "", "", reason]
+        for path, row in zip([*files, phone], table):
             assert abs(float(row["score"]) - expected[path.stem][0]) <= 1e-4
         screenshot(page, "app_batch.png", tmp_path)
 

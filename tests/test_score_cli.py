@@ -11,6 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from ffmpeg_audio import write_with_ffmpeg
+
 from data_prep.demo_prepare import speech_like
 from speechbrain_nes2net.lobes.aggregation import build_aggregator
 from speechbrain_nes2net.lobes.nes2net import Nes2Net
@@ -50,7 +52,7 @@ def model(export):
 
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory):
-    """8 kHz, 16 kHz, 44.1 kHz and 48 kHz, mono and stereo, FLAC and WAV, plus two bad files."""
+    """8 kHz, 16 kHz, 44.1 kHz and 48 kHz, mono and stereo, FLAC, WAV and M4A, plus two bad files."""
     folder = tmp_path_factory.mktemp("audio")
     rng = np.random.default_rng(3)
     (folder / "sub").mkdir()
@@ -64,13 +66,16 @@ def mixed_folder(tmp_path_factory):
         seconds = rng.uniform(0.6, 1.4)
         signal = np.stack([speech_like(rng, seconds, rate) for _ in range(channels)], axis=1)
         sf.write(folder / name, signal.astype(np.float32), rate)
+    # A phone's recording: AAC in M4A, read through FFmpeg (PyAV).
+    signal = np.stack([speech_like(rng, 1.1, 44100) for _ in range(2)], axis=1)
+    write_with_ffmpeg(folder / "f_phone.m4a", signal, 44100)
     (folder / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt " + bytes(range(200)))
     sf.write(folder / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
     (folder / "notes.txt").write_text("not audio\n")
     return folder
 
 
-GOOD = ["a_16k", "b_8k", "c_44k_stereo", "d_22k_stereo", "sub/e_48k"]
+GOOD = ["a_16k", "b_8k", "c_44k_stereo", "d_22k_stereo", "f_phone", "sub/e_48k"]
 BAD = ["corrupt", "empty"]
 
 
@@ -118,7 +123,7 @@ def test_folder_of_mixed_formats_is_scored_and_bad_files_reported(
     assert "no samples" in failed[1]["reason"]
     for name in ("corrupt.wav", "empty.wav"):
         assert name in result.stderr
-    assert "scored 5 of 7 files, 2 failed" in result.stderr
+    assert "scored 6 of 8 files, 2 failed" in result.stderr
 
 
 def test_list_file_csv_output_and_threshold(export, model, mixed_folder, tmp_path, capsys):
@@ -178,7 +183,9 @@ def test_usage_errors_exit_with_status_2(export, mixed_folder, tmp_path, capsys)
 
 def test_collect_inputs_reads_manifests_and_skips_non_audio(mixed_folder, tmp_path):
     ids = [utt_id for utt_id, _ in collect_inputs([str(mixed_folder)])]
-    assert ids == ["a_16k", "b_8k", "c_44k_stereo", "corrupt", "d_22k_stereo", "empty", "sub/e_48k"]
+    assert ids == [
+        "a_16k", "b_8k", "c_44k_stereo", "corrupt", "d_22k_stereo", "empty", "f_phone", "sub/e_48k",
+    ]  # fmt: skip
     manifest = tmp_path / "test.csv"
     manifest.write_text(
         f"ID,duration,wav,label,attack\nu1,1.0,{mixed_folder / 'b_8k.wav'},bonafide,-\n"

@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 import torch
 from brains import demo_brain, fit
+from ffmpeg_audio import write_with_ffmpeg
 
 from speechbrain_nes2net.audio import AudioError, audio_info, load_audio
 from speechbrain_nes2net.lobes.ssl import make_tiny_ssl_model
@@ -126,7 +127,18 @@ BROKEN = {
                                subtype="FLOAT") or p.with_suffix(".wav"),
             "NaN or infinite"),
     "missing": (lambda p: p.with_suffix(".flac"), "file not found"),
-}
+    "m4a_not_audio": (lambda p: p.with_suffix(".m4a").write_text("this is not audio\n") and p.with_suffix(".m4a"),
+                      "not a readable audio file"),
+    # A phone recording cut off before its index (moov atom, written last) was saved.
+    "m4a_truncated": (lambda p: _truncated(write_with_ffmpeg(p.with_suffix(".m4a"), tone(2, 44100), 44100)),
+                      "not a readable audio file"),
+}  # fmt: skip
+
+
+def _truncated(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path
 
 
 @pytest.mark.parametrize("kind", sorted(BROKEN))
@@ -139,6 +151,36 @@ def test_broken_files_are_rejected_with_file_and_reason(tmp_path, kind):
     # The data pipeline turns the error into silence plus a reason, not a crash.
     sig, error = audio_pipeline(min_samples=8000).func(str(path))
     assert str(path) in error and torch.all(sig == 0)
+
+
+@pytest.mark.parametrize(
+    "name, rate, channels, tolerance",
+    # AMR-NB is a speech codec: it gives a pure tone back a quarter quieter.
+    [("phone.m4a", 44100, 2, 0.1), ("browser.webm", 48000, 1, 0.1), ("voice_note.amr", 8000, 1, 0.3)],
+)
+def test_phone_and_browser_formats_are_decoded_by_ffmpeg(tmp_path, name, rate, channels, tolerance):
+    # Left 0.3, right 0.15: the downmix (0.225) is neither channel.
+    signal = tone(1.5, rate, channels) * ([1.0, 0.5] if channels == 2 else 1.0)
+    path = write_with_ffmpeg(tmp_path / name, signal, rate)
+    info = audio_info(path)
+    assert (info.sample_rate, info.channels) == (rate, channels)
+    assert abs(info.duration - 1.5) < 0.05
+    wav = load_audio(path)
+    # The codecs add their delay and pad to whole frames: at most ~40 ms here.
+    assert wav.dtype == torch.float32 and 24000 <= wav.shape[0] <= 24000 + 650
+    spectrum = np.abs(np.fft.rfft(wav.numpy()))
+    assert abs(np.argmax(spectrum) * 16000 / wav.shape[0] - 220) < 2
+    steady = wav[4000:20000].numpy()  # away from the codec's start and end
+    amplitude = np.sqrt(2 * np.mean(steady**2))
+    assert amplitude == pytest.approx(0.225 if channels == 2 else 0.3, rel=tolerance)
+    assert load_audio(path, max_seconds=0.5).shape == (8000,)
+
+
+def test_without_pyav_an_m4a_names_what_to_install(tmp_path, monkeypatch):
+    path = write_with_ffmpeg(tmp_path / "phone.m4a", tone(0.5, 16000), 16000)
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    with pytest.raises(AudioError, match=r"phone\.m4a.*pip install 'speechbrain-nes2net\[codecs\]'"):
+        load_audio(path)
 
 
 def test_truncated_flac_header_still_reads_and_fails_on_decode(tmp_path):
