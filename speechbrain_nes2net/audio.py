@@ -190,14 +190,14 @@ def _ffmpeg_info(path):
     container, stream = _open_ffmpeg(path)
     with container:
         rate, channels = stream.rate, stream.channels
+        if not rate or rate <= 0:
+            raise AudioError(path, f"invalid sample rate {rate}")
         if stream.duration is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = container.duration / 1e6  # microseconds (AV_TIME_BASE)
         else:  # a live recording's container states none: count the samples
             duration = _ffmpeg_decode(path).shape[0] / rate
-    if not rate or rate <= 0:
-        raise AudioError(path, f"invalid sample rate {rate}")
     frames = round(duration * rate)
     return AudioInfo(frames / rate, rate, channels, frames)
 
