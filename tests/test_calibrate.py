@@ -250,6 +250,49 @@ def test_an_onnx_export_gets_the_new_decision_as_metadata(model, recalibrated, s
     assert [r.label == "bonafide" for r in results] == [r.score >= rule.threshold for r in results]
 
 
+def test_bona_fide_files_alone_shift_the_threshold_to_the_rate_asked(model, split, tmp_path):
+    # A user with recordings of their own voices and no spoofs: a folder of bonafide/ alone.
+    bona = [path for path, label in split[1] if label == "bonafide"]  # 40 noisy files
+    folder = tmp_path / "voices"
+    (folder / "bonafide").mkdir(parents=True)
+    for path in bona:
+        os.link(path, folder / "bonafide" / path.name)
+    output = tmp_path / "mine"
+    status, stdout, stderr = calibrate("--model", model, "--labels", folder, "--output", output,
+                                       "--bonafide-rejection", 0.05)  # fmt: skip
+    assert status == 0, stderr
+    old, new = model_decision(model), model_decision(output)
+    # The scale (the spread between the classes) is kept; only the offset moves.
+    assert new.source == "calibration" and new.calibration.scale == old.calibration.scale
+    assert new.fitted_on.startswith("40 bona fide files of voices, shifted to reject at most 5%")
+    scores = np.array([float(row["score"]) for row in read_record(output)])
+    assert int((~new.is_bonafide(scores)).sum()) == 2  # floor(5% of 40), and no more
+    assert int((~old.is_bonafide(scores)).sum()) >= 36  # the shift: nearly all were rejected
+    assert "no spoofs: no EER" in stdout
+    assert f"{'new threshold ' + format(new.threshold, '.4g'):24}{5.0:19.2f}%{'-':>16}" in stdout
+    assert "no spoofed files were given" in (output / "README.md").read_text()
+    # The other 160 noisy bona fide files, not fitted on, are mostly accepted now.
+    held_out = [path for path, label in split[2] if label == "bonafide"]
+    ours = AntiSpoofModel.from_hparams(source=str(output), savedir=str(tmp_path / "load"))
+    raw = np.array([r.score for r in ours.score_files(held_out, batch_size=8, calibrated=False)])
+    rejected = decision_rates(new, raw, [])["bpcer"]
+    print(f"held-out bona fide rejected: {rejected:.4f} (old threshold "
+          f"{decision_rates(old, raw, [])['bpcer']:.4f})\n{stdout}")  # fmt: skip
+    assert rejected <= 0.15 and decision_rates(old, raw, [])["bpcer"] >= 0.9, rejected
+
+    # Too few files for the rate, or the rate with folds, are refused.
+    for options, message in (
+        (["--bonafide-rejection", 0.01], "holds 40 bona fide files; rejecting at most 1% of them "
+                                         "needs at least 100"),
+        (["--bonafide-rejection", 0.05, "--cross-validate", 4], "--cross-validate needs both"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) if "--cross-validate" in options else contextlib.nullcontext():
+            status, _, stderr = calibrate("--model", model, "--labels", folder,
+                                          "--output", tmp_path / "refused", *options)  # fmt: skip
+            assert status == 2 and message in stderr, stderr
+    assert not (tmp_path / "refused").exists()
+
+
 def read_record(output):
     with open(output / FILES_RECORD, encoding="utf-8") as handle:
         return list(csv.DictReader(handle))

@@ -147,7 +147,8 @@ def labelled_inputs(path, root=None):
     otherwise) whose header names ``path`` and ``label`` (paths relative to
     ``root``, default the list's folder; IDs the paths without extension; an
     :class:`InputError` names the line of an unknown label), or a folder of
-    ``bonafide/`` and ``spoof/`` (any depth; IDs the paths inside it).
+    ``bonafide/`` and ``spoof/`` (any depth; IDs the paths inside it;
+    ``spoof/`` may be missing, for ``nes2net-calibrate --bonafide-rejection``).
 
     Arguments
     ---------
@@ -170,9 +171,9 @@ def labelled_inputs(path, root=None):
 
     path, labels = Path(path).expanduser(), ("bonafide", "spoof")
     if path.is_dir():
-        if root is not None or not all((path / label).is_dir() for label in labels):
-            raise InputError(f"{path}: a folder of labelled files holds bonafide/ and spoof/ only")
-        return [(utt_id, audio, label) for label in labels
+        if root is not None or not (path / "bonafide").is_dir():
+            raise InputError(f"{path}: a folder of labelled files holds bonafide/ (and spoof/)")
+        return [(utt_id, audio, label) for label in labels if (path / label).is_dir()
                 for utt_id, audio in _walk_folder(path, path / label)]  # fmt: skip
     if not path.is_file():
         raise InputError(f"{path}: no such list file or folder")

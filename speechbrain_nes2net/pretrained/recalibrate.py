@@ -4,6 +4,7 @@ Usage::
 
     nes2net-calibrate --model exports/my_model --labels my_files.csv --output exports/my_domain
     nes2net-calibrate --model model.onnx --labels my_data/ --output my_domain.onnx --cross-validate 5
+    nes2net-calibrate --model exports/my_model --labels my_voices/ --bonafide-rejection 0.05 --output exports/mine
 
 A threshold fitted on one domain does not carry to another. The labelled files
 are scored by the corpus scoring engine (resumable in ``OUTPUT.scorelog``;
@@ -15,6 +16,11 @@ label, SHA-256, raw score); an ``.onnx`` file gets them as metadata. Exit
 status 2: refused (fewer than :data:`MIN_FILES_PER_CLASS` scored files of a
 class, or scores that do not rise with bona fide-ness); 1: some files failed.
 
+With ``--bonafide-rejection RATE`` only bona fide files are needed (a folder
+may hold ``bonafide/`` alone): the model's calibration keeps its scale and is
+shifted so that its threshold rejects at most RATE of them
+(:func:`shift_to_bonafide_rate`); spoofed files, if given, are only reported.
+
 Authors
  * speechbrain-nes2net contributors
 """
@@ -24,6 +30,7 @@ import csv
 import datetime
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -34,7 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
-from speechbrain_nes2net.evaluation.calibration import DecisionRule, fit_calibration
+from speechbrain_nes2net.evaluation.calibration import (
+    DecisionRule,
+    ScoreCalibration,
+    fit_calibration,
+)
 from speechbrain_nes2net.evaluation.files import decision_rates
 from speechbrain_nes2net.evaluation.metrics import compute_eer
 from speechbrain_nes2net.evaluation.score_log import FAILED, ScoreLogError
@@ -50,21 +61,37 @@ class CalibrationError(ValueError):
     """Files that cannot give a decision threshold; the message says what is needed."""
 
 
-def check_counts(n_bona, n_spoof, what):
+def check_counts(n_bona, n_spoof, what, bonafide_rate=None):
     """Refuses fewer than :data:`MIN_FILES_PER_CLASS` files of a class (``what`` names them).
+
+    With ``bonafide_rate`` (``--bonafide-rejection``), spoofs are not needed,
+    and bona fide files at least 1 / rate, so that the rate is one file or more.
 
     Example
     -------
     >>> check_counts(25, 0, "list.csv")
     Traceback (most recent call last):
     ...
-    speechbrain_nes2net.pretrained.recalibrate.CalibrationError: list.csv holds 25 bona fide and 0 spoof files; a threshold between the classes needs at least 20 of each (more: a steadier one, see --cross-validate)
+    speechbrain_nes2net.pretrained.recalibrate.CalibrationError: list.csv holds 25 bona fide and 0 spoof files; a threshold between the classes needs at least 20 of each (more: a steadier one, see --cross-validate; with bona fide files only: --bonafide-rejection)
+    >>> check_counts(25, 0, "list.csv", bonafide_rate=0.05)
+    >>> check_counts(25, 0, "list.csv", bonafide_rate=0.01)
+    Traceback (most recent call last):
+    ...
+    speechbrain_nes2net.pretrained.recalibrate.CalibrationError: list.csv holds 25 bona fide files; rejecting at most 1% of them needs at least 100
     """
+    if bonafide_rate is not None:
+        needed = max(MIN_FILES_PER_CLASS, math.ceil(1 / bonafide_rate - 1e-9))
+        if n_bona < needed:
+            raise CalibrationError(
+                f"{what} holds {n_bona} bona fide files; rejecting at most "
+                f"{100 * bonafide_rate:.3g}% of them needs at least {needed}"
+            )
+        return
     if min(n_bona, n_spoof) < MIN_FILES_PER_CLASS:
         raise CalibrationError(
             f"{what} holds {n_bona} bona fide and {n_spoof} spoof files; a threshold between the "
             f"classes needs at least {MIN_FILES_PER_CLASS} of each (more: a steadier one, see "
-            "--cross-validate)"
+            "--cross-validate; with bona fide files only: --bonafide-rejection)"
         )
 
 
@@ -90,6 +117,57 @@ def fit_decision(bona, spoof, prior, fitted_on=None):
             f"(calibration scale {calibration.scale:.3g}): it does not separate this domain, "
             "and no threshold can fix that"
         )
+    return DecisionRule.from_calibration(calibration, prior, fitted_on)
+
+
+def shift_to_bonafide_rate(old, bona, rate, prior, fitted_on=None):
+    """``old``'s calibration shifted so that its Bayes threshold rejects at most ``rate`` of ``bona``.
+
+    A new domain mostly shifts a detector's scores; without spoofed files the
+    spread between the classes cannot be re-fitted, so the scale is kept and
+    the offset moves the threshold to the lowest bona fide score that
+    stays accepted (the ``floor(rate x n)``-th lowest, counted from 0).
+
+    Arguments
+    ---------
+    old : DecisionRule
+        The model's decision, with a calibration.
+    bona : array-like
+        Raw scores of the user's bona fide files.
+    rate : float
+        Most bona fide files to reject, in (0, 1).
+    prior : float
+        Bona fide prior of the new decision.
+    fitted_on : str, optional
+        What it was fitted on.
+
+    Returns
+    -------
+    DecisionRule
+
+    Example
+    -------
+    >>> old = DecisionRule.from_calibration(ScoreCalibration(scale=2.0, offset=1.0))
+    >>> rule = shift_to_bonafide_rate(old, np.arange(100.0), 0.05, 0.5)
+    >>> int((~rule.is_bonafide(np.arange(100.0))).sum()), rule.calibration.scale
+    (5, 2.0)
+    >>> bona = [-40.0, -30.857142857142858] + [0.0] * 18  # the second: float rounding would reject it
+    >>> old = DecisionRule.from_calibration(ScoreCalibration(scale=0.37, offset=0.0))
+    >>> int((~shift_to_bonafide_rate(old, bona, 0.05, 0.5).is_bonafide(bona)).sum())
+    1
+    """
+    if old.calibration is None:
+        raise CalibrationError(
+            f"the model ships no calibration to shift (its threshold is {old.source!r}): fit one "
+            "on labelled files of both classes, without --bonafide-rejection"
+        )
+    scores = np.sort(np.asarray(bona, dtype=np.float64))
+    accepted = scores[math.floor(rate * scores.size + 1e-9)]
+    # A hair below that score, so that rounding in the threshold cannot reject it.
+    threshold = accepted - 1e-9 * max(1.0, abs(accepted))
+    scale = old.calibration.scale
+    offset = -math.log(prior / (1 - prior)) - scale * threshold
+    calibration = ScoreCalibration(scale, offset, prior=old.calibration.prior)
     return DecisionRule.from_calibration(calibration, prior, fitted_on)
 
 
@@ -201,6 +279,11 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="the new model folder (or .onnx file)")
     parser.add_argument("--prior", type=float, help="bona fide prior (default: the model's)")
     parser.add_argument("--cross-validate", type=int, metavar="K", help="rates on K held-out folds")
+    parser.add_argument(
+        "--bonafide-rejection", type=float, metavar="RATE",
+        help="fit on bona fide files only: shift the model's calibration so that at most RATE "
+        "(e.g. 0.05) of them are rejected; spoofed files, if listed, are only reported",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, help="files per batch (default: as nes2net-score)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
     parser.add_argument("--restart", action="store_true", help="ignore OUTPUT.scorelog")
@@ -211,6 +294,10 @@ def parse_args(argv=None):
         (len(args.labels) > 2, "--labels takes a list and, optionally, the folder its paths start from"),
         (args.prior is not None and not 0 < args.prior < 1, "--prior must be between 0 and 1"),
         ((args.cross_validate or 2) < 2, "--cross-validate needs K >= 2 folds"),
+        (args.bonafide_rejection is not None and not 0 < args.bonafide_rejection < 1,
+         "--bonafide-rejection must be between 0 and 1"),
+        (args.bonafide_rejection is not None and args.cross_validate,
+         "--cross-validate needs both classes; --bonafide-rejection fits on bona fide files only"),
         (not args.model.exists(), f"--model {args.model}: no such export folder or .onnx file"),
         ((args.engine == "onnxruntime") != (args.output.suffix.lower() == ".onnx"),
          "--output is an .onnx file when --model is one, else a folder"),
@@ -251,8 +338,8 @@ def calibrate(args):
     labels = Path(args.labels[0]).expanduser()
     items = labelled_inputs(labels, *args.labels[1:])
     label_of = {utt_id: label for utt_id, _, label in items}
-    listed = list(label_of.values())
-    check_counts(listed.count("bonafide"), listed.count("spoof"), str(labels))
+    listed, rate = list(label_of.values()), args.bonafide_rejection
+    check_counts(listed.count("bonafide"), listed.count("spoof"), str(labels), rate)
     old = model_decision(args.model)
     scores, failed, log_path = score_labelled(args, items)
     for utt_id, path, _ in items:
@@ -262,26 +349,41 @@ def calibrate(args):
         raise CalibrationError(f"all {len(items)} files failed (reasons above): nothing to fit on")
     bona, spoof = (np.array([s for i, s in scores.items() if label_of[i] == label])
                    for label in ("bonafide", "spoof"))  # fmt: skip
-    check_counts(bona.size, spoof.size, f"{labels} (scored files only)")
+    check_counts(bona.size, spoof.size, f"{labels} (scored files only)", rate)
     prior = old.prior if args.prior is None else args.prior
-    fitted_on = (f"{bona.size} bona fide and {spoof.size} spoof files of {labels.name} "
-                 f"(nes2net-calibrate, {datetime.date.today().isoformat()})")  # fmt: skip
-    rule = fit_decision(bona, spoof, prior, fitted_on)
+    today = datetime.date.today().isoformat()
+    if rate is None:
+        fitted_on = (f"{bona.size} bona fide and {spoof.size} spoof files of {labels.name} "
+                     f"(nes2net-calibrate, {today})")  # fmt: skip
+        rule = fit_decision(bona, spoof, prior, fitted_on)
+    else:
+        fitted_on = (f"{bona.size} bona fide files of {labels.name}, shifted to reject at most "
+                     f"{100 * rate:.3g}% of them (nes2net-calibrate --bonafide-rejection, {today})")
+        rule = shift_to_bonafide_rate(old, bona, rate, prior, fitted_on)
     before, after = decision_rates(old, bona, spoof), decision_rates(rule, bona, spoof)
-    row = lambda name, r: f"{name:24}{100 * r['bpcer']:19.2f}%{100 * r['apcer']:15.2f}%"
+    # A rate of a class without files is NaN: shown as "-".
+    cell = lambda x, width: f"{'-':>{width + 1}}" if math.isnan(x) else f"{100 * x:{width}.2f}%"
+    row = lambda name, r: f"{name:24}{cell(r['bpcer'], 19)}{cell(r['apcer'], 15)}"
+    eer = f"EER {100 * compute_eer(bona, spoof)[0]:.2f}%" if spoof.size else "no spoofs: no EER"
     lines = [(f"scored {len(scores)} of {len(items)} files ({bona.size} bona fide, {spoof.size} "
-              f"spoof): EER {100 * compute_eer(bona, spoof)[0]:.2f}%"),
+              f"spoof): {eer}"),
              f"{'':24}{'bona fide rejected':>20}{'spoof accepted':>16}",
              row(f"old threshold {old.threshold:.4g}", before),
              row(f"new threshold {rule.threshold:.4g}", after)]  # fmt: skip
     if args.cross_validate:
         folds = cross_validate(bona, spoof, prior, args.cross_validate)
         lines.append(row(f"held out ({args.cross_validate} folds)", folds))
-    rates = (f"on the files it was fitted on, it rejects {100 * after['bpcer']:.2f}% of bona fide "
-             f"and accepts {100 * after['apcer']:.2f}% of spoofs (the previous threshold "
-             f"{old.threshold:.6g}: {100 * before['bpcer']:.2f}% and {100 * before['apcer']:.2f}%; "
-             f"any results below were measured at it); `{FILES_RECORD}` lists those files with "
-             "their SHA-256")  # fmt: skip
+    if spoof.size:
+        rates = (f"on the files it was fitted on, it rejects {100 * after['bpcer']:.2f}% of bona "
+                 f"fide and accepts {100 * after['apcer']:.2f}% of spoofs (the previous threshold "
+                 f"{old.threshold:.6g}: {100 * before['bpcer']:.2f}% and "
+                 f"{100 * before['apcer']:.2f}%")  # fmt: skip
+    else:
+        rates = (f"on the bona fide files it was fitted on, it rejects {100 * after['bpcer']:.2f}% "
+                 "(no spoofed files were given, so how many spoofs it accepts there is unmeasured; "
+                 f"the previous threshold {old.threshold:.6g}: {100 * before['bpcer']:.2f}%")
+    rates += (f"; any results below were measured at it); `{FILES_RECORD}` lists those files "
+              "with their SHA-256")
     files = [(utt_id, label, hashlib.sha256(path.read_bytes()).hexdigest(), repr(scores[utt_id]), "")
              if utt_id in scores else (utt_id, label, "", "", failed[utt_id])
              for utt_id, path, label in items]  # fmt: skip
