@@ -42,7 +42,10 @@ class AudioError(ValueError):
 #: Extensions decoded by FFmpeg (PyAV) instead of libsndfile.
 FFMPEG_EXTENSIONS = frozenset({"m4a", "aac", "mp4", "m4v", "mov", "webm", "mkv", "amr", "3gp", "wma"})
 #: What a user without PyAV is told to install.
-FFMPEG_HINT = "M4A/AAC, WebM, MP4 and AMR files need PyAV: pip install 'speechbrain-nes2net[codecs]'"
+FFMPEG_HINT = (
+    f"files of {', '.join(sorted(FFMPEG_EXTENSIONS))} are decoded by FFmpeg, through PyAV: "
+    "pip install 'speechbrain-nes2net[codecs]'"
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ def audio_info(path):
     Arguments
     ---------
     path : str or Path
-        An audio file soundfile can read (FLAC, WAV, OGG, ...).
+        An audio file: WAV, FLAC, OGG, MP3 (libsndfile), or one of
+        :data:`FFMPEG_EXTENSIONS` (FFmpeg, through PyAV).
 
     Returns
     -------
@@ -110,7 +114,7 @@ def load_audio(path, sample_rate=DEFAULT_SAMPLE_RATE, max_seconds=None):
     """
     info = audio_info(path)
     if _decoded_by_ffmpeg(path):
-        data, file_rate = _ffmpeg_decode(path, max_seconds), info.sample_rate
+        data, file_rate = _ffmpeg_decode(path, max_seconds)
     else:
         frames = -1
         if max_seconds is not None:
@@ -152,7 +156,7 @@ def to_mono(audio):
 
 
 def is_audio_path(path):
-    """True for file names with an extension soundfile reads."""
+    """True for file names with an extension :func:`load_audio` reads (libsndfile's or FFmpeg's)."""
     return Path(path).suffix.lower().lstrip(".") in _AUDIO_EXTENSIONS
 
 
@@ -174,7 +178,7 @@ def _open_ffmpeg(path):
     try:
         import av
     except ImportError:
-        raise AudioError(path, f"cannot be read without FFmpeg: {FFMPEG_HINT}") from None
+        raise AudioError(path, f"cannot be read without FFmpeg ({FFMPEG_HINT})") from None
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as err:
@@ -197,34 +201,45 @@ def _ffmpeg_info(path):
         elif container.duration is not None:
             duration = container.duration / 1e6  # microseconds (AV_TIME_BASE)
         else:  # a live recording's container states none: count the samples
-            duration = _ffmpeg_decode(path).shape[0] / rate
+            duration = _ffmpeg_decode(path)[0].shape[0] / rate
     frames = round(duration * rate)
     return AudioInfo(frames / rate, rate, channels, frames)
 
 
 def _ffmpeg_decode(path, max_seconds=None):
-    """(samples, channels) float32 samples of the first audio stream, at its own rate."""
+    """(samples, channels) float32 samples of the first audio stream, and their rate."""
     import av
 
     container, stream = _open_ffmpeg(path)
-    limit = None if max_seconds is None else round(max_seconds * stream.rate)
-    chunks, count = [], 0
+    rate, channels = stream.rate, stream.channels or 1
+    limit = None if max_seconds is None else round(max_seconds * rate)
+    chunks, count, resampler = [], 0, None
     try:
         with container:
-            resampler = None
             for frame in container.decode(stream):
-                # Planar float of the stream's own layout and rate: only the sample format changes.
-                resampler = resampler or av.AudioResampler("fltp", frame.layout, frame.sample_rate)
+                if resampler is None:
+                    rate, channels = frame.sample_rate, len(frame.layout.channels)
+                    limit = None if max_seconds is None else round(max_seconds * rate)
+                    # Planar float of the stream's own layout and rate: only the sample format changes.
+                    resampler = av.AudioResampler("fltp", frame.layout, rate)
+                elif (frame.sample_rate, len(frame.layout.channels)) != (rate, channels):
+                    # Joined recordings: one rate (or channel count) would play the rest wrongly.
+                    raise AudioError(path, (
+                        f"changes from {rate} Hz, {channels} channel(s) to {frame.sample_rate} Hz, "
+                        f"{len(frame.layout.channels)} channel(s) mid-stream"
+                    ))  # fmt: skip
                 for converted in resampler.resample(frame):
                     chunks.append(converted.to_ndarray())
                     count += chunks[-1].shape[1]
                 if limit is not None and count >= limit:
                     break
-    except av.FFmpegError as err:
+    except (av.FFmpegError, ValueError) as err:
+        if isinstance(err, AudioError):
+            raise
         raise AudioError(path, f"could not decode audio (FFmpeg: {err})") from None
     if not chunks:
-        return np.zeros((0, stream.channels or 1), dtype=np.float32)
-    return np.ascontiguousarray(np.concatenate(chunks, axis=1)[:, :limit].T)
+        return np.zeros((0, channels), dtype=np.float32), rate
+    return np.ascontiguousarray(np.concatenate(chunks, axis=1)[:, :limit].T), rate
 
 
 def fixed_length(wav, num_samples, random_offset=False, generator=None):

@@ -8,6 +8,7 @@ FORMATS = {
     "m4a": ("ipod", "aac"),  # iPhone voice memos, Android recorders
     "webm": ("webm", "libopus"),  # a browser's MediaRecorder
     "amr": ("amr", "libopencore_amrnb"),  # older phones' voice notes (8 kHz only)
+    "aac": ("adts", "aac"),  # raw AAC frames, each with its own header
 }
 
 

@@ -280,16 +280,18 @@ def test_bona_fide_files_alone_shift_the_threshold_to_the_rate_asked(model, spli
           f"{decision_rates(old, raw, [])['bpcer']:.4f})\n{stdout}")  # fmt: skip
     assert rejected <= 0.15 and decision_rates(old, raw, [])["bpcer"] >= 0.9, rejected
 
-    # Too few files for the rate, or the rate with folds, are refused.
-    for options, message in (
-        (["--bonafide-rejection", 0.01], "holds 40 bona fide files; rejecting at most 1% of them "
-                                         "needs at least 100"),
-        (["--bonafide-rejection", 0.05, "--cross-validate", 4], "--cross-validate needs both"),
-    ):  # fmt: skip
-        with pytest.raises(SystemExit) if "--cross-validate" in options else contextlib.nullcontext():
-            status, _, stderr = calibrate("--model", model, "--labels", folder,
-                                          "--output", tmp_path / "refused", *options)  # fmt: skip
-            assert status == 2 and message in stderr, stderr
+    # Too few files for the rate, the rate with folds, or a misspelt spoof/ folder are refused.
+    refused = ["--model", model, "--labels", folder, "--output", tmp_path / "refused"]
+    status, _, stderr = calibrate(*refused, "--bonafide-rejection", 0.01)
+    assert status == 2 and "holds 40 bona fide files; rejecting at most 1% of them needs at " \
+        "least 100" in stderr, stderr  # fmt: skip
+    usage = io.StringIO()
+    with contextlib.redirect_stderr(usage), pytest.raises(SystemExit):
+        main([str(a) for a in refused] + ["--bonafide-rejection", "0.05", "--cross-validate", "4"])
+    assert "--cross-validate needs both classes" in usage.getvalue(), usage.getvalue()
+    (folder / "spoofs").mkdir()
+    status, _, stderr = calibrate(*refused, "--bonafide-rejection", 0.05)
+    assert status == 2 and "holds bonafide/ (and spoof/); found spoofs/" in stderr, stderr
     assert not (tmp_path / "refused").exists()
 
 

@@ -171,8 +171,11 @@ def labelled_inputs(path, root=None):
 
     path, labels = Path(path).expanduser(), ("bonafide", "spoof")
     if path.is_dir():
-        if root is not None or not (path / "bonafide").is_dir():
-            raise InputError(f"{path}: a folder of labelled files holds bonafide/ (and spoof/)")
+        others = sorted(d.name + "/" for d in path.iterdir()
+                        if d.is_dir() and d.name not in labels and not d.name.startswith("."))  # fmt: skip
+        if root is not None or not (path / "bonafide").is_dir() or others:
+            found = f"; found {', '.join(others)}" if others else ""
+            raise InputError(f"{path}: a folder of labelled files holds bonafide/ (and spoof/){found}")
         return [(utt_id, audio, label) for label in labels if (path / label).is_dir()
                 for utt_id, audio in _walk_folder(path, path / label)]  # fmt: skip
     if not path.is_file():

@@ -162,7 +162,7 @@ def shift_to_bonafide_rate(old, bona, rate, prior, fitted_on=None):
             "on labelled files of both classes, without --bonafide-rejection"
         )
     scores = np.sort(np.asarray(bona, dtype=np.float64))
-    accepted = scores[math.floor(rate * scores.size + 1e-9)]
+    accepted = scores[min(math.floor(rate * scores.size + 1e-9), scores.size - 1)]
     # A hair below that score, so that rounding in the threshold cannot reject it.
     threshold = accepted - 1e-9 * max(1.0, abs(accepted))
     scale = old.calibration.scale
@@ -274,7 +274,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--labels", required=True, nargs="+", metavar=("LIST", "AUDIO_DIR"),
         help="a list file with columns path,label (CSV; TSV for other suffixes) and optionally "
-        "the folder its paths start from (default: the list's); or a folder of bonafide/ and spoof/",
+        "the folder its paths start from (default: the list's); or a folder of bonafide/ and spoof/ "
+        "(bonafide/ alone with --bonafide-rejection)",
     )  # fmt: skip
     parser.add_argument("--output", required=True, help="the new model folder (or .onnx file)")
     parser.add_argument("--prior", type=float, help="bona fide prior (default: the model's)")
@@ -282,7 +283,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--bonafide-rejection", type=float, metavar="RATE",
         help="fit on bona fide files only: shift the model's calibration so that at most RATE "
-        "(e.g. 0.05) of them are rejected; spoofed files, if listed, are only reported",
+        "(e.g. 0.05) of them are rejected, whatever --prior says (it sets the posteriors); "
+        "spoofed files, if listed, are only reported",
     )  # fmt: skip
     parser.add_argument("--batch-size", type=int, help="files per batch (default: as nes2net-score)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
@@ -294,8 +296,8 @@ def parse_args(argv=None):
         (len(args.labels) > 2, "--labels takes a list and, optionally, the folder its paths start from"),
         (args.prior is not None and not 0 < args.prior < 1, "--prior must be between 0 and 1"),
         ((args.cross_validate or 2) < 2, "--cross-validate needs K >= 2 folds"),
-        (args.bonafide_rejection is not None and not 0 < args.bonafide_rejection < 1,
-         "--bonafide-rejection must be between 0 and 1"),
+        (args.bonafide_rejection is not None and not 1e-6 <= args.bonafide_rejection <= 0.5,
+         "--bonafide-rejection must be between 0.000001 and 0.5"),
         (args.bonafide_rejection is not None and args.cross_validate,
          "--cross-validate needs both classes; --bonafide-rejection fits on bona fide files only"),
         (not args.model.exists(), f"--model {args.model}: no such export folder or .onnx file"),
@@ -341,6 +343,8 @@ def calibrate(args):
     listed, rate = list(label_of.values()), args.bonafide_rejection
     check_counts(listed.count("bonafide"), listed.count("spoof"), str(labels), rate)
     old = model_decision(args.model)
+    if rate is not None and old.calibration is None:  # refused before hours of scoring
+        shift_to_bonafide_rate(old, [0.0], rate, old.prior)
     scores, failed, log_path = score_labelled(args, items)
     for utt_id, path, _ in items:
         if utt_id in failed:
@@ -374,7 +378,8 @@ def calibrate(args):
         folds = cross_validate(bona, spoof, prior, args.cross_validate)
         lines.append(row(f"held out ({args.cross_validate} folds)", folds))
     if spoof.size:
-        rates = (f"on the files it was fitted on, it rejects {100 * after['bpcer']:.2f}% of bona "
+        fitted = "the files it was fitted on" if rate is None else "the files it was given"
+        rates = (f"on {fitted}, it rejects {100 * after['bpcer']:.2f}% of bona "
                  f"fide and accepts {100 * after['apcer']:.2f}% of spoofs (the previous threshold "
                  f"{old.threshold:.6g}: {100 * before['bpcer']:.2f}% and "
                  f"{100 * before['apcer']:.2f}%")  # fmt: skip

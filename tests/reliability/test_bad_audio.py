@@ -176,6 +176,17 @@ def test_phone_and_browser_formats_are_decoded_by_ffmpeg(tmp_path, name, rate, c
     assert load_audio(path, max_seconds=0.5).shape == (8000,)
 
 
+def test_a_stream_that_changes_rate_mid_way_is_refused_not_played_at_the_wrong_speed(tmp_path):
+    # Two raw AAC recordings joined end to end: 16 kHz, then 22.05 kHz.
+    first = write_with_ffmpeg(tmp_path / "first.aac", tone(1.0, 16000), 16000)
+    second = write_with_ffmpeg(tmp_path / "second.aac", tone(1.0, 22050), 22050)
+    joined = tmp_path / "joined.aac"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    with pytest.raises(AudioError, match=r"joined\.aac: changes from 16000 Hz.* to 22050 Hz"):
+        load_audio(joined)
+    assert load_audio(joined, max_seconds=0.5).shape == (8000,)  # the first part alone is fine
+
+
 def test_without_pyav_an_m4a_names_what_to_install(tmp_path, monkeypatch):
     path = write_with_ffmpeg(tmp_path / "phone.m4a", tone(0.5, 16000), 16000)
     monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
