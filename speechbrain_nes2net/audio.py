@@ -79,6 +79,8 @@ def audio_info(path):
     """
     if not Path(path).is_file():
         raise AudioError(path, "file not found")
+    if Path(path).stat().st_size == 0:
+        raise AudioError(path, "contains no samples (the file is empty, 0 bytes)")
     if _decoded_by_ffmpeg(path):
         return _ffmpeg_info(path)
     try:
@@ -115,6 +117,14 @@ def load_audio(path, sample_rate=DEFAULT_SAMPLE_RATE, max_seconds=None):
     info = audio_info(path)
     if _decoded_by_ffmpeg(path):
         data, file_rate = _ffmpeg_decode(path, max_seconds)
+        promised = info.duration if max_seconds is None else min(info.duration, max_seconds)
+        decoded = data.shape[0] / file_rate
+        # FFmpeg decodes what a cut-off file still holds; its header says how much there was.
+        if data.shape[0] and decoded < 0.9 * promised - 0.1:
+            raise AudioError(path, (
+                f"is truncated or corrupt: its header promises {promised:.2f} s, "
+                f"{decoded:.2f} s decode"
+            ))  # fmt: skip
     else:
         frames = -1
         if max_seconds is not None:

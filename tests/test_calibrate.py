@@ -34,6 +34,7 @@ from speechbrain_nes2net.pretrained.interface import AntiSpoofModel
 from speechbrain_nes2net.pretrained.onnx_export import export_onnx
 from speechbrain_nes2net.pretrained.onnx_model import OnnxAntiSpoofModel, read_metadata
 from speechbrain_nes2net.pretrained.recalibrate import (
+    DECISION_MARGIN,
     FILES_RECORD,
     MIN_FILES_PER_CLASS,
     cross_validate,
@@ -266,8 +267,21 @@ def test_bona_fide_files_alone_shift_the_threshold_to_the_rate_asked(model, spli
     # The scale (the spread between the classes) is kept; only the offset moves.
     assert new.source == "calibration" and new.calibration.scale == old.calibration.scale
     assert new.fitted_on.startswith("40 bona fide files of voices, shifted to reject at most 5%")
-    scores = np.array([float(row["score"]) for row in read_record(output)])
+    rows = read_record(output)
+    scores = np.array([float(row["score"]) for row in rows])
     assert int((~new.is_bonafide(scores)).sum()) == 2  # floor(5% of 40), and no more
+    # Stock SpeechBrain (float32 LLRs) decides the files nearest the threshold alike.
+    lowest = min(np.flatnonzero(new.is_bonafide(scores)), key=lambda i: scores[i])
+    highest = max(np.flatnonzero(~new.is_bonafide(scores)), key=lambda i: scores[i])
+    assert scores[lowest] - new.threshold >= DECISION_MARGIN * max(1, abs(scores[lowest]))
+    paths = [str(folder / f"{rows[i]['ID']}.flac") for i in (lowest, highest)]
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(output), str(tmp_path / "clf"), json.dumps(paths)],
+        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == ["bonafide", "spoof"]
     assert int((~old.is_bonafide(scores)).sum()) >= 36  # the shift: nearly all were rejected
     assert "no spoofs: no EER" in stdout
     assert f"{'new threshold ' + format(new.threshold, '.4g'):24}{5.0:19.2f}%{'-':>16}" in stdout

@@ -53,6 +53,10 @@ from speechbrain_nes2net.pretrained.inputs import labelled_inputs
 
 #: Scored files of each class a threshold needs at least.
 MIN_FILES_PER_CLASS = 20
+#: Least distance (relative to max(1, |score|)) between a ``--bonafide-rejection``
+#: threshold and the lowest score it must accept: float32 LLRs and onnxruntime
+#: (1.8e-7 from torch, docs/DEPLOYING.md) must not turn that file into a tie or a reject.
+DECISION_MARGIN = 1e-4
 #: The file of a re-calibrated folder that lists the files its decision was fitted on.
 FILES_RECORD = "calibration_files.csv"
 
@@ -125,8 +129,10 @@ def shift_to_bonafide_rate(old, bona, rate, prior, fitted_on=None):
 
     A new domain mostly shifts a detector's scores; without spoofed files the
     spread between the classes cannot be re-fitted, so the scale is kept and
-    the offset moves the threshold to the lowest bona fide score that
-    stays accepted (the ``floor(rate x n)``-th lowest, counted from 0).
+    the offset moves the threshold below the lowest bona fide score that
+    stays accepted (the ``floor(rate x n)``-th lowest, counted from 0): midway
+    to the next lower score, and at least :data:`DECISION_MARGIN` below it, so
+    that every engine (float32 LLRs, onnxruntime) accepts that file too.
 
     Arguments
     ---------
@@ -162,9 +168,9 @@ def shift_to_bonafide_rate(old, bona, rate, prior, fitted_on=None):
             "on labelled files of both classes, without --bonafide-rejection"
         )
     scores = np.sort(np.asarray(bona, dtype=np.float64))
-    accepted = scores[min(math.floor(rate * scores.size + 1e-9), scores.size - 1)]
-    # A hair below that score, so that rounding in the threshold cannot reject it.
-    threshold = accepted - 1e-9 * max(1.0, abs(accepted))
+    k = min(math.floor(rate * scores.size + 1e-9), scores.size - 1)
+    margin = DECISION_MARGIN * max(1.0, abs(scores[k]))
+    threshold = min((scores[max(k - 1, 0)] + scores[k]) / 2, scores[k] - margin)
     scale = old.calibration.scale
     offset = -math.log(prior / (1 - prior)) - scale * threshold
     calibration = ScoreCalibration(scale, offset, prior=old.calibration.prior)

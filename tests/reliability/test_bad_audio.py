@@ -132,6 +132,11 @@ BROKEN = {
     # A phone recording cut off before its index (moov atom, written last) was saved.
     "m4a_truncated": (lambda p: _truncated(write_with_ffmpeg(p.with_suffix(".m4a"), tone(2, 44100), 44100)),
                       "not a readable audio file"),
+    # A cut-off browser recording: FFmpeg decodes its first third; the header says 2 s.
+    "webm_truncated": (lambda p: _truncated(write_with_ffmpeg(p.with_suffix(".webm"), tone(2, 48000), 48000)),
+                       "is truncated or corrupt: its header promises 2.0"),
+    "zero_bytes": (lambda p: p.with_suffix(".mp3").write_bytes(b"") or p.with_suffix(".mp3"),
+                   "contains no samples (the file is empty, 0 bytes)"),
 }  # fmt: skip
 
 
