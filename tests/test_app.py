@@ -168,6 +168,19 @@ def cli_scores(model, files, capsys, extra=()):
     return code, scores, reasons
 
 
+def test_without_gradio_it_says_what_to_install_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import speechbrain_nes2net.pretrained.app as app
+
+    def no_gradio(name):
+        raise app.PackageNotFoundError(name)
+
+    monkeypatch.setattr(app, "version", no_gradio)  # as on a machine without the app extra
+    space = tmp_path / "space"
+    assert app_main(["--model", str(tmp_path), "--write-space", str(space)]) == 2
+    assert "needs gradio: pip install 'speechbrain-nes2net[app]'" in capsys.readouterr().err
+    assert not space.exists()
+
+
 def test_space_page_scores_files_as_nes2net_score(calibrated, demo, browser, tmp_path, capsys):
     space = tmp_path / "space"
     assert app_main(["--model", str(calibrated), "--write-space", str(space)]) == 0

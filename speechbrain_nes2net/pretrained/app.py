@@ -27,7 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from speechbrain_nes2net.audio import AudioError
@@ -70,7 +70,8 @@ def parse_args(argv=None):
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to listen on (default 127.0.0.1: this machine only)")
     port = int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
-    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--port", type=int, default=port,
+                        help=f"port to listen on (default {port}; GRADIO_SERVER_PORT sets it)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="torch engine (default auto: bf16 where the CPU/GPU has it natively)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -254,6 +255,12 @@ def write_space(model, folder):
 def main(argv=None):
     """Runs the page until interrupted; returns the exit status (2: the model does not load)."""
     args = parse_args(argv)
+    try:  # before anything is loaded or written
+        version("gradio")
+    except PackageNotFoundError:
+        print("nes2net-app: the web page needs gradio: pip install 'speechbrain-nes2net[app]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.write_space:
         try:
             print(f"nes2net-app: wrote {write_space(args.model, args.write_space)}")

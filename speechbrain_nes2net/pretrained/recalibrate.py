@@ -402,6 +402,11 @@ def calibrate(args):
     log_path.unlink()
     print("\n".join(lines))
     say(f"wrote {args.output}: bona fide when the raw score >= {rule.threshold:.6g}")
+    errors = lambda r: r["bpcer"] + r["apcer"]  # noqa: E731
+    if spoof.size and errors(after) > errors(before):
+        say("the old threshold makes fewer errors on these files: the new one is the Bayes "
+            "decision of a calibration fitted to them, not the fewest errors; where these files "
+            "are not your domain, or too few to fit (see --cross-validate), keep the old model")  # fmt: skip
     if failed:
         say(f"{len(failed)} of {len(items)} files failed and were left out (listed above)")
     return 1 if failed else 0
