@@ -311,6 +311,21 @@ def test_bona_fide_files_alone_shift_the_threshold_to_the_rate_asked(model, spli
     assert not (tmp_path / "refused").exists()
 
 
+def test_it_says_when_the_old_threshold_errs_less_on_the_given_files(model, full_demo, tmp_path):
+    # 30 + 30 of the demo's own clean test files: the shipped threshold already fits them
+    # (0.00% / 23.33%), and a calibration fitted on so few moves the threshold up (3.33% / 23.33%).
+    rows = read_manifest(full_demo[0] / "save" / "manifests" / "test.csv")
+    entries = [(row.wav, row.label) for row in rows.itertuples()]
+    chosen = [e for e in entries if e[1] == "bonafide"][:30] + [e for e in entries if e[1] == "spoof"][:30]
+    status, stdout, stderr = calibrate("--model", model, "--labels", write_list(tmp_path, chosen),
+                                       "--output", tmp_path / "clean")  # fmt: skip
+    assert status == 0, stderr
+    errors = {line[:24].split()[0]: sum(float(x.rstrip("%")) for x in line[24:].split())
+              for line in stdout.splitlines()[2:4]}  # fmt: skip
+    assert errors["new"] > errors["old"], stdout
+    assert "the old threshold makes fewer errors on these files" in stderr, stderr
+
+
 def read_record(output):
     with open(output / FILES_RECORD, encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
