@@ -77,10 +77,7 @@ def audio_info(path):
     AudioError
         For a missing or unreadable file.
     """
-    if not Path(path).is_file():
-        raise AudioError(path, "file not found")
-    if Path(path).stat().st_size == 0:
-        raise AudioError(path, "contains no samples (the file is empty, 0 bytes)")
+    _check_file(path)
     if _decoded_by_ffmpeg(path):
         return _ffmpeg_info(path)
     try:
@@ -114,18 +111,19 @@ def load_audio(path, sample_rate=DEFAULT_SAMPLE_RATE, max_seconds=None):
     AudioError
         Missing, unreadable, truncated or empty files, NaN or infinite samples.
     """
-    info = audio_info(path)
     if _decoded_by_ffmpeg(path):
-        data, file_rate = _ffmpeg_decode(path, max_seconds)
-        promised = info.duration if max_seconds is None else min(info.duration, max_seconds)
-        decoded = data.shape[0] / file_rate
+        _check_file(path)
+        data, file_rate, promised = _ffmpeg_decode(path, max_seconds)
+        if promised is not None and max_seconds is not None:
+            promised = min(promised, max_seconds)
         # FFmpeg decodes what a cut-off file still holds; its header says how much there was.
-        if data.shape[0] and decoded < 0.9 * promised - 0.1:
+        if data.shape[0] and promised is not None and data.shape[0] / file_rate < 0.9 * promised - 0.1:
             raise AudioError(path, (
                 f"is truncated or corrupt: its header promises {promised:.2f} s, "
-                f"{decoded:.2f} s decode"
+                f"{data.shape[0] / file_rate:.2f} s decode"
             ))  # fmt: skip
     else:
+        info = audio_info(path)
         frames = -1
         if max_seconds is not None:
             frames = min(info.frames, round(max_seconds * info.sample_rate))
@@ -179,6 +177,14 @@ _AUDIO_EXTENSIONS = {e.lower() for e in soundfile.available_formats()} | {
 } | FFMPEG_EXTENSIONS
 
 
+def _check_file(path):
+    """AudioError for a missing or 0-byte file."""
+    if not Path(path).is_file():
+        raise AudioError(path, "file not found")
+    if Path(path).stat().st_size == 0:
+        raise AudioError(path, "contains no samples (the file is empty, 0 bytes)")
+
+
 def _decoded_by_ffmpeg(path):
     return Path(path).suffix.lower().lstrip(".") in FFMPEG_EXTENSIONS
 
@@ -199,33 +205,41 @@ def _open_ffmpeg(path):
     return container, container.streams.audio[0]
 
 
+def _header_duration(container, stream):
+    """Seconds the stream's or the container's header states; None when neither does."""
+    if stream.duration is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1e6  # microseconds (AV_TIME_BASE)
+    return None  # a live recording's container
+
+
 def _ffmpeg_info(path):
-    """:func:`audio_info` of a file FFmpeg decodes: the stream's or container's duration."""
+    """:func:`audio_info` of a file FFmpeg decodes: its header's duration, else its samples'."""
     container, stream = _open_ffmpeg(path)
     with container:
         rate, channels = stream.rate, stream.channels
         if not rate or rate <= 0:
             raise AudioError(path, f"invalid sample rate {rate}")
-        if stream.duration is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1e6  # microseconds (AV_TIME_BASE)
-        else:  # a live recording's container states none: count the samples
-            duration = _ffmpeg_decode(path)[0].shape[0] / rate
+        duration = _header_duration(container, stream)
+    if duration is None:  # count the samples
+        data, decoded_rate, _ = _ffmpeg_decode(path)
+        duration = data.shape[0] / decoded_rate
     frames = round(duration * rate)
     return AudioInfo(frames / rate, rate, channels, frames)
 
 
 def _ffmpeg_decode(path, max_seconds=None):
-    """(samples, channels) float32 samples of the first audio stream, and their rate."""
+    """(samples, channels) float32 samples of the first audio stream, their rate, and the
+    duration its header states (None if it states none)."""
+    container, stream = _open_ffmpeg(path)  # an AudioError without PyAV
     import av
 
-    container, stream = _open_ffmpeg(path)
-    rate, channels = stream.rate, stream.channels or 1
-    limit = None if max_seconds is None else round(max_seconds * rate)
+    rate, channels, limit = stream.rate, stream.channels or 1, None
     chunks, count, resampler = [], 0, None
     try:
         with container:
+            duration = _header_duration(container, stream)
             for frame in container.decode(stream):
                 if resampler is None:
                     rate, channels = frame.sample_rate, len(frame.layout.channels)
@@ -243,13 +257,13 @@ def _ffmpeg_decode(path, max_seconds=None):
                     count += chunks[-1].shape[1]
                 if limit is not None and count >= limit:
                     break
+    except AudioError:
+        raise
     except (av.FFmpegError, ValueError) as err:
-        if isinstance(err, AudioError):
-            raise
         raise AudioError(path, f"could not decode audio (FFmpeg: {err})") from None
     if not chunks:
-        return np.zeros((0, channels), dtype=np.float32), rate
-    return np.ascontiguousarray(np.concatenate(chunks, axis=1)[:, :limit].T), rate
+        return np.zeros((0, channels), dtype=np.float32), rate, duration
+    return np.ascontiguousarray(np.concatenate(chunks, axis=1)[:, :limit].T), rate, duration
 
 
 def fixed_length(wav, num_samples, random_offset=False, generator=None):

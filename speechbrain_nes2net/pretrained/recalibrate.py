@@ -124,6 +124,15 @@ def fit_decision(bona, spoof, prior, fitted_on=None):
     return DecisionRule.from_calibration(calibration, prior, fitted_on)
 
 
+def require_calibration(old):
+    """Refuses a decision without a calibration for ``--bonafide-rejection`` (nothing to shift)."""
+    if old.calibration is None:
+        raise CalibrationError(
+            f"the model ships no calibration to shift (its threshold is {old.source!r}): fit one "
+            "on labelled files of both classes, without --bonafide-rejection"
+        )
+
+
 def shift_to_bonafide_rate(old, bona, rate, prior, fitted_on=None):
     """``old``'s calibration shifted so that its Bayes threshold rejects at most ``rate`` of ``bona``.
 
@@ -162,11 +171,7 @@ def shift_to_bonafide_rate(old, bona, rate, prior, fitted_on=None):
     >>> int((~shift_to_bonafide_rate(old, bona, 0.05, 0.5).is_bonafide(bona)).sum())
     1
     """
-    if old.calibration is None:
-        raise CalibrationError(
-            f"the model ships no calibration to shift (its threshold is {old.source!r}): fit one "
-            "on labelled files of both classes, without --bonafide-rejection"
-        )
+    require_calibration(old)
     scores = np.sort(np.asarray(bona, dtype=np.float64))
     k = min(math.floor(rate * scores.size + 1e-9), scores.size - 1)
     margin = DECISION_MARGIN * max(1.0, abs(scores[k]))
@@ -349,8 +354,8 @@ def calibrate(args):
     listed, rate = list(label_of.values()), args.bonafide_rejection
     check_counts(listed.count("bonafide"), listed.count("spoof"), str(labels), rate)
     old = model_decision(args.model)
-    if rate is not None and old.calibration is None:  # refused before hours of scoring
-        shift_to_bonafide_rate(old, [0.0], rate, old.prior)
+    if rate is not None:  # refused before hours of scoring
+        require_calibration(old)
     scores, failed, log_path = score_labelled(args, items)
     for utt_id, path, _ in items:
         if utt_id in failed:
